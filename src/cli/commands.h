@@ -1,0 +1,7 @@
+/* commands.h - the CLI's subcommands. */
+#ifndef SHRUTI_CLI_COMMANDS_H
+#define SHRUTI_CLI_COMMANDS_H
+
+int cmd_transcribe(int argc, char **argv);
+
+#endif

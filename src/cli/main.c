@@ -1,0 +1,35 @@
+/* main.c - the `shruti` command: dispatches to subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "shruti.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: shruti <command> [options]\n\n"
+            "commands:\n"
+            "  transcribe [options] FILE...   transcribe audio or video files ('-' = stdin)\n"
+            "  version                        print the version\n\n"
+            "'shruti transcribe --help' lists the transcription options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "transcribe") == 0) return cmd_transcribe(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("shruti %s\n", shruti_version());
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "shruti: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,151 @@
+/* output_formats.c - the reference CLI's writers (txt, srt, vtt, tsv) and
+ * its result dictionary as JSON, with the file's duration added. */
+#include "cli/output_formats.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode/text.h"
+
+static const char *const NAMES[OUT_COUNT] = {"txt", "json", "srt", "vtt", "tsv"};
+
+int output_format_parse(const char *name) {
+    for (int i = 0; i < OUT_COUNT; i++)
+        if (strcmp(name, NAMES[i]) == 0) return i;
+    return -1;
+}
+
+const char *output_format_extension(output_format f) { return NAMES[f]; }
+
+void output_format_timestamp(char *buf, size_t size, double seconds, int always_hours,
+                             char decimal_marker) {
+    long long ms = seconds > 0 ? llround(seconds * 1000.0) : 0;
+    long long hours = ms / 3600000;
+    ms -= hours * 3600000;
+    long long minutes = ms / 60000;
+    ms -= minutes * 60000;
+    long long secs = ms / 1000;
+    ms -= secs * 1000;
+    if (always_hours || hours > 0)
+        snprintf(buf, size, "%02lld:%02lld:%02lld%c%03lld", hours, minutes, secs, decimal_marker,
+                 ms);
+    else
+        snprintf(buf, size, "%02lld:%02lld%c%03lld", minutes, secs, decimal_marker, ms);
+}
+
+/* Segment text stripped, with "-->" made harmless for subtitle files and
+ * tabs for TSV. Caller frees. */
+static char *clean_text(const char *text, const char *from, const char *to) {
+    char *s = sh_strip(text);
+    if (!s || !from) return s;
+    size_t n_from = strlen(from), n_to = strlen(to), count = 0;
+    for (const char *p = strstr(s, from); p; p = strstr(p + n_from, from)) count++;
+    if (count == 0) return s;
+    char *r = malloc(strlen(s) + count * n_to + 1), *w = r;
+    if (!r) {
+        free(s);
+        return NULL;
+    }
+    for (const char *p = s; *p;) {
+        if (strncmp(p, from, n_from) == 0) {
+            memcpy(w, to, n_to);
+            w += n_to;
+            p += n_from;
+        } else {
+            *w++ = *p++;
+        }
+    }
+    *w = '\0';
+    free(s);
+    return r;
+}
+
+static int write_subtitles(FILE *out, shruti_context *ctx, int srt) {
+    if (!srt) fprintf(out, "WEBVTT\n\n");
+    for (int i = 0; i < shruti_n_segments(ctx); i++) {
+        const shruti_segment *s = shruti_get_segment(ctx, i);
+        char a[32], b[32];
+        output_format_timestamp(a, sizeof a, s->start, srt, srt ? ',' : '.');
+        output_format_timestamp(b, sizeof b, s->end, srt, srt ? ',' : '.');
+        char *text = clean_text(s->text, "-->", "->");
+        if (!text) return -1;
+        if (srt) fprintf(out, "%d\n", i + 1);
+        fprintf(out, "%s --> %s\n%s\n\n", a, b, text);
+        free(text);
+    }
+    return 0;
+}
+
+static int write_txt(FILE *out, shruti_context *ctx) {
+    for (int i = 0; i < shruti_n_segments(ctx); i++) {
+        char *text = clean_text(shruti_get_segment(ctx, i)->text, NULL, NULL);
+        if (!text) return -1;
+        fprintf(out, "%s\n", text);
+        free(text);
+    }
+    return 0;
+}
+
+static int write_tsv(FILE *out, shruti_context *ctx) {
+    fprintf(out, "start\tend\ttext\n");
+    for (int i = 0; i < shruti_n_segments(ctx); i++) {
+        const shruti_segment *s = shruti_get_segment(ctx, i);
+        char *text = clean_text(s->text, "\t", " ");
+        if (!text) return -1;
+        fprintf(out, "%.0f\t%.0f\t%s\n", nearbyint(1000 * s->start), nearbyint(1000 * s->end),
+                text);
+        free(text);
+    }
+    return 0;
+}
+
+static cJSON *segment_json(const shruti_segment *s) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddNumberToObject(o, "id", s->id);
+    cJSON_AddNumberToObject(o, "seek", s->seek);
+    cJSON_AddNumberToObject(o, "start", s->start);
+    cJSON_AddNumberToObject(o, "end", s->end);
+    cJSON_AddStringToObject(o, "text", s->text);
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
+    for (int i = 0; tokens && i < s->n_tokens; i++)
+        cJSON_AddItemToArray(tokens, cJSON_CreateNumber(s->tokens[i]));
+    cJSON_AddNumberToObject(o, "temperature", s->temperature);
+    cJSON_AddNumberToObject(o, "avg_logprob", s->avg_logprob);
+    cJSON_AddNumberToObject(o, "compression_ratio", s->compression_ratio);
+    cJSON_AddNumberToObject(o, "no_speech_prob", s->no_speech_prob);
+    return o;
+}
+
+static int write_json(FILE *out, shruti_context *ctx) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return -1;
+    cJSON_AddStringToObject(root, "text", shruti_full_text(ctx));
+    cJSON_AddStringToObject(root, "language", shruti_full_language(ctx));
+    cJSON_AddNumberToObject(root, "duration", shruti_full_duration(ctx));
+    cJSON *segs = cJSON_AddArrayToObject(root, "segments");
+    for (int i = 0; segs && i < shruti_n_segments(ctx); i++)
+        cJSON_AddItemToArray(segs, segment_json(shruti_get_segment(ctx, i)));
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s) return -1;
+    fprintf(out, "%s\n", s);
+    free(s);
+    return 0;
+}
+
+int output_write(FILE *out, output_format f, shruti_context *ctx) {
+    int r;
+    switch (f) {
+    case OUT_TXT: r = write_txt(out, ctx); break;
+    case OUT_JSON: r = write_json(out, ctx); break;
+    case OUT_SRT: r = write_subtitles(out, ctx, 1); break;
+    case OUT_VTT: r = write_subtitles(out, ctx, 0); break;
+    case OUT_TSV: r = write_tsv(out, ctx); break;
+    default: r = -1;
+    }
+    if (fflush(out) != 0 || ferror(out)) r = -1;
+    return r;
+}

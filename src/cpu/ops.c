@@ -1,0 +1,105 @@
+/* ops.c - layer norm, GELU, softmax and the OpenBLAS linear layer. */
+#include "cpu/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stddef.h>
+
+void sh_add_bias(float *y, const float *b, int rows, int n) {
+    if (!b) return;
+    for (int r = 0; r < rows; r++) {
+        float *row = y + (size_t)r * n;
+        for (int i = 0; i < n; i++) row[i] += b[i];
+    }
+}
+
+void sh_linear(float *y, const float *x, int rows, const float *w, const float *b, int n_in,
+               int n_out) {
+    if (rows == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0f, w, n_in, x, 1, 0.0f, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in, w,
+                    n_in, 0.0f, y, n_out);
+    sh_add_bias(y, b, rows, n_out);
+}
+
+void sh_add(float *y, const float *x, long n) {
+    for (long i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* ------------------------------------------------------------ layer norm */
+
+typedef struct {
+    float *y;
+    const float *x, *g, *b;
+    int n;
+} ln_job;
+
+static void ln_range(void *arg, int begin, int end) {
+    ln_job *j = arg;
+    for (int r = begin; r < end; r++) {
+        const float *x = j->x + (size_t)r * j->n;
+        float *y = j->y + (size_t)r * j->n;
+        double mean = 0, var = 0;
+        for (int i = 0; i < j->n; i++) mean += x[i];
+        mean /= j->n;
+        for (int i = 0; i < j->n; i++) var += (x[i] - mean) * (x[i] - mean);
+        var /= j->n;
+        float inv = (float)(1.0 / sqrt(var + 1e-5));
+        float m = (float)mean;
+        for (int i = 0; i < j->n; i++) y[i] = (x[i] - m) * inv * j->g[i] + j->b[i];
+    }
+}
+
+void sh_layer_norm(sh_pool *pool, float *y, const float *x, int rows, int n, const float *g,
+                   const float *b) {
+    ln_job j = {y, x, g, b, n};
+    if (rows < 16) ln_range(&j, 0, rows);
+    else sh_pool_run(pool, rows, ln_range, &j);
+}
+
+/* ------------------------------------------------------------------ GELU */
+
+typedef struct {
+    float *x;
+} gelu_job;
+
+static void gelu_range(void *arg, int begin, int end) {
+    float *x = ((gelu_job *)arg)->x;
+    for (int i = begin; i < end; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
+void sh_gelu(sh_pool *pool, float *x, long n) {
+    gelu_job j = {x};
+    if (n < 65536) gelu_range(&j, 0, (int)n);
+    else sh_pool_run(pool, (int)n, gelu_range, &j);
+}
+
+/* --------------------------------------------------------------- softmax */
+
+typedef struct {
+    float *x;
+    int n, ld;
+} softmax_job;
+
+static void softmax_range(void *arg, int begin, int end) {
+    softmax_job *j = arg;
+    for (int r = begin; r < end; r++) {
+        float *row = j->x + (size_t)r * j->ld;
+        float max = -INFINITY;
+        for (int i = 0; i < j->n; i++) max = row[i] > max ? row[i] : max;
+        float sum = 0;
+        for (int i = 0; i < j->n; i++) {
+            row[i] = expf(row[i] - max);
+            sum += row[i];
+        }
+        float inv = 1.0f / sum;
+        for (int i = 0; i < j->n; i++) row[i] *= inv;
+    }
+}
+
+void sh_softmax_rows(sh_pool *pool, float *x, int rows, int n, int ld) {
+    softmax_job j = {x, n, ld};
+    if ((long)rows * n < 65536) softmax_range(&j, 0, rows);
+    else sh_pool_run(pool, rows, softmax_range, &j);
+}

@@ -1,0 +1,62 @@
+/* decode.h - decode(): one 30 s window to tokens, as the reference does
+ * it (greedy, sampling with best-of, beam search; the logit filters). */
+#ifndef SHRUTI_DECODE_DECODE_H
+#define SHRUTI_DECODE_DECODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cpu/runtime.h"
+
+typedef struct {
+    int task;                    /* shruti_task */
+    int language;                /* language index, -1 = detect */
+    float temperature;
+    int beam_size;               /* > 1: beam search (temperature 0 only) */
+    float patience;
+    float length_penalty;        /* < 0: none */
+    int best_of;                 /* samples at temperature > 0 */
+    int sample_len;
+    const int32_t *suppress;     /* sorted ids to suppress (specials included) */
+    int n_suppress;
+    bool suppress_blank;
+    bool without_timestamps;
+    float max_initial_timestamp; /* seconds, < 0: none */
+    const int32_t *prompt;       /* previous-text tokens, or NULL */
+    int n_prompt;
+    uint64_t *rng;               /* sampling state */
+    bool (*abort_callback)(void *);
+    void *abort_user_data;
+} sh_decode_options;
+
+typedef struct {
+    int32_t *tokens;             /* sampled tokens, cut at eot (malloc'd) */
+    int n_tokens;
+    char *text;                  /* decoded and stripped (malloc'd) */
+    int language;                /* index used */
+    float language_prob;         /* of the detected language, NAN if given */
+    double sum_logprob, avg_logprob, no_speech_prob, compression_ratio;
+    float temperature;
+} sh_decode_result;
+
+/* Runs the encoder on mel (n_mels x 3000) when encode is set (else reuses
+ * the run state's current window), then decodes. Returns 0 or a negative
+ * status; res is filled on success and must be released with
+ * sh_decode_result_free. */
+int sh_decode_window(sh_runtime *rt, const float *mel, bool encode, const sh_decode_options *o,
+                     sh_decode_result *res);
+void sh_decode_result_free(sh_decode_result *res);
+
+/* Language detection over the current window's encoder output:
+ * probs[n_languages] (may be NULL); returns the best index or < 0. */
+int sh_detect_language(sh_runtime *rt, float *probs);
+
+/* The decode() suppress list for a "-1,..."-style string: *out malloc'd,
+ * sorted, with the reference's specials added. Returns the count or a
+ * negative status (bad ids). */
+int sh_build_suppress_list(const shruti_model *m, const char *spec, int32_t **out);
+
+/* Sampling RNG (splitmix64): uniform in [0, 1). */
+double sh_rng_uniform(uint64_t *state);
+
+#endif

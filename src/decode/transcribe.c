@@ -1,0 +1,337 @@
+/* transcribe.c - the reference transcribe(): a whole file as a sequence of
+ * 30 s windows, seeking by the last timestamp, conditioning on previous
+ * text, temperature fallback, no-speech skipping and clip_timestamps. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "context.h"
+#include "decode/text.h"
+
+#define TIME_PRECISION (2.0 * SH_HOP / SHRUTI_SAMPLE_RATE)   /* 0.02 s per position */
+
+typedef struct {
+    int32_t *v;
+    int n, cap;
+} i32_list;
+
+static int i32_push(i32_list *l, const int32_t *t, int n) {
+    if (l->n + n > l->cap) {
+        int cap = l->cap ? l->cap : 256;
+        while (cap < l->n + n) cap *= 2;
+        int32_t *v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v) return SHRUTI_ERR_NOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (n) memcpy(l->v + l->n, t, (size_t)n * sizeof *t);
+    l->n += n;
+    return 0;
+}
+
+/* "start,end,..." seconds -> frame pairs; an odd count ends at content. */
+static int parse_clips(const char *spec, int content_frames, int **out) {
+    int cap = 8, n = 0;
+    int *v = malloc((size_t)(cap + 2) * sizeof *v);
+    if (!v) return SHRUTI_ERR_NOMEM;
+    const char *p = spec ? spec : "";
+    while (*p) {
+        char *end;
+        double t = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || !isfinite(t) || t < 0 || t > 1e7) {
+            free(v);
+            return SHRUTI_ERR_INVALID_ARG;
+        }
+        if (n == cap) {
+            int *nv = realloc(v, (size_t)(cap * 2 + 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return SHRUTI_ERR_NOMEM;
+            }
+            v = nv;
+            cap *= 2;
+        }
+        v[n++] = (int)nearbyint(t * 100.0);   /* Python round(): half to even */
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) v[n++] = 0;
+    if (n % 2 == 1) v[n++] = content_frames;
+    *out = v;
+    return n / 2;
+}
+
+static int add_segment(shruti_context *ctx, int seek, double start, double end,
+                       const int32_t *tokens, int n, const sh_decode_result *res) {
+    segment_list *l = &ctx->segments;
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 32;
+        shruti_segment *v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v) return SHRUTI_ERR_NOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    /* the segment's text: its tokens below eot */
+    int32_t *copy = malloc(((size_t)n + 1) * sizeof *copy);
+    int32_t *text_tokens = malloc(((size_t)n + 1) * sizeof *text_tokens);
+    int n_text = 0;
+    if (!copy || !text_tokens) {
+        free(copy), free(text_tokens);
+        return SHRUTI_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        copy[i] = tokens[i];
+        if (tokens[i] < ctx->model->sp.eot) text_tokens[n_text++] = tokens[i];
+    }
+    char *text = sh_tokens_to_text(ctx->model, text_tokens, n_text);
+    free(text_tokens);
+    if (!text) {
+        free(copy);
+        return SHRUTI_ERR_NOMEM;
+    }
+    /* an instantaneous or blank segment keeps its times, not its text */
+    char *stripped = sh_strip(text);
+    if (!stripped || start == end || stripped[0] == '\0') {
+        text[0] = '\0';
+        n = 0;
+    }
+    free(stripped);
+    l->v[l->n] = (shruti_segment){.id = l->n, .seek = seek, .start = start, .end = end,
+                                  .text = text, .tokens = copy, .n_tokens = n,
+                                  .temperature = res->temperature,
+                                  .avg_logprob = res->avg_logprob,
+                                  .compression_ratio = res->compression_ratio,
+                                  .no_speech_prob = res->no_speech_prob};
+    l->n++;
+    return 0;
+}
+
+static bool needs_fallback(const shruti_params *p, const sh_decode_result *r) {
+    bool fallback = false;
+    if (!isnan(p->compression_ratio_threshold) &&
+        r->compression_ratio > p->compression_ratio_threshold)
+        fallback = true;   /* too repetitive */
+    if (!isnan(p->logprob_threshold) && r->avg_logprob < p->logprob_threshold)
+        fallback = true;   /* too unlikely */
+    if (!isnan(p->no_speech_threshold) && r->no_speech_prob > p->no_speech_threshold &&
+        !isnan(p->logprob_threshold) && r->avg_logprob < p->logprob_threshold)
+        fallback = false;  /* silence */
+    return fallback;
+}
+
+typedef struct {
+    int language;
+    const int32_t *prompt;
+    int n_prompt;
+} window_input;
+
+/* decode_with_fallback(): the window is encoded once, then decoded at each
+ * temperature until a result passes the thresholds. */
+static int decode_with_fallback(shruti_context *ctx, const float *mel, const shruti_params *p,
+                                const window_input *in, sh_decode_result *res) {
+    int r = sh_encode(&ctx->rt, mel);
+    if (r < 0) return r;
+    int n_temps = p->n_temperatures > 0 ? p->n_temperatures : 1;
+    memset(res, 0, sizeof *res);
+    for (int i = 0; i < n_temps; i++) {
+        float t = p->n_temperatures > 0 ? p->temperatures[i] : 0.0f;
+        sh_decode_options o;
+        int32_t *suppress = NULL;
+        r = sh_decode_options_from_params(ctx, p, t, in->language, &o, &suppress);
+        if (r < 0) {
+            free(suppress);
+            return r;
+        }
+        o.prompt = in->prompt;
+        o.n_prompt = in->n_prompt;
+        sh_decode_result_free(res);
+        r = sh_decode_window(&ctx->rt, mel, false, &o, res);
+        free(suppress);
+        if (r < 0) return r;
+        if (!needs_fallback(p, res)) break;
+    }
+    return 0;
+}
+
+static int encode_initial_prompt(shruti_context *ctx, const char *prompt, i32_list *all) {
+    char *stripped = sh_strip(prompt);
+    if (!stripped) return SHRUTI_ERR_NOMEM;
+    size_t n = strlen(stripped);
+    char *spaced = malloc(n + 2);
+    int r = SHRUTI_ERR_NOMEM;
+    if (spaced) {
+        spaced[0] = ' ';
+        memcpy(spaced + 1, stripped, n + 1);
+        int32_t *t;
+        r = sh_text_to_tokens(ctx->model, spaced, &t);
+        if (r >= 0) {
+            int count = r;
+            r = i32_push(all, t, count);
+            free(t);
+            if (r == 0) r = count;
+        }
+    }
+    free(stripped);
+    free(spaced);
+    return r;
+}
+
+/* Splits a window's tokens into segments; returns the seek advance in
+ * frames or a negative status. */
+static int segments_from_tokens(shruti_context *ctx, const sh_decode_result *res, int seek,
+                                int segment_size, i32_list *all) {
+    const int32_t *tok = res->tokens;
+    int n = res->n_tokens, ts = ctx->model->sp.timestamp_begin, first = ctx->segments.n, r = 0;
+    double time_offset = (double)seek * SH_HOP / SHRUTI_SAMPLE_RATE;
+    bool single_timestamp_ending = n >= 2 && tok[n - 2] < ts && tok[n - 1] >= ts;
+    int advance;
+    int n_consecutive = 0;
+    for (int i = 0; i + 1 < n; i++) n_consecutive += tok[i] >= ts && tok[i + 1] >= ts;
+    if (n_consecutive > 0) {
+        int last_slice = 0;
+        for (int i = 1; i <= n && r == 0; i++) {
+            bool cut = (i < n && tok[i - 1] >= ts && tok[i] >= ts) ||
+                       (i == n && single_timestamp_ending);
+            if (!cut) continue;
+            const int32_t *s = tok + last_slice;
+            int len = i - last_slice;
+            r = add_segment(ctx, seek, time_offset + (s[0] - ts) * TIME_PRECISION,
+                            time_offset + (s[len - 1] - ts) * TIME_PRECISION, s, len, res);
+            last_slice = i;
+        }
+        if (single_timestamp_ending) advance = segment_size;
+        else advance = (tok[last_slice - 1] - ts) * 2;   /* seek to the last timestamp */
+    } else {
+        double duration = (double)segment_size * SH_HOP / SHRUTI_SAMPLE_RATE;
+        int last_ts = -1;
+        for (int i = 0; i < n; i++)
+            if (tok[i] >= ts) last_ts = tok[i];
+        if (last_ts >= 0 && last_ts != ts) duration = (last_ts - ts) * TIME_PRECISION;
+        r = add_segment(ctx, seek, time_offset, time_offset + duration, tok, n, res);
+        advance = segment_size;
+    }
+    for (int i = first; i < ctx->segments.n && r == 0; i++)
+        r = i32_push(all, ctx->segments.v[i].tokens, ctx->segments.v[i].n_tokens);
+    return r < 0 ? r : advance;
+}
+
+static void report_progress(shruti_context *ctx, const shruti_params *p, int seek,
+                            int content_frames) {
+    if (!p->progress_callback) return;
+    int done = seek < content_frames ? seek : content_frames;
+    int percent = content_frames > 0 ? (int)((long)done * 100 / content_frames) : 100;
+    p->progress_callback(ctx, percent, p->progress_user_data);
+}
+
+int sh_transcribe(shruti_context *ctx, const float *mel, int n_frames, const shruti_params *p) {
+    const shruti_model *m = ctx->model;
+    int n_mels = m->hp.n_mels;
+    int content_frames = n_frames - SH_CHUNK_FRAMES;
+    sh_results_clear(ctx);
+    ctx->rng = p->seed;
+    ctx->duration = (double)content_frames * SH_HOP / SHRUTI_SAMPLE_RATE;
+    float *window = malloc((size_t)n_mels * SH_CHUNK_FRAMES * sizeof *window);
+    i32_list all = {0};
+    int *clips = NULL, r = 0;
+    if (!window) return sh_set_ctx_error(ctx, SHRUTI_ERR_NOMEM, "out of memory");
+
+    /* language: given, English-only, or detected on the first 30 s */
+    int language = 0;
+    if (shruti_model_is_multilingual(m)) {
+        if (p->language && *p->language && strcmp(p->language, "auto") != 0) {
+            language = shruti_language_index(m, p->language);
+            if (language < 0) {
+                r = sh_set_ctx_error(ctx, SHRUTI_ERR_INVALID_ARG, "unknown language '%s'",
+                                     p->language);
+                goto done;
+            }
+        } else {
+            for (int b = 0; b < n_mels; b++)
+                memcpy(window + (size_t)b * SH_CHUNK_FRAMES, mel + (size_t)b * n_frames,
+                       SH_CHUNK_FRAMES * sizeof *window);
+            if ((r = sh_encode(&ctx->rt, window)) < 0 ||
+                (language = sh_detect_language(&ctx->rt, NULL)) < 0) {
+                r = sh_set_ctx_error(ctx, r < 0 ? r : language, "language detection failed");
+                goto done;
+            }
+        }
+    } else if (p->language && *p->language && strcmp(p->language, "auto") != 0 &&
+               shruti_language_index(m, p->language) != 0) {
+        r = sh_set_ctx_error(ctx, SHRUTI_ERR_INVALID_ARG,
+                             "this model is English-only; language '%s' is not available",
+                             p->language);
+        goto done;
+    }
+    snprintf(ctx->language, sizeof ctx->language, "%s", sh_language_code(language));
+
+    int n_initial_prompt = 0;
+    if (p->initial_prompt && (n_initial_prompt = encode_initial_prompt(ctx, p->initial_prompt,
+                                                                       &all)) < 0) {
+        r = sh_set_ctx_error(ctx, n_initial_prompt, "cannot encode the initial prompt");
+        goto done;
+    }
+    int n_clips = parse_clips(p->clip_timestamps, content_frames, &clips);
+    if (n_clips < 0) {
+        r = sh_set_ctx_error(ctx, n_clips, "bad clip_timestamps '%s': expected seconds "
+                             "\"start,end,...\"", p->clip_timestamps);
+        goto done;
+    }
+    int clip = 0, seek = clips[0], prompt_reset_since = 0;
+    while (clip < n_clips) {
+        int clip_start = clips[2 * clip], clip_end = clips[2 * clip + 1];
+        if (seek < clip_start) seek = clip_start;
+        if (seek >= clip_end) {
+            clip++;
+            if (clip < n_clips) seek = clips[2 * clip];
+            continue;
+        }
+        int segment_size = SH_CHUNK_FRAMES;
+        if (content_frames - seek < segment_size) segment_size = content_frames - seek;
+        if (clip_end - seek < segment_size) segment_size = clip_end - seek;
+        /* mel[:, seek : seek + segment_size], zero-padded to 3000 frames */
+        for (int b = 0; b < n_mels; b++) {
+            float *dst = window + (size_t)b * SH_CHUNK_FRAMES;
+            memcpy(dst, mel + (size_t)b * n_frames + seek, (size_t)segment_size * sizeof *dst);
+            memset(dst + segment_size, 0, (size_t)(SH_CHUNK_FRAMES - segment_size) * sizeof *dst);
+        }
+        window_input in = {language, all.v + prompt_reset_since, all.n - prompt_reset_since};
+        sh_decode_result res;
+        if ((r = decode_with_fallback(ctx, window, p, &in, &res)) < 0) {
+            if (!ctx->error[0])
+                sh_set_ctx_error(ctx, r, "decoding failed: %s", shruti_status_string(r));
+            goto done;
+        }
+        bool skip = false;
+        if (!isnan(p->no_speech_threshold)) {
+            skip = res.no_speech_prob > p->no_speech_threshold;
+            if (!isnan(p->logprob_threshold) && res.avg_logprob > p->logprob_threshold)
+                skip = false;   /* confident despite no_speech_prob */
+        }
+        int first_new = ctx->segments.n;
+        if (skip) {
+            seek += segment_size;
+        } else {
+            int advance = segments_from_tokens(ctx, &res, seek, segment_size, &all);
+            if (advance < 0) {
+                sh_decode_result_free(&res);
+                r = sh_set_ctx_error(ctx, advance, "out of memory");
+                goto done;
+            }
+            seek += advance;
+            if (!p->condition_on_previous_text || res.temperature > 0.5f)
+                prompt_reset_since = all.n;
+        }
+        sh_decode_result_free(&res);
+        if (p->segment_callback && ctx->segments.n > first_new)
+            p->segment_callback(ctx, first_new, ctx->segments.n - first_new, p->segment_user_data);
+        report_progress(ctx, p, seek, content_frames);
+    }
+    ctx->full_text = sh_tokens_to_text(m, all.v + n_initial_prompt, all.n - n_initial_prompt);
+    if (!ctx->full_text) r = sh_set_ctx_error(ctx, SHRUTI_ERR_NOMEM, "out of memory");
+done:
+    free(window);
+    free(all.v);
+    free(clips);
+    return r;
+}

@@ -1,0 +1,415 @@
+/* ggml_loader.c - reads whisper.cpp ggml model files.
+ *
+ * The file is mapped read-only and parsed through a bounds-checked cursor:
+ * every count, size, name and shape is validated before use, so a truncated
+ * or corrupted file is an error, never an out-of-bounds read. Weights are
+ * converted to float32 into one aligned arena owned by the model. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/f16.h"
+#include "model/model.h"
+
+#define GGML_MAGIC 0x67676d6cu
+#define GGML_TYPE_F32 0
+#define GGML_TYPE_F16 1
+
+/* ----------------------------------------------------------------- cursor */
+
+typedef struct {
+    const uint8_t *data;
+    size_t size, pos;
+} cursor;
+
+static int take(cursor *c, void *out, size_t n) {
+    if (n > c->size - c->pos) return -1;
+    memcpy(out, c->data + c->pos, n);
+    c->pos += n;
+    return 0;
+}
+
+static int take_i32(cursor *c, int32_t *v) { return take(c, v, sizeof *v); }
+
+static const uint8_t *skip(cursor *c, size_t n) {
+    if (n > c->size - c->pos) return NULL;
+    const uint8_t *p = c->data + c->pos;
+    c->pos += n;
+    return p;
+}
+
+/* ------------------------------------------------------------ tensor table */
+
+/* Every tensor the model must have: where its float32 copy goes and the
+ * shape it must have, in PyTorch order (outermost first). */
+typedef struct {
+    char name[64];
+    const float **dst;
+    int n_dims;
+    int64_t shape[3];
+    int found;
+} tensor_spec;
+
+typedef struct {
+    tensor_spec *v;
+    int n, cap;
+} spec_list;
+
+static int spec_add(spec_list *l, const char *name, const float **dst, int n_dims, int64_t a,
+                    int64_t b, int64_t c3) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        tensor_spec *v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    tensor_spec *s = &l->v[l->n++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->dst = dst;
+    s->n_dims = n_dims;
+    s->shape[0] = a;
+    s->shape[1] = b;
+    s->shape[2] = c3;
+    return 0;
+}
+
+static int add_block_specs(spec_list *l, sh_block *blk, const char *prefix, int d, int cross) {
+    char nm[64];
+    int r = 0;
+#define ADD(suffix, field, nd, a, b)                                   \
+    snprintf(nm, sizeof nm, "%s.%s", prefix, suffix);                  \
+    r |= spec_add(l, nm, &blk->field, nd, a, b, 0);
+    ADD("attn_ln.weight", attn_ln_w, 1, d, 0);
+    ADD("attn_ln.bias", attn_ln_b, 1, d, 0);
+    ADD("attn.query.weight", q_w, 2, d, d);
+    ADD("attn.query.bias", q_b, 1, d, 0);
+    ADD("attn.key.weight", k_w, 2, d, d);
+    ADD("attn.value.weight", v_w, 2, d, d);
+    ADD("attn.value.bias", v_b, 1, d, 0);
+    ADD("attn.out.weight", o_w, 2, d, d);
+    ADD("attn.out.bias", o_b, 1, d, 0);
+    if (cross) {
+        ADD("cross_attn_ln.weight", cross_ln_w, 1, d, 0);
+        ADD("cross_attn_ln.bias", cross_ln_b, 1, d, 0);
+        ADD("cross_attn.query.weight", cq_w, 2, d, d);
+        ADD("cross_attn.query.bias", cq_b, 1, d, 0);
+        ADD("cross_attn.key.weight", ck_w, 2, d, d);
+        ADD("cross_attn.value.weight", cv_w, 2, d, d);
+        ADD("cross_attn.value.bias", cv_b, 1, d, 0);
+        ADD("cross_attn.out.weight", co_w, 2, d, d);
+        ADD("cross_attn.out.bias", co_b, 1, d, 0);
+    }
+    ADD("mlp_ln.weight", mlp_ln_w, 1, d, 0);
+    ADD("mlp_ln.bias", mlp_ln_b, 1, d, 0);
+    ADD("mlp.0.weight", fc1_w, 2, 4 * d, d);
+    ADD("mlp.0.bias", fc1_b, 1, 4 * d, 0);
+    ADD("mlp.2.weight", fc2_w, 2, d, 4 * d);
+    ADD("mlp.2.bias", fc2_b, 1, d, 0);
+#undef ADD
+    return r;
+}
+
+static int build_specs(spec_list *l, shruti_model *m) {
+    const sh_hparams *hp = &m->hp;
+    sh_weights *w = &m->w;
+    int da = hp->n_audio_state, dt = hp->n_text_state, r = 0;
+    char prefix[48];
+    /* Conv biases are stored as (d, 1) by whisper.cpp's converter. */
+    r |= spec_add(l, "encoder.conv1.weight", &w->conv1_w, 3, da, hp->n_mels, 3);
+    r |= spec_add(l, "encoder.conv1.bias", &w->conv1_b, 2, da, 1, 0);
+    r |= spec_add(l, "encoder.conv2.weight", &w->conv2_w, 3, da, da, 3);
+    r |= spec_add(l, "encoder.conv2.bias", &w->conv2_b, 2, da, 1, 0);
+    r |= spec_add(l, "encoder.positional_embedding", &w->enc_pos, 2, hp->n_audio_ctx, da, 0);
+    for (int i = 0; i < hp->n_audio_layer; i++) {
+        snprintf(prefix, sizeof prefix, "encoder.blocks.%d", i);
+        r |= add_block_specs(l, &w->enc[i], prefix, da, 0);
+    }
+    r |= spec_add(l, "encoder.ln_post.weight", &w->enc_ln_w, 1, da, 0, 0);
+    r |= spec_add(l, "encoder.ln_post.bias", &w->enc_ln_b, 1, da, 0, 0);
+    r |= spec_add(l, "decoder.token_embedding.weight", &w->tok_emb, 2, hp->n_vocab, dt, 0);
+    r |= spec_add(l, "decoder.positional_embedding", &w->dec_pos, 2, hp->n_text_ctx, dt, 0);
+    for (int i = 0; i < hp->n_text_layer; i++) {
+        snprintf(prefix, sizeof prefix, "decoder.blocks.%d", i);
+        r |= add_block_specs(l, &w->dec[i], prefix, dt, 1);
+    }
+    r |= spec_add(l, "decoder.ln.weight", &w->dec_ln_w, 1, dt, 0, 0);
+    r |= spec_add(l, "decoder.ln.bias", &w->dec_ln_b, 1, dt, 0, 0);
+    return r;
+}
+
+static tensor_spec *spec_find(spec_list *l, const char *name, size_t len) {
+    for (int i = 0; i < l->n; i++)
+        if (strlen(l->v[i].name) == len && memcmp(l->v[i].name, name, len) == 0)
+            return &l->v[i];
+    return NULL;
+}
+
+static int64_t spec_elements(const tensor_spec *s) {
+    int64_t n = 1;
+    for (int i = 0; i < s->n_dims; i++) n *= s->shape[i];
+    return n;
+}
+
+/* ------------------------------------------------------------------ parse */
+
+static int check_hparams(const sh_hparams *hp, shruti_error *err) {
+    if (hp->n_vocab != 51864 && hp->n_vocab != 51865 && hp->n_vocab != 51866)
+        return sh_error(err, SHRUTI_ERR_MODEL,
+                        "n_vocab %d is not a Whisper vocabulary (51864, 51865 or 51866)",
+                        hp->n_vocab);
+    if (hp->n_audio_ctx != 1500)
+        return sh_error(err, SHRUTI_ERR_MODEL, "n_audio_ctx %d, expected 1500", hp->n_audio_ctx);
+    if (hp->n_mels != 80 && hp->n_mels != 128)
+        return sh_error(err, SHRUTI_ERR_MODEL, "n_mels %d, expected 80 or 128", hp->n_mels);
+    if (hp->n_text_ctx < 8 || hp->n_text_ctx > 4096)
+        return sh_error(err, SHRUTI_ERR_MODEL, "n_text_ctx %d out of range", hp->n_text_ctx);
+    const int dims[4][2] = {{hp->n_audio_state, hp->n_audio_head},
+                            {hp->n_text_state, hp->n_text_head},
+                            {hp->n_audio_layer, 1},
+                            {hp->n_text_layer, 1}};
+    for (int i = 0; i < 2; i++)
+        if (dims[i][0] < 1 || dims[i][0] > 8192 || dims[i][1] < 1 || dims[i][1] > 256 ||
+            dims[i][0] % dims[i][1] != 0)
+            return sh_error(err, SHRUTI_ERR_MODEL, "bad width/heads %d/%d", dims[i][0],
+                            dims[i][1]);
+    for (int i = 2; i < 4; i++)
+        if (dims[i][0] < 1 || dims[i][0] > 128)
+            return sh_error(err, SHRUTI_ERR_MODEL, "bad layer count %d", dims[i][0]);
+    if (hp->n_audio_state != hp->n_text_state)
+        return sh_error(err, SHRUTI_ERR_MODEL, "audio and text widths differ (%d, %d)",
+                        hp->n_audio_state, hp->n_text_state);
+    return 0;
+}
+
+static int read_header(cursor *c, shruti_model *m, shruti_error *err) {
+    uint32_t magic;
+    int32_t hp[11];
+    if (take(c, &magic, 4) < 0 || magic != GGML_MAGIC)
+        return sh_error(err, SHRUTI_ERR_MODEL, "not a ggml Whisper model (bad magic)");
+    if (take(c, hp, sizeof hp) < 0)
+        return sh_error(err, SHRUTI_ERR_MODEL, "truncated header");
+    m->hp = (sh_hparams){hp[0], hp[1], hp[2], hp[3], hp[4], hp[5], hp[6], hp[7], hp[8], hp[9],
+                         hp[10]};
+    return check_hparams(&m->hp, err);
+}
+
+static int read_mel_filters(cursor *c, shruti_model *m, shruti_error *err) {
+    int32_t n_mel, n_fft;
+    if (take_i32(c, &n_mel) < 0 || take_i32(c, &n_fft) < 0)
+        return sh_error(err, SHRUTI_ERR_MODEL, "truncated mel filter header");
+    if (n_mel != m->hp.n_mels || n_fft != SH_N_FREQ)
+        return sh_error(err, SHRUTI_ERR_MODEL, "mel filters are %dx%d, expected %dx%d", n_mel,
+                        n_fft, m->hp.n_mels, SH_N_FREQ);
+    size_t n = (size_t)n_mel * (size_t)n_fft;
+    m->mel_filters = malloc(n * sizeof(float));
+    if (!m->mel_filters) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+    if (take(c, m->mel_filters, n * sizeof(float)) < 0)
+        return sh_error(err, SHRUTI_ERR_MODEL, "truncated mel filters");
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(m->mel_filters[i]))
+            return sh_error(err, SHRUTI_ERR_MODEL, "mel filters hold non-finite values");
+    return 0;
+}
+
+static int read_vocab(cursor *c, shruti_model *m, shruti_error *err) {
+    int32_t n;
+    if (take_i32(c, &n) < 0) return sh_error(err, SHRUTI_ERR_MODEL, "truncated vocabulary");
+    if (n < 256 || n > m->hp.n_vocab)
+        return sh_error(err, SHRUTI_ERR_MODEL, "vocabulary count %d out of range", n);
+    sh_vocab *v = &m->vocab;
+    v->n_tokens = n;
+    v->offset = malloc(((size_t)n + 1) * sizeof *v->offset);
+    size_t start = c->pos, total = 0;
+    if (!v->offset) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+    /* First pass: validate lengths and size the byte buffer. */
+    for (int i = 0; i < n; i++) {
+        int32_t len;
+        if (take_i32(c, &len) < 0 || len < 0 || len > 1024 || !skip(c, (size_t)len))
+            return sh_error(err, SHRUTI_ERR_MODEL, "vocabulary entry %d is truncated or bad", i);
+        v->offset[i] = (uint32_t)total;
+        total += (size_t)len;
+    }
+    v->offset[n] = (uint32_t)total;
+    v->bytes = malloc(total + 1);
+    if (!v->bytes) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+    c->pos = start;
+    for (int i = 0; i < n; i++) {
+        size_t len = v->offset[i + 1] - v->offset[i];
+        c->pos += 4;   /* the length, validated above */
+        take(c, v->bytes + v->offset[i], len);
+    }
+    if (sh_vocab_build_index(v) < 0) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+    return 0;
+}
+
+static int convert_tensor(float *dst, const uint8_t *src, int type, int64_t n) {
+    if (type == GGML_TYPE_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = sh_f16_to_f32(h);
+        }
+    }
+    return 0;
+}
+
+static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_error *err) {
+    size_t total = 0;
+    for (int i = 0; i < specs->n; i++) total += (size_t)spec_elements(&specs->v[i]);
+    /* One arena for all weights; each tensor starts 64-byte aligned. */
+    size_t padded = total + (size_t)specs->n * 16;
+    if (posix_memalign((void **)&m->arena, 64, padded * sizeof(float)) != 0)
+        return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory for %zu MB of weights",
+                        padded * 4 >> 20);
+    m->arena_floats = padded;
+    size_t used = 0;
+    int n_found = 0;
+    while (c->pos < c->size) {
+        int32_t n_dims, name_len, type, ne[4] = {1, 1, 1, 1};
+        if (take_i32(c, &n_dims) < 0 || take_i32(c, &name_len) < 0 || take_i32(c, &type) < 0)
+            return sh_error(err, SHRUTI_ERR_MODEL, "truncated tensor header");
+        if (n_dims < 1 || n_dims > 3 || name_len < 1 || name_len > 63)
+            return sh_error(err, SHRUTI_ERR_MODEL, "bad tensor header (dims %d, name %d)",
+                            n_dims, name_len);
+        for (int i = 0; i < n_dims; i++)
+            if (take_i32(c, &ne[i]) < 0 || ne[i] < 1)
+                return sh_error(err, SHRUTI_ERR_MODEL, "bad tensor dimensions");
+        const char *name = (const char *)skip(c, (size_t)name_len);
+        if (!name) return sh_error(err, SHRUTI_ERR_MODEL, "truncated tensor name");
+        tensor_spec *s = spec_find(specs, name, (size_t)name_len);
+        if (!s)
+            return sh_error(err, SHRUTI_ERR_MODEL, "unexpected tensor '%.*s'", name_len, name);
+        if (s->found)
+            return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' appears twice", s->name);
+        if (n_dims != s->n_dims)
+            return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' has %d dims, expected %d",
+                            s->name, n_dims, s->n_dims);
+        for (int i = 0; i < n_dims; i++) /* ggml lists sizes innermost first */
+            if (ne[i] != s->shape[n_dims - 1 - i])
+                return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' has a wrong shape",
+                                s->name);
+        if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16)
+            return sh_error(err, SHRUTI_ERR_UNSUPPORTED,
+                            "tensor '%s' has ggml type %d; this build reads f32 and f16",
+                            s->name, type);
+        int64_t n = spec_elements(s);
+        const uint8_t *data = skip(c, (size_t)n * (type == GGML_TYPE_F32 ? 4 : 2));
+        if (!data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
+        float *dst = m->arena + used;
+        convert_tensor(dst, data, type, n);
+        used += ((size_t)n + 15) & ~(size_t)15;
+        *s->dst = dst;
+        s->found = 1;
+        n_found++;
+    }
+    if (n_found != specs->n) {
+        for (int i = 0; i < specs->n; i++)
+            if (!specs->v[i].found)
+                return sh_error(err, SHRUTI_ERR_MODEL, "model file is missing tensor '%s'%s",
+                                specs->v[i].name, n_found ? " (truncated?)" : "");
+    }
+    return 0;
+}
+
+static void guess_type_name(shruti_model *m) {
+    static const struct { int d, layers; const char *name; } sizes[] = {
+        {384, 4, "tiny"}, {512, 6, "base"}, {768, 12, "small"}, {1024, 24, "medium"},
+        {1280, 32, "large"}, {1280, 4, "large-turbo"}};
+    const char *name = "custom";
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (m->hp.n_text_state == sizes[i].d && m->hp.n_text_layer == sizes[i].layers)
+            name = sizes[i].name;
+    snprintf(m->type_name, sizeof m->type_name, "%s", name);
+}
+
+static int parse(cursor *c, shruti_model *m, shruti_error *err) {
+    int r;
+    spec_list specs = {0};
+    if ((r = read_header(c, m, err)) < 0) return r;
+    sh_special_from_n_vocab(&m->sp, m->hp.n_vocab);
+    if ((r = read_mel_filters(c, m, err)) < 0) return r;
+    if ((r = read_vocab(c, m, err)) < 0) return r;
+    m->w.enc = calloc((size_t)m->hp.n_audio_layer, sizeof(sh_block));
+    m->w.dec = calloc((size_t)m->hp.n_text_layer, sizeof(sh_block));
+    if (!m->w.enc || !m->w.dec || build_specs(&specs, m) != 0) {
+        free(specs.v);
+        return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+    }
+    r = read_tensors(c, m, &specs, err);
+    free(specs.v);
+    if (r < 0) return r;
+    guess_type_name(m);
+    return 0;
+}
+
+shruti_model *shruti_model_load(const char *path, shruti_error *err) {
+    sh_error_clear(err);
+    if (!path) {
+        sh_error(err, SHRUTI_ERR_INVALID_ARG, "no model path given");
+        return NULL;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        sh_error(err, SHRUTI_ERR_IO, "cannot open model '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        sh_error(err, SHRUTI_ERR_IO, "model '%s' is not a regular file", path);
+        return NULL;
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        sh_error(err, SHRUTI_ERR_MODEL, "model '%s' is empty", path);
+        return NULL;
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        sh_error(err, SHRUTI_ERR_IO, "cannot map model '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    shruti_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        munmap(map, (size_t)st.st_size);
+        sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    cursor c = {map, (size_t)st.st_size, 0};
+    shruti_error local;
+    int r = parse(&c, m, &local);
+    munmap(map, (size_t)st.st_size);
+    if (r < 0) {
+        sh_error(err, local.code, "%s: %s", path, local.message);
+        shruti_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void shruti_model_free(shruti_model *m) {
+    if (!m) return;
+    sh_vocab_free(&m->vocab);
+    free(m->mel_filters);
+    free(m->w.enc);
+    free(m->w.dec);
+    free(m->arena);
+    free(m);
+}
+
+bool shruti_model_is_multilingual(const shruti_model *m) { return m->sp.n_languages > 0; }
+int shruti_model_n_vocab(const shruti_model *m) { return m->hp.n_vocab; }
+int shruti_model_n_mels(const shruti_model *m) { return m->hp.n_mels; }
+const char *shruti_model_type(const shruti_model *m) { return m->type_name; }

@@ -1,0 +1,88 @@
+/* model.h - a loaded Whisper model: hyperparameters, vocabulary, special
+ * tokens and float32 weights. Read-only after loading, shared by contexts. */
+#ifndef SHRUTI_MODEL_H
+#define SHRUTI_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shruti.h"
+
+#define SH_N_FFT 400
+#define SH_HOP 160
+#define SH_N_FREQ (SH_N_FFT / 2 + 1)   /* 201 one-sided bins */
+#define SH_CHUNK_SAMPLES 480000        /* 30 s */
+#define SH_CHUNK_FRAMES 3000
+#define SH_MAX_LANGUAGES 100
+
+typedef struct {
+    int n_vocab;
+    int n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer;
+    int n_text_ctx, n_text_state, n_text_head, n_text_layer;
+    int n_mels;
+    int ftype;
+} sh_hparams;
+
+/* Special token ids, derived from n_vocab exactly as the reference does. */
+typedef struct {
+    int eot, sot, translate, transcribe, sot_lm, sot_prev, no_speech, no_timestamps;
+    int timestamp_begin;
+    int first_language;          /* id of the first language token ("en") */
+    int n_languages;             /* 0 for English-only */
+} sh_special;
+
+typedef struct {
+    int n_tokens;                /* entries stored in the file (text tokens) */
+    uint32_t *offset;            /* (n_tokens + 1) byte offsets into bytes */
+    char *bytes;                 /* all token bytes, concatenated */
+    /* byte string -> token id, for BPE encoding (open addressing) */
+    int32_t *table;
+    uint32_t table_mask;
+} sh_vocab;
+
+typedef struct {
+    const float *attn_ln_w, *attn_ln_b;         /* (d) */
+    const float *q_w, *q_b, *k_w, *v_w, *v_b;   /* (d, d), (d) */
+    const float *o_w, *o_b;
+    const float *cross_ln_w, *cross_ln_b;       /* decoder only */
+    const float *cq_w, *cq_b, *ck_w, *cv_w, *cv_b, *co_w, *co_b;
+    const float *mlp_ln_w, *mlp_ln_b;
+    const float *fc1_w, *fc1_b;                 /* (4d, d), (4d) */
+    const float *fc2_w, *fc2_b;                 /* (d, 4d), (d) */
+} sh_block;
+
+typedef struct {
+    const float *conv1_w, *conv1_b;   /* (d, n_mels, 3), (d) */
+    const float *conv2_w, *conv2_b;   /* (d, d, 3), (d) */
+    const float *enc_pos;             /* (n_audio_ctx, d) */
+    sh_block *enc;                    /* n_audio_layer */
+    const float *enc_ln_w, *enc_ln_b;
+    const float *tok_emb;             /* (n_vocab, d) */
+    const float *dec_pos;             /* (n_text_ctx, d) */
+    sh_block *dec;                    /* n_text_layer */
+    const float *dec_ln_w, *dec_ln_b;
+} sh_weights;
+
+struct shruti_model {
+    sh_hparams hp;
+    sh_special sp;
+    sh_vocab vocab;
+    float *mel_filters;               /* (n_mels, 201) */
+    sh_weights w;
+    float *arena;                     /* owns every weight, float32 */
+    size_t arena_floats;
+    char type_name[16];
+};
+
+/* vocab.c */
+int sh_vocab_build_index(sh_vocab *v);
+void sh_vocab_free(sh_vocab *v);
+int sh_vocab_lookup(const sh_vocab *v, const char *bytes, size_t len);
+void sh_special_from_n_vocab(sh_special *sp, int n_vocab);
+const char *sh_language_code(int i);
+const char *sh_language_name(int i);
+/* Bytes of a token (text or special); NULL if out of range. */
+const char *sh_token_bytes(const shruti_model *m, int token, size_t *len, char *scratch,
+                           size_t scratch_size);
+
+#endif
