@@ -45,15 +45,18 @@ const char *sh_language_name(int i) {
     return (i >= 0 && i < SH_MAX_LANGUAGES) ? LANGUAGES[i][1] : NULL;
 }
 
-/* The text vocabulary always ends at id 50256 (eot = 50256 for English-only,
- * 50257 for multilingual); the specials follow in a fixed order. */
+/* The text vocabulary ends at eot (50256 for English-only, 50257 for
+ * multilingual); the specials follow in a fixed order. English-only
+ * vocabularies keep the 99 language slots, unused, so their timestamps
+ * start at 50363. */
 void sh_special_from_n_vocab(sh_special *sp, int n_vocab) {
     int multilingual = n_vocab >= 51865;
-    sp->n_languages = n_vocab == 51866 ? 100 : (multilingual ? 99 : 0);
+    int language_slots = n_vocab == 51866 ? 100 : 99;
+    sp->n_languages = multilingual ? language_slots : 0;
     sp->eot = multilingual ? 50257 : 50256;
     sp->sot = sp->eot + 1;
     sp->first_language = sp->sot + 1;
-    sp->translate = sp->first_language + sp->n_languages;
+    sp->translate = sp->first_language + language_slots;
     sp->transcribe = sp->translate + 1;
     sp->sot_lm = sp->transcribe + 1;
     sp->sot_prev = sp->sot_lm + 1;
@@ -68,7 +71,7 @@ static int special_text(const shruti_model *m, int t, char *out, size_t size) {
     const char *name = NULL;
     if (t == sp->eot) name = "endoftext";
     else if (t == sp->sot) name = "startoftranscript";
-    else if (t >= sp->first_language && t < sp->first_language + sp->n_languages)
+    else if (t >= sp->first_language && t < sp->translate)
         name = LANGUAGES[t - sp->first_language][0];
     else if (t == sp->translate) name = "translate";
     else if (t == sp->transcribe) name = "transcribe";
