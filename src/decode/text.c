@@ -312,3 +312,15 @@ double sh_compression_ratio(const char *text) {
     free(z);
     return ratio;
 }
+
+/* ------------------------------------------------------------ public API */
+
+int shruti_tokenize(const shruti_model *m, const char *text, int32_t *tokens, int max) {
+    if (!m || !text || max < 0) return SHRUTI_ERR_INVALID_ARG;
+    int32_t *t;
+    int n = sh_text_to_tokens(m, text, &t);
+    if (n < 0) return n;
+    memcpy(tokens, t, (size_t)(n < max ? n : max) * sizeof *t);
+    free(t);
+    return n;
+}
