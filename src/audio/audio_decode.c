@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -235,6 +236,12 @@ static int load(const char *path, memory_source *mem, float **pcm, size_t *n_sam
 int shruti_audio_load(const char *path, float **pcm, size_t *n_samples, shruti_error *err) {
     if (!path || !pcm || !n_samples)
         return sh_error(err, SHRUTI_ERR_INVALID_ARG, "no audio path given");
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
+        *pcm = NULL;
+        *n_samples = 0;
+        return sh_error(err, SHRUTI_ERR_AUDIO, "the file is empty");
+    }
     return load(path, NULL, pcm, n_samples, err);
 }
 
