@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/gemv.h"
 #include "cpu/ops.h"
 #include "cpu/runtime.h"
 
@@ -47,7 +48,10 @@ int sh_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
     rt->dec_v = alloc_floats(rows * dt);
     rt->dec_a = alloc_floats(rows * dt);
     rt->dec_mlp = alloc_floats(rows * 4 * dt);
-    rt->dec_scores = alloc_floats(rows * (size_t)max_int(hp->n_audio_ctx, hp->n_text_ctx));
+    /* self-attention: one row of scores per token row; cross-attention of a
+     * few rows: one band of rows per head */
+    size_t score_rows = (size_t)max_int(rt->max_rows, hp->n_text_head * SH_GEMV_MAX_ROWS);
+    rt->dec_scores = alloc_floats(score_rows * (size_t)max_int(hp->n_audio_ctx, hp->n_text_ctx));
     if (!rt->pool || !rt->enc_x || !rt->enc_col || !rt->enc_h || !rt->enc_q || !rt->enc_k ||
         !rt->enc_v || !rt->enc_a || !rt->enc_scores || !rt->cross_k || !rt->cross_v ||
         !rt->dec_x || !rt->dec_h || !rt->dec_q || !rt->dec_k || !rt->dec_v || !rt->dec_a ||
@@ -147,9 +151,9 @@ static void decoder_self_attention(sh_runtime *rt, int l, int n_beams, int n_tok
     const sh_block *b = &rt->m->w.dec[l];
     int d = hp->n_text_state, rows = n_beams * n_tokens;
     sh_layer_norm(rt->pool, rt->dec_h, rt->dec_x, rows, d, b->attn_ln_w, b->attn_ln_b);
-    sh_linear(rt->dec_q, rt->dec_h, rows, b->q_w, b->q_b, d, d);
-    sh_linear(rt->dec_k, rt->dec_h, rows, b->k_w, NULL, d, d);
-    sh_linear(rt->dec_v, rt->dec_h, rows, b->v_w, b->v_b, d, d);
+    sh_linear(rt->pool, rt->dec_q, rt->dec_h, rows, b->q_w, b->q_b, d, d);
+    sh_linear(rt->pool, rt->dec_k, rt->dec_h, rows, b->k_w, NULL, d, d);
+    sh_linear(rt->pool, rt->dec_v, rt->dec_h, rows, b->v_w, b->v_b, d, d);
     for (int bm = 0; bm < n_beams; bm++) {
         size_t src = (size_t)bm * n_tokens * d, dst = (size_t)pos0 * d;
         memcpy(cache_at(rt, rt->self_k, l, bm) + dst, rt->dec_k + src,
@@ -160,8 +164,45 @@ static void decoder_self_attention(sh_runtime *rt, int l, int n_beams, int n_tok
     self_attn_job j = {rt, l, n_tokens, pos0};
     if (rows * (pos0 + n_tokens) < 4096) self_attn_range(&j, 0, rows);
     else sh_pool_run(rt->pool, rows, self_attn_range, &j);
-    sh_linear(rt->dec_q, rt->dec_a, rows, b->o_w, b->o_b, d, d);
+    sh_linear(rt->pool, rt->dec_q, rt->dec_a, rows, b->o_w, b->o_b, d, d);
     sh_add(rt->dec_x, rt->dec_q, (long)rows * d);
+}
+
+/* Cross-attention of a few rows, one head per job item: scores by
+ * GEMV over the cached keys, softmax, then the weighted sum of values. */
+typedef struct {
+    sh_runtime *rt;
+    int layer, rows;
+} cross_job;
+
+static void cross_heads_range(void *arg, int begin, int end) {
+    cross_job *j = arg;
+    sh_runtime *rt = j->rt;
+    const sh_hparams *hp = &rt->m->hp;
+    int d = hp->n_text_state, n = hp->n_audio_ctx, dh = d / hp->n_text_head;
+    int width = max_int(hp->n_audio_ctx, hp->n_text_ctx);
+    float scale = 1.0f / sqrtf((float)dh);
+    const float *ck = rt->cross_k + (size_t)j->layer * n * d;
+    const float *cv = rt->cross_v + (size_t)j->layer * n * d;
+    for (int h = begin; h < end; h++) {
+        /* scores of head h live in their own band of dec_scores */
+        float *s = rt->dec_scores + (size_t)h * j->rows * width;
+        sh_dot_rows(s, width, rt->dec_q + h * dh, d, j->rows, ck + h * dh, d, NULL, dh, 0, n,
+                    scale);
+        for (int r = 0; r < j->rows; r++) {
+            float *row = s + (size_t)r * width, max = -INFINITY, sum = 0;
+            for (int p = 0; p < n; p++) max = row[p] > max ? row[p] : max;
+            for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - max);
+            float inv = 1.0f / sum;
+            float *out = rt->dec_a + (size_t)r * d + h * dh;
+            for (int i = 0; i < dh; i++) out[i] = 0;
+            for (int p = 0; p < n; p++) {
+                float wgt = row[p] * inv;
+                const float *v = cv + (size_t)p * d + h * dh;
+                for (int i = 0; i < dh; i++) out[i] += wgt * v[i];
+            }
+        }
+    }
 }
 
 /* x = x + cross_attn(cross_attn_ln(x), audio) */
@@ -173,15 +214,20 @@ static void decoder_cross_attention(sh_runtime *rt, int l, int rows) {
     float scale = 1.0f / sqrtf((float)dh);
     const float *ck = rt->cross_k + (size_t)l * n * d, *cv = rt->cross_v + (size_t)l * n * d;
     sh_layer_norm(rt->pool, rt->dec_h, rt->dec_x, rows, d, b->cross_ln_w, b->cross_ln_b);
-    sh_linear(rt->dec_q, rt->dec_h, rows, b->cq_w, b->cq_b, d, d);
-    for (int h = 0; h < n_head; h++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, dh, scale, rt->dec_q + h * dh,
-                    d, ck + h * dh, d, 0.0f, rt->dec_scores, width);
-        sh_softmax_rows(rt->pool, rt->dec_scores, rows, n, width);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, n, 1.0f, rt->dec_scores,
-                    width, cv + h * dh, d, 0.0f, rt->dec_a + h * dh, d);
+    sh_linear(rt->pool, rt->dec_q, rt->dec_h, rows, b->cq_w, b->cq_b, d, d);
+    if (rows <= SH_GEMV_MAX_ROWS) {
+        cross_job j = {rt, l, rows};
+        sh_pool_run(rt->pool, n_head, cross_heads_range, &j);
+    } else {
+        for (int h = 0; h < n_head; h++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, dh, scale,
+                        rt->dec_q + h * dh, d, ck + h * dh, d, 0.0f, rt->dec_scores, width);
+            sh_softmax_rows(rt->pool, rt->dec_scores, rows, n, width);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, n, 1.0f,
+                        rt->dec_scores, width, cv + h * dh, d, 0.0f, rt->dec_a + h * dh, d);
+        }
     }
-    sh_linear(rt->dec_q, rt->dec_a, rows, b->co_w, b->co_b, d, d);
+    sh_linear(rt->pool, rt->dec_q, rt->dec_a, rows, b->co_w, b->co_b, d, d);
     sh_add(rt->dec_x, rt->dec_q, (long)rows * d);
 }
 
@@ -190,9 +236,9 @@ static void decoder_mlp(sh_runtime *rt, int l, int rows) {
     const sh_block *b = &rt->m->w.dec[l];
     int d = rt->m->hp.n_text_state;
     sh_layer_norm(rt->pool, rt->dec_h, rt->dec_x, rows, d, b->mlp_ln_w, b->mlp_ln_b);
-    sh_linear(rt->dec_mlp, rt->dec_h, rows, b->fc1_w, b->fc1_b, d, 4 * d);
+    sh_linear(rt->pool, rt->dec_mlp, rt->dec_h, rows, b->fc1_w, b->fc1_b, d, 4 * d);
     sh_gelu(rt->pool, rt->dec_mlp, (long)rows * 4 * d);
-    sh_linear(rt->dec_q, rt->dec_mlp, rows, b->fc2_w, b->fc2_b, 4 * d, d);
+    sh_linear(rt->pool, rt->dec_q, rt->dec_mlp, rows, b->fc2_w, b->fc2_b, 4 * d, d);
     sh_add(rt->dec_x, rt->dec_q, (long)rows * d);
 }
 
@@ -224,7 +270,7 @@ int sh_decoder_forward(sh_runtime *rt, const int *tokens, int n_beams, int n_tok
 void sh_decoder_logits(sh_runtime *rt, const float *hidden, int n_rows, float *logits) {
     const sh_hparams *hp = &rt->m->hp;
     /* logits = x @ token_embedding^T (tied embedding) */
-    sh_linear(logits, hidden, n_rows, rt->m->w.tok_emb, NULL, hp->n_text_state, hp->n_vocab);
+    sh_linear(rt->pool, logits, hidden, n_rows, rt->m->w.tok_emb, NULL, hp->n_text_state, hp->n_vocab);
 }
 
 int sh_decoder_reorder(sh_runtime *rt, const int *src, int n_beams, int n_pos) {

@@ -32,9 +32,9 @@ static void encoder_attention(sh_runtime *rt, const sh_block *b) {
     int n = hp->n_audio_ctx, d = hp->n_audio_state, n_head = hp->n_audio_head, dh = d / n_head;
     float scale = 1.0f / sqrtf((float)dh);   /* (dh^-0.25)^2 on q.k */
     sh_layer_norm(rt->pool, rt->enc_h, rt->enc_x, n, d, b->attn_ln_w, b->attn_ln_b);
-    sh_linear(rt->enc_q, rt->enc_h, n, b->q_w, b->q_b, d, d);
-    sh_linear(rt->enc_k, rt->enc_h, n, b->k_w, NULL, d, d);
-    sh_linear(rt->enc_v, rt->enc_h, n, b->v_w, b->v_b, d, d);
+    sh_linear(rt->pool, rt->enc_q, rt->enc_h, n, b->q_w, b->q_b, d, d);
+    sh_linear(rt->pool, rt->enc_k, rt->enc_h, n, b->k_w, NULL, d, d);
+    sh_linear(rt->pool, rt->enc_v, rt->enc_h, n, b->v_w, b->v_b, d, d);
     for (int h = 0; h < n_head; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dh, scale, rt->enc_q + h * dh,
                     d, rt->enc_k + h * dh, d, 0.0f, rt->enc_scores, n);
@@ -42,7 +42,7 @@ static void encoder_attention(sh_runtime *rt, const sh_block *b) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, n, 1.0f, rt->enc_scores, n,
                     rt->enc_v + h * dh, d, 0.0f, rt->enc_a + h * dh, d);
     }
-    sh_linear(rt->enc_q, rt->enc_a, n, b->o_w, b->o_b, d, d);
+    sh_linear(rt->pool, rt->enc_q, rt->enc_a, n, b->o_w, b->o_b, d, d);
     sh_add(rt->enc_x, rt->enc_q, (long)n * d);
 }
 
@@ -51,9 +51,9 @@ static void encoder_mlp(sh_runtime *rt, const sh_block *b) {
     const sh_hparams *hp = &rt->m->hp;
     int n = hp->n_audio_ctx, d = hp->n_audio_state;
     sh_layer_norm(rt->pool, rt->enc_q, rt->enc_x, n, d, b->mlp_ln_w, b->mlp_ln_b);
-    sh_linear(rt->enc_h, rt->enc_q, n, b->fc1_w, b->fc1_b, d, 4 * d);
+    sh_linear(rt->pool, rt->enc_h, rt->enc_q, n, b->fc1_w, b->fc1_b, d, 4 * d);
     sh_gelu(rt->pool, rt->enc_h, (long)n * 4 * d);
-    sh_linear(rt->enc_q, rt->enc_h, n, b->fc2_w, b->fc2_b, 4 * d, d);
+    sh_linear(rt->pool, rt->enc_q, rt->enc_h, n, b->fc2_w, b->fc2_b, 4 * d, d);
     sh_add(rt->enc_x, rt->enc_q, (long)n * d);
 }
 
@@ -63,8 +63,8 @@ static void compute_cross_kv(sh_runtime *rt) {
     for (int l = 0; l < hp->n_text_layer; l++) {
         const sh_block *b = &rt->m->w.dec[l];
         size_t off = (size_t)l * n * d;
-        sh_linear(rt->cross_k + off, rt->enc_x, n, b->ck_w, NULL, d, d);
-        sh_linear(rt->cross_v + off, rt->enc_x, n, b->cv_w, b->cv_b, d, d);
+        sh_linear(rt->pool, rt->cross_k + off, rt->enc_x, n, b->ck_w, NULL, d, d);
+        sh_linear(rt->pool, rt->cross_v + off, rt->enc_x, n, b->cv_w, b->cv_b, d, d);
     }
 }
 

@@ -1,6 +1,8 @@
 /* ops.c - layer norm, GELU, softmax and the OpenBLAS linear layer. */
 #include "cpu/ops.h"
 
+#include "cpu/gemv.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stddef.h>
@@ -13,13 +15,14 @@ void sh_add_bias(float *y, const float *b, int rows, int n) {
     }
 }
 
-void sh_linear(float *y, const float *x, int rows, const float *w, const float *b, int n_in,
-               int n_out) {
-    if (rows == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0f, w, n_in, x, 1, 0.0f, y, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in, w,
-                    n_in, 0.0f, y, n_out);
+void sh_linear(sh_pool *pool, float *y, const float *x, int rows, const float *w, const float *b,
+               int n_in, int n_out) {
+    if (rows <= SH_GEMV_MAX_ROWS) {
+        sh_gemv_rows(pool, y, n_out, x, n_in, rows, w, n_in, b, n_in, n_out, 1.0f);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in, w,
+                n_in, 0.0f, y, n_out);
     sh_add_bias(y, b, rows, n_out);
 }
 

@@ -5,8 +5,8 @@
 #include "cpu/threadpool.h"
 
 /* y (rows x n_out) = x (rows x n_in) @ W^T + b; W is (n_out x n_in),
- * b may be NULL. Through OpenBLAS. */
-void sh_linear(float *y, const float *x, int rows, const float *w, const float *b, int n_in,
+ * b may be NULL. OpenBLAS for many rows, the pool's GEMV for a few. */
+void sh_linear(sh_pool *pool, float *y, const float *x, int rows, const float *w, const float *b, int n_in,
                int n_out);
 
 /* y = LayerNorm(x) * g + b over rows of n (eps 1e-5); y may equal x. */

@@ -21,12 +21,16 @@ double sh_rng_uniform(uint64_t *s) {
 
 /* ------------------------------------------------------------- helpers */
 
+/* log(sum(exp(x))), accumulated in double around the maximum. */
 static double log_sum_exp(const float *x, int n) {
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
     if (max == -INFINITY) return -INFINITY;
     double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)x[i] - max);
+    for (int i = 0; i < n; i++) {
+        float d = x[i] - max;
+        if (d > -88.0f) s += expf(d);   /* below, expf underflows to 0 (slowly) */
+    }
     return log(s) + max;
 }
 
@@ -37,17 +41,23 @@ static int argmax(const float *x, int n) {
     return best;
 }
 
-/* A sample from softmax(logits / T). */
+/* A sample from softmax(logits / T): one pass for the total, a second
+ * that stops at the drawn token. */
 static int sample_token(const float *logits, int n, float temperature, uint64_t *rng) {
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = logits[i] > max ? logits[i] : max;
+    float inv_t = 1.0f / temperature;
     double total = 0;
-    for (int i = 0; i < n; i++) total += exp(((double)logits[i] - max) / temperature);
+    for (int i = 0; i < n; i++) {
+        float d = (logits[i] - max) * inv_t;
+        if (d > -88.0f) total += expf(d);
+    }
     double r = sh_rng_uniform(rng) * total, acc = 0;
     int last_valid = argmax(logits, n);
     for (int i = 0; i < n; i++) {
-        if (logits[i] == -INFINITY) continue;
-        acc += exp(((double)logits[i] - max) / temperature);
+        float d = (logits[i] - max) * inv_t;
+        if (d <= -88.0f) continue;
+        acc += expf(d);
         last_valid = i;
         if (acc > r) return i;
     }

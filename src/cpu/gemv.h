@@ -1,0 +1,19 @@
+/* gemv.h - matrix products for a few rows (decoder steps: one row per
+ * beam), reading each weight once for all rows. */
+#ifndef SHRUTI_CPU_GEMV_H
+#define SHRUTI_CPU_GEMV_H
+
+#include "cpu/threadpool.h"
+
+#define SH_GEMV_MAX_ROWS 8
+
+/* y[r][j] = alpha * dot(x[r], w[j]) + (b ? b[j] : 0) for r < rows
+ * (<= SH_GEMV_MAX_ROWS) and j in [j0, j1); single-threaded. */
+void sh_dot_rows(float *y, int ldy, const float *x, int ldx, int rows, const float *w, int ldw,
+                 const float *b, int n_in, int j0, int j1, float alpha);
+
+/* The same over j in [0, n_out), split across the pool's threads. */
+void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows,
+                  const float *w, int ldw, const float *b, int n_in, int n_out, float alpha);
+
+#endif
