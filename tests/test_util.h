@@ -64,6 +64,7 @@ static inline char *t_path(const char *fmt, const char *a) {
 }
 
 static inline void *t_read_file(const char *path, size_t *size) {
+    if (size) *size = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);

@@ -1,0 +1,226 @@
+/* bench_cpu.c - CPU speed and memory of full-size Whisper models.
+ *
+ * Builds full-size models with random weights from the header-only files
+ * in ../shared/testdata/model-headers (real hparams, filters, vocabulary;
+ * tensors appended in whisper.cpp's layout, f16 like the published files),
+ * then reports, as medians of several runs: model load time, encoder time
+ * per 30 s window, decoder time per token for 1 row and for 5 beams, and
+ * peak RSS.
+ *
+ * usage: bench_cpu [--threads N] [--runs N] [--tokens N] [size ...]
+ *        (sizes: tiny base small medium large; default tiny base small) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/f16.h"
+#include "cpu/runtime.h"
+#include "shruti.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static uint64_t rng = 88172645463325252ull;
+static float rand_normalish(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return ((float)(rng >> 40) / (float)(1 << 24) - 0.5f) * 0.08f;
+}
+
+static void write_tensor(FILE *f, const char *name, int n_dims, const int *shape_outer_first,
+                         int f16, float fill) {
+    int32_t header[3] = {n_dims, (int32_t)strlen(name), f16 ? 1 : 0};
+    fwrite(header, 4, 3, f);
+    size_t count = 1;
+    for (int i = n_dims - 1; i >= 0; i--) {   /* innermost first */
+        int32_t ne = shape_outer_first[i];
+        fwrite(&ne, 4, 1, f);
+        count *= (size_t)ne;
+    }
+    fwrite(name, 1, strlen(name), f);
+    if (f16) {
+        uint16_t *buf = malloc(count * 2);
+        for (size_t i = 0; i < count; i++) buf[i] = sh_f32_to_f16(rand_normalish());
+        fwrite(buf, 2, count, f);
+        free(buf);
+    } else {
+        float *buf = malloc(count * 4);
+        for (size_t i = 0; i < count; i++) buf[i] = isnan(fill) ? rand_normalish() : fill;
+        fwrite(buf, 4, count, f);
+        free(buf);
+    }
+}
+
+static void write_block(FILE *f, const char *prefix, int d, int cross) {
+    char nm[128];
+    int dd[2] = {d, d}, up[2] = {4 * d, d}, down[2] = {d, 4 * d}, v1[1] = {d}, v4[1] = {4 * d};
+    const char *attns[2] = {"attn", "cross_attn"};
+    for (int a = 0; a <= cross; a++) {
+        const char *at = attns[a];
+        snprintf(nm, sizeof nm, "%s.%s.query.weight", prefix, at); write_tensor(f, nm, 2, dd, 1, NAN);
+        snprintf(nm, sizeof nm, "%s.%s.query.bias", prefix, at); write_tensor(f, nm, 1, v1, 0, 0);
+        snprintf(nm, sizeof nm, "%s.%s.key.weight", prefix, at); write_tensor(f, nm, 2, dd, 1, NAN);
+        snprintf(nm, sizeof nm, "%s.%s.value.weight", prefix, at); write_tensor(f, nm, 2, dd, 1, NAN);
+        snprintf(nm, sizeof nm, "%s.%s.value.bias", prefix, at); write_tensor(f, nm, 1, v1, 0, 0);
+        snprintf(nm, sizeof nm, "%s.%s.out.weight", prefix, at); write_tensor(f, nm, 2, dd, 1, NAN);
+        snprintf(nm, sizeof nm, "%s.%s.out.bias", prefix, at); write_tensor(f, nm, 1, v1, 0, 0);
+        snprintf(nm, sizeof nm, "%s.%s_ln.weight", prefix, at); write_tensor(f, nm, 1, v1, 0, 1);
+        snprintf(nm, sizeof nm, "%s.%s_ln.bias", prefix, at); write_tensor(f, nm, 1, v1, 0, 0);
+    }
+    snprintf(nm, sizeof nm, "%s.mlp.0.weight", prefix); write_tensor(f, nm, 2, up, 1, NAN);
+    snprintf(nm, sizeof nm, "%s.mlp.0.bias", prefix); write_tensor(f, nm, 1, v4, 0, 0);
+    snprintf(nm, sizeof nm, "%s.mlp.2.weight", prefix); write_tensor(f, nm, 2, down, 1, NAN);
+    snprintf(nm, sizeof nm, "%s.mlp.2.bias", prefix); write_tensor(f, nm, 1, v1, 0, 0);
+    snprintf(nm, sizeof nm, "%s.mlp_ln.weight", prefix); write_tensor(f, nm, 1, v1, 0, 1);
+    snprintf(nm, sizeof nm, "%s.mlp_ln.bias", prefix); write_tensor(f, nm, 1, v1, 0, 0);
+}
+
+/* header file + random tensors -> out (kept as a cache between runs) */
+static int build_model(const char *header_path, const char *out) {
+    struct stat st;
+    if (stat(out, &st) == 0) return 0;
+    FILE *in = fopen(header_path, "rb");
+    if (!in) return -1;
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    FILE *f = fopen(tmp, "wb");
+    int32_t hp[12];
+    if (fread(hp, 4, 12, in) != 12) return -1;
+    char buf[65536];
+    size_t n;
+    fwrite(hp, 4, 12, f);
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, f);
+    fclose(in);
+    int n_vocab = hp[1], d = hp[3], n_audio_layer = hp[5], n_text_ctx = hp[6];
+    int n_text_layer = hp[9], n_mels = hp[10];
+    int pos_a[2] = {1500, d}, c1[3] = {d, n_mels, 3}, c2[3] = {d, d, 3}, cb[2] = {d, 1}, v1[1] = {d};
+    int emb[2] = {n_vocab, d}, pos_t[2] = {n_text_ctx, d};
+    write_tensor(f, "encoder.positional_embedding", 2, pos_a, 0, NAN);
+    write_tensor(f, "encoder.conv1.weight", 3, c1, 1, NAN);
+    write_tensor(f, "encoder.conv1.bias", 2, cb, 0, 0);
+    write_tensor(f, "encoder.conv2.weight", 3, c2, 1, NAN);
+    write_tensor(f, "encoder.conv2.bias", 2, cb, 0, 0);
+    char prefix[64];
+    for (int i = 0; i < n_audio_layer; i++) {
+        snprintf(prefix, sizeof prefix, "encoder.blocks.%d", i);
+        write_block(f, prefix, d, 0);
+    }
+    write_tensor(f, "encoder.ln_post.weight", 1, v1, 0, 1);
+    write_tensor(f, "encoder.ln_post.bias", 1, v1, 0, 0);
+    write_tensor(f, "decoder.positional_embedding", 2, pos_t, 0, NAN);
+    write_tensor(f, "decoder.token_embedding.weight", 2, emb, 1, NAN);
+    for (int i = 0; i < n_text_layer; i++) {
+        snprintf(prefix, sizeof prefix, "decoder.blocks.%d", i);
+        write_block(f, prefix, d, 1);
+    }
+    write_tensor(f, "decoder.ln.weight", 1, v1, 0, 1);
+    write_tensor(f, "decoder.ln.bias", 1, v1, 0, 0);
+    fclose(f);
+    return rename(tmp, out);
+}
+
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+/* ms per decoder step for n_rows rows, over n_tokens steps after a
+ * 4-token prompt */
+static double decoder_ms_per_token(sh_runtime *rt, int n_rows, int n_tokens, float *logits) {
+    int prompt[4] = {50258, 50259, 50359, 50364};
+    sh_decoder_reserve(rt, n_rows);
+    sh_decoder_forward(rt, prompt, 1, 4, 0);
+    sh_decoder_broadcast(rt, n_rows, 4);
+    int toks[8];
+    for (int i = 0; i < n_rows; i++) toks[i] = 400 + i;
+    double t0 = now_s();
+    for (int s = 0; s < n_tokens; s++) {
+        sh_decoder_forward(rt, toks, n_rows, 1, 4 + s);
+        sh_decoder_logits(rt, rt->dec_x, n_rows, logits);
+    }
+    return (now_s() - t0) * 1000.0 / n_tokens;
+}
+
+int main(int argc, char **argv) {
+    int threads = 2, runs = 5, tokens = 64;
+    const char *sizes[16];
+    int n_sizes = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) tokens = atoi(argv[++i]);
+        else if (n_sizes < 16) sizes[n_sizes++] = argv[i];
+    }
+    if (n_sizes == 0) {
+        sizes[0] = "tiny", sizes[1] = "base", sizes[2] = "small";
+        n_sizes = 3;
+    }
+    if (runs > 64) runs = 64;
+    const char *td = getenv("SHRUTI_TESTDATA");
+    char testdata[512];
+    snprintf(testdata, sizeof testdata, "%s", td ? td : "../shared/testdata");
+    printf("threads %d, %d runs each (medians), %d decoder steps per run\n", threads, runs, tokens);
+    printf("%-7s %9s %12s %12s %12s %10s\n", "model", "load_ms", "encoder_ms", "dec_ms/tok",
+           "beam5_ms/tok", "rss_MB");
+    for (int s = 0; s < n_sizes; s++) {
+        char header[800], path[600];
+        snprintf(header, sizeof header, "%s/model-headers/for-tests-ggml-%s.bin", testdata,
+                 sizes[s]);
+        snprintf(path, sizeof path, "/tmp/shruti-bench-%s.bin", sizes[s]);
+        if (build_model(header, path) < 0) {
+            fprintf(stderr, "cannot build %s from %s\n", path, header);
+            return 1;
+        }
+        double load[64], enc[64], dec[64], beam[64];
+        shruti_model *m = NULL;
+        for (int r = 0; r < runs; r++) {
+            shruti_model_free(m);
+            shruti_error err;
+            double t0 = now_s();
+            m = shruti_model_load(path, &err);
+            load[r] = (now_s() - t0) * 1000;
+            if (!m) {
+                fprintf(stderr, "%s\n", err.message);
+                return 1;
+            }
+        }
+        sh_runtime rt;
+        sh_runtime_init(&rt, m, threads);
+        float *mel = malloc(sizeof(float) * (size_t)m->hp.n_mels * 3000);
+        for (int i = 0; i < m->hp.n_mels * 3000; i++) mel[i] = rand_normalish() * 10;
+        float *logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab * 8);
+        sh_encode(&rt, mel);   /* warm-up */
+        for (int r = 0; r < runs; r++) {
+            double t0 = now_s();
+            sh_encode(&rt, mel);
+            enc[r] = (now_s() - t0) * 1000;
+        }
+        decoder_ms_per_token(&rt, 1, 8, logits);   /* warm-up */
+        for (int r = 0; r < runs; r++) dec[r] = decoder_ms_per_token(&rt, 1, tokens, logits);
+        for (int r = 0; r < runs; r++) beam[r] = decoder_ms_per_token(&rt, 5, tokens, logits);
+        printf("%-7s %9.1f %12.1f %12.2f %12.2f %10.0f\n", sizes[s], median(load, runs),
+               median(enc, runs), median(dec, runs), median(beam, runs), peak_rss_mb());
+        fflush(stdout);
+        free(mel), free(logits);
+        sh_runtime_free(&rt);
+        shruti_model_free(m);
+    }
+    return 0;
+}
