@@ -253,9 +253,10 @@ int sh_decoder_forward(sh_runtime *rt, const int *tokens, int n_beams, int n_tok
     for (int r = 0; r < rows; r++) {
         int tok = tokens[r], pos = pos0 + r % n_tokens;
         if (tok < 0 || tok >= hp->n_vocab) return SHRUTI_ERR_INVALID_ARG;
-        const float *e = w->tok_emb + (size_t)tok * d, *p = w->dec_pos + (size_t)pos * d;
+        const float *p = w->dec_pos + (size_t)pos * d;
         float *x = rt->dec_x + (size_t)r * d;
-        for (int i = 0; i < d; i++) x[i] = e[i] + p[i];
+        sh_mat_row(w->tok_emb, tok, d, x);
+        for (int i = 0; i < d; i++) x[i] += p[i];
     }
     for (int l = 0; l < hp->n_text_layer; l++) {
         decoder_self_attention(rt, l, n_beams, n_tokens, pos0);

@@ -3,7 +3,10 @@
 #ifndef SHRUTI_CPU_GEMV_H
 #define SHRUTI_CPU_GEMV_H
 
+#include <stdint.h>
+
 #include "cpu/threadpool.h"
+#include "model/model.h"
 
 #define SH_GEMV_MAX_ROWS 8
 
@@ -12,8 +15,12 @@
 void sh_dot_rows(float *y, int ldy, const float *x, int ldx, int rows, const float *w, int ldw,
                  const float *b, int n_in, int j0, int j1, float alpha);
 
+/* The same with half-precision weights, widened in the kernel. */
+void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const uint16_t *w,
+                     int ldw, const float *b, int n_in, int j0, int j1, float alpha);
+
 /* The same over j in [0, n_out), split across the pool's threads. */
-void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows,
-                  const float *w, int ldw, const float *b, int n_in, int n_out, float alpha);
+void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
+                  int ldw, const float *b, int n_in, int n_out, float alpha);
 
 #endif

@@ -6,6 +6,11 @@
 #include <cblas.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/f16.h"
 
 void sh_add_bias(float *y, const float *b, int rows, int n) {
     if (!b) return;
@@ -15,14 +20,49 @@ void sh_add_bias(float *y, const float *b, int rows, int n) {
     }
 }
 
-void sh_linear(sh_pool *pool, float *y, const float *x, int rows, const float *w, const float *b,
+void sh_mat_row(sh_mat w, int i, int n, float *out) {
+    if (!w.f16) {
+        memcpy(out, (const float *)w.data + (size_t)i * n, (size_t)n * sizeof *out);
+        return;
+    }
+    const uint16_t *h = (const uint16_t *)w.data + (size_t)i * n;
+    for (int k = 0; k < n; k++) out[k] = sh_f16_to_f32(h[k]);
+}
+
+/* Many rows against half weights: widen a band of weight rows at a time
+ * and hand it to OpenBLAS, so the weights are still read once. */
+#define F16_TILE_ROWS 128
+
+static void linear_f16_tiled(float *y, const float *x, int rows, sh_mat w, int n_in, int n_out) {
+    float *tile = malloc((size_t)F16_TILE_ROWS * n_in * sizeof *tile);
+    if (!tile) { /* fall back to the GEMV, eight rows at a time */
+        for (int r = 0; r < rows; r += SH_GEMV_MAX_ROWS) {
+            int n = rows - r < SH_GEMV_MAX_ROWS ? rows - r : SH_GEMV_MAX_ROWS;
+            sh_dot_rows_f16(y + (size_t)r * n_out, n_out, x + (size_t)r * n_in, n_in, n,
+                            w.data, n_in, NULL, n_in, 0, n_out, 1.0f);
+        }
+        return;
+    }
+    for (int j0 = 0; j0 < n_out; j0 += F16_TILE_ROWS) {
+        int nj = n_out - j0 < F16_TILE_ROWS ? n_out - j0 : F16_TILE_ROWS;
+        for (int j = 0; j < nj; j++) sh_mat_row(w, j0 + j, n_in, tile + (size_t)j * n_in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nj, n_in, 1.0f, x, n_in, tile,
+                    n_in, 0.0f, y + j0, n_out);
+    }
+    free(tile);
+}
+
+void sh_linear(sh_pool *pool, float *y, const float *x, int rows, sh_mat w, const float *b,
                int n_in, int n_out) {
     if (rows <= SH_GEMV_MAX_ROWS) {
         sh_gemv_rows(pool, y, n_out, x, n_in, rows, w, n_in, b, n_in, n_out, 1.0f);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in, w,
-                n_in, 0.0f, y, n_out);
+    if (w.f16)
+        linear_f16_tiled(y, x, rows, w, n_in, n_out);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in,
+                    w.data, n_in, 0.0f, y, n_out);
     sh_add_bias(y, b, rows, n_out);
 }
 

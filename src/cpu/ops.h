@@ -3,11 +3,15 @@
 #define SHRUTI_CPU_OPS_H
 
 #include "cpu/threadpool.h"
+#include "model/model.h"
 
 /* y (rows x n_out) = x (rows x n_in) @ W^T + b; W is (n_out x n_in),
  * b may be NULL. OpenBLAS for many rows, the pool's GEMV for a few. */
-void sh_linear(sh_pool *pool, float *y, const float *x, int rows, const float *w, const float *b, int n_in,
-               int n_out);
+void sh_linear(sh_pool *pool, float *y, const float *x, int rows, sh_mat w, const float *b,
+               int n_in, int n_out);
+
+/* Row i of w as float32 into out (n floats). */
+void sh_mat_row(sh_mat w, int i, int n, float *out);
 
 /* y = LayerNorm(x) * g + b over rows of n (eps 1e-5); y may equal x. */
 void sh_layer_norm(sh_pool *pool, float *y, const float *x, int rows, int n, const float *g,

@@ -1,20 +1,35 @@
-/* threadpool.c - persistent worker threads for the elementwise parts of the
- * forward pass (softmax, GELU, layer norm, attention heads). GEMMs go to
- * OpenBLAS, which has threads of its own. Workers sleep on a condition
- * variable between jobs; each job is split into one chunk per thread. */
+/* threadpool.c - persistent worker threads for the parallel loops of the
+ * forward pass (GEMV, softmax, GELU, layer norm, attention heads). GEMMs
+ * go to OpenBLAS, which has threads of its own.
+ *
+ * A decoder step runs a few dozen short loops, so waking sleeping threads
+ * for each would cost more than the work: after a job, workers spin for a
+ * few tens of microseconds watching for the next one, then sleep on a
+ * condition variable. Each job is split into one chunk per thread. */
 #include "cpu/threadpool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define SPIN_LIMIT 2000   /* pauses before sleeping: about 40 us */
 
 struct sh_pool {
     int n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
-    pthread_cond_t work, done;
-    unsigned generation;
-    int pending;       /* workers still running the current job */
-    int stop;
+    pthread_cond_t work;
+    atomic_uint generation;   /* bumped once per job */
+    atomic_int pending;       /* workers still running the current job */
+    atomic_int n_sleeping;
+    atomic_int stop;
     sh_range_fn fn;
     void *arg;
     int n;
@@ -32,23 +47,38 @@ typedef struct {
     int index;
 } worker_arg;
 
+/* Waits until the generation moves past seen (or stop); returns it. */
+static unsigned wait_for_job(sh_pool *p, unsigned seen) {
+    int spins = 0;
+    unsigned g;
+    while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop)) {
+        if (++spins < SPIN_LIMIT) {
+            cpu_relax();
+            continue;
+        }
+        pthread_mutex_lock(&p->mu);
+        atomic_fetch_add(&p->n_sleeping, 1);
+        while (atomic_load(&p->generation) == seen && !atomic_load(&p->stop))
+            pthread_cond_wait(&p->work, &p->mu);
+        atomic_fetch_sub(&p->n_sleeping, 1);
+        pthread_mutex_unlock(&p->mu);
+        spins = 0;
+    }
+    return g;
+}
+
 static void *worker(void *raw) {
     worker_arg *wa = raw;
     sh_pool *p = wa->pool;
     int index = wa->index;
     free(wa);
     unsigned seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->work, &p->mu);
-        if (p->stop) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
+        seen = wait_for_job(p, seen);
+        if (atomic_load(&p->stop)) break;
         run_chunk(p, index);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        atomic_fetch_sub(&p->pending, 1);
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -58,7 +88,10 @@ sh_pool *sh_pool_new(int n_threads) {
     p->n_threads = n_threads < 1 ? 1 : n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->done, NULL);
+    atomic_init(&p->generation, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->n_sleeping, 0);
+    atomic_init(&p->stop, 0);
     p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
     if (!p->threads) {
         sh_pool_free(p);
@@ -66,16 +99,10 @@ sh_pool *sh_pool_new(int n_threads) {
     }
     for (int i = 1; i < p->n_threads; i++) {
         worker_arg *wa = malloc(sizeof *wa);
-        if (!wa) {
-            p->n_threads = i;
-            sh_pool_free(p);
-            return NULL;
-        }
-        wa->pool = p;
-        wa->index = i;
-        if (pthread_create(&p->threads[i], NULL, worker, wa) != 0) {
+        if (!wa || (wa->pool = p, wa->index = i,
+                    pthread_create(&p->threads[i], NULL, worker, wa) != 0)) {
             free(wa);
-            p->n_threads = i;
+            p->n_threads = i;   /* join only the threads that started */
             sh_pool_free(p);
             return NULL;
         }
@@ -86,14 +113,13 @@ sh_pool *sh_pool_new(int n_threads) {
 void sh_pool_free(sh_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->stop = 1;
+    atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->work);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++)
         if (p->threads) pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work);
-    pthread_cond_destroy(&p->done);
     free(p->threads);
     free(p);
 }
@@ -106,16 +132,16 @@ void sh_pool_run(sh_pool *p, int n, sh_range_fn fn, void *arg) {
         fn(arg, 0, n);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
     p->n = n;
-    p->pending = p->n_threads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->work);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store(&p->pending, p->n_threads - 1);
+    atomic_fetch_add(&p->generation, 1);   /* publishes fn, arg, n */
+    if (atomic_load(&p->n_sleeping) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->mu);
+    }
     run_chunk(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    while (atomic_load(&p->pending) > 0) cpu_relax();
 }

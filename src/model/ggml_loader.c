@@ -51,7 +51,9 @@ static const uint8_t *skip(cursor *c, size_t n) {
  * shape it must have, in PyTorch order (outermost first). */
 typedef struct {
     char name[64];
-    const float **dst;
+    const float **dst;           /* a float32 vector, or */
+    sh_mat *mat;                 /* a matrix, kept f16 when keep_f16 and stored so */
+    int keep_f16;
     int n_dims;
     int64_t shape[3];
     int found;
@@ -62,8 +64,8 @@ typedef struct {
     int n, cap;
 } spec_list;
 
-static int spec_add(spec_list *l, const char *name, const float **dst, int n_dims, int64_t a,
-                    int64_t b, int64_t c3) {
+static int spec_add_any(spec_list *l, const char *name, const float **dst, sh_mat *mat,
+                        int keep_f16, int n_dims, int64_t a, int64_t b, int64_t c3) {
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 64;
         tensor_spec *v = realloc(l->v, (size_t)cap * sizeof *v);
@@ -75,11 +77,25 @@ static int spec_add(spec_list *l, const char *name, const float **dst, int n_dim
     memset(s, 0, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);
     s->dst = dst;
+    s->mat = mat;
+    s->keep_f16 = keep_f16;
     s->n_dims = n_dims;
     s->shape[0] = a;
     s->shape[1] = b;
     s->shape[2] = c3;
     return 0;
+}
+
+static int spec_add(spec_list *l, const char *name, const float **dst, int n_dims, int64_t a,
+                    int64_t b, int64_t c3) {
+    return spec_add_any(l, name, dst, NULL, 0, n_dims, a, b, c3);
+}
+
+/* Decoder matrices stay half precision when stored so (read every step);
+ * encoder matrices become float32 for OpenBLAS. */
+static int spec_add_mat(spec_list *l, const char *name, sh_mat *mat, int keep_f16, int64_t a,
+                        int64_t b) {
+    return spec_add_any(l, name, NULL, mat, keep_f16, 2, a, b, 0);
 }
 
 static int add_block_specs(spec_list *l, sh_block *blk, const char *prefix, int d, int cross) {
@@ -88,33 +104,37 @@ static int add_block_specs(spec_list *l, sh_block *blk, const char *prefix, int 
 #define ADD(suffix, field, nd, a, b)                                   \
     snprintf(nm, sizeof nm, "%s.%s", prefix, suffix);                  \
     r |= spec_add(l, nm, &blk->field, nd, a, b, 0);
+#define MAT(suffix, field, a, b)                                       \
+    snprintf(nm, sizeof nm, "%s.%s", prefix, suffix);                  \
+    r |= spec_add_mat(l, nm, &blk->field, cross, a, b);
     ADD("attn_ln.weight", attn_ln_w, 1, d, 0);
     ADD("attn_ln.bias", attn_ln_b, 1, d, 0);
-    ADD("attn.query.weight", q_w, 2, d, d);
+    MAT("attn.query.weight", q_w, d, d);
     ADD("attn.query.bias", q_b, 1, d, 0);
-    ADD("attn.key.weight", k_w, 2, d, d);
-    ADD("attn.value.weight", v_w, 2, d, d);
+    MAT("attn.key.weight", k_w, d, d);
+    MAT("attn.value.weight", v_w, d, d);
     ADD("attn.value.bias", v_b, 1, d, 0);
-    ADD("attn.out.weight", o_w, 2, d, d);
+    MAT("attn.out.weight", o_w, d, d);
     ADD("attn.out.bias", o_b, 1, d, 0);
     if (cross) {
         ADD("cross_attn_ln.weight", cross_ln_w, 1, d, 0);
         ADD("cross_attn_ln.bias", cross_ln_b, 1, d, 0);
-        ADD("cross_attn.query.weight", cq_w, 2, d, d);
+        MAT("cross_attn.query.weight", cq_w, d, d);
         ADD("cross_attn.query.bias", cq_b, 1, d, 0);
-        ADD("cross_attn.key.weight", ck_w, 2, d, d);
-        ADD("cross_attn.value.weight", cv_w, 2, d, d);
+        MAT("cross_attn.key.weight", ck_w, d, d);
+        MAT("cross_attn.value.weight", cv_w, d, d);
         ADD("cross_attn.value.bias", cv_b, 1, d, 0);
-        ADD("cross_attn.out.weight", co_w, 2, d, d);
+        MAT("cross_attn.out.weight", co_w, d, d);
         ADD("cross_attn.out.bias", co_b, 1, d, 0);
     }
     ADD("mlp_ln.weight", mlp_ln_w, 1, d, 0);
     ADD("mlp_ln.bias", mlp_ln_b, 1, d, 0);
-    ADD("mlp.0.weight", fc1_w, 2, 4 * d, d);
+    MAT("mlp.0.weight", fc1_w, 4 * d, d);
     ADD("mlp.0.bias", fc1_b, 1, 4 * d, 0);
-    ADD("mlp.2.weight", fc2_w, 2, d, 4 * d);
+    MAT("mlp.2.weight", fc2_w, d, 4 * d);
     ADD("mlp.2.bias", fc2_b, 1, d, 0);
 #undef ADD
+#undef MAT
     return r;
 }
 
@@ -135,7 +155,7 @@ static int build_specs(spec_list *l, shruti_model *m) {
     }
     r |= spec_add(l, "encoder.ln_post.weight", &w->enc_ln_w, 1, da, 0, 0);
     r |= spec_add(l, "encoder.ln_post.bias", &w->enc_ln_b, 1, da, 0, 0);
-    r |= spec_add(l, "decoder.token_embedding.weight", &w->tok_emb, 2, hp->n_vocab, dt, 0);
+    r |= spec_add_mat(l, "decoder.token_embedding.weight", &w->tok_emb, 1, hp->n_vocab, dt);
     r |= spec_add(l, "decoder.positional_embedding", &w->dec_pos, 2, hp->n_text_ctx, dt, 0);
     for (int i = 0; i < hp->n_text_layer; i++) {
         snprintf(prefix, sizeof prefix, "decoder.blocks.%d", i);
@@ -307,9 +327,16 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
         const uint8_t *data = skip(c, (size_t)n * (type == GGML_TYPE_F32 ? 4 : 2));
         if (!data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
         float *dst = m->arena + used;
-        convert_tensor(dst, data, type, n);
-        used += ((size_t)n + 15) & ~(size_t)15;
-        *s->dst = dst;
+        if (s->mat && s->keep_f16 && type == GGML_TYPE_F16) {
+            memcpy(dst, data, (size_t)n * 2);   /* as stored: half the floats */
+            used += (((size_t)n + 1) / 2 + 15) & ~(size_t)15;
+            *s->mat = (sh_mat){dst, 1};
+        } else {
+            convert_tensor(dst, data, type, n);
+            used += ((size_t)n + 15) & ~(size_t)15;
+            if (s->mat) *s->mat = (sh_mat){dst, 0};
+            else *s->dst = dst;
+        }
         s->found = 1;
         n_found++;
     }

@@ -40,15 +40,25 @@ typedef struct {
     uint32_t table_mask;
 } sh_vocab;
 
+/* A weight matrix (n_out, n_in), row-major, float32 or IEEE half. Half
+ * matrices are kept as the file stores them and widened to float32 inside
+ * the kernels: the products are the same, the bytes read per decoder step
+ * half as many. */
+typedef struct {
+    const void *data;
+    int f16;
+} sh_mat;
+
 typedef struct {
     const float *attn_ln_w, *attn_ln_b;         /* (d) */
-    const float *q_w, *q_b, *k_w, *v_w, *v_b;   /* (d, d), (d) */
-    const float *o_w, *o_b;
+    sh_mat q_w, k_w, v_w, o_w;                  /* (d, d) */
+    const float *q_b, *v_b, *o_b;               /* (d) */
     const float *cross_ln_w, *cross_ln_b;       /* decoder only */
-    const float *cq_w, *cq_b, *ck_w, *cv_w, *cv_b, *co_w, *co_b;
+    sh_mat cq_w, ck_w, cv_w, co_w;
+    const float *cq_b, *cv_b, *co_b;
     const float *mlp_ln_w, *mlp_ln_b;
-    const float *fc1_w, *fc1_b;                 /* (4d, d), (4d) */
-    const float *fc2_w, *fc2_b;                 /* (d, 4d), (d) */
+    sh_mat fc1_w, fc2_w;                        /* (4d, d), (d, 4d) */
+    const float *fc1_b, *fc2_b;                 /* (4d), (d) */
 } sh_block;
 
 typedef struct {
@@ -57,7 +67,7 @@ typedef struct {
     const float *enc_pos;             /* (n_audio_ctx, d) */
     sh_block *enc;                    /* n_audio_layer */
     const float *enc_ln_w, *enc_ln_b;
-    const float *tok_emb;             /* (n_vocab, d) */
+    sh_mat tok_emb;                   /* (n_vocab, d), tied: embedding and logits */
     const float *dec_pos;             /* (n_text_ctx, d) */
     sh_block *dec;                    /* n_text_layer */
     const float *dec_ln_w, *dec_ln_b;
@@ -69,7 +79,7 @@ struct shruti_model {
     sh_vocab vocab;
     float *mel_filters;               /* (n_mels, 201) */
     sh_weights w;
-    float *arena;                     /* owns every weight, float32 */
+    float *arena;                     /* owns every weight */
     size_t arena_floats;
     char type_name[16];
 };

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# run.sh - install dependencies, build shruti (Release) and run it with the
+# given arguments, e.g.
+#   ./scripts/run.sh transcribe --model ggml-base.en.bin audio.mp3
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$ROOT/build" -j "$(nproc)" --target shruti >/dev/null
+if [ "$#" -eq 0 ]; then
+  set -- --help
+fi
+exec "$ROOT/build/shruti" "$@"
