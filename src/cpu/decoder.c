@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/attention.h"
 #include "cpu/gemv.h"
 #include "cpu/ops.h"
 #include "cpu/runtime.h"
@@ -52,10 +53,13 @@ int sh_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
      * few rows: one band of rows per head */
     size_t score_rows = (size_t)max_int(rt->max_rows, hp->n_text_head * SH_GEMV_MAX_ROWS);
     rt->dec_scores = alloc_floats(score_rows * (size_t)max_int(hp->n_audio_ctx, hp->n_text_ctx));
+    rt->dec_partial = alloc_floats((size_t)n_threads * SH_GEMV_MAX_ROWS * dt);
+    rt->self_scratch = alloc_floats((size_t)n_threads * hp->n_text_head * hp->n_text_ctx);
     if (!rt->pool || !rt->enc_x || !rt->enc_col || !rt->enc_h || !rt->enc_q || !rt->enc_k ||
         !rt->enc_v || !rt->enc_a || !rt->enc_scores || !rt->cross_k || !rt->cross_v ||
         !rt->dec_x || !rt->dec_h || !rt->dec_q || !rt->dec_k || !rt->dec_v || !rt->dec_a ||
-        !rt->dec_mlp || !rt->dec_scores || sh_decoder_reserve(rt, 1) < 0) {
+        !rt->dec_mlp || !rt->dec_scores || !rt->dec_partial || !rt->self_scratch ||
+        sh_decoder_reserve(rt, 1) < 0) {
         sh_runtime_free(rt);
         return SHRUTI_ERR_NOMEM;
     }
@@ -68,7 +72,7 @@ void sh_runtime_free(sh_runtime *rt) {
                      rt->enc_v,   rt->enc_a,   rt->enc_scores, rt->cross_k, rt->cross_v,
                      rt->self_k,  rt->self_v,  rt->self_tmp,   rt->dec_x,   rt->dec_h,
                      rt->dec_q,   rt->dec_k,   rt->dec_v,  rt->dec_a,   rt->dec_mlp,
-                     rt->dec_scores};
+                     rt->dec_scores, rt->dec_partial, rt->self_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(rt, 0, sizeof *rt);
 }
@@ -99,48 +103,32 @@ static float *cache_at(const sh_runtime *rt, float *base, int l, int b) {
 }
 
 /* Self-attention of rows (beam b, new token t at position pos0 + t) over
- * that beam's cache [0, pos0 + t], causal. q/k/v already projected. */
+ * that beam's cache [0, pos0 + t], causal. q/k/v already projected. The
+ * job has one item per thread; item i takes every n_items-th row and its
+ * own scratch. */
 typedef struct {
     sh_runtime *rt;
-    int layer, n_tokens, pos0;
+    int layer, n_tokens, pos0, rows, n_items;
 } self_attn_job;
 
 static void self_attn_range(void *arg, int begin, int end) {
     self_attn_job *j = arg;
     sh_runtime *rt = j->rt;
     const sh_hparams *hp = &rt->m->hp;
-    int d = hp->n_text_state, n_head = hp->n_text_head, dh = d / n_head;
+    int d = hp->n_text_state, n_head = hp->n_text_head, dh = d / n_head, ctx = hp->n_text_ctx;
     float scale = 1.0f / sqrtf((float)dh);
-    int width = max_int(hp->n_audio_ctx, hp->n_text_ctx);
-    for (int row = begin; row < end; row++) {
-        int b = row / j->n_tokens, t = row % j->n_tokens, n_keys = j->pos0 + t + 1;
-        const float *kc = cache_at(rt, rt->self_k, j->layer, b);
-        const float *vc = cache_at(rt, rt->self_v, j->layer, b);
-        const float *q = rt->dec_q + (size_t)row * d;
-        float *out = rt->dec_a + (size_t)row * d;
-        float *s = rt->dec_scores + (size_t)row * width;
-        for (int h = 0; h < n_head; h++) {
-            const float *qh = q + h * dh;
-            float max = -INFINITY;
-            for (int p = 0; p < n_keys; p++) {
-                const float *kp = kc + (size_t)p * d + h * dh;
-                float dot = 0;
-                for (int i = 0; i < dh; i++) dot += qh[i] * kp[i];
-                s[p] = dot * scale;
-                if (s[p] > max) max = s[p];
-            }
-            float sum = 0;
-            for (int p = 0; p < n_keys; p++) {
-                s[p] = expf(s[p] - max);
-                sum += s[p];
-            }
-            float *oh = out + h * dh;
-            for (int i = 0; i < dh; i++) oh[i] = 0;
-            for (int p = 0; p < n_keys; p++) {
-                const float *vp = vc + (size_t)p * d + h * dh;
-                float wgt = s[p] / sum;
-                for (int i = 0; i < dh; i++) oh[i] += wgt * vp[i];
-            }
+    for (int item = begin; item < end; item++) {
+        float *s = rt->self_scratch + (size_t)item * n_head * ctx;
+        for (int row = item; row < j->rows; row += j->n_items) {
+            int b = row / j->n_tokens, t = row % j->n_tokens, n_keys = j->pos0 + t + 1;
+            const float *kc = cache_at(rt, rt->self_k, j->layer, b);
+            const float *vc = cache_at(rt, rt->self_v, j->layer, b);
+            float *out = rt->dec_a + (size_t)row * d;
+            sh_attn_scores(s, ctx, rt->dec_q + (size_t)row * d, d, 1, n_head, dh, kc, d, 0,
+                           n_keys, scale);
+            sh_attn_softmax(s, ctx, n_head, n_keys);
+            memset(out, 0, (size_t)d * sizeof *out);
+            sh_attn_values(out, d, s, ctx, 1, n_head, dh, vc, d, 0, n_keys);
         }
     }
 }
@@ -161,47 +149,56 @@ static void decoder_self_attention(sh_runtime *rt, int l, int n_beams, int n_tok
         memcpy(cache_at(rt, rt->self_v, l, bm) + dst, rt->dec_v + src,
                (size_t)n_tokens * d * sizeof(float));
     }
-    self_attn_job j = {rt, l, n_tokens, pos0};
-    if (rows * (pos0 + n_tokens) < 4096) self_attn_range(&j, 0, rows);
-    else sh_pool_run(rt->pool, rows, self_attn_range, &j);
+    int n_items = rows * (pos0 + n_tokens) < 4096 ? 1 : rt->n_threads;
+    self_attn_job j = {rt, l, n_tokens, pos0, rows, n_items};
+    sh_pool_run(rt->pool, n_items, self_attn_range, &j);
     sh_linear(rt->pool, rt->dec_q, rt->dec_a, rows, b->o_w, b->o_b, d, d);
     sh_add(rt->dec_x, rt->dec_q, (long)rows * d);
 }
 
-/* Cross-attention of a few rows, one head per job item: scores by
- * GEMV over the cached keys, softmax, then the weighted sum of values. */
+/* Cross-attention of a few rows: the 1500 cached positions are split
+ * into one band per thread; phase 0 scores every head of every row,
+ * phase 1 (after the softmax) sums each band's values into its own
+ * partial output. */
 typedef struct {
     sh_runtime *rt;
-    int layer, rows;
+    int layer, rows, phase, n_items;
 } cross_job;
 
-static void cross_heads_range(void *arg, int begin, int end) {
+static void cross_band_range(void *arg, int begin, int end) {
     cross_job *j = arg;
     sh_runtime *rt = j->rt;
     const sh_hparams *hp = &rt->m->hp;
-    int d = hp->n_text_state, n = hp->n_audio_ctx, dh = d / hp->n_text_head;
-    int width = max_int(hp->n_audio_ctx, hp->n_text_ctx);
+    int d = hp->n_text_state, n = hp->n_audio_ctx, n_head = hp->n_text_head, dh = d / n_head;
     float scale = 1.0f / sqrtf((float)dh);
     const float *ck = rt->cross_k + (size_t)j->layer * n * d;
     const float *cv = rt->cross_v + (size_t)j->layer * n * d;
-    for (int h = begin; h < end; h++) {
-        /* scores of head h live in their own band of dec_scores */
-        float *s = rt->dec_scores + (size_t)h * j->rows * width;
-        sh_dot_rows(s, width, rt->dec_q + h * dh, d, j->rows, ck + h * dh, d, NULL, dh, 0, n,
-                    scale);
-        for (int r = 0; r < j->rows; r++) {
-            float *row = s + (size_t)r * width, max = -INFINITY, sum = 0;
-            for (int p = 0; p < n; p++) max = row[p] > max ? row[p] : max;
-            for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - max);
-            float inv = 1.0f / sum;
-            float *out = rt->dec_a + (size_t)r * d + h * dh;
-            for (int i = 0; i < dh; i++) out[i] = 0;
-            for (int p = 0; p < n; p++) {
-                float wgt = row[p] * inv;
-                const float *v = cv + (size_t)p * d + h * dh;
-                for (int i = 0; i < dh; i++) out[i] += wgt * v[i];
-            }
+    for (int item = begin; item < end; item++) {
+        int p0 = (int)((long)item * n / j->n_items), p1 = (int)((long)(item + 1) * n / j->n_items);
+        if (j->phase == 0) {
+            sh_attn_scores(rt->dec_scores, n, rt->dec_q, d, j->rows, n_head, dh, ck, d, p0, p1,
+                           scale);
+        } else {
+            float *partial = rt->dec_partial + (size_t)item * SH_GEMV_MAX_ROWS * d;
+            memset(partial, 0, (size_t)j->rows * d * sizeof *partial);
+            sh_attn_values(partial, d, rt->dec_scores, n, j->rows, n_head, dh, cv, d, p0, p1);
         }
+    }
+}
+
+static void cross_attention_few_rows(sh_runtime *rt, int l, int rows) {
+    const sh_hparams *hp = &rt->m->hp;
+    int d = hp->n_text_state, n = hp->n_audio_ctx, n_items = rt->n_threads;
+    cross_job j = {rt, l, rows, 0, n_items};
+    sh_pool_run(rt->pool, n_items, cross_band_range, &j);
+    sh_softmax_rows(rt->pool, rt->dec_scores, rows * hp->n_text_head, n, n);
+    j.phase = 1;
+    sh_pool_run(rt->pool, n_items, cross_band_range, &j);
+    for (int r = 0; r < rows; r++) {
+        float *out = rt->dec_a + (size_t)r * d;
+        memcpy(out, rt->dec_partial + (size_t)r * d, (size_t)d * sizeof *out);
+        for (int i = 1; i < n_items; i++)
+            sh_add(out, rt->dec_partial + ((size_t)i * SH_GEMV_MAX_ROWS + r) * d, d);
     }
 }
 
@@ -216,8 +213,7 @@ static void decoder_cross_attention(sh_runtime *rt, int l, int rows) {
     sh_layer_norm(rt->pool, rt->dec_h, rt->dec_x, rows, d, b->cross_ln_w, b->cross_ln_b);
     sh_linear(rt->pool, rt->dec_q, rt->dec_h, rows, b->cq_w, b->cq_b, d, d);
     if (rows <= SH_GEMV_MAX_ROWS) {
-        cross_job j = {rt, l, rows};
-        sh_pool_run(rt->pool, n_head, cross_heads_range, &j);
+        cross_attention_few_rows(rt, l, rows);
     } else {
         for (int h = 0; h < n_head; h++) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, dh, scale,

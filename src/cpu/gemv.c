@@ -53,7 +53,7 @@ static inline __attribute__((always_inline)) ATTR void dot_1x4_##S(float *y, con
     const WT *w0 = w + (size_t)j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw; \
     v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; \
     int k = 0; \
-    size_t ahead = (size_t)4 * ldw;   /* the same spot of the next block */ \
+    size_t ahead = (size_t)32 * ldw;   /* 32 rows on: far enough to hide DRAM latency */ \
     for (; k + 8 <= n_in; k += 8) { \
         if ((k & 15) == 0) { \
             __builtin_prefetch(w0 + ahead + k); \
@@ -83,7 +83,7 @@ static inline __attribute__((always_inline)) ATTR void dot_rx1_##S(float *y, int
     for (int r = 0; r < R; r++) acc[r] = (v8){0}; \
     int k = 0; \
     for (; k + 8 <= n_in; k += 8) { \
-        if ((k & 15) == 0) __builtin_prefetch(wr + 2 * (size_t)ldw + k); \
+        if ((k & 15) == 0) __builtin_prefetch(wr + 16 * (size_t)ldw + k); \
         v8 wv = LOADW(wr + k); \
         for (int r = 0; r < R; r++) acc[r] += wv * load8(x + (size_t)r * ldx + k); \
     } \

@@ -27,7 +27,9 @@ typedef struct {
     int max_rows;               /* rows the decoder scratch holds */
     float *dec_x, *dec_h, *dec_q, *dec_k, *dec_v, *dec_a;   /* (max_rows, d) */
     float *dec_mlp;             /* (max_rows, 4d) */
-    float *dec_scores;          /* (max_rows, max(n_audio_ctx, n_text_ctx)) */
+    float *dec_scores;          /* cross-attention scores, one row per (row, head) */
+    float *dec_partial;         /* (n_threads, 8, d) partial attention outputs */
+    float *self_scratch;        /* (n_threads, n_text_head, n_text_ctx) self-attention scores */
 } sh_runtime;
 
 int sh_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads);
