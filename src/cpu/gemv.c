@@ -30,6 +30,25 @@ __attribute__((target("avx2,fma,f16c"))) static inline v8 load8h_f16c(const uint
     return (v8)_mm256_cvtph_ps(h);
 }
 
+typedef float v16 __attribute__((vector_size(64)));
+
+__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline float hsum16(v16 v) {
+    v8 lo = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+    v8 hi = {v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
+    return hsum8(lo + hi);
+}
+
+__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline v16 load16h_avx512(const uint16_t *p) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return (v16)_mm512_cvtph_ps(h);
+}
+
 static inline v8 load8h_soft(const uint16_t *p) {
     v8 v;
     for (int i = 0; i < 8; i++) v[i] = sh_f16_to_f32(p[i]);
@@ -39,38 +58,29 @@ static inline v8 load8h_soft(const uint16_t *p) {
 #define F32_AS_FLOAT(v) (v)
 
 /* The kernels, written once for float32 and once for half weights. */
-#define DEFINE_DOT_ROWS(S, WT, LOADW, TOF, ATTR, EXPORT_ATTR) \
-static inline __attribute__((always_inline)) ATTR float finish_##S(v8 acc, const WT *w, const float *x, int k, int n_in) { \
-    float s = hsum8(acc); \
+#define DEFINE_DOT_ROWS(S, WT, VT, VN, LOADX, LOADW, HSUM, TOF, ATTR, EXPORT_ATTR) \
+static inline __attribute__((always_inline)) ATTR float finish_##S(VT acc, const WT *w, const float *x, int k, int n_in) { \
+    float s = HSUM(acc); \
     for (; k < n_in; k++) s += TOF(w[k]) * x[k]; \
     return s; \
 } \
  \
-/* One input row against four weight rows: four independent FMA chains. */ \
-static inline __attribute__((always_inline)) ATTR void dot_1x4_##S(float *y, const float *x, \
+/* One input row against one weight row, four independent FMA chains: the \
+ * weights stream through in one sequential pass. */ \
+static inline __attribute__((always_inline)) ATTR void dot_1x1_##S(float *y, const float *x, \
                                                           const WT *w, int ldw, const float *b, \
                                                           int n_in, int j, float alpha) { \
-    const WT *w0 = w + (size_t)j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw; \
-    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; \
+    const WT *wr = w + (size_t)j * ldw; \
+    VT a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; \
     int k = 0; \
-    size_t ahead = (size_t)32 * ldw;   /* 32 rows on: far enough to hide DRAM latency */ \
-    for (; k + 8 <= n_in; k += 8) { \
-        if ((k & 15) == 0) { \
-            __builtin_prefetch(w0 + ahead + k); \
-            __builtin_prefetch(w1 + ahead + k); \
-            __builtin_prefetch(w2 + ahead + k); \
-            __builtin_prefetch(w3 + ahead + k); \
-        } \
-        v8 xv = load8(x + k); \
-        a0 += LOADW(w0 + k) * xv; \
-        a1 += LOADW(w1 + k) * xv; \
-        a2 += LOADW(w2 + k) * xv; \
-        a3 += LOADW(w3 + k) * xv; \
+    for (; k + 4 * VN <= n_in; k += 4 * VN) { \
+        a0 += LOADW(wr + k) * LOADX(x + k); \
+        a1 += LOADW(wr + k + VN) * LOADX(x + k + VN); \
+        a2 += LOADW(wr + k + 2 * VN) * LOADX(x + k + 2 * VN); \
+        a3 += LOADW(wr + k + 3 * VN) * LOADX(x + k + 3 * VN); \
     } \
-    y[j] = alpha * finish_##S(a0, w0, x, k, n_in) + (b ? b[j] : 0.0f); \
-    y[j + 1] = alpha * finish_##S(a1, w1, x, k, n_in) + (b ? b[j + 1] : 0.0f); \
-    y[j + 2] = alpha * finish_##S(a2, w2, x, k, n_in) + (b ? b[j + 2] : 0.0f); \
-    y[j + 3] = alpha * finish_##S(a3, w3, x, k, n_in) + (b ? b[j + 3] : 0.0f); \
+    for (; k + VN <= n_in; k += VN) a0 += LOADW(wr + k) * LOADX(x + k); \
+    y[j] = alpha * finish_##S((a0 + a1) + (a2 + a3), wr, x, k, n_in) + (b ? b[j] : 0.0f); \
 } \
  \
 /* One weight row against R input rows (R a constant after inlining). */ \
@@ -79,13 +89,12 @@ static inline __attribute__((always_inline)) ATTR void dot_rx1_##S(float *y, int
                                                           const float *b, int n_in, int j, \
                                                           float alpha, const int R) { \
     const WT *wr = w + (size_t)j * ldw; \
-    v8 acc[SH_GEMV_MAX_ROWS]; \
-    for (int r = 0; r < R; r++) acc[r] = (v8){0}; \
+    VT acc[SH_GEMV_MAX_ROWS]; \
+    for (int r = 0; r < R; r++) acc[r] = (VT){0}; \
     int k = 0; \
-    for (; k + 8 <= n_in; k += 8) { \
-        if ((k & 15) == 0) __builtin_prefetch(wr + 16 * (size_t)ldw + k); \
-        v8 wv = LOADW(wr + k); \
-        for (int r = 0; r < R; r++) acc[r] += wv * load8(x + (size_t)r * ldx + k); \
+    for (; k + VN <= n_in; k += VN) { \
+        VT wv = LOADW(wr + k); \
+        for (int r = 0; r < R; r++) acc[r] += wv * LOADX(x + (size_t)r * ldx + k); \
     } \
     for (int r = 0; r < R; r++) \
         y[(size_t)r * ldy + j] = alpha * finish_##S(acc[r], wr, x + (size_t)r * ldx, k, n_in) + \
@@ -97,7 +106,7 @@ static inline __attribute__((always_inline)) ATTR void dot_rows_fixed_##S( \
     int j0, int j1, float alpha, const int R) { \
     int j = j0; \
     if (R == 1) \
-        for (; j + 4 <= j1; j += 4) dot_1x4_##S(y, x, w, ldw, b, n_in, j, alpha); \
+        for (; j < j1; j++) dot_1x1_##S(y, x, w, ldw, b, n_in, j, alpha); \
     for (; j < j1; j++) dot_rx1_##S(y, ldy, x, ldx, w, ldw, b, n_in, j, alpha, R); \
 } \
  \
@@ -120,14 +129,22 @@ void sh_dot_rows##S(float *y, int ldy, const float *x, int ldx, int rows, const 
 #define NO_ATTR
 #define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define F16C_ATTR __attribute__((target("avx2,fma,f16c")))
-DEFINE_DOT_ROWS(, float, load8, F32_AS_FLOAT, NO_ATTR, CLONES)
-DEFINE_DOT_ROWS(_f16c, uint16_t, load8h_f16c, sh_f16_to_f32, F16C_ATTR, F16C_ATTR)
-DEFINE_DOT_ROWS(_f16soft, uint16_t, load8h_soft, sh_f16_to_f32, NO_ATTR, NO_ATTR)
+#define AVX512_ATTR __attribute__((target("avx512f,avx512vl,fma,f16c")))
+DEFINE_DOT_ROWS(, float, v8, 8, load8, load8, hsum8, F32_AS_FLOAT, NO_ATTR, CLONES)
+DEFINE_DOT_ROWS(_f16avx512, uint16_t, v16, 16, load16, load16h_avx512, hsum16, sh_f16_to_f32,
+                AVX512_ATTR, AVX512_ATTR)
+DEFINE_DOT_ROWS(_f16c, uint16_t, v8, 8, load8, load8h_f16c, hsum8, sh_f16_to_f32, F16C_ATTR,
+                F16C_ATTR)
+DEFINE_DOT_ROWS(_f16soft, uint16_t, v8, 8, load8, load8h_soft, hsum8, sh_f16_to_f32, NO_ATTR,
+                NO_ATTR)
 
 void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const uint16_t *w,
                      int ldw, const float *b, int n_in, int j0, int j1, float alpha) {
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("f16c"))
+        sh_dot_rows_f16avx512(y, ldy, x, ldx, rows, w, ldw, b, n_in, j0, j1, alpha);
+    else if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("fma"))
         sh_dot_rows_f16c(y, ldy, x, ldx, rows, w, ldw, b, n_in, j0, j1, alpha);
     else
         sh_dot_rows_f16soft(y, ldy, x, ldx, rows, w, ldw, b, n_in, j0, j1, alpha);
