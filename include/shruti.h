@@ -231,8 +231,9 @@ SHRUTI_API int shruti_detect_language_mel(shruti_context *ctx, const float *mel_
 
 /* ----------------------------------------------------------------- tokens */
 
-/* The text of one token, NULL when out of range. Special tokens read as
- * "<|endoftext|>", "<|en|>", "<|0.00|>" ... Bytes, not necessarily UTF-8. */
+/* The bytes of one text token (not necessarily UTF-8 on their own), NULL
+ * when out of range; special and timestamp tokens give "". The pointer
+ * lives as long as the model. */
 SHRUTI_API const char *shruti_token_text(const shruti_model *model, int token, size_t *len);
 
 /* Encodes text with the model's byte-level BPE. Writes at most max tokens;

@@ -163,9 +163,7 @@ int shruti_language_index(const shruti_model *m, const char *s) {
 }
 
 const char *shruti_token_text(const shruti_model *m, int token, size_t *len) {
-    /* Specials are formatted into a per-call buffer only if the caller
-     * cannot share one; keep the public getter for text tokens static. */
-    static const char empty[] = "";
+    static const char empty[] = "";   /* specials have no bytes of their own */
     size_t n = 0;
     if (token < 0 || token >= m->hp.n_vocab) return NULL;
     if (token < m->vocab.n_tokens && token < m->sp.eot) {
