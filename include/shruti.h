@@ -98,6 +98,45 @@ SHRUTI_API const char *shruti_language_code(const shruti_model *model, int i);
 /* Index of a code ("hi") or English name ("hindi"); -1 if unknown. */
 SHRUTI_API int shruti_language_index(const shruti_model *model, const char *code_or_name);
 
+/* ------------------------------------------------------ models by name */
+
+/* Names ("tiny.en", "medium", "large-v3-turbo", "base-q5_1"...) resolve to
+ * whisper.cpp's published ggml files, downloaded on first use into the
+ * cache: $SHRUTI_CACHE, else $XDG_CACHE_HOME/shruti, else ~/.cache/shruti.
+ * $SHRUTI_MODEL_BASE_URL points downloads at a mirror. */
+
+/* Download progress; total is 0 when unknown. */
+typedef void (*shruti_download_callback)(uint64_t done, uint64_t total, void *user_data);
+
+/* The i-th published name and its approximate size in bytes; NULL past
+ * the end. */
+SHRUTI_API const char *shruti_known_model(int i, uint64_t *approx_bytes);
+
+/* True when s names a model rather than a file (no '/', not an existing
+ * file, not ending in .bin). */
+SHRUTI_API bool shruti_is_model_name(const char *s);
+
+/* The cache folder into buf. Returns 0 or a negative status. */
+SHRUTI_API int shruti_model_cache_dir(char *buf, size_t size, shruti_error *err);
+
+/* Where NAME lives in the cache, into path. Returns 1 when it is there,
+ * 0 when not (yet), negative for a bad name. */
+SHRUTI_API int shruti_model_cached_path(const char *name, char *path, size_t size,
+                                        shruti_error *err);
+
+/* A name or path to a local file: a path is returned as is (it must
+ * exist); a name is downloaded into the cache unless already there (safe
+ * against concurrent downloads; resumes a partial one; checks size and
+ * SHA-256 when the server gives them). Returns 0 or a negative status
+ * with a message that names the URL and how to pass a local file. */
+SHRUTI_API int shruti_model_resolve(const char *name_or_path, char *path, size_t size,
+                                    shruti_download_callback progress, void *user_data,
+                                    shruti_error *err);
+
+/* Removes NAME (and any partial download) from the cache. Returns 1 if
+ * something was removed, 0 if nothing was there, negative on error. */
+SHRUTI_API int shruti_model_remove(const char *name, shruti_error *err);
+
 /* A context holds the run state (activations, KV caches, results).
  * n_threads <= 0 means one per core. */
 SHRUTI_API shruti_context *shruti_context_new(const shruti_model *model, int n_threads,

@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libopenblas-dev
   libavformat-dev libavcodec-dev libavutil-dev libswresample-dev
-  libcjson-dev libpcre2-dev zlib1g-dev libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev
+  libcjson-dev libpcre2-dev zlib1g-dev libsqlite3-dev libcurl4-openssl-dev nettle-dev libmicrohttpd-dev
   ffmpeg python3 curl
 )
 

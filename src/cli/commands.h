@@ -3,5 +3,6 @@
 #define SHRUTI_CLI_COMMANDS_H
 
 int cmd_transcribe(int argc, char **argv);
+int cmd_models(int argc, char **argv);
 
 #endif

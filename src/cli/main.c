@@ -10,6 +10,7 @@ static void usage(FILE *out) {
             "usage: shruti <command> [options]\n\n"
             "commands:\n"
             "  transcribe [options] FILE...   transcribe audio or video files ('-' = stdin)\n"
+            "  models list|pull|rm|path       the model cache (models by name)\n"
             "  version                        print the version\n\n"
             "'shruti transcribe --help' lists the transcription options.\n");
 }
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "transcribe") == 0) return cmd_transcribe(argc - 1, argv + 1);
+    if (strcmp(cmd, "models") == 0) return cmd_models(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("shruti %s\n", shruti_version());
         return 0;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/download_progress.h"
 #include "cli/output_formats.h"
 #include "shruti.h"
 
@@ -26,7 +27,8 @@ typedef struct {
 static void transcribe_usage(FILE *out) {
     fprintf(out,
         "usage: shruti transcribe [options] FILE...\n\n"
-        "  --model PATH                  ggml model file (or $SHRUTI_MODEL)\n"
+        "  --model NAME|PATH             model name (tiny.en, base, medium...; downloaded on first\n"
+        "                                use) or ggml file (default $SHRUTI_MODEL, else base)\n"
         "  --language CODE|auto          spoken language (default: auto = detect)\n"
         "  --task transcribe|translate   translate = to English (default transcribe)\n"
         "  --temperature T[,T...]        fallback temperatures (default 0,0.2,0.4,0.6,0.8,1.0)\n"
@@ -158,6 +160,7 @@ static int parse_options(int argc, char **argv, options *o) {
     p->beam_size = 5;   /* the reference CLI's defaults */
     p->best_of = 5;
     o->model_path = getenv("SHRUTI_MODEL");
+    if (!o->model_path || !*o->model_path) o->model_path = "base";
     o->formats[OUT_TXT] = 1;
     int c, r = 0;
     optind = 1;
@@ -224,11 +227,6 @@ static int parse_options(int argc, char **argv, options *o) {
     if (r < 0) return -1;
     if (optind >= argc) {
         fprintf(stderr, "shruti: no input files (try 'shruti transcribe --help')\n");
-        return -1;
-    }
-    if (!o->model_path) {
-        fprintf(stderr, "shruti: no model given: pass --model PATH to a ggml Whisper file "
-                        "(e.g. ggml-tiny.en.bin) or set SHRUTI_MODEL\n");
         return -1;
     }
     int n_formats = 0;
@@ -353,7 +351,9 @@ int cmd_transcribe(int argc, char **argv) {
     if (first < 0) return 2;
     if (o.output_dir && ensure_dir(o.output_dir) < 0) return 1;
     shruti_error err;
-    shruti_model *model = shruti_model_load(o.model_path, &err);
+    char model_file[4300];
+    if (cli_resolve_model(o.model_path, model_file, sizeof model_file) < 0) return 1;
+    shruti_model *model = shruti_model_load(model_file, &err);
     if (!model) {
         fprintf(stderr, "shruti: cannot load model: %s\n", err.message);
         return 1;

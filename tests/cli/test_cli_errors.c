@@ -61,8 +61,13 @@ int main(void) {
     expect_failure("transcribe --no-such-option x.wav", 2, "unknown option");
     snprintf(a, sizeof a, "transcribe --model %s", model);
     expect_failure(a, 2, "no input files");
-    snprintf(a, sizeof a, "transcribe %s", jfk);
-    expect_failure(a, 2, "--model");
+    /* no model given: the default name, not downloadable here (port 9 refuses) */
+    snprintf(cmd, sizeof cmd, "SHRUTI_MODEL= SHRUTI_CACHE=%s/cache SHRUTI_MODEL_BASE_URL="
+             "http://127.0.0.1:9 %s transcribe %s", tmp, SHRUTI_CLI, jfk);
+    run_result nm = t_run(cmd, 1);
+    CHECK(nm.status == 1 && strstr(nm.out, "--model /path/to"), "default model offline: %s",
+          nm.out);
+    free(nm.out);
     snprintf(a, sizeof a, "transcribe --model %s --beam-size 0 %s", model, jfk);
     expect_failure(a, 2, "--beam-size");
     snprintf(a, sizeof a, "transcribe --model %s --temperature 0,x %s", model, jfk);
