@@ -268,6 +268,15 @@ SHRUTI_API int shruti_decode_mel(shruti_context *ctx, const float *mel_window,
 SHRUTI_API int shruti_detect_language_mel(shruti_context *ctx, const float *mel_window,
                                           float *probs);
 
+/* Language of a recording, detected on the first 30 s window that holds
+ * speech (no_speech probability at most no_speech_threshold) rather than
+ * on leading silence; the first window when none does. Fills probs
+ * [n_languages] (may be NULL) and *window_start_s (may be NULL); returns
+ * the language index or a negative status. Multilingual models only. */
+SHRUTI_API int shruti_detect_language_speech(shruti_context *ctx, const float *pcm,
+                                             size_t n_samples, float no_speech_threshold,
+                                             float *probs, double *window_start_s);
+
 /* ----------------------------------------------------------------- tokens */
 
 /* The bytes of one text token (not necessarily UTF-8 on their own), NULL

@@ -206,6 +206,56 @@ int shruti_detect_language_mel(shruti_context *ctx, const float *mel, float *pro
     return r;
 }
 
+int shruti_detect_language_speech(shruti_context *ctx, const float *pcm, size_t n_samples,
+                                  float no_speech_threshold, float *probs, double *start_s) {
+    ctx->error[0] = '\0';
+    const shruti_model *m = ctx->model;
+    if (!shruti_model_is_multilingual(m))
+        return sh_set_ctx_error(ctx, SHRUTI_ERR_INVALID_ARG,
+                                "language detection needs a multilingual model");
+    if (!pcm) return sh_set_ctx_error(ctx, SHRUTI_ERR_INVALID_ARG, "NULL argument");
+    float *mel, *window = malloc((size_t)m->hp.n_mels * SH_CHUNK_FRAMES * sizeof(float));
+    int n_frames, r = window ? sh_log_mel(pcm, n_samples, SH_CHUNK_SAMPLES, m->mel_filters,
+                                          m->hp.n_mels, &mel, &n_frames) : SHRUTI_ERR_NOMEM;
+    if (r < 0) {
+        free(window);
+        return sh_set_ctx_error(ctx, r, "cannot compute the log-mel spectrogram");
+    }
+    int content = n_frames - SH_CHUNK_FRAMES, best = -1;
+    float *scratch = malloc((size_t)m->hp.n_vocab * sizeof(float));
+    for (int seek = 0; r == 0 && scratch && (seek == 0 || seek < content); seek += SH_CHUNK_FRAMES) {
+        for (int b = 0; b < m->hp.n_mels; b++)
+            memcpy(window + (size_t)b * SH_CHUNK_FRAMES, mel + (size_t)b * n_frames + seek,
+                   SH_CHUNK_FRAMES * sizeof(float));
+        float window_probs[SH_MAX_LANGUAGES];
+        if ((r = sh_encode(&ctx->rt, window)) < 0) break;
+        int lang = sh_detect_language(&ctx->rt, window_probs);
+        if (lang < 0) {
+            r = lang;
+            break;
+        }
+        /* the pass over [sot] also gives the no-speech probability */
+        sh_decoder_logits(&ctx->rt, ctx->rt.dec_x, 1, scratch);
+        float max = scratch[0];
+        for (int i = 1; i < m->hp.n_vocab; i++) max = scratch[i] > max ? scratch[i] : max;
+        double sum = 0;
+        for (int i = 0; i < m->hp.n_vocab; i++) sum += exp((double)scratch[i] - max);
+        double no_speech = exp((double)scratch[m->sp.no_speech] - max) / sum;
+        if (best < 0 || no_speech <= no_speech_threshold) {
+            best = lang;
+            if (probs) memcpy(probs, window_probs, sizeof(float) * (size_t)m->sp.n_languages);
+            if (start_s) *start_s = seek / 100.0;
+        }
+        if (no_speech <= no_speech_threshold) break;
+    }
+    if (!scratch) r = SHRUTI_ERR_NOMEM;
+    free(scratch);
+    free(window);
+    free(mel);
+    if (r < 0) return sh_set_ctx_error(ctx, r, "language detection failed");
+    return best;
+}
+
 /* -------------------------------------------------------- whole files */
 
 int shruti_log_mel(const shruti_model *m, const float *pcm, size_t n_samples, size_t padding,

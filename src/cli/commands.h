@@ -4,5 +4,6 @@
 
 int cmd_transcribe(int argc, char **argv);
 int cmd_models(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@ static void usage(FILE *out) {
             "commands:\n"
             "  transcribe [options] FILE...   transcribe audio or video files ('-' = stdin)\n"
             "  models list|pull|rm|path       the model cache (models by name)\n"
+            "  serve [options]                the HTTP transcription service\n"
             "  version                        print the version\n\n"
             "'shruti transcribe --help' lists the transcription options.\n");
 }
@@ -23,6 +24,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (strcmp(cmd, "transcribe") == 0) return cmd_transcribe(argc - 1, argv + 1);
     if (strcmp(cmd, "models") == 0) return cmd_models(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("shruti %s\n", shruti_version());
         return 0;

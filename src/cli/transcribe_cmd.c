@@ -12,7 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/download_progress.h"
-#include "cli/output_formats.h"
+#include "output/output_formats.h"
 #include "shruti.h"
 
 typedef struct {

@@ -137,10 +137,12 @@ static void check_longform(const char *name, const cJSON *entry) {
     }
 }
 
-int main(void) {
+/* argv[1] picks one model (ctest runs the three in parallel); none: all */
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     t_require_testdata();
     for (int i = 0; i < 3; i++) {
+        if (argc > 1 && strcmp(argv[1], T_MODELS[i]) != 0) continue;
         cJSON *man = t_manifest(T_MODELS[i]);
         const cJSON *entry = t_model_entry(man, T_MODELS[i]);
         check_clips(T_MODELS[i], entry);

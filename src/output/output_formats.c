@@ -1,6 +1,6 @@
 /* output_formats.c - the reference CLI's writers (txt, srt, vtt, tsv) and
  * its result dictionary as JSON, with the file's duration added. */
-#include "cli/output_formats.h"
+#include "output/output_formats.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -62,10 +62,10 @@ static char *clean_text(const char *text, const char *from, const char *to) {
     return r;
 }
 
-static int write_subtitles(FILE *out, shruti_context *ctx, int srt) {
+static int write_subtitles(FILE *out, const output_result *res, int srt) {
     if (!srt) fprintf(out, "WEBVTT\n\n");
-    for (int i = 0; i < shruti_n_segments(ctx); i++) {
-        const shruti_segment *s = shruti_get_segment(ctx, i);
+    for (int i = 0; i < res->n_segments; i++) {
+        const shruti_segment *s = (&res->segments[i]);
         char a[32], b[32];
         output_format_timestamp(a, sizeof a, s->start, srt, srt ? ',' : '.');
         output_format_timestamp(b, sizeof b, s->end, srt, srt ? ',' : '.');
@@ -78,9 +78,9 @@ static int write_subtitles(FILE *out, shruti_context *ctx, int srt) {
     return 0;
 }
 
-static int write_txt(FILE *out, shruti_context *ctx) {
-    for (int i = 0; i < shruti_n_segments(ctx); i++) {
-        char *text = clean_text(shruti_get_segment(ctx, i)->text, NULL, NULL);
+static int write_txt(FILE *out, const output_result *res) {
+    for (int i = 0; i < res->n_segments; i++) {
+        char *text = clean_text((&res->segments[i])->text, NULL, NULL);
         if (!text) return -1;
         fprintf(out, "%s\n", text);
         free(text);
@@ -88,10 +88,10 @@ static int write_txt(FILE *out, shruti_context *ctx) {
     return 0;
 }
 
-static int write_tsv(FILE *out, shruti_context *ctx) {
+static int write_tsv(FILE *out, const output_result *res) {
     fprintf(out, "start\tend\ttext\n");
-    for (int i = 0; i < shruti_n_segments(ctx); i++) {
-        const shruti_segment *s = shruti_get_segment(ctx, i);
+    for (int i = 0; i < res->n_segments; i++) {
+        const shruti_segment *s = (&res->segments[i]);
         char *text = clean_text(s->text, "\t", " ");
         if (!text) return -1;
         fprintf(out, "%.0f\t%.0f\t%s\n", nearbyint(1000 * s->start), nearbyint(1000 * s->end),
@@ -119,15 +119,15 @@ static cJSON *segment_json(const shruti_segment *s) {
     return o;
 }
 
-static int write_json(FILE *out, shruti_context *ctx) {
+static int write_json(FILE *out, const output_result *res) {
     cJSON *root = cJSON_CreateObject();
     if (!root) return -1;
-    cJSON_AddStringToObject(root, "text", shruti_full_text(ctx));
-    cJSON_AddStringToObject(root, "language", shruti_full_language(ctx));
-    cJSON_AddNumberToObject(root, "duration", shruti_full_duration(ctx));
+    cJSON_AddStringToObject(root, "text", res->text);
+    cJSON_AddStringToObject(root, "language", res->language);
+    cJSON_AddNumberToObject(root, "duration", res->duration);
     cJSON *segs = cJSON_AddArrayToObject(root, "segments");
-    for (int i = 0; segs && i < shruti_n_segments(ctx); i++)
-        cJSON_AddItemToArray(segs, segment_json(shruti_get_segment(ctx, i)));
+    for (int i = 0; segs && i < res->n_segments; i++)
+        cJSON_AddItemToArray(segs, segment_json((&res->segments[i])));
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!s) return -1;
@@ -136,16 +136,28 @@ static int write_json(FILE *out, shruti_context *ctx) {
     return 0;
 }
 
-int output_write(FILE *out, output_format f, shruti_context *ctx) {
+int output_write_result(FILE *out, output_format f, const output_result *res) {
     int r;
     switch (f) {
-    case OUT_TXT: r = write_txt(out, ctx); break;
-    case OUT_JSON: r = write_json(out, ctx); break;
-    case OUT_SRT: r = write_subtitles(out, ctx, 1); break;
-    case OUT_VTT: r = write_subtitles(out, ctx, 0); break;
-    case OUT_TSV: r = write_tsv(out, ctx); break;
+    case OUT_TXT: r = write_txt(out, res); break;
+    case OUT_JSON: r = write_json(out, res); break;
+    case OUT_SRT: r = write_subtitles(out, res, 1); break;
+    case OUT_VTT: r = write_subtitles(out, res, 0); break;
+    case OUT_TSV: r = write_tsv(out, res); break;
     default: r = -1;
     }
     if (fflush(out) != 0 || ferror(out)) r = -1;
     return r;
+}
+
+int output_write(FILE *out, output_format f, shruti_context *ctx) {
+    int n = shruti_n_segments(ctx);
+    shruti_segment *segs = malloc(sizeof *segs * (size_t)(n ? n : 1));
+    if (!segs) return -1;
+    for (int i = 0; i < n; i++) segs[i] = *shruti_get_segment(ctx, i);
+    output_result r = {segs, n, shruti_full_text(ctx), shruti_full_language(ctx),
+                       shruti_full_duration(ctx)};
+    int rc = output_write_result(out, f, &r);
+    free(segs);
+    return rc;
 }

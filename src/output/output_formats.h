@@ -1,6 +1,6 @@
 /* output_formats.h - writing a transcription as txt, json, srt, vtt, tsv. */
-#ifndef SHRUTI_CLI_OUTPUT_FORMATS_H
-#define SHRUTI_CLI_OUTPUT_FORMATS_H
+#ifndef SHRUTI_OUTPUT_FORMATS_H
+#define SHRUTI_OUTPUT_FORMATS_H
 
 #include <stdio.h>
 
@@ -11,6 +11,17 @@ typedef enum { OUT_TXT, OUT_JSON, OUT_SRT, OUT_VTT, OUT_TSV, OUT_COUNT } output_
 /* "txt" ... -> format; -1 if unknown. */
 int output_format_parse(const char *name);
 const char *output_format_extension(output_format f);
+
+/* A transcription to write: the segments and the whole-file fields. */
+typedef struct {
+    const shruti_segment *segments;
+    int n_segments;
+    const char *text, *language;
+    double duration;
+} output_result;
+
+/* Writes a result to out. Returns 0 or -1 on a write error. */
+int output_write_result(FILE *out, output_format f, const output_result *r);
 
 /* Writes ctx's last result to out. Returns 0 or -1 on a write error. */
 int output_write(FILE *out, output_format f, shruti_context *ctx);
