@@ -35,7 +35,7 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS jobs ("
     " id TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,"
     " params TEXT NOT NULL, audio BLOB, progress REAL NOT NULL DEFAULT 0,"
-    " result TEXT, error TEXT);"
+    " result TEXT, error TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created);";
 
 static double wall_s(void) {
@@ -94,8 +94,32 @@ static int take_queued(sv_jobs *j, char id[37], void **audio, size_t *size, char
         found = *audio && *params;
     }
     sqlite3_finalize(st);
-    if (found) set_status(j, id, "running", NULL, NULL);
-    return found;
+    if (!found) return 0;
+    /* claim it only if still queued: a cancel may have come in between */
+    if (sqlite3_prepare_v2(j->db, "UPDATE jobs SET status='running', updated=? WHERE id=? AND "
+                           "status='queued'", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_double(st, 1, wall_s());
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int claimed = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(j->db) == 1;
+    sqlite3_finalize(st);
+    if (!claimed) {
+        free(*audio), free(*params);
+        *audio = NULL, *params = NULL;
+    }
+    return claimed;
+}
+
+static bool cancel_requested(sv_jobs *j, const char *id) {
+    sqlite3_stmt *st;
+    bool yes = false;
+    if (sqlite3_prepare_v2(j->db, "SELECT cancel_requested FROM jobs WHERE id=?", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        yes = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+        sqlite3_finalize(st);
+    }
+    return yes;
 }
 
 static void run_job(sv_jobs *j, const char *id, void *audio, size_t size, const char *params) {
@@ -116,6 +140,11 @@ static void run_job(sv_jobs *j, const char *id, void *audio, size_t size, const 
         return;
     }
     sv_task *t = NULL;
+    if (cancel_requested(j, id)) {
+        free(req.pcm);
+        set_status(j, id, "cancelled", NULL, NULL);
+        return;
+    }
     while (!(t = sv_engine_submit(j->engine, &req, true, on_job_progress, j))) {
         pthread_mutex_lock(&j->mu);
         bool stop = j->stop;
@@ -131,10 +160,11 @@ static void run_job(sv_jobs *j, const char *id, void *audio, size_t size, const 
     snprintf(j->current_id, sizeof j->current_id, "%s", id);
     j->progress = 0;
     pthread_mutex_unlock(&j->mu);
-    while (!sv_task_wait(t, 1.0)) {
+    while (!sv_task_wait(t, 0.5)) {
         pthread_mutex_lock(&j->mu);
         double progress = j->progress;
         pthread_mutex_unlock(&j->mu);
+        if (cancel_requested(j, id)) sv_task_cancel(t);
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(j->db, "UPDATE jobs SET progress=? WHERE id=?", -1, &st, NULL) ==
             SQLITE_OK) {
@@ -201,6 +231,9 @@ sv_jobs *sv_jobs_start(const char *path, sv_engine *engine) {
         return NULL;
     }
     sqlite3_busy_timeout(j->db, 5000);
+    if (exec_sql(j->db, SCHEMA) == 0) /* databases from before the column; fails when present */
+        sqlite3_exec(j->db, "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL "
+                     "DEFAULT 0", NULL, NULL, NULL);
     if (exec_sql(j->db, SCHEMA) < 0 ||
         exec_sql(j->db, "UPDATE jobs SET status='queued' WHERE status='running'") < 0) {
         fprintf(stderr, "shruti serve: cannot use the job database %s: %s\n", path,
@@ -311,10 +344,17 @@ int sv_jobs_cancel(sv_jobs *j, const char *id) {
     }
     sqlite3_finalize(st);
     if (r != 1) return r;
-    pthread_mutex_lock(&j->mu);
-    bool running = strcmp(j->current_id, id) == 0 && j->current;
-    if (running) sv_task_cancel(j->current);   /* run_job records 'cancelled' */
-    pthread_mutex_unlock(&j->mu);
-    if (!running) set_status(j, id, "cancelled", NULL, NULL);
+    /* a queued job is cancelled here; a running one by its runner, which
+     * polls the flag while it waits */
+    exec_sql(j->db, "BEGIN IMMEDIATE");
+    if (sqlite3_prepare_v2(j->db, "UPDATE jobs SET cancel_requested=1, status=CASE WHEN "
+                           "status='queued' THEN 'cancelled' ELSE status END, updated=? "
+                           "WHERE id=?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_double(st, 1, wall_s());
+        sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+    exec_sql(j->db, "COMMIT");
     return 1;
 }
