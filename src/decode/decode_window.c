@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/grow.h"
 #include "decode/decode.h"
 #include "decode/logit_filters.h"
 #include "decode/text.h"
@@ -85,13 +86,7 @@ typedef struct {
 } candidate_list;
 
 static int cand_push(candidate_list *l, const int32_t *tokens, int n, double score) {
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 16;
-        candidate *v = realloc(l->v, (size_t)cap * sizeof *v);
-        if (!v) return SHRUTI_ERR_NOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
+    if (sh_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v, 16) < 0) return SHRUTI_ERR_NOMEM;
     int32_t *t = malloc(((size_t)n + 1) * sizeof *t);
     if (!t) return SHRUTI_ERR_NOMEM;
     memcpy(t, tokens, (size_t)n * sizeof *t);

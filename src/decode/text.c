@@ -5,6 +5,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "decode/text.h"
 
+#include "common/grow.h"
+
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,15 +157,9 @@ typedef struct {
 
 static void list_push(token_list *l, int32_t t) {
     if (l->oom) return;
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 64;
-        int32_t *v = realloc(l->v, (size_t)cap * sizeof *v);
-        if (!v) {
-            l->oom = 1;
-            return;
-        }
-        l->v = v;
-        l->cap = cap;
+    if (sh_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v, 64) < 0) {
+        l->oom = 1;
+        return;
     }
     l->v[l->n++] = t;
 }

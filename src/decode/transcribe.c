@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/grow.h"
 #include "context.h"
 #include "decode/text.h"
 
@@ -18,14 +19,7 @@ typedef struct {
 } i32_list;
 
 static int i32_push(i32_list *l, const int32_t *t, int n) {
-    if (l->n + n > l->cap) {
-        int cap = l->cap ? l->cap : 256;
-        while (cap < l->n + n) cap *= 2;
-        int32_t *v = realloc(l->v, (size_t)cap * sizeof *v);
-        if (!v) return SHRUTI_ERR_NOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
+    if (sh_grow((void **)&l->v, &l->cap, l->n + n, sizeof *l->v, 256) < 0) return SHRUTI_ERR_NOMEM;
     if (n) memcpy(l->v + l->n, t, (size_t)n * sizeof *t);
     l->n += n;
     return 0;
@@ -65,13 +59,7 @@ static int parse_clips(const char *spec, int content_frames, int **out) {
 static int add_segment(shruti_context *ctx, int seek, double start, double end,
                        const int32_t *tokens, int n, const sh_decode_result *res) {
     segment_list *l = &ctx->segments;
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 32;
-        shruti_segment *v = realloc(l->v, (size_t)cap * sizeof *v);
-        if (!v) return SHRUTI_ERR_NOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
+    if (sh_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v, 32) < 0) return SHRUTI_ERR_NOMEM;
     /* the segment's text: its tokens below eot */
     int32_t *copy = malloc(((size_t)n + 1) * sizeof *copy);
     int32_t *text_tokens = malloc(((size_t)n + 1) * sizeof *text_tokens);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/grow.h"
 #include "common/f16.h"
 #include "model/model.h"
 
@@ -66,13 +67,7 @@ typedef struct {
 
 static int spec_add_any(spec_list *l, const char *name, const float **dst, sh_mat *mat,
                         int keep_f16, int n_dims, int64_t a, int64_t b, int64_t c3) {
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 64;
-        tensor_spec *v = realloc(l->v, (size_t)cap * sizeof *v);
-        if (!v) return -1;
-        l->v = v;
-        l->cap = cap;
-    }
+    if (sh_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v, 64) < 0) return -1;
     tensor_spec *s = &l->v[l->n++];
     memset(s, 0, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);

@@ -119,16 +119,21 @@ static cJSON *segment_json(const shruti_segment *s) {
     return o;
 }
 
-static int write_json(FILE *out, const output_result *res) {
+cJSON *output_result_json(const output_result *res) {
     cJSON *root = cJSON_CreateObject();
-    if (!root) return -1;
+    if (!root) return NULL;
     cJSON_AddStringToObject(root, "text", res->text);
     cJSON_AddStringToObject(root, "language", res->language);
     cJSON_AddNumberToObject(root, "duration", res->duration);
     cJSON *segs = cJSON_AddArrayToObject(root, "segments");
     for (int i = 0; segs && i < res->n_segments; i++)
-        cJSON_AddItemToArray(segs, segment_json((&res->segments[i])));
-    char *s = cJSON_PrintUnformatted(root);
+        cJSON_AddItemToArray(segs, segment_json(&res->segments[i]));
+    return root;
+}
+
+static int write_json(FILE *out, const output_result *res) {
+    cJSON *root = output_result_json(res);
+    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (!s) return -1;
     fprintf(out, "%s\n", s);
@@ -150,14 +155,31 @@ int output_write_result(FILE *out, output_format f, const output_result *res) {
     return r;
 }
 
-int output_write(FILE *out, output_format f, shruti_context *ctx) {
+/* ctx's last result as an output_result; *segs (caller frees) holds it. */
+static int result_of(shruti_context *ctx, output_result *r, shruti_segment **segs) {
     int n = shruti_n_segments(ctx);
-    shruti_segment *segs = malloc(sizeof *segs * (size_t)(n ? n : 1));
-    if (!segs) return -1;
-    for (int i = 0; i < n; i++) segs[i] = *shruti_get_segment(ctx, i);
-    output_result r = {segs, n, shruti_full_text(ctx), shruti_full_language(ctx),
-                       shruti_full_duration(ctx)};
+    *segs = malloc(sizeof **segs * (size_t)(n ? n : 1));
+    if (!*segs) return -1;
+    for (int i = 0; i < n; i++) (*segs)[i] = *shruti_get_segment(ctx, i);
+    *r = (output_result){*segs, n, shruti_full_text(ctx), shruti_full_language(ctx),
+                         shruti_full_duration(ctx)};
+    return 0;
+}
+
+int output_write(FILE *out, output_format f, shruti_context *ctx) {
+    output_result r;
+    shruti_segment *segs;
+    if (result_of(ctx, &r, &segs) < 0) return -1;
     int rc = output_write_result(out, f, &r);
     free(segs);
     return rc;
+}
+
+cJSON *output_context_json(shruti_context *ctx) {
+    output_result r;
+    shruti_segment *segs;
+    if (result_of(ctx, &r, &segs) < 0) return NULL;
+    cJSON *o = output_result_json(&r);
+    free(segs);
+    return o;
 }

@@ -2,6 +2,7 @@
 #ifndef SHRUTI_OUTPUT_FORMATS_H
 #define SHRUTI_OUTPUT_FORMATS_H
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 
 #include "shruti.h"
@@ -25,6 +26,11 @@ int output_write_result(FILE *out, output_format f, const output_result *r);
 
 /* Writes ctx's last result to out. Returns 0 or -1 on a write error. */
 int output_write(FILE *out, output_format f, shruti_context *ctx);
+
+/* The reference's result dictionary ({text, language, duration,
+ * segments}) as JSON, from a result or from ctx's last one; NULL on OOM. */
+cJSON *output_result_json(const output_result *r);
+cJSON *output_context_json(shruti_context *ctx);
 
 /* The reference's timestamp text: [HH:]MM:SS<marker>mmm. */
 void output_format_timestamp(char *buf, size_t size, double seconds, int always_hours,

@@ -177,29 +177,10 @@ static int choose_route(sv_engine *e, shruti_context *ctx[N_SLOTS], sv_task *t, 
 /* ------------------------------------------------------------- results */
 
 static cJSON *result_json(sv_engine *e, shruti_context *ctx, const route *r, const sv_task *t) {
-    cJSON *o = cJSON_CreateObject();
+    cJSON *o = output_context_json(ctx);
+    if (!o) return NULL;
     cJSON_AddStringToObject(o, "task", t->req.params.task == SHRUTI_TASK_TRANSLATE ? "translate"
                                                                                    : "transcribe");
-    cJSON_AddStringToObject(o, "language", shruti_full_language(ctx));
-    cJSON_AddNumberToObject(o, "duration", shruti_full_duration(ctx));
-    cJSON_AddStringToObject(o, "text", shruti_full_text(ctx));
-    cJSON *segs = cJSON_AddArrayToObject(o, "segments");
-    for (int i = 0; i < shruti_n_segments(ctx); i++) {
-        const shruti_segment *s = shruti_get_segment(ctx, i);
-        cJSON *g = cJSON_CreateObject();
-        cJSON_AddNumberToObject(g, "id", s->id);
-        cJSON_AddNumberToObject(g, "seek", s->seek);
-        cJSON_AddNumberToObject(g, "start", s->start);
-        cJSON_AddNumberToObject(g, "end", s->end);
-        cJSON_AddStringToObject(g, "text", s->text);
-        cJSON *tk = cJSON_AddArrayToObject(g, "tokens");
-        for (int k = 0; k < s->n_tokens; k++) cJSON_AddItemToArray(tk, cJSON_CreateNumber(s->tokens[k]));
-        cJSON_AddNumberToObject(g, "temperature", s->temperature);
-        cJSON_AddNumberToObject(g, "avg_logprob", s->avg_logprob);
-        cJSON_AddNumberToObject(g, "compression_ratio", s->compression_ratio);
-        cJSON_AddNumberToObject(g, "no_speech_prob", s->no_speech_prob);
-        cJSON_AddItemToArray(segs, g);
-    }
     cJSON_AddStringToObject(o, "model", e->slot_name[r->slot]);
     cJSON *rt = cJSON_AddObjectToObject(o, "routing");
     cJSON_AddStringToObject(rt, "slot", r->slot == SLOT_EN ? "en" : "multi");
@@ -253,7 +234,7 @@ static void run_task(sv_engine *e, shruti_context *ctx[N_SLOTS], sv_task *t) {
         return;
     }
     cJSON *o = result_json(e, ctx[r.slot], &r, t);
-    char *json = cJSON_PrintUnformatted(o);
+    char *json = o ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     sv_log("{\"event\":\"routed\",\"slot\":\"%s\",\"model\":\"%s\",\"reason\":\"%s\","
            "\"audio_s\":%.2f,\"rtf\":%.3f}", r.slot == SLOT_EN ? "en" : "multi",
