@@ -54,6 +54,9 @@ static void *client_main(void *arg) {
         part = curl_mime_addpart(mime);
         curl_mime_name(part, "language");
         curl_mime_data(part, "en", CURL_ZERO_TERMINATED);
+        part = curl_mime_addpart(mime);   /* one decode per window: fixed work */
+        curl_mime_name(part, "temperature_increment_on_fallback");
+        curl_mime_data(part, "none", CURL_ZERO_TERMINATED);
         curl_easy_setopt(h, CURLOPT_URL, c->url);
         curl_easy_setopt(h, CURLOPT_MIMEPOST, mime);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
@@ -180,6 +183,7 @@ int main(int argc, char **argv) {
         shruti_audio_load(audio, &pcm, &n, &err);
         shruti_params p = shruti_default_params();
         p.language = "en";
+        p.n_temperatures = 1;
         shruti_transcribe(ctx, pcm, n, &p);
         free(pcm);
         runs[r] = now_s() - t0;

@@ -193,8 +193,16 @@ static int bpe_piece(const sh_vocab *v, const char *s, size_t n, token_list *out
     int r = 0;
     for (size_t i = 0; i < n_parts; i++) {
         int t = sh_vocab_lookup(v, s + start[i], start[i + 1] - start[i]);
-        if (t < 0) r = SHRUTI_ERR_MODEL;   /* a byte missing from the vocabulary */
-        else list_push(out, t);
+        if (t >= 0) {
+            list_push(out, t);
+            continue;
+        }
+        /* a part the vocabulary lacks: its single bytes (always present) */
+        for (size_t k = start[i]; k < start[i + 1]; k++) {
+            int b = sh_vocab_lookup(v, s + k, 1);
+            if (b < 0) r = SHRUTI_ERR_MODEL;
+            else list_push(out, b);
+        }
     }
     free(start);
     return r;

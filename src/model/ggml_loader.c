@@ -262,7 +262,8 @@ static int read_vocab(cursor *c, shruti_model *m, shruti_error *err) {
         c->pos += 4;   /* the length, validated above */
         take(c, v->bytes + v->offset[i], len);
     }
-    if (sh_vocab_build_index(v) < 0) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+    if (sh_vocab_repair_byte_tokens(v) < 0 || sh_vocab_build_index(v) < 0)
+        return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
     return 0;
 }
 

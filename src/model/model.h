@@ -86,6 +86,7 @@ struct shruti_model {
 
 /* vocab.c */
 int sh_vocab_build_index(sh_vocab *v);
+int sh_vocab_repair_byte_tokens(sh_vocab *v);
 void sh_vocab_free(sh_vocab *v);
 int sh_vocab_lookup(const sh_vocab *v, const char *bytes, size_t len);
 void sh_special_from_n_vocab(sh_special *sp, int n_vocab);

@@ -109,6 +109,43 @@ static uint32_t hash_bytes(const char *s, size_t n) {
     return h;
 }
 
+/* The byte of each of the first 256 tokens, in GPT-2's byte-level order:
+ * the printable bytes '!'..'~', 0xA1..0xAC, 0xAE..0xFF, then the other 68
+ * in increasing order. */
+static int byte_of_token(int id) {
+    if (id < 94) return 0x21 + id;
+    if (id < 106) return 0xA1 + (id - 94);
+    if (id < 188) return 0xAE + (id - 106);
+    int k = id - 188;   /* 0x00..0x20, 0x7F..0xA0, 0xAD */
+    if (k < 33) return k;
+    if (k < 67) return 0x7F + (k - 33);
+    return 0xAD;
+}
+
+/* Some published ggml files store the byte tokens that are not valid
+ * UTF-8 on their own as U+FFFD; the first 256 tokens are always the 256
+ * single bytes, so those are restored here. Returns the number repaired,
+ * or a negative status. */
+int sh_vocab_repair_byte_tokens(sh_vocab *v) {
+    int n_bad = 0;
+    for (int t = 0; t < 256 && t < v->n_tokens; t++) {
+        size_t len = v->offset[t + 1] - v->offset[t];
+        n_bad += !(len == 1 && (uint8_t)v->bytes[v->offset[t]] == byte_of_token(t));
+    }
+    if (n_bad == 0 || v->n_tokens < 256) return 0;
+    size_t old_total = v->offset[v->n_tokens], rest = old_total - v->offset[256];
+    char *bytes = malloc(256 + rest + 1);
+    if (!bytes) return SHRUTI_ERR_NOMEM;
+    for (int t = 0; t < 256; t++) bytes[t] = (char)byte_of_token(t);
+    memcpy(bytes + 256, v->bytes + v->offset[256], rest);
+    uint32_t shift = v->offset[256];
+    for (int t = 0; t <= 256; t++) v->offset[t] = (uint32_t)t;
+    for (int t = 257; t <= v->n_tokens; t++) v->offset[t] = v->offset[t] - shift + 256;
+    free(v->bytes);
+    v->bytes = bytes;
+    return n_bad;
+}
+
 int sh_vocab_build_index(sh_vocab *v) {
     uint32_t size = 1;
     while (size < (uint32_t)v->n_tokens * 2u + 2u) size <<= 1;

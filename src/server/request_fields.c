@@ -79,6 +79,19 @@ int sv_fields_to_request(const sv_fields *f, bool translate, sv_request *req,
             p->n_temperatures = 1;
         }
     }
+    /* as the reference CLI's option: 0 (or none) keeps just the one temperature */
+    if ((v = sv_field_get(f, "temperature_increment_on_fallback"))) {
+        if (strcmp(v, "none") == 0) x = 0;
+        else if (parse_number(v, 0, 1, &x) < 0)
+            FAIL("temperature_increment_on_fallback", "must be 0 to 1 or none");
+        float t0 = p->n_temperatures == 1 ? p->temperatures[0] : 0.0f;
+        p->n_temperatures = 0;
+        for (double t = t0; t <= 1.0 + 1e-6 && p->n_temperatures < SHRUTI_MAX_TEMPERATURES;
+             t += x) {
+            p->temperatures[p->n_temperatures++] = (float)t;
+            if (x <= 0) break;
+        }
+    }
     if ((v = sv_field_get(f, "beam_size"))) {
         if (parse_number(v, 1, 16, &x) < 0 || x != floor(x))
             FAIL("beam_size", "beam_size must be an integer from 1 to 16");
