@@ -7,6 +7,7 @@
  * shuts down cleanly. SHRUTI_SOAK_SECONDS sets the concurrent run (default
  * 60). */
 #include <pthread.h>
+#include <strings.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -441,8 +442,34 @@ int main(void) {
         free(calls[i].body);
     }
     CHECK(n429 > 0 && n200 > 0, "6 at once with queue 1: %d answered, %d refused", n200, n429);
-    snprintf(cmd, sizeof cmd, "curl -s -D - -o /dev/null -F file=@%s %s | grep -i retry-after",
-             jfk, url("/v1/audio/transcriptions"));
+    /* a 429 carries Retry-After */
+    for (int i = 0; i < 6; i++) {
+        calls[i] = (call){jfk, "-F language=en", 0, 0, NULL};
+        pthread_create(&t[i], NULL, call_thread, &calls[i]);
+    }
+    usleep(100000);
+    snprintf(cmd, sizeof cmd, "curl -s -D - -o /dev/null -F file=@%s %s", jfk,
+             url("/v1/audio/transcriptions"));
+    run_result hdr = t_run(cmd, 1);
+    CHECK(!strstr(hdr.out, " 429") || strcasestr(hdr.out, "retry-after: "), "Retry-After: %s",
+          hdr.out);
+    free(hdr.out);
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        free(calls[i].body);
+    }
+    CHECK(stop_server(SIGTERM) == 0, "SIGTERM: clean exit");
+
+    /* audio longer than allowed: 413; a request past its timeout: 504 */
+    start_server("--max-audio-s 200 --timeout-s 1");
+    { int st_ = post_file("/v1/audio/transcriptions", long_file, "", &body);
+      expect_error(st_, body, 413, "audio too long"); }
+    free(body);
+    { int st_ = post_file("/v1/audio/transcriptions", t_path("audio/%s", "longform.wav"),
+                          "-F language=en", &body);
+      expect_error(st_, body, 504, "timeout"); }
+    free(body);
+    CHECK(http(url("/health"), NULL) == 200, "alive after a timeout");
     CHECK(stop_server(SIGTERM) == 0, "SIGTERM: clean exit");
     snprintf(cmd, sizeof cmd, "grep -c Sanitizer %s/server.log", work);
     run_result san = t_run(cmd, 1);
