@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include "common/f16.h"
+#include "cpu/vmath.h"
+
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 void sh_add_bias(float *y, const float *b, int rows, int n) {
     if (!b) return;
@@ -107,9 +110,15 @@ typedef struct {
     float *x;
 } gelu_job;
 
-static void gelu_range(void *arg, int begin, int end) {
+CLONES static void gelu_range(void *arg, int begin, int end) {
     float *x = ((gelu_job *)arg)->x;
-    for (int i = begin; i < end; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+    int i = begin;
+    for (; i + 8 <= end; i += 8) {
+        vf8 v = vf8_load(x + i);
+        vf8_store(x + i, vf8_splat(0.5f) * v *
+                             (vf8_splat(1.0f) + vf8_erf(v * vf8_splat((float)M_SQRT1_2))));
+    }
+    for (; i < end; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 }
 
 void sh_gelu(sh_pool *pool, float *x, long n) {
@@ -125,19 +134,24 @@ typedef struct {
     int n, ld;
 } softmax_job;
 
-static void softmax_range(void *arg, int begin, int end) {
+CLONES static void softmax_range(void *arg, int begin, int end) {
     softmax_job *j = arg;
+    int n = j->n, n8 = n & ~7;
     for (int r = begin; r < end; r++) {
         float *row = j->x + (size_t)r * j->ld;
         float max = -INFINITY;
-        for (int i = 0; i < j->n; i++) max = row[i] > max ? row[i] : max;
-        float sum = 0;
-        for (int i = 0; i < j->n; i++) {
-            row[i] = expf(row[i] - max);
-            sum += row[i];
+        for (int i = 0; i < n; i++) max = row[i] > max ? row[i] : max;
+        vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
+        for (int i = 0; i < n8; i += 8) {
+            vf8 e = vf8_exp(vf8_load(row + i) - vmax);
+            vf8_store(row + i, e);
+            vsum += e;
         }
+        float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) +
+                    ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
+        for (int i = n8; i < n; i++) sum += row[i] = expf(row[i] - max);
         float inv = 1.0f / sum;
-        for (int i = 0; i < j->n; i++) row[i] *= inv;
+        for (int i = 0; i < n; i++) row[i] *= inv;
     }
 }
 

@@ -1,0 +1,73 @@
+/* vmath.h - exp and erf on eight floats at once, for softmax and GELU.
+ * Both are accurate to a few units in the last place of float (exp: range
+ * reduction by ln 2 and a degree-6 polynomial; erf: Abramowitz & Stegun
+ * 7.1.26, absolute error below 1.5e-7), far inside the tolerances that
+ * keep tokens identical to the reference. */
+#ifndef SHRUTI_CPU_VMATH_H
+#define SHRUTI_CPU_VMATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+static inline vf8 vf8_load(const float *p) {
+    vf8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vf8_store(float *p, vf8 v) { memcpy(p, &v, sizeof v); }
+
+static inline vf8 vf8_splat(float x) { return (vf8){x, x, x, x, x, x, x, x}; }
+
+/* mask ? a : b, lane by lane (mask lanes all ones or all zeros) */
+static inline vf8 vf8_select(vi8 mask, vf8 a, vf8 b) {
+    return (vf8)((mask & (vi8)a) | (~mask & (vi8)b));
+}
+
+static inline vf8 vf8_max(vf8 a, vf8 b) { return vf8_select(a > b, a, b); }
+static inline vf8 vf8_min(vf8 a, vf8 b) { return vf8_select(a < b, a, b); }
+
+/* exp(x); inputs below -87.3 give 0 (as expf underflows there). */
+static inline vf8 vf8_exp(vf8 x) {
+    const vf8 lo = vf8_splat(-87.33654f), hi = vf8_splat(88.3762626647949f);
+    vi8 under = x < lo;
+    x = vf8_min(vf8_max(x, lo), hi);
+    vf8 fx = x * vf8_splat(1.44269504088896341f);           /* x / ln 2 */
+    /* round to nearest: add +-0.5, then truncate */
+    vf8 half = vf8_select(fx >= 0, vf8_splat(0.5f), vf8_splat(-0.5f));
+    vi8 n = __builtin_convertvector(fx + half, vi8);
+    vf8 fn = __builtin_convertvector(n, vf8);
+    vf8 r = x - fn * vf8_splat(0.693359375f) + fn * vf8_splat(2.12194440e-4f);
+    vf8 r2 = r * r;
+    vf8 p = vf8_splat(1.9875691500e-4f);
+    p = p * r + vf8_splat(1.3981999507e-3f);
+    p = p * r + vf8_splat(8.3334519073e-3f);
+    p = p * r + vf8_splat(4.1665795894e-2f);
+    p = p * r + vf8_splat(1.6666665459e-1f);
+    p = p * r + vf8_splat(5.0000001201e-1f);
+    p = p * r2 + r + vf8_splat(1.0f);
+    vi8 bits = (n + 127) << 23;                              /* 2^n */
+    vf8 scale;
+    memcpy(&scale, &bits, sizeof scale);
+    vf8 y = p * scale;
+    return (vf8)((vi8)y & ~under);
+}
+
+/* erf(x), Abramowitz & Stegun 7.1.26 with the sign restored. */
+static inline vf8 vf8_erf(vf8 x) {
+    vi8 sign = (vi8)x & (vi8)vf8_splat(-0.0f);
+    vf8 ax = (vf8)((vi8)x & ~(vi8)vf8_splat(-0.0f));
+    vf8 t = vf8_splat(1.0f) / (vf8_splat(1.0f) + vf8_splat(0.3275911f) * ax);
+    vf8 y = vf8_splat(1.061405429f);
+    y = y * t + vf8_splat(-1.453152027f);
+    y = y * t + vf8_splat(1.421413741f);
+    y = y * t + vf8_splat(-0.284496736f);
+    y = y * t + vf8_splat(0.254829592f);
+    y = vf8_splat(1.0f) - y * t * vf8_exp(-ax * ax);
+    return (vf8)((vi8)y | sign);
+}
+
+#endif
