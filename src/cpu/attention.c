@@ -9,6 +9,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu/vmath.h"
+
 #define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -63,11 +65,20 @@ CLONES void sh_attn_values(float *out, int ldo, const float *s, int lds, int row
     }
 }
 
-void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
+CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
+    int n8 = n & ~7;
     for (int r = 0; r < n_rows; r++) {
-        float *row = s + (size_t)r * lds, max = -INFINITY, sum = 0;
+        float *row = s + (size_t)r * lds, max = -INFINITY;
         for (int p = 0; p < n; p++) max = row[p] > max ? row[p] : max;
-        for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - max);
+        vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
+        for (int p = 0; p < n8; p += 8) {
+            vf8 e = vf8_exp(vf8_load(row + p) - vmax);
+            vf8_store(row + p, e);
+            vsum += e;
+        }
+        float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) +
+                    ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
+        for (int p = n8; p < n; p++) sum += row[p] = expf(row[p] - max);
         float inv = 1.0f / sum;
         for (int p = 0; p < n; p++) row[p] *= inv;
     }

@@ -6,9 +6,12 @@
 #include <string.h>
 
 #include "common/grow.h"
+#include "cpu/vmath.h"
 #include "decode/decode.h"
 #include "decode/logit_filters.h"
 #include "decode/text.h"
+
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 /* ------------------------------------------------------------------ rng */
 
@@ -22,16 +25,18 @@ double sh_rng_uniform(uint64_t *s) {
 
 /* ------------------------------------------------------------- helpers */
 
-/* log(sum(exp(x))), accumulated in double around the maximum. */
-static double log_sum_exp(const float *x, int n) {
+/* log(sum(exp(x))) around the maximum; eight lanes at a time (a lane of
+ * -inf adds exactly 0). */
+CLONES static double log_sum_exp(const float *x, int n) {
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
     if (max == -INFINITY) return -INFINITY;
+    vf8 vmax = vf8_splat(max), acc = vf8_splat(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += vf8_exp(vf8_load(x + i) - vmax);
     double s = 0;
-    for (int i = 0; i < n; i++) {
-        float d = x[i] - max;
-        if (d > -88.0f) s += expf(d);   /* below, expf underflows to 0 (slowly) */
-    }
+    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; i < n; i++) s += expf(x[i] - max);
     return log(s) + max;
 }
 
