@@ -12,6 +12,7 @@ static void usage(FILE *out) {
             "  transcribe [options] FILE...   transcribe audio or video files ('-' = stdin)\n"
             "  models list|pull|rm|path       the model cache (models by name)\n"
             "  serve [options]                the HTTP transcription service\n"
+            "  quantize IN OUT TYPE           write a q8_0/q5_0/q5_1/q4_0/q4_1 copy of a model\n"
             "  version                        print the version\n\n"
             "'shruti transcribe --help' lists the transcription options.\n");
 }
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "transcribe") == 0) return cmd_transcribe(argc - 1, argv + 1);
     if (strcmp(cmd, "models") == 0) return cmd_models(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "quantize") == 0) return cmd_quantize(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("shruti %s\n", shruti_version());
         return 0;

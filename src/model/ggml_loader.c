@@ -18,6 +18,7 @@
 #include "common/grow.h"
 #include "common/f16.h"
 #include "model/model.h"
+#include "model/quant.h"
 
 #define GGML_MAGIC 0x67676d6cu
 #define GGML_TYPE_F32 0
@@ -315,15 +316,35 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
             if (ne[i] != s->shape[n_dims - 1 - i])
                 return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' has a wrong shape",
                                 s->name);
-        if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16)
+        int block_elems, block_bytes;
+        if (sh_ggml_type_size(type, &block_elems, &block_bytes) < 0)
             return sh_error(err, SHRUTI_ERR_UNSUPPORTED,
-                            "tensor '%s' has ggml type %d; this build reads f32 and f16",
-                            s->name, type);
+                            "tensor '%s' has ggml type %d, which this build does not read "
+                            "(f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0)", s->name, type);
+        if (sh_ggml_type_is_quantized(type) && (!s->mat || ne[0] % block_elems != 0))
+            return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' cannot be quantized", s->name);
         int64_t n = spec_elements(s);
-        const uint8_t *data = skip(c, (size_t)n * (type == GGML_TYPE_F32 ? 4 : 2));
+        const uint8_t *data = skip(c, (size_t)(n / block_elems) * (size_t)block_bytes);
         if (!data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
         float *dst = m->arena + used;
-        if (s->mat && s->keep_f16 && type == GGML_TYPE_F16) {
+        if (sh_ggml_type_is_quantized(type)) {
+            /* widened block by block: half precision where the decoder
+             * reads it every step, float32 for the encoder */
+            int64_t row = ne[0], rows = n / row;
+            float *tmp = malloc((size_t)row * sizeof *tmp);
+            if (!tmp) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+            uint16_t *half = (uint16_t *)dst;
+            for (int64_t i = 0; i < rows; i++) {
+                sh_dequantize(type, data + (size_t)(i * row / block_elems) * block_bytes,
+                              s->keep_f16 ? tmp : dst + i * row, row);
+                if (s->keep_f16)
+                    for (int64_t k = 0; k < row; k++) half[i * row + k] = sh_f32_to_f16(tmp[k]);
+            }
+            free(tmp);
+            used += s->keep_f16 ? (((size_t)n + 1) / 2 + 15) & ~(size_t)15
+                                : ((size_t)n + 15) & ~(size_t)15;
+            *s->mat = (sh_mat){dst, s->keep_f16};
+        } else if (s->mat && s->keep_f16 && type == GGML_TYPE_F16) {
             memcpy(dst, data, (size_t)n * 2);   /* as stored: half the floats */
             used += (((size_t)n + 1) / 2 + 15) & ~(size_t)15;
             *s->mat = (sh_mat){dst, 1};
