@@ -17,25 +17,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bench_util.h"
+#include "common/clock.h"
 #include "common/f16.h"
 #include "cpu/runtime.h"
 #include "shruti.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static uint64_t rng = 88172645463325252ull;
 static float rand_normalish(void) {
@@ -150,12 +138,12 @@ static double decoder_ms_per_token(sh_runtime *rt, int n_rows, int n_tokens, flo
     sh_decoder_broadcast(rt, n_rows, 4);
     int toks[8];
     for (int i = 0; i < n_rows; i++) toks[i] = 400 + i;
-    double t0 = now_s();
+    double t0 = sh_now_s();
     for (int s = 0; s < n_tokens; s++) {
         sh_decoder_forward(rt, toks, n_rows, 1, 4 + s);
         sh_decoder_logits(rt, rt->dec_x, n_rows, logits);
     }
-    return (now_s() - t0) * 1000.0 / n_tokens;
+    return (sh_now_s() - t0) * 1000.0 / n_tokens;
 }
 
 int main(int argc, char **argv) {
@@ -193,9 +181,9 @@ int main(int argc, char **argv) {
         for (int r = 0; r < runs; r++) {
             shruti_model_free(m);
             shruti_error err;
-            double t0 = now_s();
+            double t0 = sh_now_s();
             m = shruti_model_load(path, &err);
-            load[r] = (now_s() - t0) * 1000;
+            load[r] = (sh_now_s() - t0) * 1000;
             if (!m) {
                 fprintf(stderr, "%s\n", err.message);
                 return 1;
@@ -208,15 +196,15 @@ int main(int argc, char **argv) {
         float *logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab * 8);
         sh_encode(&rt, mel);   /* warm-up */
         for (int r = 0; r < runs; r++) {
-            double t0 = now_s();
+            double t0 = sh_now_s();
             sh_encode(&rt, mel);
-            enc[r] = (now_s() - t0) * 1000;
+            enc[r] = (sh_now_s() - t0) * 1000;
         }
         decoder_ms_per_token(&rt, 1, 8, logits);   /* warm-up */
         for (int r = 0; r < runs; r++) dec[r] = decoder_ms_per_token(&rt, 1, tokens, logits);
         for (int r = 0; r < runs; r++) beam[r] = decoder_ms_per_token(&rt, 5, tokens, logits);
-        printf("%-7s %9.1f %12.1f %12.2f %12.2f %10.0f\n", sizes[s], median(load, runs),
-               median(enc, runs), median(dec, runs), median(beam, runs), peak_rss_mb());
+        printf("%-7s %9.1f %12.1f %12.2f %12.2f %10.0f\n", sizes[s], bench_median(load, runs),
+               bench_median(enc, runs), bench_median(dec, runs), bench_median(beam, runs), peak_rss_mb());
         fflush(stdout);
         free(mel), free(logits);
         sh_runtime_free(&rt);

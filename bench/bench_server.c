@@ -18,18 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+#include "common/clock.h"
 #include "shruti.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static size_t discard(char *p, size_t s, size_t n, void *u) {
     (void)p, (void)u;
@@ -60,11 +53,11 @@ static void *client_main(void *arg) {
         curl_easy_setopt(h, CURLOPT_URL, c->url);
         curl_easy_setopt(h, CURLOPT_MIMEPOST, mime);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-        double t0 = now_s();
+        double t0 = sh_now_s();
         CURLcode r = curl_easy_perform(h);
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        c->lat[i] = now_s() - t0;
+        c->lat[i] = sh_now_s() - t0;
         if (r != CURLE_OK || status != 200) c->errors++;
         curl_mime_free(mime);
     }
@@ -142,7 +135,7 @@ int main(int argc, char **argv) {
         int n_clients = levels[l], per = (requests + n_clients - 1) / n_clients;
         client *c = calloc((size_t)n_clients, sizeof *c);
         pthread_t *t = calloc((size_t)n_clients, sizeof *t);
-        double t0 = now_s();
+        double t0 = sh_now_s();
         for (int i = 0; i < n_clients; i++) {
             c[i] = (client){url, audio, per, calloc((size_t)per, sizeof(double)), 0};
             pthread_create(&t[i], NULL, client_main, &c[i]);
@@ -155,8 +148,8 @@ int main(int argc, char **argv) {
             for (int j = 0; j < per; j++) all[k++] = c[i].lat[j];
             free(c[i].lat);
         }
-        double wall = now_s() - t0;
-        qsort(all, (size_t)total, sizeof *all, cmp_double);
+        double wall = sh_now_s() - t0;
+        qsort(all, (size_t)total, sizeof *all, bench_cmp_double);
         double p50 = all[total / 2], p99 = all[(int)(total * 0.99) < total ? (int)(total * 0.99) : total - 1];
         if (l == 0) p50_one = p50;
         printf("%8d %10.2f %10.1f %10.1f %8d\n", n_clients, total / wall, p50 * 1e3, p99 * 1e3,
@@ -177,7 +170,7 @@ int main(int argc, char **argv) {
     double runs[16];
     int n_runs = 9;
     for (int r = 0; r < n_runs; r++) {
-        double t0 = now_s();
+        double t0 = sh_now_s();
         float *pcm;
         size_t n;
         shruti_audio_load(audio, &pcm, &n, &err);
@@ -186,12 +179,11 @@ int main(int argc, char **argv) {
         p.n_temperatures = 1;
         shruti_transcribe(ctx, pcm, n, &p);
         free(pcm);
-        runs[r] = now_s() - t0;
+        runs[r] = sh_now_s() - t0;
     }
-    qsort(runs, (size_t)n_runs, sizeof runs[0], cmp_double);
+    double lib = bench_median(runs, n_runs);
     printf("in-process (library) median %.1f ms; server overhead at 1 client: %.1f ms (%.0f%%)\n",
-           runs[n_runs / 2] * 1e3, (p50_one - runs[n_runs / 2]) * 1e3,
-           100.0 * (p50_one - runs[n_runs / 2]) / runs[n_runs / 2]);
+           lib * 1e3, (p50_one - lib) * 1e3, 100.0 * (p50_one - lib) / lib);
     shruti_context_free(ctx);
     shruti_model_free(m);
     curl_global_cleanup();

@@ -1,4 +1,5 @@
 /* download_progress.c - the CLI's model download bar and model lookup. */
+#include "common/clock.h"
 #include "cli/download_progress.h"
 
 #include <stdio.h>
@@ -13,16 +14,11 @@ typedef struct {
     int drawn;
 } bar_state;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void cli_download_progress(uint64_t done, uint64_t total, void *user_data) {
     bar_state *s = user_data;
     if (!s->tty) return;
-    double t = now_s();
+    double t = sh_now_s();
     if (t - s->last_draw < 0.1 && (total == 0 || done < total)) return;
     s->last_draw = t;
     s->drawn = 1;

@@ -13,25 +13,16 @@
 
 #define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
-typedef float v8 __attribute__((vector_size(32)));
-
-static inline v8 load8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
 static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int n) {
-    v8 acc0 = {0}, acc1 = {0};
+    vf8 acc0 = {0}, acc1 = {0};
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        acc0 += load8(a + i) * load8(b + i);
-        acc1 += load8(a + i + 8) * load8(b + i + 8);
+        acc0 += vf8_load(a + i) * vf8_load(b + i);
+        acc1 += vf8_load(a + i + 8) * vf8_load(b + i + 8);
     }
-    for (; i + 8 <= n; i += 8) acc0 += load8(a + i) * load8(b + i);
-    v8 acc = acc0 + acc1;
+    for (; i + 8 <= n; i += 8) acc0 += vf8_load(a + i) * vf8_load(b + i);
+    vf8 acc = acc0 + acc1;
     float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
@@ -58,28 +49,13 @@ CLONES void sh_attn_values(float *out, int ldo, const float *s, int lds, int row
                 float *o = out + (size_t)r * ldo + h * dh;
                 const float *vh = vp + h * dh;
                 int i = 0;
-                v8 wv = {w, w, w, w, w, w, w, w};
-                for (; i + 8 <= dh; i += 8) store8(o + i, load8(o + i) + wv * load8(vh + i));
+                vf8 wv = {w, w, w, w, w, w, w, w};
+                for (; i + 8 <= dh; i += 8) vf8_store(o + i, vf8_load(o + i) + wv * vf8_load(vh + i));
                 for (; i < dh; i++) o[i] += w * vh[i];
             }
     }
 }
 
 CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
-    int n8 = n & ~7;
-    for (int r = 0; r < n_rows; r++) {
-        float *row = s + (size_t)r * lds, max = -INFINITY;
-        for (int p = 0; p < n; p++) max = row[p] > max ? row[p] : max;
-        vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
-        for (int p = 0; p < n8; p += 8) {
-            vf8 e = vf8_exp(vf8_load(row + p) - vmax);
-            vf8_store(row + p, e);
-            vsum += e;
-        }
-        float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) +
-                    ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
-        for (int p = n8; p < n; p++) sum += row[p] = expf(row[p] - max);
-        float inv = 1.0f / sum;
-        for (int p = 0; p < n; p++) row[p] *= inv;
-    }
+    for (int r = 0; r < n_rows; r++) vf8_softmax_row(s + (size_t)r * lds, n);
 }

@@ -136,23 +136,7 @@ typedef struct {
 
 CLONES static void softmax_range(void *arg, int begin, int end) {
     softmax_job *j = arg;
-    int n = j->n, n8 = n & ~7;
-    for (int r = begin; r < end; r++) {
-        float *row = j->x + (size_t)r * j->ld;
-        float max = -INFINITY;
-        for (int i = 0; i < n; i++) max = row[i] > max ? row[i] : max;
-        vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
-        for (int i = 0; i < n8; i += 8) {
-            vf8 e = vf8_exp(vf8_load(row + i) - vmax);
-            vf8_store(row + i, e);
-            vsum += e;
-        }
-        float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) +
-                    ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
-        for (int i = n8; i < n; i++) sum += row[i] = expf(row[i] - max);
-        float inv = 1.0f / sum;
-        for (int i = 0; i < n; i++) row[i] *= inv;
-    }
+    for (int r = begin; r < end; r++) vf8_softmax_row(j->x + (size_t)r * j->ld, j->n);
 }
 
 void sh_softmax_rows(sh_pool *pool, float *x, int rows, int n, int ld) {

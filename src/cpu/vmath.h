@@ -6,6 +6,7 @@
 #ifndef SHRUTI_CPU_VMATH_H
 #define SHRUTI_CPU_VMATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -68,6 +69,23 @@ static inline vf8 vf8_erf(vf8 x) {
     y = y * t + vf8_splat(0.254829592f);
     y = vf8_splat(1.0f) - y * t * vf8_exp(-ax * ax);
     return (vf8)((vi8)y | sign);
+}
+
+/* Softmax of one row in place (the caller compiles it per target). */
+static inline __attribute__((always_inline)) void vf8_softmax_row(float *row, int n) {
+    int n8 = n & ~7;
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) max = row[i] > max ? row[i] : max;
+    vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
+    for (int i = 0; i < n8; i += 8) {
+        vf8 e = vf8_exp(vf8_load(row + i) - vmax);
+        vf8_store(row + i, e);
+        vsum += e;
+    }
+    float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) + ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
+    for (int i = n8; i < n; i++) sum += row[i] = expf(row[i] - max);
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) row[i] *= inv;
 }
 
 #endif

@@ -5,6 +5,7 @@
  * long work (long audio, async jobs) only while fewer than workers - 1
  * workers are busy with long work, so a short request always finds a
  * worker soon even when 10-minute files are being transcribed. */
+#include "common/clock.h"
 #include "server/engine.h"
 
 #include <cjson/cJSON.h>
@@ -49,11 +50,6 @@ struct sv_engine {
     double audio_s, busy_s;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---------------------------------------------------------------- tasks */
 
@@ -223,9 +219,9 @@ static void run_task(sv_engine *e, shruti_context *ctx[N_SLOTS], sv_task *t) {
     p.progress_user_data = t;
     p.abort_callback = on_abort;
     p.abort_user_data = t;
-    double t0 = now_s();
+    double t0 = sh_now_s();
     int rc = shruti_transcribe(ctx[r.slot], t->req.pcm, t->req.n_samples, &p);
-    double busy = now_s() - t0;
+    double busy = sh_now_s() - t0;
     if (rc < 0) {
         int code = rc == SHRUTI_ERR_ABORTED ? 499 : rc == SHRUTI_ERR_INVALID_ARG ? 400 : 500;
         sv_log("{\"event\":\"transcription_failed\",\"slot\":\"%s\",\"error\":\"%s\"}",
@@ -312,7 +308,7 @@ static int load_slot(sv_engine *e, sv_slot s, const char *name) {
         fprintf(stderr, "shruti serve: %s\n", err.message);
         return -1;
     }
-    double t0 = now_s();
+    double t0 = sh_now_s();
     if (!(e->models[s] = shruti_model_load(path, &err))) {
         fprintf(stderr, "shruti serve: cannot load model '%s': %s\n", name, err.message);
         return -1;
@@ -321,7 +317,7 @@ static int load_slot(sv_engine *e, sv_slot s, const char *name) {
         fprintf(stderr, "shruti serve: warning: the multilingual slot holds an English-only "
                         "model (%s)\n", name);
     sv_log("{\"event\":\"model_loaded\",\"slot\":\"%s\",\"model\":\"%s\",\"path\":\"%s\","
-           "\"load_ms\":%.0f}", s == SLOT_EN ? "en" : "multi", name, path, (now_s() - t0) * 1e3);
+           "\"load_ms\":%.0f}", s == SLOT_EN ? "en" : "multi", name, path, (sh_now_s() - t0) * 1e3);
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "output/output_formats.h"
 #include "server/engine.h"
 #include "server/jobs.h"
@@ -54,11 +55,6 @@ typedef struct {
     double t0;
 } req_state;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------ responses */
 
@@ -445,7 +441,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
         *con_cls = r;
-        r->t0 = now_s();
+        r->t0 = sh_now_s();
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         if (is_upload_route(method, url)) {
@@ -482,7 +478,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!r) return;
     sv_log("{\"event\":\"access\",\"method\":\"%s\",\"path\":\"%.200s\",\"status\":%d,"
            "\"ms\":%.1f,\"bytes_in\":%zu%s}", r->method, r->path, r->status,
-           (now_s() - r->t0) * 1e3, r->received,
+           (sh_now_s() - r->t0) * 1e3, r->received,
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : ",\"aborted\":true");
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < N_STATUS_CODES; i++)
