@@ -11,8 +11,6 @@
 
 #include "cpu/vmath.h"
 
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-
 
 static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int n) {
     vf8 acc0 = {0}, acc1 = {0};
@@ -28,7 +26,7 @@ static inline __attribute__((always_inline)) float dot(const float *a, const flo
     return s;
 }
 
-CLONES void sh_attn_scores(float *s, int lds, const float *q, int ldq, int rows, int n_head,
+SH_CLONES void sh_attn_scores(float *s, int lds, const float *q, int ldq, int rows, int n_head,
                            int dh, const float *k, int ldk, int p0, int p1, float scale) {
     for (int p = p0; p < p1; p++) {
         const float *kp = k + (size_t)p * ldk;
@@ -39,7 +37,7 @@ CLONES void sh_attn_scores(float *s, int lds, const float *q, int ldq, int rows,
     }
 }
 
-CLONES void sh_attn_values(float *out, int ldo, const float *s, int lds, int rows, int n_head,
+SH_CLONES void sh_attn_values(float *out, int ldo, const float *s, int lds, int rows, int n_head,
                            int dh, const float *v, int ldv, int p0, int p1) {
     for (int p = p0; p < p1; p++) {
         const float *vp = v + (size_t)p * ldv;
@@ -56,6 +54,6 @@ CLONES void sh_attn_values(float *out, int ldo, const float *s, int lds, int row
     }
 }
 
-CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
+SH_CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
     for (int r = 0; r < n_rows; r++) vf8_softmax_row(s + (size_t)r * lds, n);
 }

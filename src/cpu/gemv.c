@@ -5,6 +5,8 @@
  * at run time (GCC target_clones). */
 #include "cpu/gemv.h"
 
+#include "cpu/vmath.h"
+
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -127,10 +129,9 @@ void sh_dot_rows##S(float *y, int ldy, const float *x, int ldx, int rows, const 
 }
 
 #define NO_ATTR
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define F16C_ATTR __attribute__((target("avx2,fma,f16c")))
 #define AVX512_ATTR __attribute__((target("avx512f,avx512vl,fma,f16c")))
-DEFINE_DOT_ROWS(, float, v8, 8, load8, load8, hsum8, F32_AS_FLOAT, NO_ATTR, CLONES)
+DEFINE_DOT_ROWS(, float, v8, 8, load8, load8, hsum8, F32_AS_FLOAT, NO_ATTR, SH_CLONES)
 DEFINE_DOT_ROWS(_f16avx512, uint16_t, v16, 16, load16, load16h_avx512, hsum16, sh_f16_to_f32,
                 AVX512_ATTR, AVX512_ATTR)
 DEFINE_DOT_ROWS(_f16c, uint16_t, v8, 8, load8, load8h_f16c, hsum8, sh_f16_to_f32, F16C_ATTR,

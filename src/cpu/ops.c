@@ -13,8 +13,6 @@
 #include "common/f16.h"
 #include "cpu/vmath.h"
 
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-
 void sh_add_bias(float *y, const float *b, int rows, int n) {
     if (!b) return;
     for (int r = 0; r < rows; r++) {
@@ -110,7 +108,7 @@ typedef struct {
     float *x;
 } gelu_job;
 
-CLONES static void gelu_range(void *arg, int begin, int end) {
+SH_CLONES static void gelu_range(void *arg, int begin, int end) {
     float *x = ((gelu_job *)arg)->x;
     int i = begin;
     for (; i + 8 <= end; i += 8) {
@@ -134,7 +132,7 @@ typedef struct {
     int n, ld;
 } softmax_job;
 
-CLONES static void softmax_range(void *arg, int begin, int end) {
+SH_CLONES static void softmax_range(void *arg, int begin, int end) {
     softmax_job *j = arg;
     for (int r = begin; r < end; r++) vf8_softmax_row(j->x + (size_t)r * j->ld, j->n);
 }

@@ -10,6 +10,10 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Compile a function for AVX-512, AVX2+FMA and plain x86-64; the loader
+ * picks one for the CPU at run time. */
+#define SH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
 typedef float vf8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 

@@ -11,8 +11,6 @@
 #include "decode/logit_filters.h"
 #include "decode/text.h"
 
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-
 /* ------------------------------------------------------------------ rng */
 
 double sh_rng_uniform(uint64_t *s) {
@@ -27,7 +25,7 @@ double sh_rng_uniform(uint64_t *s) {
 
 /* log(sum(exp(x))) around the maximum; eight lanes at a time (a lane of
  * -inf adds exactly 0). */
-CLONES static double log_sum_exp(const float *x, int n) {
+SH_CLONES static double log_sum_exp(const float *x, int n) {
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
     if (max == -INFINITY) return -INFINITY;
