@@ -7,7 +7,7 @@
  * per 30 s window, decoder time per token for 1 row and for 5 beams, and
  * peak RSS.
  *
- * usage: bench_cpu [--threads N] [--runs N] [--tokens N] [size ...]
+ * usage: bench_cpu [--threads N] [--runs N] [--tokens N] [--compute-type T] [size ...]
  *        (sizes: tiny base small medium large; default tiny base small) */
 #include <math.h>
 #include <stdio.h>
@@ -148,12 +148,14 @@ static double decoder_ms_per_token(sh_runtime *rt, int n_rows, int n_tokens, flo
 
 int main(int argc, char **argv) {
     int threads = 2, runs = 5, tokens = 64;
+    const char *compute_type = "auto";
     const char *sizes[16];
     int n_sizes = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) tokens = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--compute-type") == 0 && i + 1 < argc) compute_type = argv[++i];
         else if (n_sizes < 16) sizes[n_sizes++] = argv[i];
     }
     if (n_sizes == 0) {
@@ -164,7 +166,8 @@ int main(int argc, char **argv) {
     const char *td = getenv("SHRUTI_TESTDATA");
     char testdata[512];
     snprintf(testdata, sizeof testdata, "%s", td ? td : "../shared/testdata");
-    printf("threads %d, %d runs each (medians), %d decoder steps per run\n", threads, runs, tokens);
+    printf("threads %d, compute type %s, %d runs each (medians), %d decoder steps per run\n",
+           threads, compute_type, runs, tokens);
     printf("%-7s %9s %12s %12s %12s %10s\n", "model", "load_ms", "encoder_ms", "dec_ms/tok",
            "beam5_ms/tok", "rss_MB");
     for (int s = 0; s < n_sizes; s++) {
@@ -182,7 +185,9 @@ int main(int argc, char **argv) {
             shruti_model_free(m);
             shruti_error err;
             double t0 = sh_now_s();
-            m = shruti_model_load(path, &err);
+            shruti_model_params mp = shruti_model_default_params();
+            mp.compute_type = compute_type;
+            m = shruti_model_load_with_params(path, &mp, &err);
             load[r] = (sh_now_s() - t0) * 1000;
             if (!m) {
                 fprintf(stderr, "%s\n", err.message);

@@ -81,9 +81,27 @@ SHRUTI_API int shruti_audio_load_memory(const void *data, size_t size, float **p
 typedef struct shruti_model shruti_model;
 typedef struct shruti_context shruti_context;
 
-/* Loads a whisper.cpp ggml file (f32 or f16 tensors). Every size, name and
- * shape is validated. Returns NULL on failure with err filled in. */
+/* Loads a whisper.cpp ggml file (f32, f16, q4_0, q4_1, q5_0, q5_1 or q8_0
+ * tensors). Every size, name and shape is validated. Returns NULL on
+ * failure with err filled in. Compute type "auto". */
 SHRUTI_API shruti_model *shruti_model_load(const char *path, shruti_error *err);
+
+typedef struct {
+    /* faster-whisper's names: "auto" (the file's precision: float32 for f32
+     * files, int8 for q8_0 files, else float16), "float32", "float16",
+     * "int8" (also "int8_float32", "int8_float16"). The encoder computes in
+     * float32; the type sets how the decoder's weights are held and read:
+     * float16 halves the bytes of float32 with the same products for f16
+     * files, int8 (q8_0 blocks, per-32 scales) halves them again. */
+    const char *compute_type;
+} shruti_model_params;
+
+SHRUTI_API shruti_model_params shruti_model_default_params(void);
+SHRUTI_API shruti_model *shruti_model_load_with_params(const char *path,
+                                                       const shruti_model_params *params,
+                                                       shruti_error *err);
+/* The compute type in effect ("float32", "float16" or "int8"). */
+SHRUTI_API const char *shruti_model_compute_type(const shruti_model *model);
 SHRUTI_API void shruti_model_free(shruti_model *model);   /* NULL is fine */
 
 SHRUTI_API bool shruti_model_is_multilingual(const shruti_model *model);

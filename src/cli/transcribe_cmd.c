@@ -17,6 +17,7 @@
 
 typedef struct {
     const char *model_path;
+    const char *compute_type;
     const char *output_dir;
     int formats[OUT_COUNT];   /* which formats to write */
     int threads;
@@ -45,6 +46,7 @@ static void transcribe_usage(FILE *out) {
         "  --without-timestamps          decode without timestamp tokens\n"
         "  --clip-timestamps LIST        start,end,... seconds to transcribe\n"
         "  --threads N                   CPU threads (default: all cores)\n"
+        "  --compute-type T              auto|float32|float16|int8 (default auto)\n"
         "  --seed N                      seed for sampling (default 0)\n"
         "  --output-format F             txt|json|srt|vtt|tsv|all (default txt)\n"
         "  --output-dir DIR              write FILE.<format> there (default: stdout)\n"
@@ -55,7 +57,7 @@ enum {
     OPT_MODEL = 256, OPT_LANGUAGE, OPT_TASK, OPT_TEMPERATURE, OPT_BEAM, OPT_BEST_OF,
     OPT_PATIENCE, OPT_LENGTH_PENALTY, OPT_SUPPRESS, OPT_PROMPT, OPT_NO_CONDITION, OPT_CRT,
     OPT_LPT, OPT_NST, OPT_NO_TS, OPT_CLIPS, OPT_THREADS, OPT_SEED, OPT_FORMAT, OPT_DIR,
-    OPT_VERBOSE, OPT_HELP
+    OPT_VERBOSE, OPT_HELP, OPT_COMPUTE
 };
 
 static const struct option LONG_OPTIONS[] = {
@@ -80,6 +82,7 @@ static const struct option LONG_OPTIONS[] = {
     {"output-format", required_argument, 0, OPT_FORMAT},
     {"output-dir", required_argument, 0, OPT_DIR},
     {"verbose", no_argument, 0, OPT_VERBOSE},
+    {"compute-type", required_argument, 0, OPT_COMPUTE},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0}};
 
@@ -214,6 +217,7 @@ static int parse_options(int argc, char **argv, options *o) {
         case OPT_FORMAT: r = parse_format(optarg, o); break;
         case OPT_DIR: o->output_dir = optarg; break;
         case OPT_VERBOSE: o->verbose = 1; break;
+        case OPT_COMPUTE: o->compute_type = optarg; break;
         case OPT_HELP: return -2;
         case ':':
             fprintf(stderr, "shruti: option '%s' needs a value\n", argv[optind - 1]);
@@ -353,7 +357,9 @@ int cmd_transcribe(int argc, char **argv) {
     shruti_error err;
     char model_file[4300];
     if (cli_resolve_model(o.model_path, model_file, sizeof model_file) < 0) return 1;
-    shruti_model *model = shruti_model_load(model_file, &err);
+    shruti_model_params mp = shruti_model_default_params();
+    if (o.compute_type) mp.compute_type = o.compute_type;
+    shruti_model *model = shruti_model_load_with_params(model_file, &mp, &err);
     if (!model) {
         fprintf(stderr, "shruti: cannot load model: %s\n", err.message);
         return 1;

@@ -151,6 +151,89 @@ void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const
         sh_dot_rows_f16soft(y, ldy, x, ldx, rows, w, ldw, b, n_in, j0, j1, alpha);
 }
 
+/* ---------------------------------------------------- q8_0 weights */
+
+/* Blocks of 32 weights: a half-precision scale, then 32 int8 values. */
+#define Q8_BLOCK_BYTES 34
+typedef int8_t vb8 __attribute__((vector_size(8)));
+
+static inline vf8 load8q_soft(const uint8_t *p) {
+    vb8 b;
+    memcpy(&b, p, sizeof b);
+    return __builtin_convertvector(b, vf8);
+}
+
+/* Eight int8 widened to floats with AVX2 (GCC scalarizes the portable form). */
+__attribute__((target("avx2,fma,f16c"))) static inline vf8 load8q_avx2(const uint8_t *p) {
+    __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    return (vf8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
+
+static inline float block_scale_soft(const uint8_t *blk) {
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    return sh_f16_to_f32(h);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static inline float block_scale_f16c(const uint8_t *blk) {
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    return _cvtsh_ss(h);
+}
+
+/* R input rows against weight row j: per block, the 32 products summed
+ * in four lanes of eight, then scaled once by the block's d. */
+#define DEFINE_DOT_Q8(S, LOADQ, SCALE, ATTR)                                                       \
+    static inline __attribute__((always_inline)) ATTR void dot_q8_rx1##S(                    \
+        float *y, int ldy, const float *x, int ldx, const uint8_t *w, const float *b,         \
+        int n_in, int j, float alpha, const int R) {                                          \
+        int n_blocks = n_in / 32;                                                             \
+        const uint8_t *row = w + (size_t)j * n_blocks * Q8_BLOCK_BYTES;                       \
+        vf8 acc[SH_GEMV_MAX_ROWS];                                                            \
+        for (int r = 0; r < R; r++) acc[r] = vf8_splat(0.0f);                                 \
+        for (int k = 0; k < n_blocks; k++) {                                                  \
+            const uint8_t *blk = row + (size_t)k * Q8_BLOCK_BYTES;                            \
+            vf8 d = vf8_splat(SCALE(blk));                                                    \
+            vf8 w0 = LOADQ(blk + 2), w1 = LOADQ(blk + 10), w2 = LOADQ(blk + 18),              \
+                w3 = LOADQ(blk + 26);                                                         \
+            for (int r = 0; r < R; r++) {                                                     \
+                const float *xr = x + (size_t)r * ldx + k * 32;                               \
+                vf8 s = w0 * vf8_load(xr) + w1 * vf8_load(xr + 8) + w2 * vf8_load(xr + 16) + \
+                        w3 * vf8_load(xr + 24);                                               \
+                acc[r] += d * s;                                                              \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++)                                                           \
+            y[(size_t)r * ldy + j] = alpha * hsum8(acc[r]) + (b ? b[j] : 0.0f);               \
+    }                                                                                         \
+    ATTR static void dot_rows_q8##S(float *y, int ldy, const float *x, int ldx, int rows,    \
+                                    const uint8_t *w, const float *b, int n_in, int j0,       \
+                                    int j1, float alpha) {                                    \
+        for (int j = j0; j < j1; j++) switch (rows) {                                         \
+            case 1: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 1); break;            \
+            case 2: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 2); break;            \
+            case 3: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 3); break;            \
+            case 4: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 4); break;            \
+            case 5: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 5); break;            \
+            case 6: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 6); break;            \
+            case 7: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 7); break;            \
+            case 8: dot_q8_rx1##S(y, ldy, x, ldx, w, b, n_in, j, alpha, 8); break;            \
+            default: break;                                                                   \
+            }                                                                                 \
+    }
+
+DEFINE_DOT_Q8(_avx2, load8q_avx2, block_scale_f16c, __attribute__((target("avx2,fma,f16c"))))
+DEFINE_DOT_Q8(_soft, load8q_soft, block_scale_soft, )
+
+void sh_dot_rows_q8(float *y, int ldy, const float *x, int ldx, int rows, const uint8_t *w,
+                    const float *b, int n_in, int j0, int j1, float alpha) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        dot_rows_q8_avx2(y, ldy, x, ldx, rows, w, b, n_in, j0, j1, alpha);
+    else
+        dot_rows_q8_soft(y, ldy, x, ldx, rows, w, b, n_in, j0, j1, alpha);
+}
+
 typedef struct {
     float *y;
     const float *x, *b;
@@ -161,7 +244,10 @@ typedef struct {
 
 static void gemv_range(void *arg, int begin, int end) {
     gemv_job *j = arg;
-    if (j->w.f16)
+    if (j->w.kind == SH_MAT_Q8_0)
+        sh_dot_rows_q8(j->y, j->ldy, j->x, j->ldx, j->rows, j->w.data, j->b, j->n_in, begin, end,
+                       j->alpha);
+    else if (j->w.kind == SH_MAT_F16)
         sh_dot_rows_f16(j->y, j->ldy, j->x, j->ldx, j->rows, j->w.data, j->ldw, j->b, j->n_in,
                         begin, end, j->alpha);
     else
@@ -172,6 +258,6 @@ static void gemv_range(void *arg, int begin, int end) {
 void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
                   int ldw, const float *b, int n_in, int n_out, float alpha) {
     gemv_job j = {y, x, b, w, ldy, ldx, rows, ldw, n_in, alpha};
-    if ((long)n_out * n_in < 32768) gemv_range(&j, 0, n_out);
+    if (!pool || (long)n_out * n_in < 32768) gemv_range(&j, 0, n_out);
     else sh_pool_run(pool, n_out, gemv_range, &j);
 }

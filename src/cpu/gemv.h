@@ -19,6 +19,10 @@ void sh_dot_rows(float *y, int ldy, const float *x, int ldx, int rows, const flo
 void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const uint16_t *w,
                      int ldw, const float *b, int n_in, int j0, int j1, float alpha);
 
+/* The same with q8_0 blocks (n_in a multiple of 32, rows packed). */
+void sh_dot_rows_q8(float *y, int ldy, const float *x, int ldx, int rows, const uint8_t *w,
+                    const float *b, int n_in, int j0, int j1, float alpha);
+
 /* The same over j in [0, n_out), split across the pool's threads. */
 void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
                   int ldw, const float *b, int n_in, int n_out, float alpha);

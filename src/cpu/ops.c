@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/f16.h"
+#include "model/quant.h"
 #include "cpu/vmath.h"
 
 void sh_add_bias(float *y, const float *b, int rows, int n) {
@@ -22,16 +23,18 @@ void sh_add_bias(float *y, const float *b, int rows, int n) {
 }
 
 void sh_mat_row(sh_mat w, int i, int n, float *out) {
-    if (!w.f16) {
+    if (w.kind == SH_MAT_F32) {
         memcpy(out, (const float *)w.data + (size_t)i * n, (size_t)n * sizeof *out);
-        return;
+    } else if (w.kind == SH_MAT_F16) {
+        const uint16_t *h = (const uint16_t *)w.data + (size_t)i * n;
+        for (int k = 0; k < n; k++) out[k] = sh_f16_to_f32(h[k]);
+    } else {
+        sh_dequantize(SH_GGML_Q8_0, (const uint8_t *)w.data + (size_t)i * (n / 32) * 34, out, n);
     }
-    const uint16_t *h = (const uint16_t *)w.data + (size_t)i * n;
-    for (int k = 0; k < n; k++) out[k] = sh_f16_to_f32(h[k]);
 }
 
-/* Many rows against half weights: widen a band of weight rows at a time
- * and hand it to OpenBLAS, so the weights are still read once. */
+/* Many rows against half or q8_0 weights: widen a band of weight rows at
+ * a time and hand it to OpenBLAS, so the weights are still read once. */
 #define F16_TILE_ROWS 128
 
 static void linear_f16_tiled(float *y, const float *x, int rows, sh_mat w, int n_in, int n_out) {
@@ -39,8 +42,8 @@ static void linear_f16_tiled(float *y, const float *x, int rows, sh_mat w, int n
     if (!tile) { /* fall back to the GEMV, eight rows at a time */
         for (int r = 0; r < rows; r += SH_GEMV_MAX_ROWS) {
             int n = rows - r < SH_GEMV_MAX_ROWS ? rows - r : SH_GEMV_MAX_ROWS;
-            sh_dot_rows_f16(y + (size_t)r * n_out, n_out, x + (size_t)r * n_in, n_in, n,
-                            w.data, n_in, NULL, n_in, 0, n_out, 1.0f);
+            sh_gemv_rows(NULL, y + (size_t)r * n_out, n_out, x + (size_t)r * n_in, n_in, n, w,
+                         n_in, NULL, n_in, n_out, 1.0f);
         }
         return;
     }
@@ -59,7 +62,7 @@ void sh_linear(sh_pool *pool, float *y, const float *x, int rows, sh_mat w, cons
         sh_gemv_rows(pool, y, n_out, x, n_in, rows, w, n_in, b, n_in, n_out, 1.0f);
         return;
     }
-    if (w.f16)
+    if (w.kind != SH_MAT_F32)
         linear_f16_tiled(y, x, rows, w, n_in, n_out);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in,

@@ -54,8 +54,8 @@ static const uint8_t *skip(cursor *c, size_t n) {
 typedef struct {
     char name[64];
     const float **dst;           /* a float32 vector, or */
-    sh_mat *mat;                 /* a matrix, kept f16 when keep_f16 and stored so */
-    int keep_f16;
+    sh_mat *mat;                 /* a matrix: */
+    int keep_f16;                /* 0 encoder (float32), 1 decoder (compute type) */
     int n_dims;
     int64_t shape[3];
     int found;
@@ -281,6 +281,45 @@ static int convert_tensor(float *dst, const uint8_t *src, int type, int64_t n) {
     return 0;
 }
 
+/* A matrix of rows x row_len from the file's type into the arena as kind
+ * (float32, half, or q8_0 blocks); the same type is copied as is. Returns
+ * the floats of arena used, 0 when out of memory. */
+static size_t store_matrix(float *dst, const uint8_t *src, int type, int64_t row_len,
+                           int64_t rows, int kind) {
+    int be = 1, bb = 4;
+    sh_ggml_type_size(type, &be, &bb);
+    size_t src_row = (size_t)(row_len / be) * (size_t)bb;
+    size_t out_row = kind == SH_MAT_F32 ? (size_t)row_len * 4
+                     : kind == SH_MAT_F16 ? (size_t)row_len * 2 : (size_t)(row_len / 32) * 34;
+    size_t total = out_row * (size_t)rows;
+    if ((kind == SH_MAT_F16 && type == GGML_TYPE_F16) ||
+        (kind == SH_MAT_Q8_0 && type == SH_GGML_Q8_0) || (kind == SH_MAT_F32 && type == 0)) {
+        memcpy(dst, src, total);
+        return (total + 3) / 4;
+    }
+    float *tmp = malloc((size_t)row_len * sizeof *tmp);
+    if (!tmp) return 0;
+    uint8_t *out = (uint8_t *)dst;
+    for (int64_t i = 0; i < rows; i++) {
+        const uint8_t *in = src + (size_t)i * src_row;
+        if (sh_ggml_type_is_quantized(type)) sh_dequantize(type, in, tmp, row_len);
+        else convert_tensor(tmp, in, type, row_len);
+        uint8_t *o = out + (size_t)i * out_row;
+        if (kind == SH_MAT_F32) {
+            memcpy(o, tmp, out_row);
+        } else if (kind == SH_MAT_F16) {
+            for (int64_t k = 0; k < row_len; k++) {
+                uint16_t h = sh_f32_to_f16(tmp[k]);
+                memcpy(o + 2 * k, &h, 2);
+            }
+        } else {
+            sh_quantize(SH_GGML_Q8_0, tmp, o, row_len);
+        }
+    }
+    free(tmp);
+    return (total + 3) / 4;
+}
+
 static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_error *err) {
     size_t total = 0;
     for (int i = 0; i < specs->n; i++) total += (size_t)spec_elements(&specs->v[i]);
@@ -327,32 +366,16 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
         const uint8_t *data = skip(c, (size_t)(n / block_elems) * (size_t)block_bytes);
         if (!data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
         float *dst = m->arena + used;
-        if (sh_ggml_type_is_quantized(type)) {
-            /* widened block by block: half precision where the decoder
-             * reads it every step, float32 for the encoder */
-            int64_t row = ne[0], rows = n / row;
-            float *tmp = malloc((size_t)row * sizeof *tmp);
-            if (!tmp) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
-            uint16_t *half = (uint16_t *)dst;
-            for (int64_t i = 0; i < rows; i++) {
-                sh_dequantize(type, data + (size_t)(i * row / block_elems) * block_bytes,
-                              s->keep_f16 ? tmp : dst + i * row, row);
-                if (s->keep_f16)
-                    for (int64_t k = 0; k < row; k++) half[i * row + k] = sh_f32_to_f16(tmp[k]);
-            }
-            free(tmp);
-            used += s->keep_f16 ? (((size_t)n + 1) / 2 + 15) & ~(size_t)15
-                                : ((size_t)n + 15) & ~(size_t)15;
-            *s->mat = (sh_mat){dst, s->keep_f16};
-        } else if (s->mat && s->keep_f16 && type == GGML_TYPE_F16) {
-            memcpy(dst, data, (size_t)n * 2);   /* as stored: half the floats */
-            used += (((size_t)n + 1) / 2 + 15) & ~(size_t)15;
-            *s->mat = (sh_mat){dst, 1};
+        if (s->mat) {
+            int kind = s->keep_f16 ? m->decoder_kind : SH_MAT_F32;
+            size_t floats = store_matrix(dst, data, type, ne[0], n / ne[0], kind);
+            if (floats == 0) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+            used += (floats + 15) & ~(size_t)15;
+            *s->mat = (sh_mat){dst, kind};
         } else {
             convert_tensor(dst, data, type, n);
             used += ((size_t)n + 15) & ~(size_t)15;
-            if (s->mat) *s->mat = (sh_mat){dst, 0};
-            else *s->dst = dst;
+            *s->dst = dst;
         }
         s->found = 1;
         n_found++;
@@ -377,10 +400,37 @@ static void guess_type_name(shruti_model *m) {
     snprintf(m->type_name, sizeof m->type_name, "%s", name);
 }
 
-static int parse(cursor *c, shruti_model *m, shruti_error *err) {
+/* The decoder's matrix kind for a compute type; auto follows the file. */
+static int choose_decoder_kind(shruti_model *m, const char *compute_type, shruti_error *err) {
+    const char *ct = compute_type && *compute_type ? compute_type : "auto";
+    int kind;
+    if (strcmp(ct, "auto") == 0 || strcmp(ct, "default") == 0) {
+        int ftype = m->hp.ftype % 1000;   /* quantized files add 1000 x version */
+        kind = ftype == 0 ? SH_MAT_F32 : ftype == 7 ? SH_MAT_Q8_0 : SH_MAT_F16;
+    } else if (strcmp(ct, "float32") == 0) {
+        kind = SH_MAT_F32;
+    } else if (strcmp(ct, "float16") == 0 || strcmp(ct, "bfloat16") == 0) {
+        kind = SH_MAT_F16;
+    } else if (strncmp(ct, "int8", 4) == 0 && (ct[4] == '\0' || strcmp(ct + 4, "_float32") == 0 ||
+                                               strcmp(ct + 4, "_float16") == 0 ||
+                                               strcmp(ct + 4, "_bfloat16") == 0)) {
+        kind = SH_MAT_Q8_0;
+    } else {
+        return sh_error(err, SHRUTI_ERR_INVALID_ARG, "unknown compute type '%s' (auto, float32, "
+                        "float16, int8, int8_float32, int8_float16)", ct);
+    }
+    if (kind == SH_MAT_Q8_0 && m->hp.n_text_state % 32 != 0) kind = SH_MAT_F16;
+    m->decoder_kind = kind;
+    snprintf(m->compute_type, sizeof m->compute_type, "%s",
+             kind == SH_MAT_F32 ? "float32" : kind == SH_MAT_F16 ? "float16" : "int8");
+    return 0;
+}
+
+static int parse(cursor *c, shruti_model *m, const char *compute_type, shruti_error *err) {
     int r;
     spec_list specs = {0};
     if ((r = read_header(c, m, err)) < 0) return r;
+    if ((r = choose_decoder_kind(m, compute_type, err)) < 0) return r;
     sh_special_from_n_vocab(&m->sp, m->hp.n_vocab);
     if ((r = read_mel_filters(c, m, err)) < 0) return r;
     if ((r = read_vocab(c, m, err)) < 0) return r;
@@ -397,7 +447,18 @@ static int parse(cursor *c, shruti_model *m, shruti_error *err) {
     return 0;
 }
 
+shruti_model_params shruti_model_default_params(void) {
+    shruti_model_params p = {"auto"};
+    return p;
+}
+
 shruti_model *shruti_model_load(const char *path, shruti_error *err) {
+    shruti_model_params p = shruti_model_default_params();
+    return shruti_model_load_with_params(path, &p, err);
+}
+
+shruti_model *shruti_model_load_with_params(const char *path, const shruti_model_params *params,
+                                            shruti_error *err) {
     sh_error_clear(err);
     if (!path) {
         sh_error(err, SHRUTI_ERR_INVALID_ARG, "no model path given");
@@ -433,7 +494,7 @@ shruti_model *shruti_model_load(const char *path, shruti_error *err) {
     }
     cursor c = {map, (size_t)st.st_size, 0};
     shruti_error local;
-    int r = parse(&c, m, &local);
+    int r = parse(&c, m, params ? params->compute_type : NULL, &local);
     munmap(map, (size_t)st.st_size);
     if (r < 0) {
         sh_error(err, local.code, "%s: %s", path, local.message);
@@ -457,3 +518,4 @@ bool shruti_model_is_multilingual(const shruti_model *m) { return m->sp.n_langua
 int shruti_model_n_vocab(const shruti_model *m) { return m->hp.n_vocab; }
 int shruti_model_n_mels(const shruti_model *m) { return m->hp.n_mels; }
 const char *shruti_model_type(const shruti_model *m) { return m->type_name; }
+const char *shruti_model_compute_type(const shruti_model *m) { return m->compute_type; }

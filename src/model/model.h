@@ -40,13 +40,16 @@ typedef struct {
     uint32_t table_mask;
 } sh_vocab;
 
-/* A weight matrix (n_out, n_in), row-major, float32 or IEEE half. Half
- * matrices are kept as the file stores them and widened to float32 inside
- * the kernels: the products are the same, the bytes read per decoder step
- * half as many. */
+/* A weight matrix (n_out, n_in), row-major: float32, IEEE half, or q8_0
+ * blocks (32 int8 weights and a half scale). The decoder reads every
+ * weight each step, so its matrices stay as compact as the compute type
+ * allows and are widened to float32 inside the kernels; half weights from
+ * an f16 file give exactly the products of float32 ones. */
+enum { SH_MAT_F32 = 0, SH_MAT_F16 = 1, SH_MAT_Q8_0 = 2 };
+
 typedef struct {
     const void *data;
-    int f16;
+    int kind;
 } sh_mat;
 
 typedef struct {
@@ -82,6 +85,8 @@ struct shruti_model {
     float *arena;                     /* owns every weight */
     size_t arena_floats;
     char type_name[16];
+    char compute_type[16];            /* effective: float32, float16, int8 */
+    int decoder_kind;                 /* SH_MAT_* of the decoder's matrices */
 };
 
 /* vocab.c */

@@ -74,7 +74,7 @@ static int apply(sv_config *c, const char *key, const char *v) {
         r = set_str(c->device, sizeof c->device, v);
     } else if (strcmp(key, "compute-type") == 0) {
         const char *ok[] = {"auto", "default", "float32", "float16", "int8", "int8_float16",
-                            "int8_float32", "int8_bfloat16", "bfloat16"};
+                            "int8_float32", "int8_bfloat16", "bfloat16"};   /* faster-whisper's */
         int found = 0;
         for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) found |= strcmp(v, ok[i]) == 0;
         if (!found) {

@@ -309,7 +309,9 @@ static int load_slot(sv_engine *e, sv_slot s, const char *name) {
         return -1;
     }
     double t0 = sh_now_s();
-    if (!(e->models[s] = shruti_model_load(path, &err))) {
+    shruti_model_params mp = shruti_model_default_params();
+    mp.compute_type = e->cfg.compute_type;
+    if (!(e->models[s] = shruti_model_load_with_params(path, &mp, &err))) {
         fprintf(stderr, "shruti serve: cannot load model '%s': %s\n", name, err.message);
         return -1;
     }
@@ -427,7 +429,9 @@ void sv_engine_get_status(sv_engine *e, sv_engine_status *s) {
     }
     /* This build has the CPU backend only: DEVICE=cuda or auto run here. */
     snprintf(s->device, sizeof s->device, "cpu");
-    snprintf(s->compute_type, sizeof s->compute_type, "float32");
+    const shruti_model *any = e->models[SLOT_MULTI] ? e->models[SLOT_MULTI] : e->models[SLOT_EN];
+    snprintf(s->compute_type, sizeof s->compute_type, "%s",
+             any ? shruti_model_compute_type(any) : "float32");
     snprintf(s->device_reason, sizeof s->device_reason, "%s",
              strcmp(e->cfg.device, "cpu") == 0 ? "DEVICE=cpu"
                                                 : "no CUDA backend in this build (CPU fallback)");

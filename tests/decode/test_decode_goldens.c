@@ -1,9 +1,16 @@
 /* test_decode_goldens.c - decode() of one window against the reference:
  * jfk greedy / greedy with timestamps / beam 5 with timestamps, and
  * greedy with timestamps and language detection on every clip. Tokens and
- * text identical; log-probabilities and probabilities within 1e-3. */
+ * text identical; log-probabilities and probabilities within 1e-3.
+ * argv[1] picks the compute type (default auto: float16 for these f16
+ * files); int8 keeps the tokens with log-probabilities within 5e-2 on mini
+ * and mini.en; on mini-v3, whose language margins are the thinnest, int8
+ * flips the language of some clips, so there at least 60% must match. */
 #include "shruti.h"
 #include "test_util.h"
+
+static double tol = 1e-3;
+static const char *compute_type = "auto";
 
 static double num(const cJSON *o, const char *k) { return cJSON_GetObjectItem(o, k)->valuedouble; }
 
@@ -14,12 +21,12 @@ static void check_result(const char *what, const cJSON *g, const shruti_decoding
           n, d->n_tokens);
     CHECK(strcmp(cJSON_GetObjectItem(g, "text")->valuestring, d->text) == 0,
           "%s: text '%s' vs '%s'", what, cJSON_GetObjectItem(g, "text")->valuestring, d->text);
-    CHECK(fabs(num(g, "avg_logprob") - d->avg_logprob) < 1e-3, "%s: avg_logprob %g vs %g", what,
+    CHECK(fabs(num(g, "avg_logprob") - d->avg_logprob) < tol, "%s: avg_logprob %g vs %g", what,
           num(g, "avg_logprob"), d->avg_logprob);
-    CHECK(fabs(num(g, "no_speech_prob") - d->no_speech_prob) < 1e-3, "%s: no_speech %g vs %g",
+    CHECK(fabs(num(g, "no_speech_prob") - d->no_speech_prob) < tol, "%s: no_speech %g vs %g",
           what, num(g, "no_speech_prob"), d->no_speech_prob);
     if (cJSON_GetObjectItem(g, "compression_ratio"))
-        CHECK(fabs(num(g, "compression_ratio") - d->compression_ratio) < 1e-9,
+        CHECK(fabs(num(g, "compression_ratio") - d->compression_ratio) < (tol > 1e-3 ? 1e-2 : 1e-9),
               "%s: compression ratio %g vs %g", what, num(g, "compression_ratio"),
               d->compression_ratio);
     free(tokens);
@@ -51,6 +58,7 @@ static void check_clips(const char *name, shruti_model *m, shruti_context *ctx,
                         const cJSON *entry) {
     const cJSON *clips = cJSON_GetObjectItem(entry, "clips_greedy_timestamps_autolang");
     int n_mels = shruti_model_n_mels(m), n_ok = 0;
+    bool strict = !(strncmp(compute_type, "int8", 4) == 0 && n_mels == 128);
     const cJSON *g;
     cJSON_ArrayForEach(g, clips) {
         const char *file = cJSON_GetObjectItem(g, "file")->valuestring;
@@ -74,32 +82,43 @@ static void check_clips(const char *name, shruti_model *m, shruti_context *ctx,
         if (r == 0) {
             char what[128];
             snprintf(what, sizeof what, "%s %s", name, file);
+            int before = t_failures;
             const char *lang = cJSON_GetObjectItem(g, "language")->valuestring;
             CHECK(strcmp(lang, d.language) == 0, "%s: language %s vs %s", what, lang, d.language);
             const cJSON *det = cJSON_GetObjectItem(g, "detected");
             if (det && shruti_model_is_multilingual(m))
-                CHECK(fabs(cJSON_GetArrayItem(det, 1)->valuedouble - d.language_prob) < 1e-3,
+                CHECK(fabs(cJSON_GetArrayItem(det, 1)->valuedouble - d.language_prob) < tol,
                       "%s: language prob %g vs %g", what, cJSON_GetArrayItem(det, 1)->valuedouble,
                       d.language_prob);
-            int before = t_failures;
             check_result(what, g, &d);
             n_ok += before == t_failures;
+            if (!strict && t_failures != before) {
+                fprintf(stderr, "  (counted, not failed: int8 on a 128-bin model)\n");
+                t_failures = before;
+            }
         }
         free(window), free(mel), free(pcm);
     }
     /* the five most likely languages, for one clip, through the API */
     printf("%s: %d/%d clips identical\n", name, n_ok, cJSON_GetArraySize(clips));
+    if (!strict) CHECK(n_ok * 10 >= cJSON_GetArraySize(clips) * 6, "%s int8: %d clips", name, n_ok);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     t_require_testdata();
+    if (argc > 1) compute_type = argv[1];
+    if (strncmp(compute_type, "int8", 4) == 0) tol = 5e-2;
+    printf("compute type %s\n", compute_type);
     const char *files[] = {"ggml-mini.bin", "ggml-mini.en.bin", "ggml-mini-v3.bin"};
     for (int i = 0; i < 3; i++) {
         cJSON *man = t_manifest(T_MODELS[i]);
         cJSON *entry = t_model_entry(man, T_MODELS[i]);
         shruti_error err;
-        shruti_model *m = shruti_model_load(t_path("models/%s", files[i]), &err);
+        shruti_model_params mp = shruti_model_default_params();
+        mp.compute_type = compute_type;
+        shruti_model *m = shruti_model_load_with_params(t_path("models/%s", files[i]), &mp, &err);
         CHECK(m != NULL, "%s", err.message);
+        printf("%s: %s\n", files[i], shruti_model_compute_type(m));
         shruti_context *ctx = shruti_context_new(m, 2, &err);
         size_t n_mel;
         float *mel = t_read_f32(cJSON_GetObjectItem(cJSON_GetObjectItem(man, "audio"),
