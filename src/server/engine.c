@@ -305,7 +305,10 @@ static int load_slot(sv_engine *e, sv_slot s, const char *name) {
     shruti_error err;
     snprintf(e->slot_name[s], sizeof e->slot_name[s], "%s", name);
     if (shruti_model_resolve(name, path, sizeof path, NULL, NULL, &err) < 0) {
-        fprintf(stderr, "shruti serve: %s\n", err.message);
+        fprintf(stderr, "shruti serve: %s\nshruti serve: for the service, pass local files with "
+                        "--%s PATH (or %s=PATH)\n", err.message,
+                s == SLOT_EN ? "model-en" : "model-multi",
+                s == SLOT_EN ? "SHRUTI_MODEL_EN" : "SHRUTI_MODEL_MULTI");
         return -1;
     }
     double t0 = sh_now_s();
