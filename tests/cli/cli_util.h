@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct {
     char *out;       /* standard output (and standard error when merged) */
@@ -31,6 +32,16 @@ static inline run_result t_run(const char *cmd, int merge) {
     int st = pclose(p);
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     return r;
+}
+
+/* Starts `sh -c cmd` in the background; returns its pid. */
+static inline pid_t t_spawn(const char *cmd) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
 }
 
 #endif

@@ -22,14 +22,10 @@ static void start_server(const char *extra) {
     char port_file[300], cmd[2048];
     snprintf(port_file, sizeof port_file, "%s/port", work);
     unlink(port_file);
-    server_pid = fork();
-    if (server_pid == 0) {
-        snprintf(cmd, sizeof cmd, "exec python3 %s/tests/tools/model_server.py --dir %s "
-                 "--port-file %s --log %s %s", SHRUTI_SOURCE_DIR, serve_dir, port_file, log_path,
-                 extra);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    snprintf(cmd, sizeof cmd, "exec python3 %s/tests/tools/model_server.py --dir %s "
+             "--port-file %s --log %s %s", SHRUTI_SOURCE_DIR, serve_dir, port_file, log_path,
+             extra);
+    server_pid = t_spawn(cmd);
     for (int i = 0; i < 200; i++) {   /* up to 10 s */
         char *p = t_read_file(port_file, NULL);
         if (p) {

@@ -30,14 +30,10 @@ static void start_server(const char *extra) {
     char log[256], cmd[12000];
     snprintf(log, sizeof log, "%s/server.log", work);
     unlink(log);
-    server_pid = fork();
-    if (server_pid == 0) {
-        snprintf(cmd, sizeof cmd, "exec %s serve --port 0 --model-en %s --model-multi %s "
-                 "--db %s/jobs.db --threads 1 %s 2>%s", SHRUTI_CLI, model_en, model_multi, work,
-                 extra, log);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    snprintf(cmd, sizeof cmd, "exec %s serve --port 0 --model-en %s --model-multi %s "
+             "--db %s/jobs.db --threads 1 %s 2>%s", SHRUTI_CLI, model_en, model_multi, work, extra,
+             log);
+    server_pid = t_spawn(cmd);
     for (int i = 0; i < 600; i++) {   /* up to 60 s (model load under ASan) */
         char *text = t_read_file(log, NULL);
         char *p = text ? strstr(text, "\"event\":\"listening\"") : NULL;
