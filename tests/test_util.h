@@ -54,8 +54,8 @@ static inline void t_require_testdata(void) {
 }
 
 static inline char *t_path(const char *fmt, const char *a) {
-    static char buf[4][8192];
-    static int i = 0;
+    static _Thread_local char buf[4][8192];
+    static _Thread_local int i = 0;
     char rel[1024];
     snprintf(rel, sizeof rel, fmt, a);
     i = (i + 1) % 4;

@@ -71,9 +71,10 @@ static int http(const char *args, char **body) {
     return status;
 }
 
+/* Per thread: the soak's clients build URLs at the same time. */
 static char *url(const char *path) {
-    static char buf[8][512];
-    static int i;
+    static _Thread_local char buf[8][512];
+    static _Thread_local int i;
     i = (i + 1) % 8;
     snprintf(buf[i], sizeof buf[i], "http://127.0.0.1:%d%s", port, path);
     return buf[i];
