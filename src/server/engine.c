@@ -45,6 +45,7 @@ struct sv_engine {
     pthread_cond_t cv;
     sv_task *queue_head[2], *queue_tail[2];   /* [0] short, [1] long */
     int queued, running, running_long;
+    double queued_audio_s;       /* waiting audio: bounded, as its PCM is in memory */
     bool stopping;
     uint64_t ok, failed;
     double audio_s, busy_s;
@@ -278,6 +279,7 @@ static void *worker_main(void *raw) {
         sv_task *t = next_task(e);
         if (!t) break;
         e->queued--;
+        e->queued_audio_s -= t->req.n_samples / 16000.0;
         e->running++;
         e->running_long += t->long_work;
         pthread_mutex_unlock(&e->mu);
@@ -383,7 +385,9 @@ void sv_engine_stop(sv_engine *e) {
 sv_task *sv_engine_submit(sv_engine *e, sv_request *req, bool long_work,
                           void (*progress)(void *user, double fraction), void *user) {
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || e->queued >= e->cfg.queue_size) {
+    double seconds = req->n_samples / 16000.0;
+    if (e->stopping || e->queued >= e->cfg.queue_size ||
+        (e->queued > 0 && e->queued_audio_s + seconds > 2 * e->cfg.max_audio_seconds)) {
         pthread_mutex_unlock(&e->mu);
         return NULL;
     }
@@ -409,6 +413,7 @@ sv_task *sv_engine_submit(sv_engine *e, sv_request *req, bool long_work,
     else e->queue_head[q] = t;
     e->queue_tail[q] = t;
     e->queued++;
+    e->queued_audio_s += seconds;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return t;

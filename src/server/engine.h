@@ -34,7 +34,8 @@ void sv_engine_stop(sv_engine *e);   /* finishes running tasks */
 
 /* Submits a request (the engine takes pcm). long_work tasks use at most
  * workers - 1 workers so that short ones always find one. Returns NULL
- * when the queue is full. */
+ * when the queue is full: queue_size tasks, or twice max_audio_seconds of
+ * waiting audio (its PCM is held in memory). */
 sv_task *sv_engine_submit(sv_engine *e, sv_request *req, bool long_work,
                           void (*on_progress)(void *user, double fraction), void *user);
 

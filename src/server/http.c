@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ typedef struct {
     sv_config cfg;
     sv_engine *engine;
     sv_jobs *jobs;
+    atomic_size_t upload_bytes;   /* bodies being received now, all connections */
     pthread_mutex_t mu;
     int codes[N_STATUS_CODES];
     uint64_t by_code[N_STATUS_CODES];
@@ -52,6 +54,7 @@ typedef struct {
     char error_msg[256];
     const char *error_param, *error_code;
     int status;                  /* what was answered, for the access log */
+    size_t counted;              /* this request's share of upload_bytes */
     double t0;
 } req_state;
 
@@ -458,7 +461,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (*upload_size) {
         r->received += *upload_size;
-        if (r->received > s->cfg.max_upload_bytes)
+        /* all uploads together stay under four times the single limit */
+        size_t total = atomic_fetch_add(&s->upload_bytes, *upload_size) + *upload_size;
+        r->counted += *upload_size;
+        if (total > 4 * s->cfg.max_upload_bytes)
+            fail_upload(r, 429, "the server is receiving too many uploads; retry later", NULL,
+                        "rate_limit_exceeded");
+        else if (r->received > s->cfg.max_upload_bytes)
             fail_upload(r, 413, "the upload is larger than this server accepts", "file",
                         "upload_too_large");
         else if (r->pp && !r->error_status &&
@@ -484,6 +493,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     for (int i = 0; i < N_STATUS_CODES; i++)
         if (TRACKED_CODES[i] == r->status) s->by_code[i]++;
     pthread_mutex_unlock(&s->mu);
+    atomic_fetch_sub(&s->upload_bytes, r->counted);
     if (r->pp) MHD_destroy_post_processor(r->pp);
     sv_fields_free(&r->fields);
     free(r->file);
@@ -504,6 +514,7 @@ int sv_serve(const sv_config *cfg) {
     memset(&s, 0, sizeof s);
     s.cfg = *cfg;
     pthread_mutex_init(&s.mu, NULL);
+    atomic_init(&s.upload_bytes, 0);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

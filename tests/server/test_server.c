@@ -439,6 +439,25 @@ int main(void) {
         free(calls[i].body);
     }
     CHECK(n429 > 0 && n200 > 0, "6 at once with queue 1: %d answered, %d refused", n200, n429);
+
+    /* uploads in flight together stay under 4 x the limit: six slow 0.9 MB
+     * uploads at once against 1 MB: some are refused with 429 */
+    char mid[256];
+    snprintf(mid, sizeof mid, "%s/mid.wav", work);
+    snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -i %s -t 28 -y %s",
+             t_path("audio/%s", "longform.wav"), mid);
+    free(t_run(cmd, 1).out);
+    for (int i = 0; i < 6; i++) {
+        calls[i] = (call){mid, "--limit-rate 200k -F language=en", 0, 0, NULL};
+        pthread_create(&t[i], NULL, call_thread, &calls[i]);
+    }
+    int busy = 0;
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        busy += calls[i].status == 429 && strstr(calls[i].body, "too many uploads");
+        free(calls[i].body);
+    }
+    CHECK(busy > 0, "no upload refused for the in-flight budget");
     /* a 429 carries Retry-After */
     for (int i = 0; i < 6; i++) {
         calls[i] = (call){jfk, "-F language=en", 0, 0, NULL};
