@@ -236,11 +236,7 @@ int shruti_detect_language_speech(shruti_context *ctx, const float *pcm, size_t 
         }
         /* the pass over [sot] also gives the no-speech probability */
         sh_decoder_logits(&ctx->rt, ctx->rt.dec_x, 1, scratch);
-        float max = scratch[0];
-        for (int i = 1; i < m->hp.n_vocab; i++) max = scratch[i] > max ? scratch[i] : max;
-        double sum = 0;
-        for (int i = 0; i < m->hp.n_vocab; i++) sum += exp((double)scratch[i] - max);
-        double no_speech = exp((double)scratch[m->sp.no_speech] - max) / sum;
+        double no_speech = sh_softmax_prob(scratch, m->hp.n_vocab, m->sp.no_speech);
         if (best < 0 || no_speech <= no_speech_threshold) {
             best = lang;
             if (probs) memcpy(probs, window_probs, sizeof(float) * (size_t)m->sp.n_languages);

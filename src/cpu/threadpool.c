@@ -124,8 +124,6 @@ void sh_pool_free(sh_pool *p) {
     free(p);
 }
 
-int sh_pool_threads(const sh_pool *p) { return p->n_threads; }
-
 void sh_pool_run(sh_pool *p, int n, sh_range_fn fn, void *arg) {
     if (n <= 0) return;
     if (p->n_threads == 1 || n == 1) {

@@ -10,7 +10,6 @@ typedef void (*sh_range_fn)(void *arg, int begin, int end);
 /* n_threads total, including the calling thread. NULL on failure. */
 sh_pool *sh_pool_new(int n_threads);
 void sh_pool_free(sh_pool *p);
-int sh_pool_threads(const sh_pool *p);
 /* Splits [0, n) into contiguous chunks run in parallel; returns when done. */
 void sh_pool_run(sh_pool *p, int n, sh_range_fn fn, void *arg);
 

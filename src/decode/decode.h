@@ -56,6 +56,9 @@ int sh_detect_language(sh_runtime *rt, float *probs);
  * negative status (bad ids). */
 int sh_build_suppress_list(const shruti_model *m, const char *spec, int32_t **out);
 
+/* softmax(logits)[index], computed stably. */
+double sh_softmax_prob(const float *logits, int n, int index);
+
 /* Sampling RNG (splitmix64): uniform in [0, 1). */
 double sh_rng_uniform(uint64_t *state);
 

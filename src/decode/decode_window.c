@@ -38,6 +38,10 @@ SH_CLONES static double log_sum_exp(const float *x, int n) {
     return log(s) + max;
 }
 
+double sh_softmax_prob(const float *logits, int n, int index) {
+    return exp(logits[index] - log_sum_exp(logits, n));
+}
+
 static int argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -240,7 +244,6 @@ static int update_beams(sh_runtime *rt, sequences *s, const float *logits, int n
     qsort(cands, (size_t)n, sizeof *cands, cmp_beam_cand);
     memcpy(old, s->tokens, (size_t)B * s->cap * sizeof *old);
     int saved = 0, r = 0;
-    int n_finished_before = finished->n;
     for (int c = 0; c < n && saved < B; c++) {
         const int32_t *prefix = old + (size_t)cands[c].source * s->cap;
         if (cands[c].token == eot) {
@@ -259,7 +262,6 @@ static int update_beams(sh_runtime *rt, sequences *s, const float *logits, int n
             saved++;
         }
     }
-    (void)n_finished_before;
     if (r == 0) {
         s->len++;
         r = sh_decoder_reorder(rt, src, saved, s->len - 1);
@@ -375,7 +377,7 @@ int sh_decode_window(sh_runtime *rt, const float *mel, bool encode, const sh_dec
     int d = m->hp.n_text_state;
     /* no_speech_prob = softmax(logits at sot)[no_speech] */
     sh_decoder_logits(rt, rt->dec_x + (size_t)sot_index * d, 1, logits);
-    res->no_speech_prob = exp(logits[sp->no_speech] - log_sum_exp(logits, n_vocab));
+    res->no_speech_prob = sh_softmax_prob(logits, n_vocab, sp->no_speech);
     sh_decoder_logits(rt, rt->dec_x + (size_t)(n_init - 1) * d, 1, logits);
     for (int k = 1; k < n_group; k++)
         memcpy(logits + (size_t)k * n_vocab, logits, (size_t)n_vocab * sizeof *logits);
