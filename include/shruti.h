@@ -51,6 +51,7 @@ typedef enum {
     SHRUTI_ERR_NOMEM = -5,         /* an allocation failed */
     SHRUTI_ERR_ABORTED = -6,       /* a callback asked to stop */
     SHRUTI_ERR_UNSUPPORTED = -7,   /* valid, but not implemented here */
+    SHRUTI_ERR_DEVICE = -8,        /* the GPU (or its driver) failed */
 } shruti_status;
 
 typedef struct {
@@ -94,6 +95,12 @@ typedef struct {
      * float16 halves the bytes of float32 with the same products for f16
      * files, int8 (q8_0 blocks, per-32 scales) halves them again. */
     const char *compute_type;
+    /* "auto" (CUDA when a usable GPU is there and the model fits, else the
+     * CPU), "cuda" (an error without a usable GPU) or "cpu". On CUDA,
+     * float32 computes without TF32, float16 on tensor cores, int8 holds
+     * the decoder in int8 (per-32 scales) with half activations. */
+    const char *device;
+    int device_index;
 } shruti_model_params;
 
 SHRUTI_API shruti_model_params shruti_model_default_params(void);
@@ -103,6 +110,32 @@ SHRUTI_API shruti_model *shruti_model_load_with_params(const char *path,
 /* The compute type in effect ("float32", "float16" or "int8"). */
 SHRUTI_API const char *shruti_model_compute_type(const shruti_model *model);
 SHRUTI_API void shruti_model_free(shruti_model *model);   /* NULL is fine */
+/* Where the model runs ("cuda" or "cpu") and why, in one line (the GPU's
+ * name, or the reason the CPU was chosen). Strings live with the model. */
+SHRUTI_API const char *shruti_model_device(const shruti_model *model);
+SHRUTI_API const char *shruti_model_device_note(const shruti_model *model);
+
+/* ---------------------------------------------------------------- devices */
+
+/* The backends compiled in: "cpu" or "cpu cuda". */
+SHRUTI_API const char *shruti_backends(void);
+
+typedef struct {
+    int index;
+    char name[128];
+    int cc_major, cc_minor;          /* compute capability */
+    uint64_t total_bytes, free_bytes;
+    bool usable;                     /* passed the probe: a kernel and a GEMM */
+    char note[256];                  /* why not usable */
+} shruti_device_info;
+
+/* Lists CUDA devices, probing each (a real kernel launch and a small
+ * cuBLAS GEMM). Returns the number of devices (0 .. max filled) or a
+ * negative status with err saying why CUDA cannot be used at all (no
+ * backend module, no driver...). versions (may be NULL) gets the runtime
+ * and driver versions. */
+SHRUTI_API int shruti_cuda_devices(shruti_device_info *out, int max, char *versions,
+                                   size_t versions_size, shruti_error *err);
 
 SHRUTI_API bool shruti_model_is_multilingual(const shruti_model *model);
 SHRUTI_API int shruti_model_n_vocab(const shruti_model *model);
@@ -160,6 +193,12 @@ SHRUTI_API int shruti_model_remove(const char *name, shruti_error *err);
 SHRUTI_API shruti_context *shruti_context_new(const shruti_model *model, int n_threads,
                                               shruti_error *err);
 SHRUTI_API void shruti_context_free(shruti_context *ctx);   /* NULL is fine */
+/* Where this context runs: the model's device, or "cpu" once an error on
+ * the GPU (out of memory for its run state, a failed kernel) moved its
+ * work to the CPU; the note says why. The work is redone there, never
+ * lost. Strings live with the context. */
+SHRUTI_API const char *shruti_context_device(const shruti_context *ctx);
+SHRUTI_API const char *shruti_context_device_note(const shruti_context *ctx);
 /* The message of the last failed call on ctx ("" if none). */
 SHRUTI_API const char *shruti_context_error(const shruti_context *ctx);
 

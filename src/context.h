@@ -3,7 +3,7 @@
 #ifndef SHRUTI_CONTEXT_H
 #define SHRUTI_CONTEXT_H
 
-#include "cpu/runtime.h"
+#include "device.h"
 #include "decode/decode.h"
 #include "shruti.h"
 
@@ -14,7 +14,7 @@ typedef struct {
 
 struct shruti_context {
     const shruti_model *model;
-    sh_runtime rt;
+    sh_run rt;
     char error[512];
     uint64_t rng;
 

@@ -65,7 +65,7 @@ shruti_context *shruti_context_new(const shruti_model *model, int n_threads, shr
         return NULL;
     }
     ctx->model = model;
-    if (sh_runtime_init(&ctx->rt, model, n_threads) < 0) {
+    if (sh_run_init(&ctx->rt, model, n_threads) < 0) {
         free(ctx);
         sh_error(err, SHRUTI_ERR_NOMEM, "out of memory for the run state");
         return NULL;
@@ -92,11 +92,13 @@ void shruti_context_free(shruti_context *ctx) {
     if (!ctx) return;
     sh_results_clear(ctx);
     sh_decode_result_free(&ctx->last_decode);
-    sh_runtime_free(&ctx->rt);
+    sh_run_free(&ctx->rt);
     free(ctx);
 }
 
 const char *shruti_context_error(const shruti_context *ctx) { return ctx ? ctx->error : ""; }
+const char *shruti_context_device(const shruti_context *ctx) { return sh_run_device(&ctx->rt); }
+const char *shruti_context_device_note(const shruti_context *ctx) { return ctx->rt.note; }
 
 /* ------------------------------------------------------------ options */
 
@@ -202,7 +204,7 @@ int shruti_detect_language_mel(shruti_context *ctx, const float *mel, float *pro
         return sh_set_ctx_error(ctx, SHRUTI_ERR_INVALID_ARG,
                                 "language detection needs a multilingual model");
     int r = sh_encode(&ctx->rt, mel);
-    if (r == 0) r = sh_detect_language(&ctx->rt, probs);
+    if (r == 0) r = sh_detect_language(&ctx->rt, probs, NULL);
     return r;
 }
 
@@ -222,21 +224,18 @@ int shruti_detect_language_speech(shruti_context *ctx, const float *pcm, size_t 
         return sh_set_ctx_error(ctx, r, "cannot compute the log-mel spectrogram");
     }
     int content = n_frames - SH_CHUNK_FRAMES, best = -1;
-    float *scratch = malloc((size_t)m->hp.n_vocab * sizeof(float));
-    for (int seek = 0; r == 0 && scratch && (seek == 0 || seek < content); seek += SH_CHUNK_FRAMES) {
+    for (int seek = 0; r == 0 && (seek == 0 || seek < content); seek += SH_CHUNK_FRAMES) {
         for (int b = 0; b < m->hp.n_mels; b++)
             memcpy(window + (size_t)b * SH_CHUNK_FRAMES, mel + (size_t)b * n_frames + seek,
                    SH_CHUNK_FRAMES * sizeof(float));
         float window_probs[SH_MAX_LANGUAGES];
         if ((r = sh_encode(&ctx->rt, window)) < 0) break;
-        int lang = sh_detect_language(&ctx->rt, window_probs);
+        double no_speech;
+        int lang = sh_detect_language(&ctx->rt, window_probs, &no_speech);
         if (lang < 0) {
             r = lang;
             break;
         }
-        /* the pass over [sot] also gives the no-speech probability */
-        sh_decoder_logits(&ctx->rt, ctx->rt.dec_x, 1, scratch);
-        double no_speech = sh_softmax_prob(scratch, m->hp.n_vocab, m->sp.no_speech);
         if (best < 0 || no_speech <= no_speech_threshold) {
             best = lang;
             if (probs) memcpy(probs, window_probs, sizeof(float) * (size_t)m->sp.n_languages);
@@ -244,8 +243,6 @@ int shruti_detect_language_speech(shruti_context *ctx, const float *pcm, size_t 
         }
         if (no_speech <= no_speech_threshold) break;
     }
-    if (!scratch) r = SHRUTI_ERR_NOMEM;
-    free(scratch);
     free(window);
     free(mel);
     if (r < 0) return sh_set_ctx_error(ctx, r, "language detection failed");

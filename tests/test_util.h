@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,5 +137,46 @@ static inline double t_max_abs_diff(const float *a, const float *b, size_t n) {
 }
 
 static const char *const T_MODELS[] = {"mini", "mini.en", "mini-v3"};
+
+/* 16 kHz mono 16-bit PCM WAV (the test clips) as floats, s16 / 32768: the
+ * same samples FFmpeg gives for these files, so that the decoding tests
+ * also run where FFmpeg's libraries are absent (a GPU box). NULL when the
+ * file is another format. */
+static inline float *t_read_wav(const char *path, size_t *n_samples) {
+    size_t size;
+    unsigned char *b = t_read_file(path, &size);
+    float *pcm = NULL;
+    *n_samples = 0;
+    if (!b || size < 12 || memcmp(b, "RIFF", 4) != 0 || memcmp(b + 8, "WAVE", 4) != 0) {
+        free(b);
+        return NULL;
+    }
+    int fmt_ok = 0;
+    for (size_t at = 12; at + 8 <= size;) {
+        uint32_t len = b[at + 4] | b[at + 5] << 8 | b[at + 6] << 16 | (uint32_t)b[at + 7] << 24;
+        const unsigned char *c = b + at + 8;
+        if (len > size - at - 8) break;
+        if (memcmp(b + at, "fmt ", 4) == 0 && len >= 16)
+            fmt_ok = (c[0] | c[1] << 8) == 1 && (c[2] | c[3] << 8) == 1 &&
+                     (c[4] | c[5] << 8 | c[6] << 16) == 16000 && (c[14] | c[15] << 8) == 16;
+        if (memcmp(b + at, "data", 4) == 0 && fmt_ok) {
+            size_t n = len / 2;
+            pcm = malloc((n ? n : 1) * sizeof *pcm);
+            for (size_t i = 0; pcm && i < n; i++)
+                pcm[i] = (int16_t)(c[2 * i] | c[2 * i + 1] << 8) / 32768.0f;
+            *n_samples = n;
+            break;
+        }
+        at += 8 + len + (len & 1);
+    }
+    free(b);
+    return pcm;
+}
+
+/* The device the decoding tests run on: $SHRUTI_TEST_DEVICE, else cpu. */
+static inline const char *t_device(void) {
+    const char *d = getenv("SHRUTI_TEST_DEVICE");
+    return d && *d ? d : "cpu";
+}
 
 #endif

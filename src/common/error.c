@@ -32,6 +32,7 @@ const char *shruti_status_string(int code) {
     case SHRUTI_ERR_NOMEM: return "out of memory";
     case SHRUTI_ERR_ABORTED: return "aborted";
     case SHRUTI_ERR_UNSUPPORTED: return "unsupported";
+    case SHRUTI_ERR_DEVICE: return "device error";
     default: return "unknown error";
     }
 }

@@ -21,7 +21,7 @@ static float *alloc_floats(size_t n) {
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
-int sh_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
+int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
     memset(rt, 0, sizeof *rt);
     const sh_hparams *hp = &m->hp;
     rt->m = m;
@@ -59,14 +59,14 @@ int sh_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
         !rt->enc_v || !rt->enc_a || !rt->enc_scores || !rt->cross_k || !rt->cross_v ||
         !rt->dec_x || !rt->dec_h || !rt->dec_q || !rt->dec_k || !rt->dec_v || !rt->dec_a ||
         !rt->dec_mlp || !rt->dec_scores || !rt->dec_partial || !rt->self_scratch ||
-        sh_decoder_reserve(rt, 1) < 0) {
-        sh_runtime_free(rt);
+        sh_cpu_decoder_reserve(rt, 1) < 0) {
+        sh_cpu_runtime_free(rt);
         return SHRUTI_ERR_NOMEM;
     }
     return 0;
 }
 
-void sh_runtime_free(sh_runtime *rt) {
+void sh_cpu_runtime_free(sh_runtime *rt) {
     if (rt->pool) sh_pool_free(rt->pool);
     float *bufs[] = {rt->enc_x,   rt->enc_col, rt->enc_h,  rt->enc_q,   rt->enc_k,
                      rt->enc_v,   rt->enc_a,   rt->enc_scores, rt->cross_k, rt->cross_v,
@@ -77,7 +77,7 @@ void sh_runtime_free(sh_runtime *rt) {
     memset(rt, 0, sizeof *rt);
 }
 
-int sh_decoder_reserve(sh_runtime *rt, int n_beams) {
+int sh_cpu_decoder_reserve(sh_runtime *rt, int n_beams) {
     if (n_beams < 1 || n_beams > MAX_BEAMS) return SHRUTI_ERR_INVALID_ARG;
     if (n_beams <= rt->n_beams) return 0;
     const sh_hparams *hp = &rt->m->hp;
@@ -238,7 +238,7 @@ static void decoder_mlp(sh_runtime *rt, int l, int rows) {
     sh_add(rt->dec_x, rt->dec_q, (long)rows * d);
 }
 
-int sh_decoder_forward(sh_runtime *rt, const int *tokens, int n_beams, int n_tokens, int pos0) {
+int sh_cpu_decoder_forward(sh_runtime *rt, const int *tokens, int n_beams, int n_tokens, int pos0) {
     const sh_hparams *hp = &rt->m->hp;
     const sh_weights *w = &rt->m->w;
     int d = hp->n_text_state, rows = n_beams * n_tokens;
@@ -264,13 +264,13 @@ int sh_decoder_forward(sh_runtime *rt, const int *tokens, int n_beams, int n_tok
     return 0;
 }
 
-void sh_decoder_logits(sh_runtime *rt, const float *hidden, int n_rows, float *logits) {
+void sh_cpu_decoder_logits(sh_runtime *rt, const float *hidden, int n_rows, float *logits) {
     const sh_hparams *hp = &rt->m->hp;
     /* logits = x @ token_embedding^T (tied embedding) */
     sh_linear(rt->pool, logits, hidden, n_rows, rt->m->w.tok_emb, NULL, hp->n_text_state, hp->n_vocab);
 }
 
-int sh_decoder_reorder(sh_runtime *rt, const int *src, int n_beams, int n_pos) {
+int sh_cpu_decoder_reorder(sh_runtime *rt, const int *src, int n_beams, int n_pos) {
     const sh_hparams *hp = &rt->m->hp;
     size_t row = (size_t)n_pos * hp->n_text_state, ctx = (size_t)hp->n_text_ctx * hp->n_text_state;
     int identity = 1;
@@ -289,7 +289,7 @@ int sh_decoder_reorder(sh_runtime *rt, const int *src, int n_beams, int n_pos) {
     return 0;
 }
 
-void sh_decoder_broadcast(sh_runtime *rt, int n_beams, int n_pos) {
+void sh_cpu_decoder_broadcast(sh_runtime *rt, int n_beams, int n_pos) {
     const sh_hparams *hp = &rt->m->hp;
     size_t row = (size_t)n_pos * hp->n_text_state;
     for (int l = 0; l < hp->n_text_layer; l++)

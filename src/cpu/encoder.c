@@ -68,7 +68,7 @@ static void compute_cross_kv(sh_runtime *rt) {
     }
 }
 
-int sh_encode(sh_runtime *rt, const float *mel) {
+int sh_cpu_encode(sh_runtime *rt, const float *mel) {
     const sh_hparams *hp = &rt->m->hp;
     const sh_weights *w = &rt->m->w;
     int n = hp->n_audio_ctx, d = hp->n_audio_state, n_mels = hp->n_mels;

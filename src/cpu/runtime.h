@@ -32,29 +32,29 @@ typedef struct {
     float *self_scratch;        /* (n_threads, n_text_head, n_text_ctx) self-attention scores */
 } sh_runtime;
 
-int sh_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads);
-void sh_runtime_free(sh_runtime *rt);
+int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads);
+void sh_cpu_runtime_free(sh_runtime *rt);
 
 /* Encoder: mel (n_mels, 3000) -> rt->enc_x (n_audio_ctx, d); then the
  * cross-attention keys and values of every decoder layer. */
-int sh_encode(sh_runtime *rt, const float *mel);
+int sh_cpu_encode(sh_runtime *rt, const float *mel);
 
 /* Makes room for n_beams self-attention caches (contents undefined). */
-int sh_decoder_reserve(sh_runtime *rt, int n_beams);
+int sh_cpu_decoder_reserve(sh_runtime *rt, int n_beams);
 
 /* Runs n_tokens new tokens for each of n_beams beams (tokens is
  * n_beams x n_tokens), at positions pos0 ... pos0 + n_tokens - 1, filling
  * the KV caches. Writes the final-norm hidden states to rt->dec_x
  * (n_beams * n_tokens rows). */
-int sh_decoder_forward(sh_runtime *rt, const int *tokens, int n_beams, int n_tokens, int pos0);
+int sh_cpu_decoder_forward(sh_runtime *rt, const int *tokens, int n_beams, int n_tokens, int pos0);
 
 /* logits (n_rows x n_vocab) = hidden rows @ token_embedding^T. */
-void sh_decoder_logits(sh_runtime *rt, const float *hidden, int n_rows, float *logits);
+void sh_cpu_decoder_logits(sh_runtime *rt, const float *hidden, int n_rows, float *logits);
 
 /* Beam b takes the first n_pos cached positions of beam src[b]. */
-int sh_decoder_reorder(sh_runtime *rt, const int *src, int n_beams, int n_pos);
+int sh_cpu_decoder_reorder(sh_runtime *rt, const int *src, int n_beams, int n_pos);
 
 /* Copies beam 0's first n_pos cached positions to beams 1 .. n_beams-1. */
-void sh_decoder_broadcast(sh_runtime *rt, int n_beams, int n_pos);
+void sh_cpu_decoder_broadcast(sh_runtime *rt, int n_beams, int n_pos);
 
 #endif

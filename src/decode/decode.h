@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "cpu/runtime.h"
+#include "device.h"
 
 typedef struct {
     int task;                    /* shruti_task */
@@ -43,13 +43,14 @@ typedef struct {
  * the run state's current window), then decodes. Returns 0 or a negative
  * status; res is filled on success and must be released with
  * sh_decode_result_free. */
-int sh_decode_window(sh_runtime *rt, const float *mel, bool encode, const sh_decode_options *o,
+int sh_decode_window(sh_run *rt, const float *mel, bool encode, const sh_decode_options *o,
                      sh_decode_result *res);
 void sh_decode_result_free(sh_decode_result *res);
 
 /* Language detection over the current window's encoder output:
- * probs[n_languages] (may be NULL); returns the best index or < 0. */
-int sh_detect_language(sh_runtime *rt, float *probs);
+ * probs[n_languages] and the no-speech probability (either may be NULL);
+ * returns the best index or < 0. */
+int sh_detect_language(sh_run *rt, float *probs, double *no_speech);
 
 /* The decode() suppress list for a "-1,..."-style string: *out malloc'd,
  * sorted, with the reference's specials added. Returns the count or a

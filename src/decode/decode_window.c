@@ -129,18 +129,24 @@ static int initial_tokens(const shruti_model *m, const sh_decode_options *o, int
     return n;
 }
 
-int sh_detect_language(sh_runtime *rt, float *probs) {
+int sh_detect_language(sh_run *rt, float *probs, double *no_speech) {
     const shruti_model *m = rt->m;
     const sh_special *sp = &m->sp;
     if (sp->n_languages == 0) return SHRUTI_ERR_INVALID_ARG;
     int r, sot = sp->sot;
     float *logits = malloc((size_t)m->hp.n_vocab * sizeof *logits);
     if (!logits) return SHRUTI_ERR_NOMEM;
-    if ((r = sh_decoder_forward(rt, &sot, 1, 1, 0)) < 0) {
+    /* a GPU failure moves the window to the CPU: redo it there, once */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        r = sh_decoder_forward(rt, &sot, 1, 1, 0);
+        if (r == 0) r = sh_decoder_logits(rt, 0, 1, logits);
+        if (r != SHRUTI_ERR_DEVICE) break;
+    }
+    if (r < 0) {
         free(logits);
         return r;
     }
-    sh_decoder_logits(rt, rt->dec_x, 1, logits);
+    if (no_speech) *no_speech = sh_softmax_prob(logits, m->hp.n_vocab, sp->no_speech);
     /* only language tokens compete */
     const float *lang = logits + sp->first_language;
     int best = argmax(lang, sp->n_languages);
@@ -190,7 +196,7 @@ static int cmp_beam_cand(const void *a, const void *b) {
 /* One beam-search step. New live beams go to s (KV caches reordered);
  * newly finished sequences are appended to finished while it has fewer
  * than max_candidates. Returns 1 when finished is full, < 0 on error. */
-static int update_beams(sh_runtime *rt, sequences *s, const float *logits, int n_vocab, int eot,
+static int update_beams(sh_run *rt, sequences *s, const float *logits, int n_vocab, int eot,
                         candidate_list *finished, int max_candidates) {
     int B = s->n_group, n_top = B + 1, n = 0;
     beam_cand *cands = malloc((size_t)B * n_top * sizeof *cands);
@@ -317,8 +323,8 @@ static int check_abort(const sh_decode_options *o) {
     return o->abort_callback && o->abort_callback(o->abort_user_data);
 }
 
-int sh_decode_window(sh_runtime *rt, const float *mel, bool encode, const sh_decode_options *o,
-                     sh_decode_result *res) {
+static int decode_window_once(sh_run *rt, const float *mel, bool encode,
+                              const sh_decode_options *o, sh_decode_result *res) {
     const shruti_model *m = rt->m;
     const sh_special *sp = &m->sp;
     int n_vocab = m->hp.n_vocab, n_ctx = m->hp.n_text_ctx, eot = sp->eot, r = 0;
@@ -335,7 +341,7 @@ int sh_decode_window(sh_runtime *rt, const float *mel, bool encode, const sh_dec
         language = 0;   /* English-only: "en" */
     } else if (language < 0) {
         float probs[SH_MAX_LANGUAGES];
-        if ((language = sh_detect_language(rt, probs)) < 0) return language;
+        if ((language = sh_detect_language(rt, probs, NULL)) < 0) return language;
         res->language_prob = probs[language];
     }
     res->language = language;
@@ -372,13 +378,13 @@ int sh_decode_window(sh_runtime *rt, const float *mel, bool encode, const sh_dec
     if ((r = sh_decoder_reserve(rt, n_group)) < 0) goto done;
     /* the initial tokens once, then copied to every beam's cache */
     int *init_int = (int *)init;
-    if ((r = sh_decoder_forward(rt, init_int, 1, n_init, 0)) < 0) goto done;
-    sh_decoder_broadcast(rt, n_group, n_init);
-    int d = m->hp.n_text_state;
+    if ((r = sh_decoder_forward(rt, init_int, 1, n_init, 0)) < 0 ||
+        (r = sh_decoder_broadcast(rt, n_group, n_init)) < 0)
+        goto done;
     /* no_speech_prob = softmax(logits at sot)[no_speech] */
-    sh_decoder_logits(rt, rt->dec_x + (size_t)sot_index * d, 1, logits);
+    if ((r = sh_decoder_logits(rt, sot_index, 1, logits)) < 0) goto done;
     res->no_speech_prob = sh_softmax_prob(logits, n_vocab, sp->no_speech);
-    sh_decoder_logits(rt, rt->dec_x + (size_t)(n_init - 1) * d, 1, logits);
+    if ((r = sh_decoder_logits(rt, n_init - 1, 1, logits)) < 0) goto done;
     for (int k = 1; k < n_group; k++)
         memcpy(logits + (size_t)k * n_vocab, logits, (size_t)n_vocab * sizeof *logits);
 
@@ -396,8 +402,9 @@ int sh_decode_window(sh_runtime *rt, const float *mel, bool encode, const sh_dec
                 break;
             }
             for (int k = 0; k < n_group; k++) step_tokens[k] = s.tokens[(size_t)k * s.cap + s.len - 1];
-            if ((r = sh_decoder_forward(rt, step_tokens, n_group, 1, s.len - 1)) < 0) break;
-            sh_decoder_logits(rt, rt->dec_x, n_group, logits);
+            if ((r = sh_decoder_forward(rt, step_tokens, n_group, 1, s.len - 1)) < 0 ||
+                (r = sh_decoder_logits(rt, 0, n_group, logits)) < 0)
+                break;
         }
         for (int k = 0; k < n_group; k++)
             sh_apply_logit_filters(&filters, logits + (size_t)k * n_vocab,
@@ -449,6 +456,14 @@ done:
     free(s.sum_logprob);
     free(logits);
     if (r < 0) sh_decode_result_free(res);
+    return r;
+}
+
+int sh_decode_window(sh_run *rt, const float *mel, bool encode, const sh_decode_options *o,
+                     sh_decode_result *res) {
+    int r = decode_window_once(rt, mel, encode, o, res);
+    /* the GPU failed and the window now sits encoded on the CPU: redo it */
+    if (r == SHRUTI_ERR_DEVICE) r = decode_window_once(rt, mel, false, o, res);
     return r;
 }
 

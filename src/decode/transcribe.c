@@ -239,7 +239,7 @@ int sh_transcribe(shruti_context *ctx, const float *mel, int n_frames, const shr
                 memcpy(window + (size_t)b * SH_CHUNK_FRAMES, mel + (size_t)b * n_frames,
                        SH_CHUNK_FRAMES * sizeof *window);
             if ((r = sh_encode(&ctx->rt, window)) < 0 ||
-                (language = sh_detect_language(&ctx->rt, NULL)) < 0) {
+                (language = sh_detect_language(&ctx->rt, NULL, NULL)) < 0) {
                 r = sh_set_ctx_error(ctx, r < 0 ? r : language, "language detection failed");
                 goto done;
             }

@@ -18,6 +18,7 @@
 #include "common/grow.h"
 #include "common/f16.h"
 #include "model/model.h"
+#include "gpu/gpu_loader.h"
 #include "model/quant.h"
 
 #define GGML_MAGIC 0x67676d6cu
@@ -367,7 +368,7 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
         if (!data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
         float *dst = m->arena + used;
         if (s->mat) {
-            int kind = s->keep_f16 ? m->decoder_kind : SH_MAT_F32;
+            int kind = s->keep_f16 ? m->decoder_kind : m->encoder_kind;
             size_t floats = store_matrix(dst, data, type, ne[0], n / ne[0], kind);
             if (floats == 0) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
             used += (floats + 15) & ~(size_t)15;
@@ -426,11 +427,16 @@ static int choose_decoder_kind(shruti_model *m, const char *compute_type, shruti
     return 0;
 }
 
-static int parse(cursor *c, shruti_model *m, const char *compute_type, shruti_error *err) {
+static int parse(cursor *c, shruti_model *m, const char *compute_type, bool gpu_likely,
+                 shruti_error *err) {
     int r;
     spec_list specs = {0};
     if ((r = read_header(c, m, err)) < 0) return r;
     if ((r = choose_decoder_kind(m, compute_type, err)) < 0) return r;
+    /* Bound for a GPU at half precision: the host copy (kept for a move to
+     * the CPU) holds the encoder in half too, which the GPU takes as it
+     * is; converting it twice is most of a large model's load time. */
+    m->encoder_kind = gpu_likely && m->decoder_kind != SH_MAT_F32 ? SH_MAT_F16 : SH_MAT_F32;
     sh_special_from_n_vocab(&m->sp, m->hp.n_vocab);
     if ((r = read_mel_filters(c, m, err)) < 0) return r;
     if ((r = read_vocab(c, m, err)) < 0) return r;
@@ -448,7 +454,7 @@ static int parse(cursor *c, shruti_model *m, const char *compute_type, shruti_er
 }
 
 shruti_model_params shruti_model_default_params(void) {
-    shruti_model_params p = {"auto"};
+    shruti_model_params p = {"auto", "auto", 0};
     return p;
 }
 
@@ -494,10 +500,17 @@ shruti_model *shruti_model_load_with_params(const char *path, const shruti_model
     }
     cursor c = {map, (size_t)st.st_size, 0};
     shruti_error local;
-    int r = parse(&c, m, params ? params->compute_type : NULL, &local);
+    const char *device = params && params->device ? params->device : "auto";
+    bool gpu_likely = strcmp(device, "cpu") != 0 && sh_gpu_driver_present();
+    int r = parse(&c, m, params ? params->compute_type : NULL, gpu_likely, &local);
     munmap(map, (size_t)st.st_size);
     if (r < 0) {
         sh_error(err, local.code, "%s: %s", path, local.message);
+        shruti_model_free(m);
+        return NULL;
+    }
+    if (sh_gpu_attach(m, params ? params->device : NULL, params ? params->device_index : 0,
+                      err) < 0) {
         shruti_model_free(m);
         return NULL;
     }
@@ -506,6 +519,7 @@ shruti_model *shruti_model_load_with_params(const char *path, const shruti_model
 
 void shruti_model_free(shruti_model *m) {
     if (!m) return;
+    sh_gpu_detach(m);
     sh_vocab_free(&m->vocab);
     free(m->mel_filters);
     free(m->w.enc);

@@ -87,6 +87,13 @@ struct shruti_model {
     char type_name[16];
     char compute_type[16];            /* effective: float32, float16, int8 */
     int decoder_kind;                 /* SH_MAT_* of the decoder's matrices */
+    int encoder_kind;                 /* F32, or F16 for a model bound for a GPU */
+    /* the GPU copy, when the model runs on one (gpu/gpu_loader.c) */
+    void *gpu_dl;                     /* the backend module's handle */
+    const void *gpu_api;              /* its sh_gpu_api */
+    struct sh_gpu_model *gpu;
+    char device[8];                   /* "cuda" or "cpu" */
+    char device_note[800];            /* where and why */
 };
 
 /* vocab.c */

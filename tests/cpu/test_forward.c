@@ -10,7 +10,9 @@ static void check_model(const char *name, const char *file, int threads) {
     cJSON *entry = t_model_entry(man, name);
     cJSON *audio = cJSON_GetObjectItem(man, "audio");
     shruti_error err;
-    shruti_model *m = shruti_model_load(t_path("models/%s", file), &err);
+    shruti_model_params mp = shruti_model_default_params();
+    mp.device = "cpu";   /* this test reads the CPU run state; test_cuda covers the GPU */
+    shruti_model *m = shruti_model_load_with_params(t_path("models/%s", file), &mp, &err);
     CHECK(m != NULL, "%s", err.message);
     if (!m) return;
     size_t n_mel;
@@ -18,8 +20,8 @@ static void check_model(const char *name, const char *file, int threads) {
                                                                               : "jfk_mel80"),
                             &n_mel);
     sh_runtime rt;
-    CHECK(sh_runtime_init(&rt, m, threads) == 0, "runtime");
-    CHECK(sh_encode(&rt, mel) == 0, "encode");
+    CHECK(sh_cpu_runtime_init(&rt, m, threads) == 0, "runtime");
+    CHECK(sh_cpu_encode(&rt, mel) == 0, "encode");
     size_t n_enc;
     float *enc = t_read_f32(cJSON_GetObjectItem(entry, "jfk_encoder_out"), &n_enc);
     CHECK(n_enc == (size_t)1500 * m->hp.n_audio_state, "encoder size");
@@ -33,9 +35,9 @@ static void check_model(const char *name, const char *file, int threads) {
     float *golden = t_read_f32(tf, &n_logits);
     int n_vocab = m->hp.n_vocab;
     CHECK(n_logits == (size_t)n_tok * n_vocab, "logits size");
-    CHECK(sh_decoder_forward(&rt, tokens, 1, n_tok, 0) == 0, "decoder forward");
+    CHECK(sh_cpu_decoder_forward(&rt, tokens, 1, n_tok, 0) == 0, "decoder forward");
     float *logits = malloc(n_logits * sizeof *logits);
-    sh_decoder_logits(&rt, rt.dec_x, n_tok, logits);
+    sh_cpu_decoder_logits(&rt, rt.dec_x, n_tok, logits);
     double d_log = t_max_abs_diff(logits, golden, n_logits);
     CHECK(d_log <= 1e-2, "%s logits max diff %g", file, d_log);
     for (int i = 0; i < n_tok; i++) {
@@ -47,14 +49,14 @@ static void check_model(const char *name, const char *file, int threads) {
         CHECK(a == b, "%s position %d argmax %d vs %d", file, i, a, b);
     }
     /* the KV cache gives the same logits one token at a time */
-    for (int i = 0; i < n_tok; i++) CHECK(sh_decoder_forward(&rt, tokens + i, 1, 1, i) == 0, "step");
-    sh_decoder_logits(&rt, rt.dec_x, 1, logits);
+    for (int i = 0; i < n_tok; i++) CHECK(sh_cpu_decoder_forward(&rt, tokens + i, 1, 1, i) == 0, "step");
+    sh_cpu_decoder_logits(&rt, rt.dec_x, 1, logits);
     double d_step = t_max_abs_diff(logits, golden + (size_t)(n_tok - 1) * n_vocab, (size_t)n_vocab);
     CHECK(d_step <= 1e-2, "%s incremental logits diff %g", file, d_step);
     printf("%s (%d threads): encoder %.2g, logits %.2g, incremental %.2g\n", file, threads, d_enc,
            d_log, d_step);
     free(logits), free(golden), free(tokens), free(enc), free(mel);
-    sh_runtime_free(&rt);
+    sh_cpu_runtime_free(&rt);
     shruti_model_free(m);
     cJSON_Delete(man);
 }

@@ -5,12 +5,19 @@
  * argv[1] picks the compute type (default auto: float16 for these f16
  * files); int8 keeps the tokens with log-probabilities within 5e-2 on mini
  * and mini.en; on mini-v3, whose language margins are the thinnest, int8
- * flips the language of some clips, so there at least 60% must match. */
+ * flips the language of some clips, so there at least 60% must match.
+ * argv[2] picks the device (default $SHRUTI_TEST_DEVICE, else cpu); on
+ * cuda the test skips where no usable GPU is. Half activations on the GPU
+ * move log-probabilities by up to 1e-2. mini-v3's Indic clips have a top
+ * language probability of about 0.114 against near-equal alternatives (a
+ * margin below half precision's resolution), so on the GPU at float16 a
+ * clip of mini-v3 may pick a neighbouring language: there 90% must match. */
 #include "shruti.h"
 #include "test_util.h"
 
 static double tol = 1e-3;
 static const char *compute_type = "auto";
+static const char *device = "cpu";
 
 static double num(const cJSON *o, const char *k) { return cJSON_GetObjectItem(o, k)->valuedouble; }
 
@@ -58,7 +65,9 @@ static void check_clips(const char *name, shruti_model *m, shruti_context *ctx,
                         const cJSON *entry) {
     const cJSON *clips = cJSON_GetObjectItem(entry, "clips_greedy_timestamps_autolang");
     int n_mels = shruti_model_n_mels(m), n_ok = 0;
-    bool strict = !(strncmp(compute_type, "int8", 4) == 0 && n_mels == 128);
+    bool int8 = strncmp(compute_type, "int8", 4) == 0;
+    bool half_gpu = strcmp(device, "cpu") != 0 && strcmp(compute_type, "float32") != 0;
+    bool strict = !(n_mels == 128 && (int8 || half_gpu));
     const cJSON *g;
     cJSON_ArrayForEach(g, clips) {
         const char *file = cJSON_GetObjectItem(g, "file")->valuestring;
@@ -68,7 +77,9 @@ static void check_clips(const char *name, shruti_model *m, shruti_context *ctx,
         int n_frames;
         char rel[256];
         snprintf(rel, sizeof rel, "%s%s", strcmp(file, "jfk.wav") == 0 ? "" : "clips/", file);
-        CHECK(shruti_audio_load(t_path("audio/%s", rel), &pcm, &n, &err) == 0, "%s", err.message);
+        pcm = t_read_wav(t_path("audio/%s", rel), &n);
+        CHECK(pcm != NULL, "%s: not a 16 kHz mono WAV", rel);
+        if (!pcm) continue;
         CHECK(shruti_log_mel(m, pcm, n, 480000, &mel, &n_frames, &err) == 0, "mel");
         float *window = malloc(sizeof(float) * (size_t)n_mels * 3000);
         for (int b = 0; b < n_mels; b++)
@@ -93,7 +104,7 @@ static void check_clips(const char *name, shruti_model *m, shruti_context *ctx,
             check_result(what, g, &d);
             n_ok += before == t_failures;
             if (!strict && t_failures != before) {
-                fprintf(stderr, "  (counted, not failed: int8 on a 128-bin model)\n");
+                fprintf(stderr, "  (counted, not failed: %s on a 128-bin model)\n", compute_type);
                 t_failures = before;
             }
         }
@@ -101,14 +112,18 @@ static void check_clips(const char *name, shruti_model *m, shruti_context *ctx,
     }
     /* the five most likely languages, for one clip, through the API */
     printf("%s: %d/%d clips identical\n", name, n_ok, cJSON_GetArraySize(clips));
-    if (!strict) CHECK(n_ok * 10 >= cJSON_GetArraySize(clips) * 6, "%s int8: %d clips", name, n_ok);
+    if (!strict)
+        CHECK(n_ok * 10 >= cJSON_GetArraySize(clips) * (int8 ? 6 : 9), "%s %s: %d clips", name,
+              compute_type, n_ok);
 }
 
 int main(int argc, char **argv) {
     t_require_testdata();
     if (argc > 1) compute_type = argv[1];
+    device = argc > 2 ? argv[2] : t_device();
     if (strncmp(compute_type, "int8", 4) == 0) tol = 5e-2;
-    printf("compute type %s\n", compute_type);
+    else if (strcmp(device, "cpu") != 0 && strcmp(compute_type, "float32") != 0) tol = 1e-2;
+    printf("compute type %s, device %s\n", compute_type, device);
     const char *files[] = {"ggml-mini.bin", "ggml-mini.en.bin", "ggml-mini-v3.bin"};
     for (int i = 0; i < 3; i++) {
         cJSON *man = t_manifest(T_MODELS[i]);
@@ -116,9 +131,16 @@ int main(int argc, char **argv) {
         shruti_error err;
         shruti_model_params mp = shruti_model_default_params();
         mp.compute_type = compute_type;
+        mp.device = device;
         shruti_model *m = shruti_model_load_with_params(t_path("models/%s", files[i]), &mp, &err);
+        if (!m && err.code == SHRUTI_ERR_DEVICE) {
+            printf("SKIP: %s\n", err.message);
+            cJSON_Delete(man);
+            return SKIP_CODE;
+        }
         CHECK(m != NULL, "%s", err.message);
-        printf("%s: %s\n", files[i], shruti_model_compute_type(m));
+        printf("%s: %s on %s (%s)\n", files[i], shruti_model_compute_type(m),
+               shruti_model_device(m), shruti_model_device_note(m));
         shruti_context *ctx = shruti_context_new(m, 2, &err);
         size_t n_mel;
         float *mel = t_read_f32(cJSON_GetObjectItem(cJSON_GetObjectItem(man, "audio"),

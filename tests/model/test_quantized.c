@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli_util.h"
-#include "cpu/runtime.h"
+#include "device.h"
 #include "model/quant.h"
 #include "shruti.h"
 #include "test_util.h"
@@ -47,8 +47,8 @@ static void check_model(const char *type_name, int must_match) {
     cJSON *entry = t_model_entry(man, "mini");
     size_t n;
     float *mel = t_read_f32(cJSON_GetObjectItem(cJSON_GetObjectItem(man, "audio"), "jfk_mel80"), &n);
-    sh_runtime rt;
-    sh_runtime_init(&rt, m, 2);
+    sh_run rt;
+    sh_run_init(&rt, m, 2);
     sh_encode(&rt, mel);
     cJSON *tf = cJSON_GetObjectItem(entry, "jfk_teacher_forced");
     int n_tok;
@@ -57,7 +57,7 @@ static void check_model(const char *type_name, int must_match) {
     float *golden = t_read_f32(tf, &n_logits);
     float *logits = malloc(n_logits * sizeof *logits);
     sh_decoder_forward(&rt, tokens, 1, n_tok, 0);
-    sh_decoder_logits(&rt, rt.dec_x, n_tok, logits);
+    sh_decoder_logits(&rt, 0, n_tok, logits);
     int n_vocab = m->hp.n_vocab, same = 0;
     for (int i = 0; i < n_tok; i++) {
         int a = 0, b = 0;
@@ -88,7 +88,7 @@ static void check_model(const char *type_name, int must_match) {
     }
     free(want), free(logits), free(golden), free(tokens), free(mel);
     shruti_context_free(ctx);
-    sh_runtime_free(&rt);
+    sh_run_free(&rt);
     shruti_model_free(m);
     cJSON_Delete(man);
 

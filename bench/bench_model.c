@@ -1,13 +1,16 @@
-/* bench_cpu.c - CPU speed and memory of full-size Whisper models.
+/* bench_model.c - speed and memory of full-size Whisper models on the CPU
+ * or a CUDA GPU.
  *
  * Builds full-size models with random weights from the header-only files
  * in ../shared/testdata/model-headers (real hparams, filters, vocabulary;
  * tensors appended in whisper.cpp's layout, f16 like the published files),
  * then reports, as medians of several runs: model load time, encoder time
- * per 30 s window, decoder time per token for 1 row and for 5 beams, and
- * peak RSS.
+ * per 30 s window, decoder time per token for 1 row and for 5 beams, the
+ * end-to-end time of 60 s of audio (two windows of 150 tokens: encoder,
+ * prompt, steps with their logits and a host argmax) and peak RSS.
  *
- * usage: bench_cpu [--threads N] [--runs N] [--tokens N] [--compute-type T] [size ...]
+ * usage: bench_model [--device cpu|cuda] [--threads N] [--runs N] [--tokens N]
+ *                    [--compute-type T] [size ...]
  *        (sizes: tiny base small medium large; default tiny base small) */
 #include <math.h>
 #include <stdio.h>
@@ -20,7 +23,7 @@
 #include "bench_util.h"
 #include "common/clock.h"
 #include "common/f16.h"
-#include "cpu/runtime.h"
+#include "device.h"
 #include "shruti.h"
 
 
@@ -123,6 +126,15 @@ static int build_model(const char *header_path, const char *out) {
     return rename(tmp, out);
 }
 
+/* The benchmark must run where it was asked to. */
+static int r_device_check(const shruti_model *m, const char *device) {
+    if (strcmp(device, "cpu") != 0 && strcmp(shruti_model_device(m), "cuda") != 0) {
+        fprintf(stderr, "not on the GPU: %s\n", shruti_model_device_note(m));
+        return -1;
+    }
+    return 0;
+}
+
 static double peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -131,7 +143,7 @@ static double peak_rss_mb(void) {
 
 /* ms per decoder step for n_rows rows, over n_tokens steps after a
  * 4-token prompt */
-static double decoder_ms_per_token(sh_runtime *rt, int n_rows, int n_tokens, float *logits) {
+static double decoder_ms_per_token(sh_run *rt, int n_rows, int n_tokens, float *logits) {
     int prompt[4] = {50258, 50259, 50359, 50364};
     sh_decoder_reserve(rt, n_rows);
     sh_decoder_forward(rt, prompt, 1, 4, 0);
@@ -141,14 +153,36 @@ static double decoder_ms_per_token(sh_runtime *rt, int n_rows, int n_tokens, flo
     double t0 = sh_now_s();
     for (int s = 0; s < n_tokens; s++) {
         sh_decoder_forward(rt, toks, n_rows, 1, 4 + s);
-        sh_decoder_logits(rt, rt->dec_x, n_rows, logits);
+        sh_decoder_logits(rt, 0, n_rows, logits);
     }
     return (sh_now_s() - t0) * 1000.0 / n_tokens;
 }
 
+/* 60 s of audio as transcribe() spends it: per window the encoder, the
+ * 4-token prompt, then 150 steps each choosing its token on the host. */
+static double minute_ms(sh_run *rt, const float *mel, float *logits) {
+    int n_vocab = rt->m->hp.n_vocab, prompt[4] = {50258, 50259, 50359, 50364};
+    double t0 = sh_now_s();
+    for (int w = 0; w < 2; w++) {
+        sh_encode(rt, mel);
+        sh_decoder_reserve(rt, 1);
+        sh_decoder_forward(rt, prompt, 1, 4, 0);
+        sh_decoder_logits(rt, 3, 1, logits);
+        for (int s = 0; s < 150; s++) {
+            int best = 0;
+            for (int v = 1; v < n_vocab; v++)
+                if (logits[v] > logits[best]) best = v;
+            int tok = 400 + (best + s) % 1000;   /* random weights: keep to text tokens */
+            sh_decoder_forward(rt, &tok, 1, 1, 4 + s);
+            sh_decoder_logits(rt, 0, 1, logits);
+        }
+    }
+    return (sh_now_s() - t0) * 1000.0;
+}
+
 int main(int argc, char **argv) {
     int threads = 2, runs = 5, tokens = 64;
-    const char *compute_type = "auto";
+    const char *compute_type = "auto", *device = "cpu";
     const char *sizes[16];
     int n_sizes = 0;
     for (int i = 1; i < argc; i++) {
@@ -156,6 +190,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) tokens = atoi(argv[++i]);
         else if (strcmp(argv[i], "--compute-type") == 0 && i + 1 < argc) compute_type = argv[++i];
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) device = argv[++i];
         else if (n_sizes < 16) sizes[n_sizes++] = argv[i];
     }
     if (n_sizes == 0) {
@@ -166,10 +201,10 @@ int main(int argc, char **argv) {
     const char *td = getenv("SHRUTI_TESTDATA");
     char testdata[512];
     snprintf(testdata, sizeof testdata, "%s", td ? td : "../shared/testdata");
-    printf("threads %d, compute type %s, %d runs each (medians), %d decoder steps per run\n",
-           threads, compute_type, runs, tokens);
-    printf("%-7s %9s %12s %12s %12s %10s\n", "model", "load_ms", "encoder_ms", "dec_ms/tok",
-           "beam5_ms/tok", "rss_MB");
+    printf("device %s, threads %d, compute type %s, %d runs each (medians), %d decoder steps "
+           "per run\n", device, threads, compute_type, runs, tokens);
+    printf("%-7s %-13s %9s %12s %12s %12s %12s %10s\n", "model", "compute", "load_ms",
+           "encoder_ms", "dec_ms/tok", "beam5_ms/tok", "60s_audio_ms", "rss_MB");
     for (int s = 0; s < n_sizes; s++) {
         char header[800], path[600];
         snprintf(header, sizeof header, "%s/model-headers/for-tests-ggml-%s.bin", testdata,
@@ -179,7 +214,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "cannot build %s from %s\n", path, header);
             return 1;
         }
-        double load[64], enc[64], dec[64], beam[64];
+        double load[64], enc[64], dec[64], beam[64], minute[64];
         shruti_model *m = NULL;
         for (int r = 0; r < runs; r++) {
             shruti_model_free(m);
@@ -187,6 +222,7 @@ int main(int argc, char **argv) {
             double t0 = sh_now_s();
             shruti_model_params mp = shruti_model_default_params();
             mp.compute_type = compute_type;
+            mp.device = device;
             m = shruti_model_load_with_params(path, &mp, &err);
             load[r] = (sh_now_s() - t0) * 1000;
             if (!m) {
@@ -194,8 +230,12 @@ int main(int argc, char **argv) {
                 return 1;
             }
         }
-        sh_runtime rt;
-        sh_runtime_init(&rt, m, threads);
+        if (r_device_check(m, device) < 0) return 1;
+        sh_run rt;
+        if (sh_run_init(&rt, m, threads) < 0) {
+            fprintf(stderr, "no memory for the run state\n");
+            return 1;
+        }
         float *mel = malloc(sizeof(float) * (size_t)m->hp.n_mels * 3000);
         for (int i = 0; i < m->hp.n_mels * 3000; i++) mel[i] = rand_normalish() * 10;
         float *logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab * 8);
@@ -208,11 +248,14 @@ int main(int argc, char **argv) {
         decoder_ms_per_token(&rt, 1, 8, logits);   /* warm-up */
         for (int r = 0; r < runs; r++) dec[r] = decoder_ms_per_token(&rt, 1, tokens, logits);
         for (int r = 0; r < runs; r++) beam[r] = decoder_ms_per_token(&rt, 5, tokens, logits);
-        printf("%-7s %9.1f %12.1f %12.2f %12.2f %10.0f\n", sizes[s], bench_median(load, runs),
-               bench_median(enc, runs), bench_median(dec, runs), bench_median(beam, runs), peak_rss_mb());
+        for (int r = 0; r < runs; r++) minute[r] = minute_ms(&rt, mel, logits);
+        printf("%-7s %-13s %9.1f %12.2f %12.3f %12.3f %12.1f %10.0f\n", sizes[s],
+               shruti_model_compute_type(m), bench_median(load, runs), bench_median(enc, runs),
+               bench_median(dec, runs), bench_median(beam, runs), bench_median(minute, runs),
+               peak_rss_mb());
         fflush(stdout);
         free(mel), free(logits);
-        sh_runtime_free(&rt);
+        sh_run_free(&rt);
         shruti_model_free(m);
     }
     return 0;

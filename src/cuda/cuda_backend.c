@@ -1,0 +1,907 @@
+/* cuda_backend.c - the CUDA backend module (libshruti_cuda.so): weights
+ * uploaded once per model, a run state per context (stream, cuBLAS
+ * handle, activations, KV caches), the encoder as cuBLAS GEMMs and the
+ * decoder as GEMV kernels replayed from a CUDA graph per batch size. The
+ * core loads this module with dlopen and calls it through gpu_api.h. */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/f16.h"
+#include "cuda/kernels.h"
+#include "gpu/gpu_api.h"
+
+#define MAX_BEAMS 64
+#define N_IO (2 + 2 * MAX_BEAMS + 512)   /* pos0, tokens, beam sources */
+
+/* --------------------------------------------------------------- errors */
+
+static int fail(char *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (err) vsnprintf(err, SH_GPU_ERR, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int cuda_fail(char *err, cudaError_t e, const char *what) {
+    int code = e == cudaErrorMemoryAllocation ? SHRUTI_ERR_NOMEM : SHRUTI_ERR_DEVICE;
+    const char *hint = "";
+    if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction)
+        hint = " (this build has no kernels for the card's compute capability)";
+    else if (e == cudaErrorInsufficientDriver)
+        hint = " (the NVIDIA driver is older than the CUDA runtime of this build)";
+    else if (e == cudaErrorNoDevice)
+        hint = " (no CUDA device visible: check the driver and CUDA_VISIBLE_DEVICES)";
+    return fail(err, code, "%s: %s%s", what, cudaGetErrorString(e), hint);
+}
+
+#define CU(call, what)                                         \
+    do {                                                       \
+        cudaError_t e_ = (call);                               \
+        if (e_ != cudaSuccess) return cuda_fail(err, e_, what); \
+    } while (0)
+
+static int blas_fail(char *err, cublasStatus_t s, const char *what) {
+    int code = s == CUBLAS_STATUS_ALLOC_FAILED ? SHRUTI_ERR_NOMEM : SHRUTI_ERR_DEVICE;
+    return fail(err, code, "%s: cuBLAS status %d", what, (int)s);
+}
+
+/* Fault injection for the tests (like SQLite's): SHRUTI_CUDA_FAULT=upload
+ * fails the weight upload, =state the run state, =forward:N the N-th
+ * decoder step, each as out of memory or a device error would. */
+static int fault_is(const char *what) {
+    const char *f = getenv("SHRUTI_CUDA_FAULT");
+    return f && strncmp(f, what, strlen(what)) == 0;
+}
+
+/* ------------------------------------------------------------ the model */
+
+typedef struct {
+    float *attn_ln_w, *attn_ln_b;
+    sh_gmat qkv, o;         /* q, k, v fused: (3d, d) */
+    float *qkv_b, *o_b;     /* (3d): q_b, zeros, v_b */
+    float *cross_ln_w, *cross_ln_b;
+    sh_gmat cq, ck, cv, co;
+    float *cq_b, *cv_b, *co_b;
+    float *mlp_ln_w, *mlp_ln_b;
+    sh_gmat fc1, fc2;
+    float *fc1_b, *fc2_b;
+} gblock;
+
+struct sh_gpu_model {
+    const shruti_model *m;
+    int device, mode, act_half;
+    sh_gpu_row_fn row;
+    sh_gmat conv1, conv2;              /* (d, 3 n_mels), (d, 3 d): act kind */
+    float *conv1_b, *conv2_b, *enc_pos, *enc_ln_w, *enc_ln_b;
+    gblock *enc, *dec;
+    sh_gmat tok_emb;                   /* decoder kind */
+    float *dec_pos, *dec_ln_w, *dec_ln_b;
+    void **allocs;                     /* every device allocation, for model_free */
+    int n_allocs, cap_allocs;
+};
+
+static int dev_alloc(sh_gpu_model *g, size_t bytes, void **out, char *err) {
+    if (g->n_allocs == g->cap_allocs) {
+        int cap = g->cap_allocs ? 2 * g->cap_allocs : 256;
+        void **a = realloc(g->allocs, (size_t)cap * sizeof *a);
+        if (!a) return fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
+        g->allocs = a, g->cap_allocs = cap;
+    }
+    CU(cudaMalloc(out, bytes ? bytes : 16), "allocating model weights on the GPU");
+    g->allocs[g->n_allocs++] = *out;
+    return 0;
+}
+
+static int upload_floats(sh_gpu_model *g, const float *src, size_t n, float **out, char *err) {
+    int r = dev_alloc(g, n * sizeof(float), (void **)out, err);
+    if (r < 0) return r;
+    CU(cudaMemcpy(*out, src, n * sizeof(float), cudaMemcpyHostToDevice), "uploading weights");
+    return 0;
+}
+
+static size_t gmat_bytes(int kind, size_t n_out, size_t n_in) {
+    if (kind == SH_GW_F32) return n_out * n_in * 4;
+    if (kind == SH_GW_F16) return n_out * n_in * 2;
+    return n_out * n_in + n_out * (n_in / 32) * 2;
+}
+
+/* Row r of a stack of host matrices, as float32. */
+typedef struct {
+    sh_gpu_model *g;
+    const sh_mat *parts;
+    const int *part_rows;
+    int n_parts, n_in, kind;
+    void *w;
+    uint16_t *scales;
+    int row0, row1;
+} pack_job;
+
+/* Converts rows [row0, row1) into the device layout: half, or int8 with
+ * one half scale per 32 weights (as q8_0). */
+static void *pack_rows(void *arg) {
+    pack_job *j = arg;
+    int n_in = j->n_in;
+    float *row = malloc((size_t)n_in * sizeof *row);
+    if (!row) return arg;   /* the caller sees row == NULL via the flag below */
+    for (int r = j->row0; r < j->row1; r++) {
+        int p = 0, i = r;
+        while (i >= j->part_rows[p]) i -= j->part_rows[p++];
+        if (j->parts[p].data)
+            j->g->row(j->parts[p], i, n_in, row);
+        else
+            memset(row, 0, (size_t)n_in * sizeof *row);
+        if (j->kind == SH_GW_F32) {
+            memcpy((float *)j->w + (size_t)r * n_in, row, (size_t)n_in * sizeof *row);
+        } else if (j->kind == SH_GW_F16) {
+            uint16_t *dst = (uint16_t *)j->w + (size_t)r * n_in;
+            for (int c = 0; c < n_in; c++) dst[c] = sh_f32_to_f16(row[c]);
+        } else {
+            int8_t *dst = (int8_t *)j->w + (size_t)r * n_in;
+            for (int b = 0; b < n_in / 32; b++) {
+                const float *x = row + b * 32;
+                float amax = 0.0f;
+                for (int c = 0; c < 32; c++) amax = fmaxf(amax, fabsf(x[c]));
+                uint16_t hs = sh_f32_to_f16(amax / 127.0f);
+                float sc = sh_f16_to_f32(hs), inv = sc > 0.0f ? 1.0f / sc : 0.0f;
+                j->scales[(size_t)r * (n_in / 32) + b] = hs;
+                for (int c = 0; c < 32; c++) {
+                    float q = nearbyintf(x[c] * inv);
+                    dst[b * 32 + c] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+                }
+            }
+        }
+    }
+    free(row);
+    j->row1 = -1;   /* done */
+    return NULL;
+}
+
+/* Uploads n_parts host matrices stacked as one (sum n_out, n_in) matrix.
+ * Parts already in the device's format are copied as they are; the rest
+ * are converted on all cores (the load time of a large model is mostly
+ * this conversion). */
+static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows, int n_parts,
+                      int n_in, int kind, sh_gmat *out, char *err) {
+    int n_out = 0, direct = kind != SH_GW_I8;
+    for (int p = 0; p < n_parts; p++) {
+        n_out += part_rows[p];
+        direct &= parts[p].data && parts[p].kind == (kind == SH_GW_F16 ? SH_MAT_F16 : SH_MAT_F32);
+    }
+    out->kind = kind, out->n_out = n_out, out->n_in = n_in, out->scales = NULL;
+    size_t wbytes = kind == SH_GW_I8 ? (size_t)n_out * n_in : gmat_bytes(kind, n_out, n_in);
+    size_t sbytes = (size_t)n_out * (n_in / 32) * 2;
+    int r = dev_alloc(g, wbytes, &out->w, err);
+    if (r == 0 && kind == SH_GW_I8) r = dev_alloc(g, sbytes, (void **)&out->scales, err);
+    if (r < 0) return r;
+    size_t el = kind == SH_GW_F32 ? 4 : kind == SH_GW_F16 ? 2 : 1;
+    if (direct) {
+        size_t at = 0;
+        for (int p = 0; p < n_parts; p++) {
+            size_t bytes = (size_t)part_rows[p] * n_in * el;
+            CU(cudaMemcpy((char *)out->w + at, parts[p].data, bytes, cudaMemcpyHostToDevice),
+               "uploading weights");
+            at += bytes;
+        }
+        return 0;
+    }
+    void *packed = malloc(wbytes);
+    uint16_t *scales = kind == SH_GW_I8 ? malloc(sbytes) : NULL;
+    if (!packed || (kind == SH_GW_I8 && !scales)) {
+        free(packed), free(scales);
+        return fail(err, SHRUTI_ERR_NOMEM, "out of host memory while uploading weights");
+    }
+    enum { MAX_THREADS = 32 };
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_threads = cores < 1 ? 1 : cores > MAX_THREADS ? MAX_THREADS : (int)cores;
+    if ((long)n_out * n_in < (1 << 20)) n_threads = 1;
+    pack_job jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0}, ok = 1;
+    for (int t = 0; t < n_threads; t++) {
+        jobs[t] = (pack_job){g, parts, part_rows, n_parts, n_in, kind, packed, scales,
+                             (int)((long)n_out * t / n_threads), (int)((long)n_out * (t + 1) / n_threads)};
+        started[t] = t > 0 && pthread_create(&tid[t], NULL, pack_rows, &jobs[t]) == 0;
+        if (t > 0 && !started[t]) pack_rows(&jobs[t]);
+    }
+    pack_rows(&jobs[0]);
+    for (int t = 0; t < n_threads; t++) {
+        if (started[t]) pthread_join(tid[t], NULL);
+        ok &= jobs[t].row1 == -1;
+    }
+    cudaError_t e = cudaSuccess;
+    if (ok) e = cudaMemcpy(out->w, packed, wbytes, cudaMemcpyHostToDevice);
+    if (ok && e == cudaSuccess && scales)
+        e = cudaMemcpy(out->scales, scales, sbytes, cudaMemcpyHostToDevice);
+    free(packed), free(scales);
+    if (!ok) return fail(err, SHRUTI_ERR_NOMEM, "out of host memory while uploading weights");
+    if (e != cudaSuccess) return cuda_fail(err, e, "uploading weights");
+    return 0;
+}
+
+static int upload_one(sh_gpu_model *g, sh_mat w, int n_out, int n_in, int kind, sh_gmat *out,
+                      char *err) {
+    return upload_mat(g, &w, &n_out, 1, n_in, kind, out, err);
+}
+
+static int upload_f32_matrix(sh_gpu_model *g, const float *w, int n_out, int n_in, int kind,
+                             sh_gmat *out, char *err) {
+    sh_mat m = {w, SH_MAT_F32};
+    return upload_one(g, m, n_out, n_in, kind, out, err);
+}
+
+/* q_b, zeros for k (it has no bias), v_b. */
+static int upload_qkv_bias(sh_gpu_model *g, const float *qb, const float *vb, int d, float **out,
+                           char *err) {
+    float *h = calloc((size_t)3 * d, sizeof *h);
+    if (!h) return fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
+    memcpy(h, qb, (size_t)d * sizeof *h);
+    memcpy(h + 2 * d, vb, (size_t)d * sizeof *h);
+    int r = upload_floats(g, h, (size_t)3 * d, out, err);
+    free(h);
+    return r;
+}
+
+static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, int kind,
+                        int act_kind, gblock *out, char *err) {
+    int r;
+    const sh_mat qkv[3] = {b->q_w, b->k_w, b->v_w};
+    const int rows3[3] = {d, d, d};
+#define UP(call) \
+    if ((r = (call)) < 0) return r
+    UP(upload_floats(g, b->attn_ln_w, d, &out->attn_ln_w, err));
+    UP(upload_floats(g, b->attn_ln_b, d, &out->attn_ln_b, err));
+    UP(upload_mat(g, qkv, rows3, 3, d, kind, &out->qkv, err));
+    UP(upload_qkv_bias(g, b->q_b, b->v_b, d, &out->qkv_b, err));
+    UP(upload_one(g, b->o_w, d, d, kind, &out->o, err));
+    UP(upload_floats(g, b->o_b, d, &out->o_b, err));
+    if (decoder) {
+        UP(upload_floats(g, b->cross_ln_w, d, &out->cross_ln_w, err));
+        UP(upload_floats(g, b->cross_ln_b, d, &out->cross_ln_b, err));
+        UP(upload_one(g, b->cq_w, d, d, kind, &out->cq, err));
+        UP(upload_floats(g, b->cq_b, d, &out->cq_b, err));
+        /* cross keys/values are GEMMs over the whole window: GEMM kind */
+        UP(upload_one(g, b->ck_w, d, d, act_kind, &out->ck, err));
+        UP(upload_one(g, b->cv_w, d, d, act_kind, &out->cv, err));
+        UP(upload_floats(g, b->cv_b, d, &out->cv_b, err));
+        UP(upload_one(g, b->co_w, d, d, kind, &out->co, err));
+        UP(upload_floats(g, b->co_b, d, &out->co_b, err));
+    }
+    UP(upload_floats(g, b->mlp_ln_w, d, &out->mlp_ln_w, err));
+    UP(upload_floats(g, b->mlp_ln_b, d, &out->mlp_ln_b, err));
+    UP(upload_one(g, b->fc1_w, 4 * d, d, kind, &out->fc1, err));
+    UP(upload_floats(g, b->fc1_b, 4 * d, &out->fc1_b, err));
+    UP(upload_one(g, b->fc2_w, d, 4 * d, kind, &out->fc2, err));
+    UP(upload_floats(g, b->fc2_b, d, &out->fc2_b, err));
+#undef UP
+    return 0;
+}
+
+static int kinds_for_mode(int mode, int *act_kind, int *dec_kind) {
+    *act_kind = mode == SH_GPU_FLOAT32 ? SH_GW_F32 : SH_GW_F16;
+    *dec_kind = mode == SH_GPU_FLOAT32 ? SH_GW_F32 : mode == SH_GPU_FLOAT16 ? SH_GW_F16 : SH_GW_I8;
+    return 0;
+}
+
+static uint64_t model_bytes(const shruti_model *m, int mode) {
+    const sh_hparams *hp = &m->hp;
+    int ak, dk;
+    kinds_for_mode(mode, &ak, &dk);
+    size_t da = hp->n_audio_state, dt = hp->n_text_state;
+    uint64_t enc = gmat_bytes(ak, da, 3 * hp->n_mels) + gmat_bytes(ak, da, 3 * da) +
+                   (uint64_t)hp->n_audio_layer * (gmat_bytes(ak, 3 * da, da) + gmat_bytes(ak, da, da) +
+                                                  2 * gmat_bytes(ak, 4 * da, da));
+    uint64_t dec = (uint64_t)hp->n_text_layer *
+                       (gmat_bytes(dk, 3 * dt, dt) + 3 * gmat_bytes(dk, dt, dt) +
+                        2 * gmat_bytes(ak, dt, dt) + 2 * gmat_bytes(dk, 4 * dt, dt)) +
+                   gmat_bytes(dk, hp->n_vocab, dt);
+    uint64_t vec = ((uint64_t)hp->n_audio_ctx * da + (uint64_t)hp->n_text_ctx * dt) * 4 +
+                   (uint64_t)(hp->n_audio_layer + hp->n_text_layer) * 20 * dt * 4;
+    return enc + dec + vec;
+}
+
+static void model_free(sh_gpu_model *g) {
+    if (!g) return;
+    cudaSetDevice(g->device);
+    for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
+    free(g->allocs);
+    free(g->enc);
+    free(g->dec);
+    free(g);
+}
+
+static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_fn row,
+                        sh_gpu_model **out, char *err) {
+    const sh_hparams *hp = &m->hp;
+    const sh_weights *w = &m->w;
+    *out = NULL;
+    int hd_a = hp->n_audio_state / hp->n_audio_head, hd_t = hp->n_text_state / hp->n_text_head;
+    if (hd_a * hp->n_audio_head != hp->n_audio_state || hd_t * hp->n_text_head != hp->n_text_state ||
+        (hd_t != 16 && hd_t != 32 && hd_t != 64))
+        return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels need heads of 16, 32 or 64 columns");
+    if (hp->n_text_state % 32 || hp->n_audio_state % 32)
+        return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels need widths divisible by 32");
+    if (fault_is("upload")) return fail(err, SHRUTI_ERR_NOMEM, "injected fault: out of memory");
+    CU(cudaSetDevice(device), "selecting the CUDA device");
+    sh_gpu_model *g = calloc(1, sizeof *g);
+    if (!g) return fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
+    g->m = m, g->device = device, g->mode = mode, g->row = row;
+    g->act_half = mode != SH_GPU_FLOAT32;
+    int ak, dk, r = 0;
+    kinds_for_mode(mode, &ak, &dk);
+    g->enc = calloc((size_t)hp->n_audio_layer, sizeof *g->enc);
+    g->dec = calloc((size_t)hp->n_text_layer, sizeof *g->dec);
+    if (!g->enc || !g->dec) {
+        model_free(g);
+        return fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
+    }
+    int da = hp->n_audio_state, dt = hp->n_text_state;
+#define UP(call) \
+    if (r == 0) r = (call)
+    UP(upload_f32_matrix(g, w->conv1_w, da, 3 * hp->n_mels, ak, &g->conv1, err));
+    UP(upload_f32_matrix(g, w->conv2_w, da, 3 * da, ak, &g->conv2, err));
+    UP(upload_floats(g, w->conv1_b, da, &g->conv1_b, err));
+    UP(upload_floats(g, w->conv2_b, da, &g->conv2_b, err));
+    UP(upload_floats(g, w->enc_pos, (size_t)hp->n_audio_ctx * da, &g->enc_pos, err));
+    for (int l = 0; l < hp->n_audio_layer; l++)
+        UP(upload_block(g, &w->enc[l], da, 0, ak, ak, &g->enc[l], err));
+    UP(upload_floats(g, w->enc_ln_w, da, &g->enc_ln_w, err));
+    UP(upload_floats(g, w->enc_ln_b, da, &g->enc_ln_b, err));
+    UP(upload_one(g, w->tok_emb, hp->n_vocab, dt, dk, &g->tok_emb, err));
+    UP(upload_floats(g, w->dec_pos, (size_t)hp->n_text_ctx * dt, &g->dec_pos, err));
+    for (int l = 0; l < hp->n_text_layer; l++)
+        UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, &g->dec[l], err));
+    UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
+    UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
+#undef UP
+    if (r < 0) {
+        model_free(g);
+        return r;
+    }
+    *out = g;
+    return 0;
+}
+
+/* ------------------------------------------------------------ run state */
+
+struct sh_gpu_state {
+    sh_gpu_model *g;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    /* encoder */
+    float *mel;                     /* (n_mels, 3000) */
+    float *conv;                    /* (3000, d) conv1 output */
+    float *x;                       /* (1500, d) residual stream */
+    float *y;                       /* (1500, 4d) GEMM outputs */
+    void *col;                      /* act (3000, 3 max(n_mels, d)) */
+    void *h;                        /* act (1500, d) normed input */
+    void *big;                      /* act (1500, 4d) qkv, MLP hidden */
+    void *o;                        /* act (1500, d) attention output */
+    float *scores;                  /* (n_head, 1500, 1500) */
+    void *probs;                    /* act, same shape */
+    void *cross_k, *cross_v;        /* act (n_text_layer, 1500, d) */
+    /* decoder */
+    int n_beams;
+    void *self_k, *self_v, *self_tmp;   /* act (n_text_layer, n_beams, n_text_ctx, d) */
+    int max_rows;
+    float *dx, *dh, *dqkv, *dq, *da, *dm;   /* (max_rows, d | 3d | 4d) */
+    float *partial;                 /* split attention scratch */
+    uint16_t *half_x, *half_w;      /* GEMM inputs for many rows */
+    float *logits;                  /* (SH_GEMV_MAX_ROWS, n_vocab) */
+    int *io;                        /* device: pos0, tokens, beam sources */
+    int *host_io;                   /* pinned */
+    float *host_logits;             /* pinned (SH_GEMV_MAX_ROWS, n_vocab) */
+    cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
+    long n_forward, fail_at;        /* fault injection */
+};
+
+#define IO_POS 0
+#define IO_TOKENS 1
+#define IO_SRC (1 + 512)
+
+static size_t act_size(const sh_gpu_model *g) { return g->act_half ? 2 : 4; }
+
+static void drop_graphs(sh_gpu_state *s) {
+    for (int i = 0; i <= SH_GEMV_MAX_ROWS; i++)
+        if (s->step[i]) {
+            cudaGraphExecDestroy(s->step[i]);
+            s->step[i] = NULL;
+        }
+}
+
+static void state_free(sh_gpu_state *s) {
+    if (!s) return;
+    cudaSetDevice(s->g->device);
+    drop_graphs(s);
+    void *bufs[] = {s->mel,     s->conv,    s->x,      s->y,      s->col,     s->h,
+                    s->big,     s->o,       s->scores, s->probs,  s->cross_k, s->cross_v,
+                    s->self_k,  s->self_v,  s->self_tmp, s->dx,   s->dh,      s->dqkv,
+                    s->dq,      s->da,      s->dm,     s->partial, s->half_x, s->half_w,
+                    s->logits,  s->io};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) cudaFree(bufs[i]);
+    if (s->host_io) cudaFreeHost(s->host_io);
+    if (s->host_logits) cudaFreeHost(s->host_logits);
+    if (s->blas) cublasDestroy(s->blas);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    free(s);
+}
+
+static uint64_t state_bytes(const shruti_model *m, int mode) {
+    const sh_hparams *hp = &m->hp;
+    uint64_t a = mode == SH_GPU_FLOAT32 ? 4 : 2, n = hp->n_audio_ctx, d = hp->n_audio_state;
+    uint64_t dt = hp->n_text_state, rows = hp->n_text_ctx;
+    uint64_t cols = 3 * (uint64_t)(hp->n_mels > hp->n_audio_state ? hp->n_mels : hp->n_audio_state);
+    uint64_t enc = hp->n_mels * 3000 * 4 + 2 * n * d * 4 + n * d * 4 + n * 4 * d * 4 +
+                   2 * n * cols * a + n * d * a * 2 + n * 4 * d * a +
+                   (uint64_t)hp->n_audio_head * n * n * (4 + a);
+    uint64_t cross = 2 * (uint64_t)hp->n_text_layer * n * dt * a;
+    uint64_t self = 3 * (uint64_t)hp->n_text_layer * 5 * hp->n_text_ctx * dt * a;   /* beam 5 */
+    uint64_t dec = rows * dt * 4 * 10 + rows * 4 * dt * 2 + 16 * dt * dt +
+                   SH_GEMV_MAX_ROWS * (uint64_t)hp->n_vocab * 4 +
+                   (uint64_t)sh_attention_partial_floats((int)rows, hp->n_text_head, hp->n_text_state / hp->n_text_head, hp->n_audio_ctx) * 4;
+    return enc + cross + self + dec;
+}
+
+static int state_alloc(void **p, size_t bytes, char *err) {
+    CU(cudaMalloc(p, bytes ? bytes : 16), "allocating the GPU run state");
+    return 0;
+}
+
+static int reserve(sh_gpu_state *s, int n_beams, char *err);
+
+static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
+    const sh_hparams *hp = &g->m->hp;
+    *out = NULL;
+    if (fault_is("state")) return fail(err, SHRUTI_ERR_NOMEM, "injected fault: out of memory");
+    CU(cudaSetDevice(g->device), "selecting the CUDA device");
+    sh_gpu_state *s = calloc(1, sizeof *s);
+    if (!s) return fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
+    s->g = g;
+    if (fault_is("forward:")) s->fail_at = atol(getenv("SHRUTI_CUDA_FAULT") + 8);
+    size_t a = act_size(g), n = hp->n_audio_ctx, d = hp->n_audio_state, dt = hp->n_text_state;
+    size_t cols = 3 * (size_t)(hp->n_mels > hp->n_audio_state ? hp->n_mels : hp->n_audio_state);
+    size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
+    s->max_rows = (int)rows;
+    int r = 0;
+    cudaError_t e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) r = cuda_fail(err, e, "creating a CUDA stream");
+    cublasStatus_t bs = r == 0 ? cublasCreate(&s->blas) : CUBLAS_STATUS_SUCCESS;
+    if (r == 0 && bs != CUBLAS_STATUS_SUCCESS) r = blas_fail(err, bs, "creating a cuBLAS handle");
+    if (r == 0) cublasSetStream(s->blas, s->stream);
+#define AL(ptr, bytes) \
+    if (r == 0) r = state_alloc((void **)&(ptr), (bytes), err)
+    AL(s->mel, (size_t)hp->n_mels * 3000 * 4);
+    AL(s->conv, 2 * n * d * 4);
+    AL(s->x, n * d * 4);
+    AL(s->y, n * 4 * d * 4);
+    AL(s->col, 2 * n * cols * a);
+    AL(s->h, n * d * a);
+    AL(s->big, n * 4 * d * a);
+    AL(s->o, n * d * a);
+    AL(s->scores, (size_t)hp->n_audio_head * n * n * 4);
+    AL(s->probs, (size_t)hp->n_audio_head * n * n * a);
+    AL(s->cross_k, (size_t)hp->n_text_layer * n * dt * a);
+    AL(s->cross_v, (size_t)hp->n_text_layer * n * dt * a);
+    AL(s->dx, rows * dt * 4);
+    AL(s->dh, rows * dt * 4);
+    AL(s->dqkv, rows * 3 * dt * 4);
+    AL(s->dq, rows * dt * 4);
+    AL(s->da, rows * dt * 4);
+    AL(s->dm, rows * 4 * dt * 4);
+    AL(s->partial, (size_t)sh_attention_partial_floats((int)rows, hp->n_text_head, hp->n_text_state / hp->n_text_head, hp->n_audio_ctx) * 4);
+    AL(s->half_x, rows * 4 * dt * 2);
+    AL(s->half_w, 4 * dt * dt * 2);
+    AL(s->logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
+    AL(s->io, N_IO * sizeof(int));
+#undef AL
+    if (r == 0 && (e = cudaMallocHost((void **)&s->host_io, N_IO * sizeof(int))) != cudaSuccess)
+        r = cuda_fail(err, e, "allocating pinned memory");
+    if (r == 0 && (e = cudaMallocHost((void **)&s->host_logits,
+                                      (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4)) != cudaSuccess)
+        r = cuda_fail(err, e, "allocating pinned memory");
+    if (r == 0) r = reserve(s, 1, err);
+    if (r < 0) {
+        state_free(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- GEMMs */
+
+static cudaDataType act_type(const sh_gpu_state *s) {
+    return s->g->act_half ? CUDA_R_16F : CUDA_R_32F;
+}
+
+/* Column-major cuBLAS: C (m, n) = alpha op(A) op(B) + beta C, batched by
+ * strides; float32 accumulation always (no TF32 for float32 data). */
+static int gemm(sh_gpu_state *s, int ta, int tb, int m, int n, int k, float alpha,
+                const void *A, cudaDataType at, int lda, long long sa, const void *B,
+                cudaDataType bt, int ldb, long long sb, float beta, void *C, cudaDataType ct,
+                int ldc, long long sc, int batch, char *err) {
+    cublasStatus_t st = cublasGemmStridedBatchedEx(
+        s->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha,
+        A, at, lda, sa, B, bt, ldb, sb, &beta, C, ct, ldc, sc, batch, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT);
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : blas_fail(err, st, "GEMM");
+}
+
+/* y (rows, n_out) float32 = x (rows, n_in) act @ w^T, w of the act kind;
+ * beta 1 adds to y. */
+static int linear_act(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, float *y,
+                      float beta, char *err) {
+    return gemm(s, 1, 0, w->n_out, rows, w->n_in, 1.0f, w->w, act_type(s), w->n_in, 0, x,
+                act_type(s), w->n_in, 0, beta, y, CUDA_R_32F, w->n_out, 0, 1, err);
+}
+
+/* The decoder's linear layer on float32 rows: the GEMV up to
+ * SH_GEMV_MAX_ROWS rows, cuBLAS beyond (half operands for half and int8
+ * weights). */
+static int dec_linear(sh_gpu_state *s, const sh_gmat *w, const float *x, int rows, float *y,
+                      const float *bias, int epilogue, char *err) {
+    if (rows <= SH_GEMV_MAX_ROWS) {
+        sh_k_gemv(s->stream, w, x, w->n_in, rows, y, w->n_out, bias, epilogue);
+        return 0;
+    }
+    float beta = epilogue == SH_GEMV_ACCUM ? 1.0f : 0.0f;
+    int r;
+    if (w->kind == SH_GW_F32) {
+        r = gemm(s, 1, 0, w->n_out, rows, w->n_in, 1.0f, w->w, CUDA_R_32F, w->n_in, 0, x,
+                 CUDA_R_32F, w->n_in, 0, beta, y, CUDA_R_32F, w->n_out, 0, 1, err);
+    } else {
+        const void *wh = w->w;
+        if (w->kind == SH_GW_I8) {
+            sh_k_to_half(s->stream, w, s->half_w);
+            wh = s->half_w;
+        }
+        sh_k_f32_to_half(s->stream, x, s->half_x, (long)rows * w->n_in);
+        r = gemm(s, 1, 0, w->n_out, rows, w->n_in, 1.0f, wh, CUDA_R_16F, w->n_in, 0, s->half_x,
+                 CUDA_R_16F, w->n_in, 0, beta, y, CUDA_R_32F, w->n_out, 0, 1, err);
+    }
+    if (r < 0) return r;
+    if (epilogue == SH_GEMV_GELU)
+        sh_k_bias_gelu_add(s->stream, y, bias, NULL, rows, w->n_out);
+    else if (bias)
+        sh_k_add_bias(s->stream, y, bias, rows, w->n_out);
+    return 0;
+}
+
+/* -------------------------------------------------------------- encoder */
+
+/* x = x + attn(ln(x)); x = x + mlp(ln(x)) */
+static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
+    const sh_hparams *hp = &s->g->m->hp;
+    int n = hp->n_audio_ctx, d = hp->n_audio_state, heads = hp->n_audio_head, ah = s->g->act_half;
+    int hd = d / heads;
+    cudaDataType at = act_type(s);
+    size_t a = act_size(s->g);
+    int r;
+    sh_k_layer_norm(s->stream, s->x, n, d, b->attn_ln_w, b->attn_ln_b, s->h, ah);
+    if ((r = linear_act(s, &b->qkv, s->h, n, s->y, 0.0f, err)) < 0) return r;
+    sh_k_bias_act(s->stream, s->y, b->qkv_b, n, 3 * d, 0, s->big, ah);
+    /* scores(h) = q_h k_h^T / sqrt(hd), all heads in one batched GEMM */
+    const char *q = s->big, *k = (const char *)s->big + (size_t)d * a,
+               *v = (const char *)s->big + (size_t)2 * d * a;
+    if ((r = gemm(s, 1, 0, n, n, hd, 1.0f / sqrtf((float)hd), k, at, 3 * d, hd, q, at, 3 * d, hd,
+                  0.0f, s->scores, CUDA_R_32F, n, (long long)n * n, heads, err)) < 0)
+        return r;
+    sh_k_softmax_rows(s->stream, s->scores, heads * n, n, s->probs, ah);
+    /* o_h = p_h v_h, written into its hd columns of o */
+    if ((r = gemm(s, 0, 0, hd, n, n, 1.0f, v, at, 3 * d, hd, s->probs, at, n, (long long)n * n,
+                  0.0f, s->o, at, d, hd, heads, err)) < 0)
+        return r;
+    if ((r = linear_act(s, &b->o, s->o, n, s->x, 1.0f, err)) < 0) return r;
+    sh_k_add_bias(s->stream, s->x, b->o_b, n, d);
+    sh_k_layer_norm(s->stream, s->x, n, d, b->mlp_ln_w, b->mlp_ln_b, s->h, ah);
+    if ((r = linear_act(s, &b->fc1, s->h, n, s->y, 0.0f, err)) < 0) return r;
+    sh_k_bias_act(s->stream, s->y, b->fc1_b, n, 4 * d, 1, s->big, ah);
+    if ((r = linear_act(s, &b->fc2, s->big, n, s->x, 1.0f, err)) < 0) return r;
+    sh_k_add_bias(s->stream, s->x, b->fc2_b, n, d);
+    return 0;
+}
+
+static int encode(sh_gpu_state *s, const float *mel, char *err) {
+    const sh_gpu_model *g = s->g;
+    const sh_hparams *hp = &g->m->hp;
+    int n = hp->n_audio_ctx, d = hp->n_audio_state, n_in = 2 * n, ah = g->act_half, r;
+    size_t a = act_size(g);
+    CU(cudaSetDevice(g->device), "selecting the CUDA device");
+    CU(cudaMemcpyAsync(s->mel, mel, (size_t)hp->n_mels * 3000 * 4, cudaMemcpyHostToDevice,
+                       s->stream), "copying the mel window");
+    /* x = gelu(conv1(mel)); x = gelu(conv2(x)) + positional_embedding */
+    sh_k_im2col(s->stream, s->mel, 1, hp->n_mels, n_in, n_in, 1, s->col, ah);
+    if ((r = linear_act(s, &g->conv1, s->col, n_in, s->conv, 0.0f, err)) < 0) return r;
+    sh_k_bias_gelu_add(s->stream, s->conv, g->conv1_b, NULL, n_in, d);
+    sh_k_im2col(s->stream, s->conv, 0, d, n_in, n, 2, s->col, ah);
+    if ((r = linear_act(s, &g->conv2, s->col, n, s->x, 0.0f, err)) < 0) return r;
+    sh_k_bias_gelu_add(s->stream, s->x, g->conv2_b, g->enc_pos, n, d);
+    for (int l = 0; l < hp->n_audio_layer; l++)
+        if ((r = encoder_block(s, &g->enc[l], err)) < 0) return r;
+    /* x = ln_post(x); then every decoder layer's cross keys and values */
+    sh_k_layer_norm(s->stream, s->x, n, d, g->enc_ln_w, g->enc_ln_b, s->h, ah);
+    size_t layer = (size_t)n * hp->n_text_state * a;
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        const gblock *b = &g->dec[l];
+        if ((r = linear_act(s, &b->ck, s->h, n, s->y, 0.0f, err)) < 0) return r;
+        sh_k_bias_act(s->stream, s->y, NULL, n, hp->n_text_state, 0, (char *)s->cross_k + l * layer, ah);
+        if ((r = linear_act(s, &b->cv, s->h, n, s->y, 0.0f, err)) < 0) return r;
+        sh_k_bias_act(s->stream, s->y, b->cv_b, n, hp->n_text_state, 0, (char *)s->cross_v + l * layer, ah);
+    }
+    CU(cudaGetLastError(), "running the encoder");
+    /* errors of the encoder's kernels belong to this call */
+    CU(cudaStreamSynchronize(s->stream), "running the encoder");
+    return 0;
+}
+
+/* -------------------------------------------------------------- decoder */
+
+static int reserve(sh_gpu_state *s, int n_beams, char *err) {
+    if (n_beams < 1 || n_beams > MAX_BEAMS) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad beam count");
+    if (n_beams <= s->n_beams) return 0;
+    const sh_hparams *hp = &s->g->m->hp;
+    size_t bytes = (size_t)hp->n_text_layer * n_beams * hp->n_text_ctx * hp->n_text_state *
+                   act_size(s->g);
+    CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
+    CU(cudaStreamSynchronize(s->stream), "waiting for the GPU");
+    void *k = NULL, *v = NULL, *t = NULL;
+    cudaError_t e = cudaMalloc(&k, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&v, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&t, bytes);
+    if (e != cudaSuccess) {
+        cudaFree(k), cudaFree(v), cudaFree(t);
+        return cuda_fail(err, e, "allocating the KV caches");
+    }
+    cudaFree(s->self_k), cudaFree(s->self_v), cudaFree(s->self_tmp);
+    s->self_k = k, s->self_v = v, s->self_tmp = t;
+    s->n_beams = n_beams;
+    drop_graphs(s);   /* they hold the old cache addresses */
+    return 0;
+}
+
+/* The decoder's layers over rows already embedded in dx, enqueued. */
+static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
+    const sh_gpu_model *g = s->g;
+    const sh_hparams *hp = &g->m->hp;
+    int d = hp->n_text_state, heads = hp->n_text_head, ctx = hp->n_text_ctx, ah = g->act_half, r;
+    size_t layer = (size_t)s->n_beams * ctx * d * act_size(g);
+    size_t cross = (size_t)hp->n_audio_ctx * d * act_size(g);
+    const int *pos0 = s->io + IO_POS;
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        const gblock *b = &g->dec[l];
+        char *kc = (char *)s->self_k + l * layer, *vc = (char *)s->self_v + l * layer;
+        /* x = x + attn(ln(x)), causal over this beam's cache */
+        sh_k_layer_norm(s->stream, s->dx, rows, d, b->attn_ln_w, b->attn_ln_b, s->dh, 0);
+        if ((r = dec_linear(s, &b->qkv, s->dh, rows, s->dqkv, b->qkv_b, SH_GEMV_STORE, err)) < 0)
+            return r;
+        sh_k_kv_store(s->stream, s->dqkv, rows, n_tokens, d, pos0, ctx, kc, vc, ah);
+        sh_k_attention(s->stream, s->dqkv, 3 * d, kc, vc, d, heads, rows, 1, n_tokens, pos0, ctx,
+                       (long)ctx * d, ah, s->partial, s->da);
+        if ((r = dec_linear(s, &b->o, s->da, rows, s->dx, b->o_b, SH_GEMV_ACCUM, err)) < 0) return r;
+        /* x = x + cross_attn(ln(x), encoder output) */
+        sh_k_layer_norm(s->stream, s->dx, rows, d, b->cross_ln_w, b->cross_ln_b, s->dh, 0);
+        if ((r = dec_linear(s, &b->cq, s->dh, rows, s->dq, b->cq_b, SH_GEMV_STORE, err)) < 0)
+            return r;
+        sh_k_attention(s->stream, s->dq, d, (char *)s->cross_k + l * cross,
+                       (char *)s->cross_v + l * cross, d, heads, rows, 0, n_tokens, pos0,
+                       hp->n_audio_ctx, 0, ah, s->partial, s->da);
+        if ((r = dec_linear(s, &b->co, s->da, rows, s->dx, b->co_b, SH_GEMV_ACCUM, err)) < 0)
+            return r;
+        /* x = x + mlp(ln(x)) */
+        sh_k_layer_norm(s->stream, s->dx, rows, d, b->mlp_ln_w, b->mlp_ln_b, s->dh, 0);
+        if ((r = dec_linear(s, &b->fc1, s->dh, rows, s->dm, b->fc1_b, SH_GEMV_GELU, err)) < 0)
+            return r;
+        if ((r = dec_linear(s, &b->fc2, s->dm, rows, s->dx, b->fc2_b, SH_GEMV_ACCUM, err)) < 0)
+            return r;
+    }
+    /* x = ln(x) */
+    sh_k_layer_norm(s->stream, s->dx, rows, d, g->dec_ln_w, g->dec_ln_b, s->dx, 0);
+    return 0;
+}
+
+static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
+    const sh_gpu_model *g = s->g;
+    sh_k_embed(s->stream, &g->tok_emb, g->dec_pos, s->io + IO_TOKENS, s->io + IO_POS, rows,
+               n_tokens, s->dx);
+    return decoder_layers(s, rows, n_tokens, err);
+}
+
+/* One-token steps of up to SH_GEMV_MAX_ROWS rows replay a captured graph:
+ * the steps differ only in the tokens and position, which live in io. */
+static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
+    if (!s->step[rows]) {
+        cudaGraph_t graph;
+        CU(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "capturing a graph");
+        int r = enqueue_step(s, rows, 1, err);
+        cudaError_t e = cudaStreamEndCapture(s->stream, &graph);
+        if (r < 0) return r;
+        if (e != cudaSuccess) return cuda_fail(err, e, "capturing the decoder step");
+        e = cudaGraphInstantiate(&s->step[rows], graph, 0);
+        cudaGraphDestroy(graph);
+        if (e != cudaSuccess) {
+            s->step[rows] = NULL;
+            return cuda_fail(err, e, "instantiating the decoder step");
+        }
+    }
+    CU(cudaGraphLaunch(s->step[rows], s->stream), "launching the decoder step");
+    return 0;
+}
+
+static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens, int pos0,
+                   char *err) {
+    const sh_hparams *hp = &s->g->m->hp;
+    int rows = n_beams * n_tokens;
+    if (n_beams < 1 || n_beams > s->n_beams || n_tokens < 1 || rows > s->max_rows || rows > 512 ||
+        pos0 < 0 || pos0 + n_tokens > hp->n_text_ctx)
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad decoder step");
+    for (int r = 0; r < rows; r++)
+        if (tokens[r] < 0 || tokens[r] >= hp->n_vocab)
+            return fail(err, SHRUTI_ERR_INVALID_ARG, "token %d out of range", tokens[r]);
+    if (s->fail_at && ++s->n_forward == s->fail_at)
+        return fail(err, SHRUTI_ERR_DEVICE, "injected fault: a failed kernel");
+    CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
+    /* the previous step's copy of io must be done before io is rewritten */
+    CU(cudaStreamSynchronize(s->stream), "running the decoder");
+    s->host_io[IO_POS] = pos0;
+    memcpy(s->host_io + IO_TOKENS, tokens, (size_t)rows * sizeof(int));
+    CU(cudaMemcpyAsync(s->io, s->host_io, (size_t)(IO_TOKENS + rows) * sizeof(int),
+                       cudaMemcpyHostToDevice, s->stream), "copying tokens");
+    int r = n_tokens == 1 && rows <= SH_GEMV_MAX_ROWS ? run_step_graph(s, rows, err)
+                                                     : enqueue_step(s, rows, n_tokens, err);
+    if (r < 0) return r;
+    CU(cudaGetLastError(), "running the decoder");
+    return 0;
+}
+
+static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) {
+    const sh_gpu_model *g = s->g;
+    int n_vocab = g->m->hp.n_vocab, d = g->m->hp.n_text_state;
+    if (row0 < 0 || n_rows < 1 || row0 + n_rows > s->max_rows)
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad logit rows");
+    CU(cudaSetDevice(g->device), "selecting the CUDA device");
+    /* logits = x @ token_embedding^T, at most SH_GEMV_MAX_ROWS rows a pass */
+    for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
+        int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
+        sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)(row0 + r0) * d, d, n, s->logits,
+                  n_vocab, NULL, SH_GEMV_STORE);
+        size_t bytes = (size_t)n * n_vocab * sizeof(float);
+        CU(cudaMemcpyAsync(s->host_logits, s->logits, bytes, cudaMemcpyDeviceToHost, s->stream),
+           "copying logits");
+        CU(cudaStreamSynchronize(s->stream), "computing logits");
+        memcpy(out + (size_t)r0 * n_vocab, s->host_logits, bytes);
+    }
+    return 0;
+}
+
+static int move_caches(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err) {
+    const sh_hparams *hp = &s->g->m->hp;
+    if (n_beams < 1 || n_beams > s->n_beams || n_pos < 0 || n_pos > hp->n_text_ctx)
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad cache move");
+    if (n_pos == 0) return 0;
+    CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
+    void *caches[2] = {s->self_k, s->self_v};
+    if (src) {
+        CU(cudaStreamSynchronize(s->stream), "running the decoder");
+        memcpy(s->host_io + IO_SRC, src, (size_t)n_beams * sizeof(int));
+        CU(cudaMemcpyAsync(s->io + IO_SRC, s->host_io + IO_SRC, (size_t)n_beams * sizeof(int),
+                           cudaMemcpyHostToDevice, s->stream), "copying beam sources");
+    }
+    for (int c = 0; c < 2; c++) {
+        if (src)
+            sh_k_reorder(s->stream, caches[c], s->self_tmp, s->io + IO_SRC, hp->n_text_layer,
+                         n_beams, s->n_beams, hp->n_text_ctx, hp->n_text_state, n_pos,
+                         s->g->act_half);
+        else
+            sh_k_broadcast(s->stream, caches[c], hp->n_text_layer, n_beams, s->n_beams,
+                           hp->n_text_ctx, hp->n_text_state, n_pos, s->g->act_half);
+    }
+    CU(cudaGetLastError(), "moving the KV caches");
+    return 0;
+}
+
+static int reorder(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err) {
+    int identity = 1;
+    for (int b = 0; b < n_beams; b++) identity &= src[b] == b;
+    return identity ? 0 : move_caches(s, src, n_beams, n_pos, err);
+}
+
+static int broadcast(sh_gpu_state *s, int n_beams, int n_pos, char *err) {
+    return n_beams < 2 ? 0 : move_caches(s, NULL, n_beams, n_pos, err);
+}
+
+/* ------------------------------------------------------ devices, probe */
+
+static int list_devices(sh_gpu_device *out, int max, char *versions, size_t size, char *err) {
+    int rt = 0, drv = 0, n = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);
+    if (versions)
+        snprintf(versions, size, "CUDA runtime %d.%d, driver supports %d.%d", rt / 1000,
+                 rt % 1000 / 10, drv / 1000, drv % 1000 / 10);
+    CU(cudaGetDeviceCount(&n), "counting CUDA devices");
+    for (int i = 0; i < n && i < max; i++) {
+        struct cudaDeviceProp p;
+        CU(cudaGetDeviceProperties(&p, i), "reading device properties");
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].index = i;
+        snprintf(out[i].name, sizeof out[i].name, "%.127s", p.name);
+        out[i].cc_major = p.major, out[i].cc_minor = p.minor;
+        out[i].total_bytes = p.totalGlobalMem;
+        size_t fr = 0, tot = 0;
+        if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+            out[i].free_bytes = fr;
+    }
+    return n;
+}
+
+static int probe(int device, char *err) {
+    int n = 0;
+    CU(cudaGetDeviceCount(&n), "counting CUDA devices");
+    if (device < 0 || device >= n)
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "CUDA device %d does not exist (%d seen)", device, n);
+    CU(cudaSetDevice(device), "selecting the CUDA device");
+    int *d_out = NULL, host[256];
+    CU(cudaMalloc((void **)&d_out, sizeof host), "allocating on the GPU");
+    sh_k_probe(0, d_out, 256);
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaMemcpy(host, d_out, sizeof host, cudaMemcpyDeviceToHost);
+    cudaFree(d_out);
+    if (e != cudaSuccess) return cuda_fail(err, e, "launching a test kernel");
+    for (int i = 0; i < 256; i++)
+        if (host[i] != i * 3 + 1) return fail(err, SHRUTI_ERR_DEVICE, "the test kernel computed wrong values");
+    /* C = A B for 16x16 A = 2 I: C must be 2 B */
+    cublasHandle_t h;
+    cublasStatus_t bs = cublasCreate(&h);
+    if (bs != CUBLAS_STATUS_SUCCESS) return blas_fail(err, bs, "creating a cuBLAS handle");
+    float a[256] = {0}, b[256], c[256];
+    for (int i = 0; i < 256; i++) b[i] = (float)(i % 7), a[i] = i % 17 == 0 ? 2.0f : 0.0f;
+    float *da = NULL, *db = NULL, *dc = NULL, one = 1.0f, zero = 0.0f;
+    e = cudaMalloc((void **)&da, sizeof a);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&db, sizeof b);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&dc, sizeof c);
+    if (e == cudaSuccess) e = cudaMemcpy(da, a, sizeof a, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(db, b, sizeof b, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess)
+        bs = cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 16, 16, 16, &one, da, 16, db, 16, &zero, dc, 16);
+    if (e == cudaSuccess && bs == CUBLAS_STATUS_SUCCESS)
+        e = cudaMemcpy(c, dc, sizeof c, cudaMemcpyDeviceToHost);
+    cudaFree(da), cudaFree(db), cudaFree(dc);
+    cublasDestroy(h);
+    if (e != cudaSuccess) return cuda_fail(err, e, "running a test GEMM");
+    if (bs != CUBLAS_STATUS_SUCCESS) return blas_fail(err, bs, "running a test GEMM");
+    for (int i = 0; i < 256; i++)
+        if (c[i] != 2.0f * b[i]) return fail(err, SHRUTI_ERR_DEVICE, "the test GEMM computed wrong values");
+    return 0;
+}
+
+/* ------------------------------------------------------------ the table */
+
+static const sh_gpu_api api = {
+    .abi_version = SH_GPU_ABI_VERSION,
+    .name = "cuda",
+    .list_devices = list_devices,
+    .probe = probe,
+    .model_bytes = model_bytes,
+    .state_bytes = state_bytes,
+    .model_upload = model_upload,
+    .model_free = model_free,
+    .state_new = state_new,
+    .state_free = state_free,
+    .encode = encode,
+    .reserve = reserve,
+    .forward = forward,
+    .logits = logits,
+    .reorder = reorder,
+    .broadcast = broadcast,
+};
+
+__attribute__((visibility("default"))) const sh_gpu_api *shruti_gpu_backend_v1(void) { return &api; }

@@ -1,0 +1,517 @@
+/* kernels.cu - the CUDA kernels of the Whisper forward pass: the decoder's
+ * memory-bound GEMV (float32, half or int8 weights, every weight read once
+ * for all rows), split-key decoder attention over the caches, layer norm,
+ * softmax, GELU epilogues, im2col for the conv stem, embeddings and cache
+ * moves. The encoder's and the prompt's GEMMs are cuBLAS (cuda_backend.c). */
+#include <cuda_fp16.h>
+#include <math.h>
+
+#include <type_traits>
+
+#include "cuda/kernels.h"
+
+#define WARP 32
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over a block of at most 1024 threads; every thread gets it. */
+static __device__ float block_sum(float v, float *shared32) {
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, n_warps = (blockDim.x + WARP - 1) / WARP;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float t = lane < n_warps ? shared32[lane] : 0.0f;
+    return warp_sum(t);
+}
+
+static __device__ float block_max(float v, float *shared32) {
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, n_warps = (blockDim.x + WARP - 1) / WARP;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float t = lane < n_warps ? shared32[lane] : -INFINITY;
+    return warp_max(t);
+}
+
+/* Whisper's GELU, the exact erf form. */
+static __device__ __forceinline__ float gelu(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+static __device__ __forceinline__ void store_act(void *out, long i, float v, int act_half) {
+    if (act_half)
+        ((__half *)out)[i] = __float2half_rn(v);
+    else
+        ((float *)out)[i] = v;
+}
+
+static unsigned blocks_for(long n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+/* ------------------------------------------------------------------ GEMV */
+
+/* Eight weights of row o starting at column c, widened to float. */
+template <int KIND>
+static __device__ __forceinline__ void load8(const void *w, const __half *scales, int n_in, int o,
+                                             int c, float *out) {
+    if (KIND == SH_GW_F32) {
+        const float4 *p = (const float4 *)((const float *)w + (size_t)o * n_in + c);
+        float4 a = __ldg(p), b = __ldg(p + 1);
+        out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+        out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    } else if (KIND == SH_GW_F16) {
+        uint4 raw = __ldg((const uint4 *)((const __half *)w + (size_t)o * n_in + c));
+        const __half2 *h = (const __half2 *)&raw;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __half22float2(h[i]);
+            out[2 * i] = f.x, out[2 * i + 1] = f.y;
+        }
+    } else {
+        uint2 raw = __ldg((const uint2 *)((const int8_t *)w + (size_t)o * n_in + c));
+        const int8_t *q = (const int8_t *)&raw;
+        float sc = __half2float(scales[(size_t)o * (n_in / 32) + c / 32]);
+#pragma unroll
+        for (int i = 0; i < 8; i++) out[i] = (float)q[i] * sc;
+    }
+}
+
+/* One warp per output row; lanes take 8 columns at a time; each weight is
+ * read once and used for all R rows of x. */
+template <int KIND, int R>
+__global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in, const float *x,
+                       int ldx, float *y, int ldy, const float *bias, int epilogue) {
+    int lane = threadIdx.x % WARP;
+    int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    if (o >= n_out) return;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+#pragma unroll 4
+    for (int c = lane * 8; c < n_in; c += WARP * 8) {
+        float wv[8];
+        load8<KIND>(w, scales, n_in, o, c, wv);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float4 *xp = (const float4 *)(x + (size_t)r * ldx + c);
+            float4 a = __ldg(xp), b = __ldg(xp + 1);
+            acc[r] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x +
+                      wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
+    if (lane < R) {
+        float v = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (r == lane) v = acc[r];
+        if (bias) v += bias[o];
+        float *dst = y + (size_t)lane * ldy + o;
+        if (epilogue == SH_GEMV_ACCUM)
+            *dst += v;
+        else
+            *dst = epilogue == SH_GEMV_GELU ? gelu(v) : v;
+    }
+}
+
+template <int KIND>
+static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
+                      float *y, int ldy, const float *bias, int epilogue) {
+    const int threads = 128, per_block = threads / WARP;
+    unsigned grid = blocks_for(w->n_out, per_block);
+    const __half *sc = (const __half *)w->scales;
+#define SH_GEMV_CASE(R)                                                                        \
+    case R:                                                                                    \
+        k_gemv<KIND, R><<<grid, threads, 0, s>>>(w->w, sc, w->n_out, w->n_in, x, ldx, y, ldy, \
+                                                 bias, epilogue);                              \
+        break;
+    switch (rows) {
+        SH_GEMV_CASE(1)
+        SH_GEMV_CASE(2)
+        SH_GEMV_CASE(3)
+        SH_GEMV_CASE(4)
+        SH_GEMV_CASE(5)
+        SH_GEMV_CASE(6)
+        SH_GEMV_CASE(7)
+        SH_GEMV_CASE(8)
+    }
+#undef SH_GEMV_CASE
+}
+
+extern "C" void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
+                          float *y, int ldy, const float *bias, int epilogue) {
+    if (w->kind == SH_GW_F32)
+        gemv_rows<SH_GW_F32>(s, w, x, ldx, rows, y, ldy, bias, epilogue);
+    else if (w->kind == SH_GW_F16)
+        gemv_rows<SH_GW_F16>(s, w, x, ldx, rows, y, ldy, bias, epilogue);
+    else
+        gemv_rows<SH_GW_I8>(s, w, x, ldx, rows, y, ldy, bias, epilogue);
+}
+
+/* ------------------------------------------------------------ conversions */
+
+__global__ void k_to_half(const void *w, const __half *scales, int kind, int n_in, long n,
+                          __half *out) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v;
+    if (kind == SH_GW_F32) {
+        v = ((const float *)w)[i];
+    } else if (kind == SH_GW_F16) {
+        out[i] = ((const __half *)w)[i];
+        return;
+    } else {
+        long o = i / n_in, c = i % n_in;
+        v = (float)((const int8_t *)w)[i] * __half2float(scales[o * (n_in / 32) + c / 32]);
+    }
+    out[i] = __float2half_rn(v);
+}
+
+extern "C" void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out) {
+    long n = (long)w->n_out * w->n_in;
+    k_to_half<<<blocks_for(n, 256), 256, 0, s>>>(w->w, (const __half *)w->scales, w->kind,
+                                                   w->n_in, n, (__half *)out);
+}
+
+__global__ void k_f32_to_half(const float *x, __half *out, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = __float2half_rn(x[i]);
+}
+
+extern "C" void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n) {
+    k_f32_to_half<<<blocks_for(n, 256), 256, 0, s>>>(x, (__half *)out, n);
+}
+
+/* ------------------------------------------------------------ elementwise */
+
+__global__ void k_im2col(const float *in, int channel_major, int n_ch, int in_len, int out_len,
+                         int stride, void *col, int act_half) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    long n = (long)out_len * n_ch * 3;
+    if (i >= n) return;
+    int t = (int)(i / (n_ch * 3)), rest = (int)(i % (n_ch * 3));
+    int c = rest / 3, k = rest % 3;
+    int src = t * stride + k - 1;
+    float v = 0.0f;
+    if (src >= 0 && src < in_len)
+        v = channel_major ? in[(size_t)c * in_len + src] : in[(size_t)src * n_ch + c];
+    store_act(col, i, v, act_half);
+}
+
+extern "C" void sh_k_im2col(cudaStream_t s, const float *in, int channel_major, int n_ch,
+                            int in_len, int out_len, int stride, void *col, int act_half) {
+    long n = (long)out_len * n_ch * 3;
+    k_im2col<<<blocks_for(n, 256), 256, 0, s>>>(in, channel_major, n_ch, in_len, out_len, stride,
+                                                 col, act_half);
+}
+
+__global__ void k_bias_gelu_add(float *y, const float *b, const float *add, int n, long total) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    float v = gelu(y[i] + b[i % n]);
+    if (add) v += add[i];
+    y[i] = v;
+}
+
+extern "C" void sh_k_bias_gelu_add(cudaStream_t s, float *y, const float *b, const float *add,
+                                   int rows, int n) {
+    long total = (long)rows * n;
+    k_bias_gelu_add<<<blocks_for(total, 256), 256, 0, s>>>(y, b, add, n, total);
+}
+
+__global__ void k_add_bias(float *y, const float *b, int n, long total) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) y[i] += b[i % n];
+}
+
+extern "C" void sh_k_add_bias(cudaStream_t s, float *y, const float *b, int rows, int n) {
+    long total = (long)rows * n;
+    k_add_bias<<<blocks_for(total, 256), 256, 0, s>>>(y, b, n, total);
+}
+
+__global__ void k_bias_act(const float *y, const float *b, int n, long total, int do_gelu,
+                           void *out, int act_half) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    float v = y[i] + (b ? b[i % n] : 0.0f);
+    store_act(out, i, do_gelu ? gelu(v) : v, act_half);
+}
+
+extern "C" void sh_k_bias_act(cudaStream_t s, const float *y, const float *b, int rows, int n,
+                              int do_gelu, void *out, int act_half) {
+    long total = (long)rows * n;
+    k_bias_act<<<blocks_for(total, 256), 256, 0, s>>>(y, b, n, total, do_gelu, out, act_half);
+}
+
+/* One block per row; two passes over the row (mean, then variance). */
+__global__ void k_layer_norm(const float *x, int n, const float *g, const float *b, void *out,
+                             int act_half) {
+    __shared__ float red[32];
+    const float *row = x + (size_t)blockIdx.x * n;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += row[i];
+    float mean = block_sum(s, red) / n;
+    float v = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float t = row[i] - mean;
+        v += t * t;
+    }
+    float inv = rsqrtf(block_sum(v, red) / n + 1e-5f);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        store_act(out, (size_t)blockIdx.x * n + i, (row[i] - mean) * inv * g[i] + b[i], act_half);
+}
+
+extern "C" void sh_k_layer_norm(cudaStream_t s, const float *x, int rows, int n, const float *g,
+                                const float *b, void *out, int act_half) {
+    k_layer_norm<<<rows, 256, 0, s>>>(x, n, g, b, out, act_half);
+}
+
+__global__ void k_softmax_rows(const float *x, int n, void *out, int act_half) {
+    __shared__ float red[32];
+    const float *row = x + (size_t)blockIdx.x * n;
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, row[i]);
+    m = block_max(m, red);
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += __expf(row[i] - m);
+    float inv = 1.0f / block_sum(s, red);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        store_act(out, (size_t)blockIdx.x * n + i, __expf(row[i] - m) * inv, act_half);
+}
+
+extern "C" void sh_k_softmax_rows(cudaStream_t s, const float *x, int rows, int n, void *out,
+                                  int act_half) {
+    k_softmax_rows<<<rows, 256, 0, s>>>(x, n, out, act_half);
+}
+
+/* --------------------------------------------------------------- decoder */
+
+__global__ void k_embed(const void *w, const __half *scales, int kind, const float *pos_emb,
+                        const int *tokens, const int *pos0, int n_tokens, int d, float *x) {
+    int r = blockIdx.x, tok = tokens[r], pos = *pos0 + r % n_tokens;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        size_t at = (size_t)tok * d + i;
+        float e;
+        if (kind == SH_GW_F32)
+            e = ((const float *)w)[at];
+        else if (kind == SH_GW_F16)
+            e = __half2float(((const __half *)w)[at]);
+        else
+            e = (float)((const int8_t *)w)[at] * __half2float(scales[at / 32]);
+        x[(size_t)r * d + i] = e + pos_emb[(size_t)pos * d + i];
+    }
+}
+
+extern "C" void sh_k_embed(cudaStream_t s, const sh_gmat *e, const float *pos_emb,
+                           const int *tokens, const int *pos0, int rows, int n_tokens, float *x) {
+    k_embed<<<rows, 256, 0, s>>>(e->w, (const __half *)e->scales, e->kind, pos_emb, tokens, pos0,
+                                 n_tokens, e->n_in, x);
+}
+
+__global__ void k_kv_store(const float *qkv, int n_tokens, int d, const int *pos0, int n_ctx,
+                           void *kc, void *vc, int act_half) {
+    int r = blockIdx.x, b = r / n_tokens, pos = *pos0 + r % n_tokens;
+    const float *row = qkv + (size_t)r * 3 * d;
+    size_t at = ((size_t)b * n_ctx + pos) * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        store_act(kc, at + i, row[d + i], act_half);
+        store_act(vc, at + i, row[2 * d + i], act_half);
+    }
+}
+
+extern "C" void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_tokens, int d,
+                              const int *pos0, int n_ctx, void *k_cache, void *v_cache,
+                              int act_half) {
+    k_kv_store<<<rows, 256, 0, s>>>(qkv, n_tokens, d, pos0, n_ctx, k_cache, v_cache, act_half);
+}
+
+/* Attention: block (split, head, row) scores ATT_CHUNK keys, one per
+ * thread, and leaves its max, its sum of exponentials and its weighted
+ * values in partial (hd + 2 floats); k_attention_combine merges the
+ * splits. Head width hd: a multiple of 8 dividing ATT_CHUNK. */
+#define ATT_CHUNK 128
+
+/* A block's keys and values go through shared memory with 16-byte
+ * loads, all issued before the first use: the kernel is latency bound
+ * otherwise. Head width HD is a template constant so the loops unroll. */
+template <int HD, int HALF>
+__global__ void k_attention_split(const float *q, int ldq, const void *k, const void *v, int d,
+                                  int causal, int n_tokens, const int *pos0, int n_kv,
+                                  long beam_stride, float *partial, int n_split) {
+    typedef typename std::conditional<HALF, __half, float>::type T;
+    const int PER16 = 16 / sizeof(T);            /* elements per 16-byte word */
+    const int WORDS = HD / PER16;                /* words per key row */
+    __shared__ float qs[HD];
+    __shared__ float p[ATT_CHUNK];
+    __shared__ float red[32];
+    __shared__ float acc[ATT_CHUNK];
+    __shared__ uint4 vs[ATT_CHUNK * WORDS];
+    int split = blockIdx.x, h = blockIdx.y, r = blockIdx.z, t = threadIdx.x, part = HD + 2;
+    int n_keys = causal ? *pos0 + r % n_tokens + 1 : n_kv;
+    long base = causal ? (long)(r / n_tokens) * beam_stride : 0;
+    int j0 = split * ATT_CHUNK;
+    float *out = partial + (((size_t)r * gridDim.y + h) * n_split + split) * part;
+    if (j0 >= n_keys) {   /* past the keys of this row: an empty split */
+        if (t == 0) out[HD] = -INFINITY, out[HD + 1] = 0.0f;
+        if (t < HD) out[t] = 0.0f;
+        return;
+    }
+    int n_here = min(ATT_CHUNK, n_keys - j0);
+    /* values of this chunk into shared memory, coalesced */
+    const T *vb = (const T *)v + base + (size_t)j0 * d + h * HD;
+    for (int w = t; w < n_here * WORDS; w += ATT_CHUNK)
+        vs[w] = *(const uint4 *)(vb + (size_t)(w / WORDS) * d + (w % WORDS) * PER16);
+    if (t < HD) qs[t] = q[(size_t)r * ldq + h * HD + t] * rsqrtf((float)HD);
+    /* this thread's key: every word loaded before any is used */
+    float score = -INFINITY;
+    uint4 kw[WORDS];
+    int j = j0 + t;
+    if (j < n_keys) {
+        const uint4 *kp = (const uint4 *)((const T *)k + base + (size_t)j * d + h * HD);
+#pragma unroll
+        for (int c = 0; c < WORDS; c++) kw[c] = kp[c];
+    }
+    __syncthreads();
+    if (j < n_keys) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int c = 0; c < WORDS; c++) {
+            const T *e = (const T *)&kw[c];
+#pragma unroll
+            for (int i = 0; i < PER16; i++) sum += (float)e[i] * qs[c * PER16 + i];
+        }
+        score = sum;
+    }
+    float m = block_max(score, red);
+    float e = j < n_keys ? __expf(score - m) : 0.0f;
+    p[t] = e;
+    float l = block_sum(e, red);   /* its barriers also publish p and vs */
+    /* weighted values: thread (group, dim) sums every n_groups-th key */
+    const int n_groups = ATT_CHUNK / HD;
+    int dim = t % HD, group = t / HD;
+    const T *vsh = (const T *)vs;
+    float a = 0.0f;
+#pragma unroll 4
+    for (int jj = group; jj < n_here; jj += n_groups) a += p[jj] * (float)vsh[jj * HD + dim];
+    acc[t] = a;
+    __syncthreads();
+    if (t < HD) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int g = 0; g < n_groups; g++) sum += acc[g * HD + t];
+        out[t] = sum;
+    }
+    if (t == 0) out[HD] = m, out[HD + 1] = l;
+}
+
+__global__ void k_attention_combine(const float *partial, int n_split, float *out, int d, int hd) {
+    int h = blockIdx.x, r = blockIdx.y, t = threadIdx.x, part = hd + 2;
+    const float *pp = partial + ((size_t)r * gridDim.x + h) * n_split * part;
+    float m = -INFINITY;
+    for (int s = 0; s < n_split; s++) m = fmaxf(m, pp[s * part + hd]);
+    float l = 0.0f, a = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        float w = pp[s * part + hd + 1] > 0.0f ? __expf(pp[s * part + hd] - m) : 0.0f;
+        l += w * pp[s * part + hd + 1];
+        a += w * pp[s * part + t];
+    }
+    out[(size_t)r * d + h * hd + t] = a / l;
+}
+
+extern "C" long sh_attention_partial_floats(int rows, int n_head, int hd, int max_keys) {
+    long n_split = (max_keys + ATT_CHUNK - 1) / ATT_CHUNK;
+    return (long)rows * n_head * n_split * (hd + 2);
+}
+
+extern "C" void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k,
+                               const void *v, int d, int n_head, int rows, int causal,
+                               int n_tokens, const int *pos0, int n_kv, long beam_stride,
+                               int act_half, float *partial, float *out) {
+    int n_split = (n_kv + ATT_CHUNK - 1) / ATT_CHUNK;   /* n_kv: the most keys any row has */
+    int hd = d / n_head;
+    dim3 grid(n_split, n_head, rows);
+#define SH_ATT_CASE(HD)                                                                        \
+    case HD:                                                                                   \
+        if (act_half)                                                                          \
+            k_attention_split<HD, 1><<<grid, ATT_CHUNK, 0, s>>>(q, ldq, k, v, d, causal,       \
+                                                                n_tokens, pos0, n_kv,          \
+                                                                beam_stride, partial, n_split); \
+        else                                                                                   \
+            k_attention_split<HD, 0><<<grid, ATT_CHUNK, 0, s>>>(q, ldq, k, v, d, causal,       \
+                                                                n_tokens, pos0, n_kv,          \
+                                                                beam_stride, partial, n_split); \
+        break;
+    switch (hd) {
+        SH_ATT_CASE(16)
+        SH_ATT_CASE(32)
+        SH_ATT_CASE(64)
+    }
+#undef SH_ATT_CASE
+    k_attention_combine<<<dim3(n_head, rows), hd, 0, s>>>(partial, n_split, out, d, hd);
+}
+
+/* ----------------------------------------------------------- cache moves */
+
+__global__ void k_gather_beams(const char *from, char *to, const int *src, int n_beams,
+                               int n_cache_beams, size_t beam_bytes, size_t copy_bytes,
+                               int to_src) {
+    /* blockIdx.y = layer * n_beams + beam; 16-byte words */
+    int lb = blockIdx.y, l = lb / n_beams, b = lb % n_beams;
+    size_t layer_bytes = beam_bytes * n_cache_beams;
+    size_t from_off = l * layer_bytes + (size_t)(to_src ? b : src[b]) * beam_bytes;
+    size_t to_off = l * layer_bytes + (size_t)b * beam_bytes;
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 16; i < copy_bytes;
+         i += (size_t)gridDim.x * blockDim.x * 16)
+        *(uint4 *)(to + to_off + i) = *(const uint4 *)(from + from_off + i);
+}
+
+extern "C" void sh_k_reorder(cudaStream_t s, void *cache, void *tmp, const int *src, int n_layer,
+                             int n_beams, int n_cache_beams, int n_ctx, int d, int n_pos,
+                             int act_half) {
+    size_t el = act_half ? 2 : 4;
+    size_t beam_bytes = (size_t)n_ctx * d * el, copy = (size_t)n_pos * d * el;
+    dim3 grid(blocks_for((long)(copy / 16), 256) < 64 ? blocks_for((long)(copy / 16), 256) : 64,
+              n_layer * n_beams);
+    k_gather_beams<<<grid, 256, 0, s>>>((const char *)cache, (char *)tmp, src, n_beams,
+                                        n_cache_beams, beam_bytes, copy, 0);
+    k_gather_beams<<<grid, 256, 0, s>>>((const char *)tmp, (char *)cache, src, n_beams,
+                                        n_cache_beams, beam_bytes, copy, 1);
+}
+
+__global__ void k_broadcast(char *cache, int n_beams, int n_cache_beams, size_t beam_bytes,
+                            size_t copy_bytes) {
+    int lb = blockIdx.y, l = lb / (n_beams - 1), b = 1 + lb % (n_beams - 1);
+    size_t layer = l * beam_bytes * n_cache_beams;
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 16; i < copy_bytes;
+         i += (size_t)gridDim.x * blockDim.x * 16)
+        *(uint4 *)(cache + layer + b * beam_bytes + i) = *(const uint4 *)(cache + layer + i);
+}
+
+extern "C" void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams,
+                               int n_cache_beams, int n_ctx, int d, int n_pos, int act_half) {
+    if (n_beams < 2) return;
+    size_t el = act_half ? 2 : 4;
+    size_t beam_bytes = (size_t)n_ctx * d * el, copy = (size_t)n_pos * d * el;
+    unsigned gx = blocks_for((long)(copy / 16), 256);
+    dim3 grid(gx < 64 ? gx : 64, n_layer * (n_beams - 1));
+    k_broadcast<<<grid, 256, 0, s>>>((char *)cache, n_beams, n_cache_beams, beam_bytes, copy);
+}
+
+__global__ void k_probe(int *out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = i * 3 + 1;
+}
+
+extern "C" void sh_k_probe(cudaStream_t s, int *out, int n) {
+    k_probe<<<blocks_for(n, 128), 128, 0, s>>>(out, n);
+}

@@ -1,0 +1,97 @@
+/* kernels.h - launchers of the CUDA kernels (kernels.cu), callable from C.
+ * Every launcher enqueues on the given stream and returns nothing: errors
+ * surface through cudaGetLastError and the next synchronisation.
+ *
+ * "act" buffers hold the inputs of cuBLAS GEMMs: float32 when act_half is
+ * 0, IEEE half otherwise. Weight kinds for the GEMV: SH_GW_* below. */
+#ifndef SHRUTI_CUDA_KERNELS_H
+#define SHRUTI_CUDA_KERNELS_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { SH_GW_F32 = 0, SH_GW_F16 = 1, SH_GW_I8 = 2 };
+
+/* A weight matrix on the device: (n_out, n_in) row-major; int8 weights
+ * carry one half scale per 32 (n_out, n_in / 32). */
+typedef struct {
+    void *w;
+    uint16_t *scales;
+    int kind, n_out, n_in;
+} sh_gmat;
+
+/* GEMV epilogues: y = Wx + b, y += Wx + b, y = gelu(Wx + b). */
+enum { SH_GEMV_STORE = 0, SH_GEMV_ACCUM = 1, SH_GEMV_GELU = 2 };
+
+#define SH_GEMV_MAX_ROWS 8
+
+/* y (rows, n_out; row stride ldy) from x (rows, n_in; stride ldx) for
+ * rows <= SH_GEMV_MAX_ROWS, each weight read once for all rows. */
+void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows, float *y,
+               int ldy, const float *bias, int epilogue);
+
+/* Widens a matrix to half (for cuBLAS when rows exceed the GEMV's). */
+void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
+void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
+
+/* col (out_len, n_ch * 3) act from in: channel-major (n_ch, in_len) when
+ * channel_major, else time-major (in_len, n_ch); kernel 3, padding 1. */
+void sh_k_im2col(cudaStream_t s, const float *in, int channel_major, int n_ch, int in_len,
+                 int out_len, int stride, void *col, int act_half);
+
+/* y (rows, n) = gelu(y + b) [+ add (rows, n)], float32 in place. */
+void sh_k_bias_gelu_add(cudaStream_t s, float *y, const float *b, const float *add, int rows,
+                        int n);
+/* y (rows, n) += b. */
+void sh_k_add_bias(cudaStream_t s, float *y, const float *b, int rows, int n);
+/* out act (rows, n) = f(y + b), f = gelu when gelu is set; b may be NULL. */
+void sh_k_bias_act(cudaStream_t s, const float *y, const float *b, int rows, int n, int gelu,
+                   void *out, int act_half);
+/* out (rows, n) = layer_norm(x) * g + b; out is act (act_half) or float. */
+void sh_k_layer_norm(cudaStream_t s, const float *x, int rows, int n, const float *g,
+                     const float *b, void *out, int act_half);
+/* out act (rows, n) = softmax of each float row. */
+void sh_k_softmax_rows(cudaStream_t s, const float *x, int rows, int n, void *out, int act_half);
+
+/* Decoder embedding: x[r] = tok_emb[tokens[r]] + pos_emb[*pos0 + r % n_tokens]. */
+void sh_k_embed(cudaStream_t s, const sh_gmat *tok_emb, const float *pos_emb, const int *tokens,
+                const int *pos0, int rows, int n_tokens, float *x);
+
+/* Stores the k and v parts of qkv rows (rows, 3d) into the self caches of
+ * one layer: cache (n_beams, n_ctx, d) act; row r is beam r / n_tokens at
+ * position *pos0 + r % n_tokens. */
+void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_tokens, int d,
+                   const int *pos0, int n_ctx, void *k_cache, void *v_cache, int act_half);
+
+/* Decoder attention, split over key blocks: for row r, head h of width
+ * hd = d / n_head, out[r][h*hd ..] = softmax(q k^T / sqrt(hd)) v over keys
+ * [0, n_keys(r)).
+ * causal: n_keys(r) = *pos0 + r % n_tokens + 1 and the keys of beam
+ * r / n_tokens (cache stride beam_stride elements); else n_keys = n_kv and
+ * keys shared by every row. partial: scratch of sh_attention_partial_floats. */
+void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k, const void *v,
+                    int d, int n_head, int rows, int causal, int n_tokens, const int *pos0,
+                    int n_kv, long beam_stride, int act_half, float *partial, float *out);
+long sh_attention_partial_floats(int rows, int n_head, int hd, int max_keys);
+
+/* caches (n_layer, n_cache_beams, n_ctx, d): beam b < n_beams takes beam
+ * src[b]'s first n_pos positions (src on the device), through tmp of the
+ * same size. */
+void sh_k_reorder(cudaStream_t s, void *cache, void *tmp, const int *src, int n_layer,
+                  int n_beams, int n_cache_beams, int n_ctx, int d, int n_pos, int act_half);
+/* beams 1 .. n_beams-1 take beam 0's first n_pos positions. */
+void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n_cache_beams,
+                    int n_ctx, int d, int n_pos, int act_half);
+
+/* The probe: out[i] = i * 3 + 1 for i < n. */
+void sh_k_probe(cudaStream_t s, int *out, int n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,69 @@
+/* gpu_api.h - the interface between the core library and a GPU backend
+ * module (libshruti_cuda.so), which the core loads with dlopen so that the
+ * shruti binary links nothing GPU-related and runs where no driver is.
+ * Plain C types only: both sides are built from this one header. */
+#ifndef SHRUTI_GPU_API_H
+#define SHRUTI_GPU_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+
+#define SH_GPU_ABI_VERSION 1
+#define SH_GPU_ENTRY "shruti_gpu_backend_v1"
+
+/* How the model computes on the GPU (faster-whisper's compute types). */
+enum {
+    SH_GPU_FLOAT32 = 0,        /* float32 weights and activations, no TF32 */
+    SH_GPU_FLOAT16 = 1,        /* half weights and GEMM inputs, float32 sums */
+    SH_GPU_INT8_FLOAT16 = 2,   /* decoder int8 (per-32 scales), encoder half */
+};
+
+/* Every call returns 0 or a negative shruti status, and on failure writes
+ * a message into err (size SH_GPU_ERR). SHRUTI_ERR_NOMEM means out of GPU
+ * memory; SHRUTI_ERR_DEVICE any other device failure. */
+#define SH_GPU_ERR 256
+
+typedef struct sh_gpu_model sh_gpu_model;   /* weights on one device */
+typedef struct sh_gpu_state sh_gpu_state;   /* one context's run state */
+
+typedef struct {
+    int index;
+    char name[128];
+    int cc_major, cc_minor;
+    uint64_t total_bytes, free_bytes;
+} sh_gpu_device;
+
+/* Widens row i of a matrix (n columns) to float32: the core owns the
+ * weight formats. */
+typedef void (*sh_gpu_row_fn)(sh_mat w, int i, int n, float *out);
+
+typedef struct {
+    int abi_version;
+    const char *name;   /* "cuda" */
+    /* Devices seen and the runtime/driver versions (text). */
+    int (*list_devices)(sh_gpu_device *out, int max, char *versions, size_t size, char *err);
+    /* A real kernel launch and a small cuBLAS GEMM on the device, checked. */
+    int (*probe)(int device, char *err);
+    /* Bytes the model's weights and one context's run state need. */
+    uint64_t (*model_bytes)(const shruti_model *m, int mode);
+    uint64_t (*state_bytes)(const shruti_model *m, int mode);
+    int (*model_upload)(const shruti_model *m, int device, int mode, sh_gpu_row_fn row,
+                        sh_gpu_model **out, char *err);
+    void (*model_free)(sh_gpu_model *g);
+    int (*state_new)(sh_gpu_model *g, sh_gpu_state **out, char *err);
+    void (*state_free)(sh_gpu_state *s);
+    /* The same contract as the CPU's sh_encode / sh_decoder_* (runtime.h). */
+    int (*encode)(sh_gpu_state *s, const float *mel, char *err);
+    int (*reserve)(sh_gpu_state *s, int n_beams, char *err);
+    int (*forward)(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens, int pos0,
+                   char *err);
+    int (*logits)(sh_gpu_state *s, int row0, int n_rows, float *out, char *err);
+    int (*reorder)(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err);
+    int (*broadcast)(sh_gpu_state *s, int n_beams, int n_pos, char *err);
+} sh_gpu_api;
+
+typedef const sh_gpu_api *(*sh_gpu_entry_fn)(void);
+
+#endif

@@ -1,0 +1,251 @@
+/* test_cuda.c - the CUDA backend: device selection and its messages (also
+ * where no GPU is), then on a GPU, for float32, float16 and int8_float16:
+ * teacher-forced logits against the reference, the KV cache step by step,
+ * long-form transcription of longform.wav token for token, two contexts
+ * side by side, and the move to the CPU when the GPU fails (injected with
+ * SHRUTI_CUDA_FAULT) with the transcript unchanged.
+ *
+ * Tolerances on teacher-forced logits (whose values span about +-20):
+ * float32 1e-2 as on the CPU; float16 rounds weights and GEMM inputs to
+ * 11 bits (relative 5e-4), which through 4 layers of sums moves logits by
+ * a few 1e-2 (0.03 seen), so 0.15; int8_float16 adds per-32 int8 weights
+ * (relative 4e-3; 0.9 seen on mini), 1.5. The argmax must agree at every
+ * position for float32 and float16 and at 90% of them for int8_float16. */
+#include "device.h"
+#include "shruti.h"
+#include "test_util.h"
+
+static shruti_model *load(const char *file, const char *compute, const char *device,
+                          shruti_error *err) {
+    shruti_model_params mp = shruti_model_default_params();
+    mp.compute_type = compute;
+    mp.device = device;
+    return shruti_model_load_with_params(t_path("models/%s", file), &mp, err);
+}
+
+/* Selection without a usable GPU: auto says why it chose the CPU, cuda is
+ * an error that says why, a bad name is refused. */
+static void check_selection_without_gpu(const char *why) {
+    shruti_error err;
+    shruti_model *m = load("ggml-mini.bin", "auto", "auto", &err);
+    CHECK(m && strcmp(shruti_model_device(m), "cpu") == 0, "auto without a GPU must be the CPU");
+    if (m) {
+        CHECK(*shruti_model_device_note(m) != '\0', "auto must say why it chose the CPU");
+        printf("auto: %s (%s)\n", shruti_model_device(m), shruti_model_device_note(m));
+    }
+    shruti_model_free(m);
+    m = load("ggml-mini.bin", "auto", "cuda", &err);
+    CHECK(!m && err.code == SHRUTI_ERR_DEVICE && strstr(err.message, "CUDA"),
+          "cuda without a GPU must be a clear error: %s", m ? "loaded" : err.message);
+    printf("cuda: %s\n", err.message);
+    shruti_model_free(m);
+    (void)why;
+}
+
+static void check_bad_names(void) {
+    shruti_error err;
+    shruti_model *m = load("ggml-mini.bin", "auto", "tpu", &err);
+    CHECK(!m && err.code == SHRUTI_ERR_INVALID_ARG, "device 'tpu' must be refused");
+    shruti_model_free(m);
+    m = load("ggml-mini.bin", "auto", "cpu", &err);
+    CHECK(m && strcmp(shruti_model_device(m), "cpu") == 0, "cpu must be the CPU");
+    shruti_model_free(m);
+}
+
+/* Teacher-forced logits and the incremental steps. */
+static void check_logits(const char *name, const char *file, const char *compute, double tol,
+                         double min_argmax) {
+    cJSON *man = t_manifest(name);
+    cJSON *entry = t_model_entry(man, name);
+    shruti_error err;
+    shruti_model *m = load(file, compute, "cuda", &err);
+    CHECK(m != NULL, "%s %s: %s", file, compute, err.message);
+    if (!m) {
+        cJSON_Delete(man);
+        return;
+    }
+    size_t n_mel;
+    float *mel = t_read_f32(cJSON_GetObjectItem(cJSON_GetObjectItem(man, "audio"),
+                                                shruti_model_n_mels(m) == 128 ? "jfk_mel128" : "jfk_mel80"),
+                            &n_mel);
+    sh_run rt;
+    CHECK(sh_run_init(&rt, m, 2) == 0 && rt.gpu, "GPU run state: %s", rt.note);
+    CHECK(sh_encode(&rt, mel) == 0, "encode");
+    cJSON *tf = cJSON_GetObjectItem(entry, "jfk_teacher_forced");
+    int n_tok, n_vocab = shruti_model_n_vocab(m);
+    int *tokens = t_int_array(cJSON_GetObjectItem(tf, "tokens"), &n_tok);
+    size_t n_logits;
+    float *golden = t_read_f32(tf, &n_logits);
+    float *logits = malloc(n_logits * sizeof *logits);
+    CHECK(sh_decoder_forward(&rt, tokens, 1, n_tok, 0) == 0, "forward");
+    CHECK(sh_decoder_logits(&rt, 0, n_tok, logits) == 0, "logits");
+    double diff = t_max_abs_diff(logits, golden, n_logits);
+    int same = 0;
+    for (int i = 0; i < n_tok; i++) {
+        int a = 0, b = 0;
+        for (int v = 1; v < n_vocab; v++) {
+            if (logits[(size_t)i * n_vocab + v] > logits[(size_t)i * n_vocab + a]) a = v;
+            if (golden[(size_t)i * n_vocab + v] > golden[(size_t)i * n_vocab + b]) b = v;
+        }
+        same += a == b;
+    }
+    /* the cache, one token at a time, gives the last row again */
+    for (int i = 0; i < n_tok; i++) CHECK(sh_decoder_forward(&rt, tokens + i, 1, 1, i) == 0, "step");
+    CHECK(sh_decoder_logits(&rt, 0, 1, logits) == 0, "logits");
+    double step = t_max_abs_diff(logits, golden + (size_t)(n_tok - 1) * n_vocab, (size_t)n_vocab);
+    printf("%s %s: logits max diff %.3g (step by step %.3g), argmax %d/%d\n", file, compute, diff,
+           step, same, n_tok);
+    CHECK(diff <= tol && step <= tol, "%s %s: logits diff %g / %g > %g", file, compute, diff, step, tol);
+    CHECK(same >= min_argmax * n_tok, "%s %s: argmax %d/%d", file, compute, same, n_tok);
+    free(logits), free(golden), free(tokens), free(mel);
+    sh_run_free(&rt);
+    shruti_model_free(m);
+    cJSON_Delete(man);
+}
+
+/* longform.wav through shruti_transcribe, segment tokens and times. */
+static int same_segments(shruti_context *ctx, const cJSON *want, const char *what) {
+    const cJSON *ws = cJSON_GetObjectItem(want, "segments");
+    int n = shruti_n_segments(ctx), ok = n == cJSON_GetArraySize(ws);
+    for (int i = 0; ok && i < n; i++) {
+        const shruti_segment *g = shruti_get_segment(ctx, i);
+        const cJSON *w = cJSON_GetArrayItem(ws, i);
+        int nw;
+        int *tw = t_int_array(cJSON_GetObjectItem(w, "tokens"), &nw);
+        ok = t_same_tokens(tw, nw, g->tokens, g->n_tokens) &&
+             fabs(g->start - cJSON_GetObjectItem(w, "start")->valuedouble) < 1e-6 &&
+             fabs(g->end - cJSON_GetObjectItem(w, "end")->valuedouble) < 1e-6;
+        free(tw);
+    }
+    printf("%s: %d segments, %s\n", what, n, ok ? "identical" : "DIFFER");
+    return ok;
+}
+
+static void check_longform(const char *name, const char *file, const char *compute) {
+    cJSON *man = t_manifest(name);
+    const cJSON *lt = cJSON_GetObjectItem(t_model_entry(man, name), "longform_transcribe");
+    size_t n;
+    float *pcm = t_read_wav(t_path("audio/%s", "longform.wav"), &n);
+    shruti_error err;
+    shruti_model *m = load(file, compute, "cuda", &err);
+    shruti_context *ctx = m ? shruti_context_new(m, 2, &err) : NULL;
+    CHECK(ctx && pcm, "%s: %s", file, err.message);
+    for (int th = 0; ctx && pcm && th < 2; th++) {
+        shruti_params p = shruti_default_params();
+        p.language = "en";
+        p.n_temperatures = 1;
+        p.temperatures[0] = 0;
+        if (th == 1) p.compression_ratio_threshold = p.logprob_threshold = p.no_speech_threshold = NAN;
+        CHECK(shruti_transcribe(ctx, pcm, n, &p) == 0, "transcribe: %s", shruti_context_error(ctx));
+        char what[128];
+        snprintf(what, sizeof what, "%s %s longform %s", file, compute, th ? "no_thresholds" : "default");
+        int ok = same_segments(ctx, cJSON_GetObjectItem(lt, th ? "no_thresholds" : "default_thresholds"), what);
+        if (strcmp(compute, "int8_float16") != 0) CHECK(ok, "%s differs", what);
+    }
+    free(pcm);
+    shruti_context_free(ctx);
+    shruti_model_free(m);
+    cJSON_Delete(man);
+}
+
+/* jfk greedy with timestamps on ctx; 1 when the tokens are the reference's. */
+static int jfk_ok(shruti_context *ctx, const cJSON *entry, const float *mel) {
+    shruti_params p = shruti_default_params();
+    p.language = "en";
+    p.n_temperatures = 1;
+    p.temperatures[0] = 0;
+    shruti_decoding d;
+    if (shruti_decode_mel(ctx, mel, &p, &d) != 0) return 0;
+    int nw;
+    int *want = t_int_array(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(entry,
+                            "jfk_decode"), "greedy_timestamps"), "tokens"), &nw);
+    int ok = t_same_tokens(want, nw, d.tokens, d.n_tokens);
+    free(want);
+    return ok;
+}
+
+/* Two contexts on one GPU model, interleaved; then injected faults. */
+static void check_contexts_and_faults(void) {
+    cJSON *man = t_manifest("mini");
+    cJSON *entry = t_model_entry(man, "mini");
+    size_t n_mel;
+    float *mel = t_read_f32(cJSON_GetObjectItem(cJSON_GetObjectItem(man, "audio"), "jfk_mel80"), &n_mel);
+    shruti_error err;
+    shruti_model *m = load("ggml-mini.bin", "float16", "cuda", &err);
+    CHECK(m != NULL, "%s", err.message);
+    if (!m) return;
+    shruti_context *a = shruti_context_new(m, 2, &err), *b = shruti_context_new(m, 2, &err);
+    for (int i = 0; i < 2; i++) {
+        CHECK(jfk_ok(a, entry, mel), "context a, round %d", i);
+        CHECK(jfk_ok(b, entry, mel), "context b, round %d", i);
+    }
+    CHECK(strcmp(shruti_context_device(a), "cuda") == 0, "contexts stay on the GPU");
+    shruti_context_free(a), shruti_context_free(b);
+
+    /* a kernel failing mid-window: the window is redone on the CPU */
+    setenv("SHRUTI_CUDA_FAULT", "forward:5", 1);
+    shruti_context *c = shruti_context_new(m, 2, &err);
+    CHECK(jfk_ok(c, entry, mel), "after a GPU failure the tokens must not change");
+    CHECK(strcmp(shruti_context_device(c), "cpu") == 0 &&
+          strstr(shruti_context_device_note(c), "injected"), "the move to the CPU must be told: %s",
+          shruti_context_device_note(c));
+    printf("fault mid-window: %s, %s\n", shruti_context_device(c), shruti_context_device_note(c));
+    CHECK(jfk_ok(c, entry, mel), "and the next window runs on the CPU");
+    shruti_context_free(c);
+    /* no GPU memory for a context's run state: that context uses the CPU */
+    setenv("SHRUTI_CUDA_FAULT", "state", 1);
+    c = shruti_context_new(m, 2, &err);
+    CHECK(c && strcmp(shruti_context_device(c), "cpu") == 0, "state fault: CPU context");
+    CHECK(c && jfk_ok(c, entry, mel), "state fault: tokens");
+    shruti_context_free(c);
+    shruti_model_free(m);
+    /* no GPU memory for the weights: auto falls back, cuda fails */
+    setenv("SHRUTI_CUDA_FAULT", "upload", 1);
+    m = load("ggml-mini.bin", "float16", "auto", &err);
+    CHECK(m && strcmp(shruti_model_device(m), "cpu") == 0 &&
+          strstr(shruti_model_device_note(m), "out of memory"), "upload fault with auto: %s",
+          m ? shruti_model_device_note(m) : err.message);
+    shruti_model_free(m);
+    m = load("ggml-mini.bin", "float16", "cuda", &err);
+    CHECK(!m && err.code == SHRUTI_ERR_DEVICE, "upload fault with cuda must fail");
+    shruti_model_free(m);
+    unsetenv("SHRUTI_CUDA_FAULT");
+    free(mel);
+    cJSON_Delete(man);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    t_require_testdata();
+    printf("backends: %s\n", shruti_backends());
+    check_bad_names();
+    shruti_device_info devs[8];
+    char versions[128];
+    shruti_error err;
+    int n = shruti_cuda_devices(devs, 8, versions, sizeof versions, &err), usable = 0;
+    if (n < 0) printf("CUDA: %s\n", err.message);
+    for (int i = 0; i < n && i < 8; i++) {
+        printf("device %d: %s, compute %d.%d, %s\n", i, devs[i].name, devs[i].cc_major,
+               devs[i].cc_minor, devs[i].note);
+        usable += devs[i].usable;
+    }
+    if (n >= 0) printf("%s\n", versions);
+    if (!usable) {
+        check_selection_without_gpu(n < 0 ? err.message : "no usable device");
+        if (t_failures) return t_finish("test_cuda");
+        printf("SKIP: no usable CUDA device; the GPU checks need one\n");
+        return SKIP_CODE;
+    }
+    const char *computes[] = {"float32", "float16", "int8_float16"};
+    const double tols[] = {1e-2, 0.15, 1.5}, argmax[] = {1.0, 1.0, 0.9};
+    const char *files[] = {"ggml-mini.bin", "ggml-mini.en.bin", "ggml-mini-v3.bin"};
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < 3; i++) check_logits(T_MODELS[i], files[i], computes[c], tols[c], argmax[c]);
+    struct stat st;
+    if (stat(t_path("models/%s", "ggml-mini-f32.bin"), &st) == 0)
+        check_logits("mini", "ggml-mini-f32.bin", "float32", 1e-2, 1.0);
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < 3; i++) check_longform(T_MODELS[i], files[i], computes[c]);
+    check_contexts_and_faults();
+    return t_finish("test_cuda");
+}
