@@ -327,6 +327,8 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
     if (hd_a * hp->n_audio_head != hp->n_audio_state || hd_t * hp->n_text_head != hp->n_text_state ||
         (hd_t != 16 && hd_t != 32 && hd_t != 64))
         return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels need heads of 16, 32 or 64 columns");
+    if (hp->n_audio_ctx > 2048 || hp->n_text_ctx > 2048 || hp->n_text_state > 2048)
+        return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels take at most 2048 positions and widths");
     if (hp->n_text_state % 32 || hp->n_audio_state % 32)
         return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels need widths divisible by 32");
     if (fault_is("upload")) return fail(err, SHRUTI_ERR_NOMEM, "injected fault: out of memory");
@@ -394,6 +396,7 @@ struct sh_gpu_state {
     int max_rows;
     float *dx, *dh, *dqkv, *dq, *da, *dm;   /* (max_rows, d | 3d | 4d) */
     float *partial;                 /* split attention scratch */
+    int *counters;                  /* (max_rows, n_text_head), zero between kernels */
     uint16_t *half_x, *half_w;      /* GEMM inputs for many rows */
     float *logits;                  /* (SH_GEMV_MAX_ROWS, n_vocab) */
     int *io;                        /* device: pos0, tokens, beam sources */
@@ -424,7 +427,7 @@ static void state_free(sh_gpu_state *s) {
     void *bufs[] = {s->mel,     s->conv,    s->x,      s->y,      s->col,     s->h,
                     s->big,     s->o,       s->scores, s->probs,  s->cross_k, s->cross_v,
                     s->self_k,  s->self_v,  s->self_tmp, s->dx,   s->dh,      s->dqkv,
-                    s->dq,      s->da,      s->dm,     s->partial, s->half_x, s->half_w,
+                    s->dq,      s->da,      s->dm,     s->partial, s->half_x, s->half_w, s->counters,
                     s->logits,  s->io};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
@@ -498,11 +501,14 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     AL(s->da, rows * dt * 4);
     AL(s->dm, rows * 4 * dt * 4);
     AL(s->partial, (size_t)sh_attention_partial_floats((int)rows, hp->n_text_head, hp->n_text_state / hp->n_text_head, hp->n_audio_ctx) * 4);
+    AL(s->counters, rows * hp->n_text_head * sizeof(int));
     AL(s->half_x, rows * 4 * dt * 2);
     AL(s->half_w, 4 * dt * dt * 2);
     AL(s->logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
     AL(s->io, N_IO * sizeof(int));
 #undef AL
+    if (r == 0 && (e = cudaMemset(s->counters, 0, rows * hp->n_text_head * sizeof(int))) != cudaSuccess)
+        r = cuda_fail(err, e, "clearing the GPU run state");
     if (r == 0 && (e = cudaMallocHost((void **)&s->host_io, N_IO * sizeof(int))) != cudaSuccess)
         r = cuda_fail(err, e, "allocating pinned memory");
     if (r == 0 && (e = cudaMallocHost((void **)&s->host_logits,
@@ -676,30 +682,49 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     size_t layer = (size_t)s->n_beams * ctx * d * act_size(g);
     size_t cross = (size_t)hp->n_audio_ctx * d * act_size(g);
     const int *pos0 = s->io + IO_POS;
+    /* one GEMV kernel per linear layer when the rows fit its shared memory:
+     * layer norms and the cache stores ride along */
+    int fused = rows <= SH_GEMV_MAX_ROWS && (size_t)rows * d * sizeof(float) <= 40 * 1024;
     for (int l = 0; l < hp->n_text_layer; l++) {
         const gblock *b = &g->dec[l];
         char *kc = (char *)s->self_k + l * layer, *vc = (char *)s->self_v + l * layer;
         /* x = x + attn(ln(x)), causal over this beam's cache */
-        sh_k_layer_norm(s->stream, s->dx, rows, d, b->attn_ln_w, b->attn_ln_b, s->dh, 0);
-        if ((r = dec_linear(s, &b->qkv, s->dh, rows, s->dqkv, b->qkv_b, SH_GEMV_STORE, err)) < 0)
-            return r;
-        sh_k_kv_store(s->stream, s->dqkv, rows, n_tokens, d, pos0, ctx, kc, vc, ah);
+        if (fused) {
+            sh_kv_target kv = {kc, vc, pos0, n_tokens, ctx, d, ah};
+            sh_k_gemv_ln(s->stream, &b->qkv, s->dx, d, rows, s->dqkv, 3 * d, b->qkv_b,
+                         SH_GEMV_STORE, b->attn_ln_w, b->attn_ln_b, &kv);
+        } else {
+            sh_k_layer_norm(s->stream, s->dx, rows, d, b->attn_ln_w, b->attn_ln_b, s->dh, 0);
+            if ((r = dec_linear(s, &b->qkv, s->dh, rows, s->dqkv, b->qkv_b, SH_GEMV_STORE, err)) < 0)
+                return r;
+            sh_k_kv_store(s->stream, s->dqkv, rows, n_tokens, d, pos0, ctx, kc, vc, ah);
+        }
         sh_k_attention(s->stream, s->dqkv, 3 * d, kc, vc, d, heads, rows, 1, n_tokens, pos0, ctx,
-                       (long)ctx * d, ah, s->partial, s->da);
+                       (long)ctx * d, ah, s->partial, s->counters, s->da);
         if ((r = dec_linear(s, &b->o, s->da, rows, s->dx, b->o_b, SH_GEMV_ACCUM, err)) < 0) return r;
         /* x = x + cross_attn(ln(x), encoder output) */
-        sh_k_layer_norm(s->stream, s->dx, rows, d, b->cross_ln_w, b->cross_ln_b, s->dh, 0);
-        if ((r = dec_linear(s, &b->cq, s->dh, rows, s->dq, b->cq_b, SH_GEMV_STORE, err)) < 0)
-            return r;
+        if (fused) {
+            sh_k_gemv_ln(s->stream, &b->cq, s->dx, d, rows, s->dq, d, b->cq_b, SH_GEMV_STORE,
+                         b->cross_ln_w, b->cross_ln_b, NULL);
+        } else {
+            sh_k_layer_norm(s->stream, s->dx, rows, d, b->cross_ln_w, b->cross_ln_b, s->dh, 0);
+            if ((r = dec_linear(s, &b->cq, s->dh, rows, s->dq, b->cq_b, SH_GEMV_STORE, err)) < 0)
+                return r;
+        }
         sh_k_attention(s->stream, s->dq, d, (char *)s->cross_k + l * cross,
                        (char *)s->cross_v + l * cross, d, heads, rows, 0, n_tokens, pos0,
-                       hp->n_audio_ctx, 0, ah, s->partial, s->da);
+                       hp->n_audio_ctx, 0, ah, s->partial, s->counters, s->da);
         if ((r = dec_linear(s, &b->co, s->da, rows, s->dx, b->co_b, SH_GEMV_ACCUM, err)) < 0)
             return r;
         /* x = x + mlp(ln(x)) */
-        sh_k_layer_norm(s->stream, s->dx, rows, d, b->mlp_ln_w, b->mlp_ln_b, s->dh, 0);
-        if ((r = dec_linear(s, &b->fc1, s->dh, rows, s->dm, b->fc1_b, SH_GEMV_GELU, err)) < 0)
-            return r;
+        if (fused) {
+            sh_k_gemv_ln(s->stream, &b->fc1, s->dx, d, rows, s->dm, 4 * d, b->fc1_b, SH_GEMV_GELU,
+                         b->mlp_ln_w, b->mlp_ln_b, NULL);
+        } else {
+            sh_k_layer_norm(s->stream, s->dx, rows, d, b->mlp_ln_w, b->mlp_ln_b, s->dh, 0);
+            if ((r = dec_linear(s, &b->fc1, s->dh, rows, s->dm, b->fc1_b, SH_GEMV_GELU, err)) < 0)
+                return r;
+        }
         if ((r = dec_linear(s, &b->fc2, s->dm, rows, s->dx, b->fc2_b, SH_GEMV_ACCUM, err)) < 0)
             return r;
     }

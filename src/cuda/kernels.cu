@@ -86,13 +86,50 @@ static __device__ __forceinline__ void load8(const void *w, const __half *scales
 }
 
 /* One warp per output row; lanes take 8 columns at a time; each weight is
- * read once and used for all R rows of x. */
-template <int KIND, int R>
+ * read once and used for all R rows of x. With LN the block first
+ * normalises its R input rows into shared memory (the decoder's layer
+ * norms cost no kernel of their own); with kv the k and v columns of a
+ * fused qkv product also go into the self-attention caches. */
+template <int KIND, int R, int LN>
 __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in, const float *x,
-                       int ldx, float *y, int ldy, const float *bias, int epilogue) {
+                       int ldx, float *y, int ldy, const float *bias, int epilogue,
+                       const float *ln_g, const float *ln_b, sh_kv_target kv) {
+    extern __shared__ float xs[];
+    __shared__ float red[32];
     int lane = threadIdx.x % WARP;
     int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    if (LN) {
+        /* every load of a row issued before the first use: one latency */
+        const int PER = 16;   /* n_in <= 16 * blockDim.x (2048 for 128 threads) */
+        for (int r = 0; r < R; r++) {
+            const float *row = x + (size_t)r * ldx;
+            float v[PER], sum = 0.0f, var = 0.0f;
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                int i = threadIdx.x + k * blockDim.x;
+                v[k] = i < n_in ? row[i] : 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < PER; k++) sum += v[k];
+            float mean = block_sum(sum, red) / n_in;
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                int i = threadIdx.x + k * blockDim.x;
+                float t = i < n_in ? v[k] - mean : 0.0f;
+                var += t * t;
+            }
+            float inv = rsqrtf(block_sum(var, red) / n_in + 1e-5f);
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                int i = threadIdx.x + k * blockDim.x;
+                if (i < n_in) xs[r * n_in + i] = (v[k] - mean) * inv * ln_g[i] + ln_b[i];
+            }
+        }
+        __syncthreads();
+    }
     if (o >= n_out) return;
+    const float *xin = LN ? xs : x;
+    int ld = LN ? n_in : ldx;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
@@ -102,8 +139,8 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
         load8<KIND>(w, scales, n_in, o, c, wv);
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            const float4 *xp = (const float4 *)(x + (size_t)r * ldx + c);
-            float4 a = __ldg(xp), b = __ldg(xp + 1);
+            const float4 *xp = (const float4 *)(xin + (size_t)r * ld + c);
+            float4 a = xp[0], b = xp[1];
             acc[r] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x +
                       wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
         }
@@ -121,19 +158,26 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
             *dst += v;
         else
             *dst = epilogue == SH_GEMV_GELU ? gelu(v) : v;
+        if (kv.k_cache && o >= kv.d) {
+            int b = lane / kv.n_tokens, pos = *kv.pos0 + lane % kv.n_tokens;
+            size_t at = ((size_t)b * kv.n_ctx + pos) * kv.d + o % kv.d;
+            store_act(o < 2 * kv.d ? kv.k_cache : kv.v_cache, (long)at, v, kv.act_half);
+        }
     }
 }
 
-template <int KIND>
+template <int KIND, int LN>
 static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
-                      float *y, int ldy, const float *bias, int epilogue) {
+                      float *y, int ldy, const float *bias, int epilogue, const float *ln_g,
+                      const float *ln_b, sh_kv_target kv) {
     const int threads = 128, per_block = threads / WARP;
     unsigned grid = blocks_for(w->n_out, per_block);
+    size_t shm = LN ? (size_t)rows * w->n_in * sizeof(float) : 0;
     const __half *sc = (const __half *)w->scales;
 #define SH_GEMV_CASE(R)                                                                        \
     case R:                                                                                    \
-        k_gemv<KIND, R><<<grid, threads, 0, s>>>(w->w, sc, w->n_out, w->n_in, x, ldx, y, ldy, \
-                                                 bias, epilogue);                              \
+        k_gemv<KIND, R, LN><<<grid, threads, shm, s>>>(w->w, sc, w->n_out, w->n_in, x, ldx, y, \
+                                                       ldy, bias, epilogue, ln_g, ln_b, kv);   \
         break;
     switch (rows) {
         SH_GEMV_CASE(1)
@@ -148,14 +192,32 @@ static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
 #undef SH_GEMV_CASE
 }
 
+template <int KIND>
+static void gemv_kind(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
+                      float *y, int ldy, const float *bias, int epilogue, const float *ln_g,
+                      const float *ln_b, sh_kv_target kv) {
+    if (ln_g)
+        gemv_rows<KIND, 1>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv);
+    else
+        gemv_rows<KIND, 0>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv);
+}
+
+extern "C" void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
+                             int rows, float *y, int ldy, const float *bias, int epilogue,
+                             const float *ln_g, const float *ln_b, const sh_kv_target *kv) {
+    sh_kv_target none = {0};
+    const sh_kv_target k = kv ? *kv : none;
+    if (w->kind == SH_GW_F32)
+        gemv_kind<SH_GW_F32>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k);
+    else if (w->kind == SH_GW_F16)
+        gemv_kind<SH_GW_F16>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k);
+    else
+        gemv_kind<SH_GW_I8>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k);
+}
+
 extern "C" void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
                           float *y, int ldy, const float *bias, int epilogue) {
-    if (w->kind == SH_GW_F32)
-        gemv_rows<SH_GW_F32>(s, w, x, ldx, rows, y, ldy, bias, epilogue);
-    else if (w->kind == SH_GW_F16)
-        gemv_rows<SH_GW_F16>(s, w, x, ldx, rows, y, ldy, bias, epilogue);
-    else
-        gemv_rows<SH_GW_I8>(s, w, x, ldx, rows, y, ldy, bias, epilogue);
+    sh_k_gemv_ln(s, w, x, ldx, rows, y, ldy, bias, epilogue, NULL, NULL, NULL);
 }
 
 /* ------------------------------------------------------------ conversions */
@@ -337,9 +399,49 @@ extern "C" void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_
 
 /* Attention: block (split, head, row) scores ATT_CHUNK keys, one per
  * thread, and leaves its max, its sum of exponentials and its weighted
- * values in partial (hd + 2 floats); k_attention_combine merges the
- * splits. Head width hd: a multiple of 8 dividing ATT_CHUNK. */
+ * values in partial (hd + 2 floats); the last block merges the splits. Head width hd: a multiple of 8 dividing ATT_CHUNK. */
 #define ATT_CHUNK 128
+#define MAX_SPLITS 16   /* keys up to 2048 */
+
+/* The last block of a (row, head) to finish merges the splits: counters
+ * (zero, and left zero) count the finished blocks. */
+template <int HD>
+static __device__ void combine_if_last(const float *partial, int n_split, int *counters,
+                                       float *result, int d, int r, int h) {
+    __shared__ int last;
+    int t = threadIdx.x, part = HD + 2;
+    int *counter = counters + (size_t)r * gridDim.y + h;
+    __syncthreads();
+    if (t == 0) {
+        __threadfence();   /* this block's partial before its count */
+        last = atomicAdd(counter, 1) == n_split - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float *pp = partial + ((size_t)r * gridDim.y + h) * n_split * part;
+    if (t < HD) {
+        /* all the splits' numbers loaded before any is used */
+        float ms[MAX_SPLITS], ls[MAX_SPLITS], as[MAX_SPLITS], m = -INFINITY, l = 0.0f, a = 0.0f;
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) {
+            bool in = s < n_split;
+            ms[s] = in ? __ldcg(pp + s * part + HD) : -INFINITY;
+            ls[s] = in ? __ldcg(pp + s * part + HD + 1) : 0.0f;
+            as[s] = in ? __ldcg(pp + s * part + t) : 0.0f;
+        }
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) m = fmaxf(m, ms[s]);
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) {
+            float w = ls[s] > 0.0f ? __expf(ms[s] - m) : 0.0f;
+            l += w * ls[s];
+            a += w * as[s];
+        }
+        result[(size_t)r * d + h * HD + t] = a / l;
+    }
+    if (t == 0) *counter = 0;
+}
 
 /* A block's keys and values go through shared memory with 16-byte
  * loads, all issued before the first use: the kernel is latency bound
@@ -347,7 +449,8 @@ extern "C" void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_
 template <int HD, int HALF>
 __global__ void k_attention_split(const float *q, int ldq, const void *k, const void *v, int d,
                                   int causal, int n_tokens, const int *pos0, int n_kv,
-                                  long beam_stride, float *partial, int n_split) {
+                                  long beam_stride, float *partial, int n_split, int *counters,
+                                  float *result) {
     typedef typename std::conditional<HALF, __half, float>::type T;
     const int PER16 = 16 / sizeof(T);            /* elements per 16-byte word */
     const int WORDS = HD / PER16;                /* words per key row */
@@ -364,13 +467,23 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
     if (j0 >= n_keys) {   /* past the keys of this row: an empty split */
         if (t == 0) out[HD] = -INFINITY, out[HD + 1] = 0.0f;
         if (t < HD) out[t] = 0.0f;
+        combine_if_last<HD>(partial, n_split, counters, result, d, r, h);
         return;
     }
     int n_here = min(ATT_CHUNK, n_keys - j0);
     /* values of this chunk into shared memory, coalesced */
     const T *vb = (const T *)v + base + (size_t)j0 * d + h * HD;
-    for (int w = t; w < n_here * WORDS; w += ATT_CHUNK)
-        vs[w] = *(const uint4 *)(vb + (size_t)(w / WORDS) * d + (w % WORDS) * PER16);
+    uint4 vw[WORDS];
+#pragma unroll
+    for (int c = 0; c < WORDS; c++) {
+        int w = t + c * ATT_CHUNK;
+        if (w < n_here * WORDS) vw[c] = *(const uint4 *)(vb + (size_t)(w / WORDS) * d + (w % WORDS) * PER16);
+    }
+#pragma unroll
+    for (int c = 0; c < WORDS; c++) {
+        int w = t + c * ATT_CHUNK;
+        if (w < n_here * WORDS) vs[w] = vw[c];
+    }
     if (t < HD) qs[t] = q[(size_t)r * ldq + h * HD + t] * rsqrtf((float)HD);
     /* this thread's key: every word loaded before any is used */
     float score = -INFINITY;
@@ -412,20 +525,7 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
         out[t] = sum;
     }
     if (t == 0) out[HD] = m, out[HD + 1] = l;
-}
-
-__global__ void k_attention_combine(const float *partial, int n_split, float *out, int d, int hd) {
-    int h = blockIdx.x, r = blockIdx.y, t = threadIdx.x, part = hd + 2;
-    const float *pp = partial + ((size_t)r * gridDim.x + h) * n_split * part;
-    float m = -INFINITY;
-    for (int s = 0; s < n_split; s++) m = fmaxf(m, pp[s * part + hd]);
-    float l = 0.0f, a = 0.0f;
-    for (int s = 0; s < n_split; s++) {
-        float w = pp[s * part + hd + 1] > 0.0f ? __expf(pp[s * part + hd] - m) : 0.0f;
-        l += w * pp[s * part + hd + 1];
-        a += w * pp[s * part + t];
-    }
-    out[(size_t)r * d + h * hd + t] = a / l;
+    combine_if_last<HD>(partial, n_split, counters, result, d, r, h);
 }
 
 extern "C" long sh_attention_partial_floats(int rows, int n_head, int hd, int max_keys) {
@@ -436,7 +536,7 @@ extern "C" long sh_attention_partial_floats(int rows, int n_head, int hd, int ma
 extern "C" void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k,
                                const void *v, int d, int n_head, int rows, int causal,
                                int n_tokens, const int *pos0, int n_kv, long beam_stride,
-                               int act_half, float *partial, float *out) {
+                               int act_half, float *partial, int *counters, float *out) {
     int n_split = (n_kv + ATT_CHUNK - 1) / ATT_CHUNK;   /* n_kv: the most keys any row has */
     int hd = d / n_head;
     dim3 grid(n_split, n_head, rows);
@@ -445,11 +545,13 @@ extern "C" void sh_k_attention(cudaStream_t s, const float *q, int ldq, const vo
         if (act_half)                                                                          \
             k_attention_split<HD, 1><<<grid, ATT_CHUNK, 0, s>>>(q, ldq, k, v, d, causal,       \
                                                                 n_tokens, pos0, n_kv,          \
-                                                                beam_stride, partial, n_split); \
+                                                                beam_stride, partial, n_split,  \
+                                                                counters, out);                \
         else                                                                                   \
             k_attention_split<HD, 0><<<grid, ATT_CHUNK, 0, s>>>(q, ldq, k, v, d, causal,       \
                                                                 n_tokens, pos0, n_kv,          \
-                                                                beam_stride, partial, n_split); \
+                                                                beam_stride, partial, n_split,  \
+                                                                counters, out);                \
         break;
     switch (hd) {
         SH_ATT_CASE(16)
@@ -457,7 +559,6 @@ extern "C" void sh_k_attention(cudaStream_t s, const float *q, int ldq, const vo
         SH_ATT_CASE(64)
     }
 #undef SH_ATT_CASE
-    k_attention_combine<<<dim3(n_head, rows), hd, 0, s>>>(partial, n_split, out, d, hd);
 }
 
 /* ----------------------------------------------------------- cache moves */

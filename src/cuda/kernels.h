@@ -29,10 +29,25 @@ enum { SH_GEMV_STORE = 0, SH_GEMV_ACCUM = 1, SH_GEMV_GELU = 2 };
 
 #define SH_GEMV_MAX_ROWS 8
 
+/* Where a fused qkv GEMV also stores k and v: the caches of one layer
+ * (n_beams, n_ctx, d) act; row r is beam r / n_tokens at *pos0 + r % n_tokens. */
+typedef struct {
+    void *k_cache, *v_cache;
+    const int *pos0;
+    int n_tokens, n_ctx, d, act_half;
+} sh_kv_target;
+
 /* y (rows, n_out; row stride ldy) from x (rows, n_in; stride ldx) for
  * rows <= SH_GEMV_MAX_ROWS, each weight read once for all rows. */
 void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows, float *y,
                int ldy, const float *bias, int epilogue);
+
+/* The same with the input rows layer-normalised first (ln_g, ln_b; rows *
+ * n_in floats must fit in 48 KB of shared memory) and, when kv is given,
+ * the k and v columns stored into the caches too. */
+void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows, float *y,
+                  int ldy, const float *bias, int epilogue, const float *ln_g, const float *ln_b,
+                  const sh_kv_target *kv);
 
 /* Widens a matrix to half (for cuBLAS when rows exceed the GEMV's). */
 void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
@@ -72,10 +87,12 @@ void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_tokens, int
  * [0, n_keys(r)).
  * causal: n_keys(r) = *pos0 + r % n_tokens + 1 and the keys of beam
  * r / n_tokens (cache stride beam_stride elements); else n_keys = n_kv and
- * keys shared by every row. partial: scratch of sh_attention_partial_floats. */
+ * keys shared by every row. partial: scratch of sh_attention_partial_floats;
+ * counters: rows x n_head ints, zero before and after. */
 void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k, const void *v,
                     int d, int n_head, int rows, int causal, int n_tokens, const int *pos0,
-                    int n_kv, long beam_stride, int act_half, float *partial, float *out);
+                    int n_kv, long beam_stride, int act_half, float *partial, int *counters,
+                    float *out);
 long sh_attention_partial_floats(int rows, int n_head, int hd, int max_keys);
 
 /* caches (n_layer, n_cache_beams, n_ctx, d): beam b < n_beams takes beam
