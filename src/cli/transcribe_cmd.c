@@ -18,6 +18,8 @@
 typedef struct {
     const char *model_path;
     const char *compute_type;
+    const char *device;
+    int device_index;
     const char *output_dir;
     int formats[OUT_COUNT];   /* which formats to write */
     int threads;
@@ -46,7 +48,9 @@ static void transcribe_usage(FILE *out) {
         "  --without-timestamps          decode without timestamp tokens\n"
         "  --clip-timestamps LIST        start,end,... seconds to transcribe\n"
         "  --threads N                   CPU threads (default: all cores)\n"
-        "  --compute-type T              auto|float32|float16|int8 (default auto)\n"
+        "  --compute-type T              auto|float32|float16|int8|int8_float16 (default auto)\n"
+        "  --device D                    auto|cuda|cpu (default auto: CUDA when usable)\n"
+        "  --device-index N              which CUDA device (default 0)\n"
         "  --seed N                      seed for sampling (default 0)\n"
         "  --output-format F             txt|json|srt|vtt|tsv|all (default txt)\n"
         "  --output-dir DIR              write FILE.<format> there (default: stdout)\n"
@@ -57,7 +61,7 @@ enum {
     OPT_MODEL = 256, OPT_LANGUAGE, OPT_TASK, OPT_TEMPERATURE, OPT_BEAM, OPT_BEST_OF,
     OPT_PATIENCE, OPT_LENGTH_PENALTY, OPT_SUPPRESS, OPT_PROMPT, OPT_NO_CONDITION, OPT_CRT,
     OPT_LPT, OPT_NST, OPT_NO_TS, OPT_CLIPS, OPT_THREADS, OPT_SEED, OPT_FORMAT, OPT_DIR,
-    OPT_VERBOSE, OPT_HELP, OPT_COMPUTE
+    OPT_VERBOSE, OPT_HELP, OPT_COMPUTE, OPT_DEVICE, OPT_DEVICE_INDEX
 };
 
 static const struct option LONG_OPTIONS[] = {
@@ -83,6 +87,8 @@ static const struct option LONG_OPTIONS[] = {
     {"output-dir", required_argument, 0, OPT_DIR},
     {"verbose", no_argument, 0, OPT_VERBOSE},
     {"compute-type", required_argument, 0, OPT_COMPUTE},
+    {"device", required_argument, 0, OPT_DEVICE},
+    {"device-index", required_argument, 0, OPT_DEVICE_INDEX},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0}};
 
@@ -218,6 +224,8 @@ static int parse_options(int argc, char **argv, options *o) {
         case OPT_DIR: o->output_dir = optarg; break;
         case OPT_VERBOSE: o->verbose = 1; break;
         case OPT_COMPUTE: o->compute_type = optarg; break;
+        case OPT_DEVICE: o->device = optarg; break;
+        case OPT_DEVICE_INDEX: r = parse_int("device-index", optarg, 0, 64, &o->device_index); break;
         case OPT_HELP: return -2;
         case ':':
             fprintf(stderr, "shruti: option '%s' needs a value\n", argv[optind - 1]);
@@ -359,11 +367,16 @@ int cmd_transcribe(int argc, char **argv) {
     if (cli_resolve_model(o.model_path, model_file, sizeof model_file) < 0) return 1;
     shruti_model_params mp = shruti_model_default_params();
     if (o.compute_type) mp.compute_type = o.compute_type;
+    if (o.device) mp.device = o.device;
+    mp.device_index = o.device_index;
     shruti_model *model = shruti_model_load_with_params(model_file, &mp, &err);
     if (!model) {
         fprintf(stderr, "shruti: cannot load model: %s\n", err.message);
-        return 1;
+        return err.code == SHRUTI_ERR_INVALID_ARG ? 2 : 1;
     }
+    /* never silent about where it runs: one line on standard error */
+    fprintf(stderr, "shruti: device %s, %s (%s)\n", shruti_model_device(model),
+            shruti_model_compute_type(model), shruti_model_device_note(model));
     if (o.params.language && strcmp(o.params.language, "auto") != 0 &&
         shruti_language_index(model, o.params.language) < 0) {
         fprintf(stderr, "shruti: unknown language '%s'%s\n", o.params.language,
@@ -379,6 +392,8 @@ int cmd_transcribe(int argc, char **argv) {
     }
     int failures = 0;
     for (int i = first; i < argc; i++) failures += transcribe_file(&o, ctx, argv[i]) < 0;
+    if (strcmp(shruti_context_device(ctx), shruti_model_device(model)) != 0)
+        fprintf(stderr, "shruti: warning: %s\n", shruti_context_device_note(ctx));
     shruti_context_free(ctx);
     shruti_model_free(model);
     return failures ? 1 : 0;

@@ -23,7 +23,7 @@ static void usage(FILE *out) {
         "  --max-audio-s N      longest audio (SHRUTI_MAX_AUDIO_SECONDS, default 14400)\n"
         "  --timeout-s N        synchronous request timeout (SHRUTI_TIMEOUT_SECONDS, default 600)\n"
         "  --threads N          CPU threads per worker (SHRUTI_THREADS, default cores/workers)\n"
-        "  DEVICE=auto|cpu|cuda, COMPUTE_TYPE=auto|float32|float16|int8|int8_float16\n");
+        "  DEVICE=auto|cpu|cuda, DEVICE_INDEX=N, COMPUTE_TYPE=auto|float32|float16|int8|int8_float16\n");
 }
 
 static int set_int(const char *name, const char *v, int lo, int hi, int *out) {
@@ -72,6 +72,8 @@ static int apply(sv_config *c, const char *key, const char *v) {
             return -1;
         }
         r = set_str(c->device, sizeof c->device, v);
+    } else if (strcmp(key, "device-index") == 0) {
+        r = set_int("device-index", v, 0, 64, &c->device_index);
     } else if (strcmp(key, "compute-type") == 0) {
         const char *ok[] = {"auto", "default", "float32", "float16", "int8", "int8_float16",
                             "int8_float32", "int8_bfloat16", "bfloat16"};   /* faster-whisper's */
@@ -107,7 +109,7 @@ int sv_config_load(sv_config *c, int argc, char **argv) {
         {"SHRUTI_WORKERS", "workers"}, {"SHRUTI_QUEUE", "queue"},
         {"SHRUTI_MAX_UPLOAD_MB", "max-upload-mb"}, {"SHRUTI_MAX_AUDIO_SECONDS", "max-audio-s"},
         {"SHRUTI_TIMEOUT_SECONDS", "timeout-s"}, {"SHRUTI_THREADS", "threads"},
-        {"DEVICE", "device"}, {"COMPUTE_TYPE", "compute-type"}};
+        {"DEVICE", "device"}, {"DEVICE_INDEX", "device-index"}, {"COMPUTE_TYPE", "compute-type"}};
     for (size_t i = 0; i < sizeof env / sizeof env[0]; i++) {
         const char *v = getenv(env[i][0]);
         if (v && *v && apply(c, env[i][1], v) < 0) return -1;
@@ -119,7 +121,7 @@ int sv_config_load(sv_config *c, int argc, char **argv) {
         {"queue", required_argument, 0, 0}, {"max-upload-mb", required_argument, 0, 0},
         {"max-audio-s", required_argument, 0, 0}, {"timeout-s", required_argument, 0, 0},
         {"threads", required_argument, 0, 0}, {"device", required_argument, 0, 0},
-        {"compute-type", required_argument, 0, 0}, {"help", no_argument, 0, 'h'},
+        {"device-index", required_argument, 0, 0}, {"compute-type", required_argument, 0, 0}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;

@@ -49,6 +49,8 @@ struct sv_engine {
     bool stopping;
     uint64_t ok, failed;
     double audio_s, busy_s;
+    uint64_t device_fallbacks;   /* contexts moved from the GPU to the CPU */
+    char fallback_note[800];
 };
 
 
@@ -202,6 +204,31 @@ static void on_progress(shruti_context *ctx, int percent, void *user) {
 
 static bool on_abort(void *user) { return atomic_load(&((sv_task *)user)->cancel) != 0; }
 
+/* src for a JSON string in a log line: quotes and backslashes replaced. */
+static const char *log_safe(char *dst, size_t size, const char *src) {
+    size_t k = 0;
+    for (; *src && k + 1 < size; src++) dst[k++] = *src == '"' ? '\'' : *src == '\\' ? '/' : *src;
+    dst[k] = '\0';
+    return dst;
+}
+
+/* A context whose GPU failed now runs on the CPU: counted and told, once
+ * per context, never silent. */
+static void note_device_move(sv_engine *e, const shruti_context *ctx, const shruti_model *m) {
+    if (strcmp(shruti_context_device(ctx), shruti_model_device(m)) == 0) return;
+    pthread_mutex_lock(&e->mu);
+    bool first = strcmp(e->fallback_note, shruti_context_device_note(ctx)) != 0;
+    if (first) {
+        e->device_fallbacks++;
+        snprintf(e->fallback_note, sizeof e->fallback_note, "%s", shruti_context_device_note(ctx));
+    }
+    pthread_mutex_unlock(&e->mu);
+    char safe[800];
+    if (first)
+        sv_log("{\"event\":\"device_fallback\",\"reason\":\"%s\"}",
+               log_safe(safe, sizeof safe, shruti_context_device_note(ctx)));
+}
+
 static void run_task(sv_engine *e, shruti_context *ctx[N_SLOTS], sv_task *t) {
     char err[512] = "";
     route r;
@@ -223,6 +250,7 @@ static void run_task(sv_engine *e, shruti_context *ctx[N_SLOTS], sv_task *t) {
     double t0 = sh_now_s();
     int rc = shruti_transcribe(ctx[r.slot], t->req.pcm, t->req.n_samples, &p);
     double busy = sh_now_s() - t0;
+    note_device_move(e, ctx[r.slot], e->models[r.slot]);
     if (rc < 0) {
         int code = rc == SHRUTI_ERR_ABORTED ? 499 : rc == SHRUTI_ERR_INVALID_ARG ? 400 : 500;
         sv_log("{\"event\":\"transcription_failed\",\"slot\":\"%s\",\"error\":\"%s\"}",
@@ -314,8 +342,11 @@ static int load_slot(sv_engine *e, sv_slot s, const char *name) {
         return -1;
     }
     double t0 = sh_now_s();
+    char safe[800];
     shruti_model_params mp = shruti_model_default_params();
     mp.compute_type = e->cfg.compute_type;
+    mp.device = e->cfg.device;
+    mp.device_index = e->cfg.device_index;
     if (!(e->models[s] = shruti_model_load_with_params(path, &mp, &err))) {
         fprintf(stderr, "shruti serve: cannot load model '%s': %s\n", name, err.message);
         return -1;
@@ -324,7 +355,10 @@ static int load_slot(sv_engine *e, sv_slot s, const char *name) {
         fprintf(stderr, "shruti serve: warning: the multilingual slot holds an English-only "
                         "model (%s)\n", name);
     sv_log("{\"event\":\"model_loaded\",\"slot\":\"%s\",\"model\":\"%s\",\"path\":\"%s\","
-           "\"load_ms\":%.0f}", s == SLOT_EN ? "en" : "multi", name, path, (sh_now_s() - t0) * 1e3);
+           "\"load_ms\":%.0f,\"device\":\"%s\",\"compute_type\":\"%s\",\"device_reason\":\"%s\"}",
+           s == SLOT_EN ? "en" : "multi", name, path, (sh_now_s() - t0) * 1e3,
+           shruti_model_device(e->models[s]), shruti_model_compute_type(e->models[s]),
+           log_safe(safe, sizeof safe, shruti_model_device_note(e->models[s])));
     return 0;
 }
 
@@ -435,12 +469,14 @@ void sv_engine_get_status(sv_engine *e, sv_engine_status *s) {
         snprintf(s->slot_model[i], sizeof s->slot_model[i], "%s", e->slot_name[i]);
         s->slot_loaded[i] = e->models[i] != NULL;
     }
-    /* This build has the CPU backend only: DEVICE=cuda or auto run here. */
-    snprintf(s->device, sizeof s->device, "cpu");
+    /* the multilingual slot's model speaks for the service (both load alike) */
     const shruti_model *any = e->models[SLOT_MULTI] ? e->models[SLOT_MULTI] : e->models[SLOT_EN];
+    snprintf(s->device, sizeof s->device, "%s", any ? shruti_model_device(any) : "cpu");
     snprintf(s->compute_type, sizeof s->compute_type, "%s",
              any ? shruti_model_compute_type(any) : "float32");
+    pthread_mutex_lock(&e->mu);
+    s->device_fallbacks = e->device_fallbacks;
     snprintf(s->device_reason, sizeof s->device_reason, "%s",
-             strcmp(e->cfg.device, "cpu") == 0 ? "DEVICE=cpu"
-                                                : "no CUDA backend in this build (CPU fallback)");
+             e->device_fallbacks ? e->fallback_note : any ? shruti_model_device_note(any) : "");
+    pthread_mutex_unlock(&e->mu);
 }

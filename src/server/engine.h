@@ -53,7 +53,8 @@ void sv_task_release(sv_task *t);
 typedef struct {
     bool ready;
     int queued, running, workers;
-    char device[16], compute_type[24], device_reason[128];
+    char device[16], compute_type[24], device_reason[800];
+    uint64_t device_fallbacks;   /* transcriptions moved from the GPU to the CPU */
     char slot_model[N_SLOTS][512];
     bool slot_loaded[N_SLOTS];
     uint64_t requests_ok, requests_failed;

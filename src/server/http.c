@@ -333,6 +333,7 @@ static enum MHD_Result handle_health(server *s, struct MHD_Connection *c, req_st
     cJSON_AddStringToObject(o, "device", st.device);
     cJSON_AddStringToObject(o, "device_requested", s->cfg.device);
     cJSON_AddStringToObject(o, "device_reason", st.device_reason);
+    cJSON_AddNumberToObject(o, "device_fallbacks", (double)st.device_fallbacks);
     cJSON_AddStringToObject(o, "compute_type", st.compute_type);
     cJSON_AddStringToObject(o, "compute_type_requested", s->cfg.compute_type);
     cJSON_AddNumberToObject(o, "workers", st.workers);
@@ -388,9 +389,19 @@ static enum MHD_Result handle_metrics(server *s, struct MHD_Connection *c, req_s
                "# TYPE shruti_queue_depth gauge\nshruti_queue_depth %d\n", st.queued);
     fprintf(m, "# HELP shruti_running Transcriptions running.\n"
                "# TYPE shruti_running gauge\nshruti_running %d\n", st.running);
+    char reason[sizeof st.device_reason];   /* a label value: no quotes, backslashes, newlines */
+    size_t k = 0;
+    for (const char *c = st.device_reason; *c && k + 1 < sizeof reason; c++)
+        reason[k++] = *c == '"' ? '\'' : *c == '\\' ? '/' : *c == '\n' ? ' ' : *c;
+    reason[k] = '\0';
     fprintf(m, "# HELP shruti_device The device in use (1) and why.\n# TYPE shruti_device gauge\n"
                "shruti_device{device=\"%s\",compute_type=\"%s\",requested=\"%s\"} 1\n",
             st.device, st.compute_type, s->cfg.device);
+    fprintf(m, "# HELP shruti_device_info Where the models run and why.\n# TYPE shruti_device_info gauge\n"
+               "shruti_device_info{device=\"%s\",reason=\"%s\"} 1\n", st.device, reason);
+    fprintf(m, "# HELP shruti_device_fallbacks_total Run states moved from the GPU to the CPU.\n"
+               "# TYPE shruti_device_fallbacks_total counter\nshruti_device_fallbacks_total %llu\n",
+            (unsigned long long)st.device_fallbacks);
     fclose(m);
     enum MHD_Result ret = send_body(c, r, 200, "text/plain; version=0.0.4", buf, len, NULL);
     free(buf);
@@ -548,7 +559,7 @@ int sv_serve(const sv_config *cfg) {
         return 1;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    sv_log("{\"event\":\"listening\",\"host\":\"%s\",\"port\":%u,\"workers\":%d,\"device\":\"cpu\","
+    sv_log("{\"event\":\"listening\",\"host\":\"%s\",\"port\":%u,\"workers\":%d,"
            "\"device_requested\":\"%s\"}", cfg->host, info ? info->port : (unsigned)cfg->port,
            cfg->workers, cfg->device);
     while (!stop_requested) usleep(100000);

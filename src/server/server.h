@@ -24,7 +24,8 @@ typedef struct {
     double request_timeout_s;    /* a synchronous request waits at most this */
     double long_audio_seconds;   /* longer audio counts as long work */
     int threads_per_worker;
-    char device[16];             /* auto | cpu | cuda (reported; CPU only here) */
+    char device[16];             /* auto | cpu | cuda */
+    int device_index;            /* which CUDA device */
     char compute_type[24];
 } sv_config;
 

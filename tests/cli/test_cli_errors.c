@@ -81,6 +81,26 @@ int main(void) {
     snprintf(a, sizeof a, "transcribe --model %s/models/ggml-mini.bin --language xx %s",
              t_testdata(), jfk);
     expect_failure(a, 2, "unknown language");
+    snprintf(a, sizeof a, "transcribe --model %s --device tpu %s", model, jfk);
+    expect_failure(a, 2, "unknown device");
+    /* --device cuda: an error that says why where no GPU is usable; where
+     * one is, the device line on stderr says cuda */
+    snprintf(a, sizeof a, "%s transcribe --model %s --device cuda %s", SHRUTI_CLI, model, jfk);
+    run_result rc = t_run(a, 1);
+    CHECK(rc.status == 0 ? strstr(rc.out, "device cuda") != NULL
+                         : rc.status == 1 && strstr(rc.out, "CUDA requested but not usable"),
+          "--device cuda: exit %d: %s", rc.status, rc.out);
+    free(rc.out);
+    snprintf(a, sizeof a, "%s transcribe --model %s --device auto %s", SHRUTI_CLI, model, jfk);
+    rc = t_run(a, 1);
+    CHECK(rc.status == 0 && strstr(rc.out, "shruti: device "), "--device auto must say where: %s",
+          rc.out);
+    free(rc.out);
+    snprintf(a, sizeof a, "%s devices", SHRUTI_CLI);
+    rc = t_run(a, 1);
+    CHECK(rc.status == 0 && strstr(rc.out, "backends: cpu") && strstr(rc.out, "cuda"),
+          "shruti devices: %s", rc.out);
+    free(rc.out);
     snprintf(a, sizeof a, "transcribe --model %s --suppress-tokens 1,abc %s", model, jfk);
     expect_failure(a, 1, "suppress_tokens");
     snprintf(a, sizeof a, "transcribe --model /nonexistent.bin %s", jfk);
