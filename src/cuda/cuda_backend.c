@@ -404,6 +404,7 @@ struct sh_gpu_state {
     float *host_logits;             /* pinned (SH_GEMV_MAX_ROWS, n_vocab) */
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
+    int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
 };
 
 #define IO_POS 0
@@ -470,6 +471,9 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     if (!s) return fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
     s->g = g;
     if (fault_is("forward:")) s->fail_at = atol(getenv("SHRUTI_CUDA_FAULT") + 8);
+    int cc_major = 0;
+    cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, g->device);
+    s->pdl = cc_major >= 9 && !getenv("SHRUTI_CUDA_NO_PDL");
     size_t a = act_size(g), n = hp->n_audio_ctx, d = hp->n_audio_state, dt = hp->n_text_state;
     size_t cols = 3 * (size_t)(hp->n_mels > hp->n_audio_state ? hp->n_mels : hp->n_audio_state);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
@@ -556,7 +560,8 @@ static int linear_act(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows
 static int dec_linear(sh_gpu_state *s, const sh_gmat *w, const float *x, int rows, float *y,
                       const float *bias, int epilogue, char *err) {
     if (rows <= SH_GEMV_MAX_ROWS) {
-        sh_k_gemv(s->stream, w, x, w->n_in, rows, y, w->n_out, bias, epilogue);
+        sh_k_gemv_ln(s->stream, w, x, w->n_in, rows, y, w->n_out, bias, epilogue, NULL, NULL, NULL,
+                     s->pdl);
         return 0;
     }
     float beta = epilogue == SH_GEMV_ACCUM ? 1.0f : 0.0f;
@@ -692,7 +697,7 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
         if (fused) {
             sh_kv_target kv = {kc, vc, pos0, n_tokens, ctx, d, ah};
             sh_k_gemv_ln(s->stream, &b->qkv, s->dx, d, rows, s->dqkv, 3 * d, b->qkv_b,
-                         SH_GEMV_STORE, b->attn_ln_w, b->attn_ln_b, &kv);
+                         SH_GEMV_STORE, b->attn_ln_w, b->attn_ln_b, &kv, s->pdl);
         } else {
             sh_k_layer_norm(s->stream, s->dx, rows, d, b->attn_ln_w, b->attn_ln_b, s->dh, 0);
             if ((r = dec_linear(s, &b->qkv, s->dh, rows, s->dqkv, b->qkv_b, SH_GEMV_STORE, err)) < 0)
@@ -700,12 +705,12 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
             sh_k_kv_store(s->stream, s->dqkv, rows, n_tokens, d, pos0, ctx, kc, vc, ah);
         }
         sh_k_attention(s->stream, s->dqkv, 3 * d, kc, vc, d, heads, rows, 1, n_tokens, pos0, ctx,
-                       (long)ctx * d, ah, s->partial, s->counters, s->da);
+                       (long)ctx * d, ah, s->partial, s->counters, s->da, s->pdl);
         if ((r = dec_linear(s, &b->o, s->da, rows, s->dx, b->o_b, SH_GEMV_ACCUM, err)) < 0) return r;
         /* x = x + cross_attn(ln(x), encoder output) */
         if (fused) {
             sh_k_gemv_ln(s->stream, &b->cq, s->dx, d, rows, s->dq, d, b->cq_b, SH_GEMV_STORE,
-                         b->cross_ln_w, b->cross_ln_b, NULL);
+                         b->cross_ln_w, b->cross_ln_b, NULL, s->pdl);
         } else {
             sh_k_layer_norm(s->stream, s->dx, rows, d, b->cross_ln_w, b->cross_ln_b, s->dh, 0);
             if ((r = dec_linear(s, &b->cq, s->dh, rows, s->dq, b->cq_b, SH_GEMV_STORE, err)) < 0)
@@ -713,13 +718,13 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
         }
         sh_k_attention(s->stream, s->dq, d, (char *)s->cross_k + l * cross,
                        (char *)s->cross_v + l * cross, d, heads, rows, 0, n_tokens, pos0,
-                       hp->n_audio_ctx, 0, ah, s->partial, s->counters, s->da);
+                       hp->n_audio_ctx, 0, ah, s->partial, s->counters, s->da, s->pdl);
         if ((r = dec_linear(s, &b->co, s->da, rows, s->dx, b->co_b, SH_GEMV_ACCUM, err)) < 0)
             return r;
         /* x = x + mlp(ln(x)) */
         if (fused) {
             sh_k_gemv_ln(s->stream, &b->fc1, s->dx, d, rows, s->dm, 4 * d, b->fc1_b, SH_GEMV_GELU,
-                         b->mlp_ln_w, b->mlp_ln_b, NULL);
+                         b->mlp_ln_w, b->mlp_ln_b, NULL, s->pdl);
         } else {
             sh_k_layer_norm(s->stream, s->dx, rows, d, b->mlp_ln_w, b->mlp_ln_b, s->dh, 0);
             if ((r = dec_linear(s, &b->fc1, s->dh, rows, s->dm, b->fc1_b, SH_GEMV_GELU, err)) < 0)

@@ -12,6 +12,18 @@
 
 #define WARP 32
 
+/* Programmatic dependent launch (Hopper): a kernel lets the next one start
+ * early (launch_dependents) and waits for its predecessor's results
+ * (wait) only after issuing the loads that do not depend on them, the
+ * weights; so one kernel's weight fetch overlaps the previous kernel. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define PDL_LAUNCH() asm volatile("griddepcontrol.launch_dependents;" :::)
+#else
+#define PDL_WAIT()
+#define PDL_LAUNCH()
+#endif
+
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -57,9 +69,60 @@ static __device__ __forceinline__ void store_act(void *out, long i, float v, int
 
 static unsigned blocks_for(long n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
+/* Launches kernel, as a programmatic dependent of the previous kernel in
+ * the stream when pdl is set (compute capability 9.0 and later). */
+template <typename... Params, typename... Args>
+static void launch(int pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shm,
+                   cudaStream_t s, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = shm, cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, ((Params)args)...);
+}
+
 /* ------------------------------------------------------------------ GEMV */
 
 /* Eight weights of row o starting at column c, widened to float. */
+/* Raw bits of eight weights of row o at column c (and the int8 scale). */
+template <int KIND>
+static __device__ __forceinline__ void load_raw(const void *w, const __half *scales, int n_in,
+                                                int o, int c, uint4 *raw) {
+    if (KIND == SH_GW_F32) {
+        const uint4 *p = (const uint4 *)((const float *)w + (size_t)o * n_in + c);
+        raw[0] = __ldg(p), raw[1] = __ldg(p + 1);
+    } else if (KIND == SH_GW_F16) {
+        raw[0] = __ldg((const uint4 *)((const __half *)w + (size_t)o * n_in + c));
+    } else {
+        uint2 v = __ldg((const uint2 *)((const int8_t *)w + (size_t)o * n_in + c));
+        raw[0].x = v.x, raw[0].y = v.y;
+        raw[0].z = __half_as_ushort(scales[(size_t)o * (n_in / 32) + c / 32]);
+    }
+}
+
+template <int KIND>
+static __device__ __forceinline__ void widen(const uint4 *raw, float *out) {
+    if (KIND == SH_GW_F32) {
+        const float *f = (const float *)raw;
+#pragma unroll
+        for (int i = 0; i < 8; i++) out[i] = f[i];
+    } else if (KIND == SH_GW_F16) {
+        const __half2 *h = (const __half2 *)raw;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __half22float2(h[i]);
+            out[2 * i] = f.x, out[2 * i + 1] = f.y;
+        }
+    } else {
+        const int8_t *q = (const int8_t *)raw;
+        float sc = __half2float(__ushort_as_half((unsigned short)raw[0].z));
+#pragma unroll
+        for (int i = 0; i < 8; i++) out[i] = (float)q[i] * sc;
+    }
+}
+
 template <int KIND>
 static __device__ __forceinline__ void load8(const void *w, const __half *scales, int n_in, int o,
                                              int c, float *out) {
@@ -85,6 +148,21 @@ static __device__ __forceinline__ void load8(const void *w, const __half *scales
     }
 }
 
+#define GEMV_PREFETCH 5   /* 16-byte chunks per lane: rows up to 1280 halves */
+
+/* acc[r] += w[0..8) . x[r][c .. c+8) */
+template <int R>
+static __device__ __forceinline__ void dot8(float *acc, const float *wv, const float *x, int ld,
+                                            int c) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float4 *xp = (const float4 *)(x + (size_t)r * ld + c);
+        float4 a = xp[0], b = xp[1];
+        acc[r] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x +
+                  wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+    }
+}
+
 /* One warp per output row; lanes take 8 columns at a time; each weight is
  * read once and used for all R rows of x. With LN the block first
  * normalises its R input rows into shared memory (the decoder's layer
@@ -98,6 +176,15 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
     __shared__ float red[32];
     int lane = threadIdx.x % WARP;
     int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    /* this row's first GEMV_PREFETCH chunks, before waiting on x */
+    uint4 pre[GEMV_PREFETCH][2];
+#pragma unroll
+    for (int k = 0; k < GEMV_PREFETCH; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (o < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, o, c, pre[k]);
+    }
+    PDL_LAUNCH();
+    PDL_WAIT();
     if (LN) {
         /* every load of a row issued before the first use: one latency */
         const int PER = 16;   /* n_in <= 16 * blockDim.x (2048 for 128 threads) */
@@ -133,17 +220,20 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < GEMV_PREFETCH; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (c < n_in) {
+            float wv[8];
+            widen<KIND>(pre[k], wv);
+            dot8<R>(acc, wv, xin, ld, c);
+        }
+    }
 #pragma unroll 4
-    for (int c = lane * 8; c < n_in; c += WARP * 8) {
+    for (int c = lane * 8 + GEMV_PREFETCH * WARP * 8; c < n_in; c += WARP * 8) {
         float wv[8];
         load8<KIND>(w, scales, n_in, o, c, wv);
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            const float4 *xp = (const float4 *)(xin + (size_t)r * ld + c);
-            float4 a = xp[0], b = xp[1];
-            acc[r] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x +
-                      wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
-        }
+        dot8<R>(acc, wv, xin, ld, c);
     }
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
@@ -169,15 +259,15 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
 template <int KIND, int LN>
 static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
                       float *y, int ldy, const float *bias, int epilogue, const float *ln_g,
-                      const float *ln_b, sh_kv_target kv) {
+                      const float *ln_b, sh_kv_target kv, int pdl) {
     const int threads = 128, per_block = threads / WARP;
     unsigned grid = blocks_for(w->n_out, per_block);
     size_t shm = LN ? (size_t)rows * w->n_in * sizeof(float) : 0;
     const __half *sc = (const __half *)w->scales;
 #define SH_GEMV_CASE(R)                                                                        \
     case R:                                                                                    \
-        k_gemv<KIND, R, LN><<<grid, threads, shm, s>>>(w->w, sc, w->n_out, w->n_in, x, ldx, y, \
-                                                       ldy, bias, epilogue, ln_g, ln_b, kv);   \
+        launch(pdl, k_gemv<KIND, R, LN>, grid, threads, shm, s, w->w, sc, w->n_out, w->n_in, x,  \
+               ldx, y, ldy, bias, epilogue, ln_g, ln_b, kv);                                   \
         break;
     switch (rows) {
         SH_GEMV_CASE(1)
@@ -195,29 +285,30 @@ static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
 template <int KIND>
 static void gemv_kind(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
                       float *y, int ldy, const float *bias, int epilogue, const float *ln_g,
-                      const float *ln_b, sh_kv_target kv) {
+                      const float *ln_b, sh_kv_target kv, int pdl) {
     if (ln_g)
-        gemv_rows<KIND, 1>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv);
+        gemv_rows<KIND, 1>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv, pdl);
     else
-        gemv_rows<KIND, 0>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv);
+        gemv_rows<KIND, 0>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv, pdl);
 }
 
 extern "C" void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
                              int rows, float *y, int ldy, const float *bias, int epilogue,
-                             const float *ln_g, const float *ln_b, const sh_kv_target *kv) {
+                             const float *ln_g, const float *ln_b, const sh_kv_target *kv,
+                             int pdl) {
     sh_kv_target none = {0};
     const sh_kv_target k = kv ? *kv : none;
     if (w->kind == SH_GW_F32)
-        gemv_kind<SH_GW_F32>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k);
+        gemv_kind<SH_GW_F32>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, pdl);
     else if (w->kind == SH_GW_F16)
-        gemv_kind<SH_GW_F16>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k);
+        gemv_kind<SH_GW_F16>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, pdl);
     else
-        gemv_kind<SH_GW_I8>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k);
+        gemv_kind<SH_GW_I8>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, pdl);
 }
 
 extern "C" void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
                           float *y, int ldy, const float *bias, int epilogue) {
-    sh_k_gemv_ln(s, w, x, ldx, rows, y, ldy, bias, epilogue, NULL, NULL, NULL);
+    sh_k_gemv_ln(s, w, x, ldx, rows, y, ldy, bias, epilogue, NULL, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------------ conversions */
@@ -460,11 +551,16 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
     __shared__ float acc[ATT_CHUNK];
     __shared__ uint4 vs[ATT_CHUNK * WORDS];
     int split = blockIdx.x, h = blockIdx.y, r = blockIdx.z, t = threadIdx.x, part = HD + 2;
+    PDL_LAUNCH();
+    /* this step's own key is written by the previous kernel; the window's
+     * cross keys are not: those loads go before the wait */
+    if (causal) PDL_WAIT();
     int n_keys = causal ? *pos0 + r % n_tokens + 1 : n_kv;
     long base = causal ? (long)(r / n_tokens) * beam_stride : 0;
     int j0 = split * ATT_CHUNK;
     float *out = partial + (((size_t)r * gridDim.y + h) * n_split + split) * part;
     if (j0 >= n_keys) {   /* past the keys of this row: an empty split */
+        PDL_WAIT();
         if (t == 0) out[HD] = -INFINITY, out[HD + 1] = 0.0f;
         if (t < HD) out[t] = 0.0f;
         combine_if_last<HD>(partial, n_split, counters, result, d, r, h);
@@ -484,7 +580,6 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
         int w = t + c * ATT_CHUNK;
         if (w < n_here * WORDS) vs[w] = vw[c];
     }
-    if (t < HD) qs[t] = q[(size_t)r * ldq + h * HD + t] * rsqrtf((float)HD);
     /* this thread's key: every word loaded before any is used */
     float score = -INFINITY;
     uint4 kw[WORDS];
@@ -494,6 +589,8 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
 #pragma unroll
         for (int c = 0; c < WORDS; c++) kw[c] = kp[c];
     }
+    if (!causal) PDL_WAIT();
+    if (t < HD) qs[t] = q[(size_t)r * ldq + h * HD + t] * rsqrtf((float)HD);
     __syncthreads();
     if (j < n_keys) {
         float sum = 0.0f;
@@ -536,22 +633,18 @@ extern "C" long sh_attention_partial_floats(int rows, int n_head, int hd, int ma
 extern "C" void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k,
                                const void *v, int d, int n_head, int rows, int causal,
                                int n_tokens, const int *pos0, int n_kv, long beam_stride,
-                               int act_half, float *partial, int *counters, float *out) {
+                               int act_half, float *partial, int *counters, float *out, int pdl) {
     int n_split = (n_kv + ATT_CHUNK - 1) / ATT_CHUNK;   /* n_kv: the most keys any row has */
     int hd = d / n_head;
     dim3 grid(n_split, n_head, rows);
 #define SH_ATT_CASE(HD)                                                                        \
     case HD:                                                                                   \
         if (act_half)                                                                          \
-            k_attention_split<HD, 1><<<grid, ATT_CHUNK, 0, s>>>(q, ldq, k, v, d, causal,       \
-                                                                n_tokens, pos0, n_kv,          \
-                                                                beam_stride, partial, n_split,  \
-                                                                counters, out);                \
+            launch(pdl, k_attention_split<HD, 1>, grid, ATT_CHUNK, 0, s, q, ldq, k, v, d,      \
+                   causal, n_tokens, pos0, n_kv, beam_stride, partial, n_split, counters, out); \
         else                                                                                   \
-            k_attention_split<HD, 0><<<grid, ATT_CHUNK, 0, s>>>(q, ldq, k, v, d, causal,       \
-                                                                n_tokens, pos0, n_kv,          \
-                                                                beam_stride, partial, n_split,  \
-                                                                counters, out);                \
+            launch(pdl, k_attention_split<HD, 0>, grid, ATT_CHUNK, 0, s, q, ldq, k, v, d,      \
+                   causal, n_tokens, pos0, n_kv, beam_stride, partial, n_split, counters, out); \
         break;
     switch (hd) {
         SH_ATT_CASE(16)

@@ -42,12 +42,14 @@ typedef struct {
 void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows, float *y,
                int ldy, const float *bias, int epilogue);
 
-/* The same with the input rows layer-normalised first (ln_g, ln_b; rows *
+/* pdl: launch as a programmatic dependent of the previous kernel (Hopper
+ * and later): its weight loads overlap the previous kernel's tail.
+ * The same with the input rows layer-normalised first (ln_g, ln_b; rows *
  * n_in floats must fit in 48 KB of shared memory) and, when kv is given,
  * the k and v columns stored into the caches too. */
 void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows, float *y,
                   int ldy, const float *bias, int epilogue, const float *ln_g, const float *ln_b,
-                  const sh_kv_target *kv);
+                  const sh_kv_target *kv, int pdl);
 
 /* Widens a matrix to half (for cuBLAS when rows exceed the GEMV's). */
 void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
@@ -92,7 +94,7 @@ void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_tokens, int
 void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k, const void *v,
                     int d, int n_head, int rows, int causal, int n_tokens, const int *pos0,
                     int n_kv, long beam_stride, int act_half, float *partial, int *counters,
-                    float *out);
+                    float *out, int pdl);
 long sh_attention_partial_floats(int rows, int n_head, int hd, int max_keys);
 
 /* caches (n_layer, n_cache_beams, n_ctx, d): beam b < n_beams takes beam
