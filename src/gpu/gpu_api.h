@@ -10,7 +10,7 @@
 
 #include "model/model.h"
 
-#define SH_GPU_ABI_VERSION 2
+#define SH_GPU_ABI_VERSION 1
 #define SH_GPU_ENTRY "shruti_gpu_backend_v1"
 
 /* How the model computes on the GPU (faster-whisper's compute types). */
@@ -56,11 +56,6 @@ typedef struct {
     void (*state_free)(sh_gpu_state *s);
     /* The same contract as the CPU's sh_encode / sh_decoder_* (runtime.h). */
     int (*encode)(sh_gpu_state *s, const float *mel, char *err);
-    /* Batched windows: room for n windows, window slot's encoding, and
-     * whether decoder row b reads window b (else every row window 0). */
-    int (*reserve_windows)(sh_gpu_state *s, int n, char *err);
-    int (*encode_window)(sh_gpu_state *s, const float *mel, int slot, char *err);
-    int (*bind_windows)(sh_gpu_state *s, int bound, char *err);
     int (*reserve)(sh_gpu_state *s, int n_beams, char *err);
     int (*forward)(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens, int pos0,
                    char *err);
