@@ -138,6 +138,21 @@ static inline double t_max_abs_diff(const float *a, const float *b, size_t n) {
 
 static const char *const T_MODELS[] = {"mini", "mini.en", "mini-v3"};
 
+/* Rows (of n_vocab logits) whose argmax is the golden's. */
+static inline int t_same_argmax(const float *logits, const float *golden, int rows, int n_vocab) {
+    int same = 0;
+    for (int i = 0; i < rows; i++) {
+        const float *x = logits + (size_t)i * n_vocab, *g = golden + (size_t)i * n_vocab;
+        int a = 0, b = 0;
+        for (int v = 1; v < n_vocab; v++) {
+            if (x[v] > x[a]) a = v;
+            if (g[v] > g[b]) b = v;
+        }
+        same += a == b;
+    }
+    return same;
+}
+
 /* 16 kHz mono 16-bit PCM WAV (the test clips) as floats, s16 / 32768: the
  * same samples FFmpeg gives for these files, so that the decoding tests
  * also run where FFmpeg's libraries are absent (a GPU box). NULL when the

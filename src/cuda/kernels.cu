@@ -34,26 +34,20 @@ static __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-/* Sum over a block of at most 1024 threads; every thread gets it. */
-static __device__ float block_sum(float v, float *shared32) {
+/* Sum (or max) over a block of at most 1024 threads; every thread gets it. */
+template <bool MAX>
+static __device__ float block_reduce(float v, float *shared32) {
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, n_warps = (blockDim.x + WARP - 1) / WARP;
-    v = warp_sum(v);
+    v = MAX ? warp_max(v) : warp_sum(v);
     __syncthreads();
     if (lane == 0) shared32[warp] = v;
     __syncthreads();
-    float t = lane < n_warps ? shared32[lane] : 0.0f;
-    return warp_sum(t);
+    float t = lane < n_warps ? shared32[lane] : MAX ? -INFINITY : 0.0f;
+    return MAX ? warp_max(t) : warp_sum(t);
 }
 
-static __device__ float block_max(float v, float *shared32) {
-    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, n_warps = (blockDim.x + WARP - 1) / WARP;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) shared32[warp] = v;
-    __syncthreads();
-    float t = lane < n_warps ? shared32[lane] : -INFINITY;
-    return warp_max(t);
-}
+static __device__ float block_sum(float v, float *shared32) { return block_reduce<false>(v, shared32); }
+static __device__ float block_max(float v, float *shared32) { return block_reduce<true>(v, shared32); }
 
 /* Whisper's GELU, the exact erf form. */
 static __device__ __forceinline__ float gelu(float x) {

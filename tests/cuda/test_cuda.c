@@ -80,15 +80,7 @@ static void check_logits(const char *name, const char *file, const char *compute
     CHECK(sh_decoder_forward(&rt, tokens, 1, n_tok, 0) == 0, "forward");
     CHECK(sh_decoder_logits(&rt, 0, n_tok, logits) == 0, "logits");
     double diff = t_max_abs_diff(logits, golden, n_logits);
-    int same = 0;
-    for (int i = 0; i < n_tok; i++) {
-        int a = 0, b = 0;
-        for (int v = 1; v < n_vocab; v++) {
-            if (logits[(size_t)i * n_vocab + v] > logits[(size_t)i * n_vocab + a]) a = v;
-            if (golden[(size_t)i * n_vocab + v] > golden[(size_t)i * n_vocab + b]) b = v;
-        }
-        same += a == b;
-    }
+    int same = t_same_argmax(logits, golden, n_tok, n_vocab);
     /* the cache, one token at a time, gives the last row again */
     for (int i = 0; i < n_tok; i++) CHECK(sh_decoder_forward(&rt, tokens + i, 1, 1, i) == 0, "step");
     CHECK(sh_decoder_logits(&rt, 0, 1, logits) == 0, "logits");

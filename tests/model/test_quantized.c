@@ -58,15 +58,7 @@ static void check_model(const char *type_name, int must_match) {
     float *logits = malloc(n_logits * sizeof *logits);
     sh_decoder_forward(&rt, tokens, 1, n_tok, 0);
     sh_decoder_logits(&rt, 0, n_tok, logits);
-    int n_vocab = m->hp.n_vocab, same = 0;
-    for (int i = 0; i < n_tok; i++) {
-        int a = 0, b = 0;
-        for (int v = 1; v < n_vocab; v++) {
-            if (logits[(size_t)i * n_vocab + v] > logits[(size_t)i * n_vocab + a]) a = v;
-            if (golden[(size_t)i * n_vocab + v] > golden[(size_t)i * n_vocab + b]) b = v;
-        }
-        same += a == b;
-    }
+    int same = t_same_argmax(logits, golden, n_tok, m->hp.n_vocab);
     double diff = t_max_abs_diff(logits, golden, n_logits);
     shruti_context *ctx = shruti_context_new(m, 2, &err);
     shruti_params p = shruti_default_params();

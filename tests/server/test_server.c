@@ -98,7 +98,9 @@ static void expect_error(int status, const char *body, int want, const char *wha
 
 static void check_endpoints(void) {
     char *body;
-    CHECK(http(url("/health"), &body) == 200 && strstr(body, "\"device\""), "health: %s", body);
+    CHECK(http(url("/health"), &body) == 200 && strstr(body, "\"device\"") &&
+              strstr(body, "\"device_reason\"") && strstr(body, "\"device_fallbacks\""),
+          "health: %s", body);
     free(body);
     CHECK(http(url("/ready"), &body) == 200, "ready: %s", body);
     free(body);
@@ -109,8 +111,27 @@ static void check_endpoints(void) {
     free(body);
     CHECK(http(url("/metrics"), &body) == 200 && strstr(body, "shruti_requests_total") &&
               strstr(body, "shruti_queue_depth") && strstr(body, "shruti_real_time_factor") &&
-              strstr(body, "shruti_device{"), "metrics: %s", body);
+              strstr(body, "shruti_device{") && strstr(body, "shruti_device_fallbacks_total") &&
+              strstr(body, "shruti_device_info{"), "metrics: %s", body);
     free(body);
+}
+
+/* DEVICE=cuda where no GPU is usable: the service refuses to start and
+ * says why (where one is, it starts: not checked here). */
+static void check_device_cuda_refused(void) {
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd, "%s devices", SHRUTI_CLI);
+    run_result d = t_run(cmd, 1);
+    int gpu = strstr(d.out, "usable\n") != NULL;
+    free(d.out);
+    if (gpu) return;
+    snprintf(cmd, sizeof cmd, "DEVICE=cuda %s serve --port 0 --model-en %s --model-multi '' "
+             "--db /tmp/shruti-device-test.db", SHRUTI_CLI, model_en);
+    run_result r = t_run(cmd, 1);
+    CHECK(r.status != 0 && strstr(r.out, "CUDA requested but not usable"),
+          "DEVICE=cuda without a GPU: exit %d: %s", r.status, r.out);
+    free(r.out);
+    unlink("/tmp/shruti-device-test.db");
 }
 
 static void check_formats_and_cli(void) {
@@ -406,6 +427,7 @@ int main(void) {
 
     start_server("--workers 2");
     check_endpoints();
+    check_device_cuda_refused();
     check_formats_and_cli();
     check_routing();
     check_detection_skips_silence();
