@@ -511,7 +511,11 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     AL(s->logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
     AL(s->io, N_IO * sizeof(int));
 #undef AL
-    if (r == 0 && (e = cudaMemset(s->counters, 0, rows * hp->n_text_head * sizeof(int))) != cudaSuccess)
+    /* on this context's stream (non-blocking: the legacy stream's memset
+     * would not be ordered before our kernels) */
+    if (r == 0 && ((e = cudaMemsetAsync(s->counters, 0, rows * hp->n_text_head * sizeof(int),
+                                        s->stream)) != cudaSuccess ||
+                   (e = cudaStreamSynchronize(s->stream)) != cudaSuccess))
         r = cuda_fail(err, e, "clearing the GPU run state");
     if (r == 0 && (e = cudaMallocHost((void **)&s->host_io, N_IO * sizeof(int))) != cudaSuccess)
         r = cuda_fail(err, e, "allocating pinned memory");
