@@ -17,7 +17,13 @@
  * Thread safety: a model is read-only after loading and may be shared by
  * any number of contexts in any threads. A context is used by one thread at
  * a time. The library keeps no global mutable state of its own (OpenBLAS's
- * thread count is process-wide; see shruti_context_new).
+ * thread count is process-wide; see shruti_context_new). On a GPU the
+ * weights are uploaded once per model and each context has its own CUDA
+ * stream, cuBLAS handle and buffers.
+ *
+ * Devices: shruti_model_load picks CUDA when a usable GPU is there ("auto",
+ * the default; see shruti_model_params.device), else the CPU, and says why
+ * in shruti_model_device_note(); the binary needs no GPU or driver.
  *
  * Errors: functions return 0 / a pointer on success and a negative
  * shruti_status / NULL on failure, with a message in the shruti_error or
