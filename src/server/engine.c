@@ -468,6 +468,10 @@ void sv_engine_get_status(sv_engine *e, sv_engine_status *s) {
     for (int i = 0; i < N_SLOTS; i++) {
         snprintf(s->slot_model[i], sizeof s->slot_model[i], "%s", e->slot_name[i]);
         s->slot_loaded[i] = e->models[i] != NULL;
+        snprintf(s->slot_device[i], sizeof s->slot_device[i], "%s",
+                 e->models[i] ? shruti_model_device(e->models[i]) : "");
+        snprintf(s->slot_device_note[i], sizeof s->slot_device_note[i], "%s",
+                 e->models[i] ? shruti_model_device_note(e->models[i]) : "");
     }
     /* the multilingual slot's model speaks for the service (both load alike) */
     const shruti_model *any = e->models[SLOT_MULTI] ? e->models[SLOT_MULTI] : e->models[SLOT_EN];

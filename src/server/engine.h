@@ -57,6 +57,8 @@ typedef struct {
     uint64_t device_fallbacks;   /* transcriptions moved from the GPU to the CPU */
     char slot_model[N_SLOTS][512];
     bool slot_loaded[N_SLOTS];
+    char slot_device[N_SLOTS][8];            /* each slot's model: cuda or cpu */
+    char slot_device_note[N_SLOTS][800];
     uint64_t requests_ok, requests_failed;
     double audio_seconds, processing_seconds;
 } sv_engine_status;

@@ -334,6 +334,15 @@ static enum MHD_Result handle_health(server *s, struct MHD_Connection *c, req_st
     cJSON_AddStringToObject(o, "device_requested", s->cfg.device);
     cJSON_AddStringToObject(o, "device_reason", st.device_reason);
     cJSON_AddNumberToObject(o, "device_fallbacks", (double)st.device_fallbacks);
+    /* each slot's own device: one model may fit the GPU and the other not */
+    cJSON *slots = cJSON_AddObjectToObject(o, "slots");
+    for (int i = 0; i < N_SLOTS; i++) {
+        if (!st.slot_loaded[i]) continue;
+        cJSON *sl = cJSON_AddObjectToObject(slots, i == SLOT_EN ? "en" : "multi");
+        cJSON_AddStringToObject(sl, "model", st.slot_model[i]);
+        cJSON_AddStringToObject(sl, "device", st.slot_device[i]);
+        cJSON_AddStringToObject(sl, "device_reason", st.slot_device_note[i]);
+    }
     cJSON_AddStringToObject(o, "compute_type", st.compute_type);
     cJSON_AddStringToObject(o, "compute_type_requested", s->cfg.compute_type);
     cJSON_AddNumberToObject(o, "workers", st.workers);

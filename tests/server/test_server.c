@@ -99,7 +99,8 @@ static void expect_error(int status, const char *body, int want, const char *wha
 static void check_endpoints(void) {
     char *body;
     CHECK(http(url("/health"), &body) == 200 && strstr(body, "\"device\"") &&
-              strstr(body, "\"device_reason\"") && strstr(body, "\"device_fallbacks\""),
+              strstr(body, "\"device_reason\"") && strstr(body, "\"device_fallbacks\"") &&
+              strstr(body, "\"slots\":{\"en\":{"),
           "health: %s", body);
     free(body);
     CHECK(http(url("/ready"), &body) == 200, "ready: %s", body);
