@@ -51,8 +51,10 @@ static int compare(const char *what, const cJSON *got, const cJSON *want) {
 /* Runs the CLI over files, returning one parsed JSON object per file. */
 static cJSON **run_cli(const char *model, const char *opts, const char *files, int n_files) {
     char cmd[12000];
-    snprintf(cmd, sizeof cmd, "%s transcribe --threads 2 --model %s/models/%s "
-             "--output-format json %s %s", SHRUTI_CLI, t_testdata(), model, opts, files);
+    /* the device is pinned ($SHRUTI_TEST_DEVICE, else cpu): these are exact goldens */
+    snprintf(cmd, sizeof cmd, "%s transcribe --threads 2 --device %s --model %s/models/%s "
+             "--output-format json %s %s", SHRUTI_CLI, t_device(), t_testdata(), model, opts,
+             files);
     run_result r = t_run(cmd, 0);
     CHECK(r.status == 0, "exit %d for: %s", r.status, cmd);
     cJSON **objs = calloc((size_t)n_files, sizeof *objs);
