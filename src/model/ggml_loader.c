@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +287,44 @@ static int convert_tensor(float *dst, const uint8_t *src, int type, int64_t n) {
 /* A matrix of rows x row_len from the file's type into the arena as kind
  * (float32, half, or q8_0 blocks); the same type is copied as is. Returns
  * the floats of arena used, 0 when out of memory. */
+#define MAX_LOAD_THREADS 16
+
+/* Rows [r0, r1) of a matrix converted to the stored kind. */
+typedef struct {
+    uint8_t *out;
+    const uint8_t *src;
+    int type, kind;
+    int64_t row_len, r0, r1;
+    size_t src_row, out_row;
+    bool done;
+} store_job;
+
+static void *store_rows(void *arg) {
+    store_job *j = arg;
+    int64_t row_len = j->row_len;
+    float *tmp = malloc((size_t)row_len * sizeof *tmp);
+    if (!tmp) return NULL;
+    for (int64_t i = j->r0; i < j->r1; i++) {
+        const uint8_t *in = j->src + (size_t)i * j->src_row;
+        if (sh_ggml_type_is_quantized(j->type)) sh_dequantize(j->type, in, tmp, row_len);
+        else convert_tensor(tmp, in, j->type, row_len);
+        uint8_t *o = j->out + (size_t)i * j->out_row;
+        if (j->kind == SH_MAT_F32) {
+            memcpy(o, tmp, j->out_row);
+        } else if (j->kind == SH_MAT_F16) {
+            for (int64_t k = 0; k < row_len; k++) {
+                uint16_t h = sh_f32_to_f16(tmp[k]);
+                memcpy(o + 2 * k, &h, 2);
+            }
+        } else {
+            sh_quantize(SH_GGML_Q8_0, tmp, o, row_len);
+        }
+    }
+    free(tmp);
+    j->done = true;
+    return NULL;
+}
+
 static size_t store_matrix(float *dst, const uint8_t *src, int type, int64_t row_len,
                            int64_t rows, int kind) {
     int be = 1, bb = 4;
@@ -298,27 +338,26 @@ static size_t store_matrix(float *dst, const uint8_t *src, int type, int64_t row
         memcpy(dst, src, total);
         return (total + 3) / 4;
     }
-    float *tmp = malloc((size_t)row_len * sizeof *tmp);
-    if (!tmp) return 0;
-    uint8_t *out = (uint8_t *)dst;
-    for (int64_t i = 0; i < rows; i++) {
-        const uint8_t *in = src + (size_t)i * src_row;
-        if (sh_ggml_type_is_quantized(type)) sh_dequantize(type, in, tmp, row_len);
-        else convert_tensor(tmp, in, type, row_len);
-        uint8_t *o = out + (size_t)i * out_row;
-        if (kind == SH_MAT_F32) {
-            memcpy(o, tmp, out_row);
-        } else if (kind == SH_MAT_F16) {
-            for (int64_t k = 0; k < row_len; k++) {
-                uint16_t h = sh_f32_to_f16(tmp[k]);
-                memcpy(o + 2 * k, &h, 2);
-            }
-        } else {
-            sh_quantize(SH_GGML_Q8_0, tmp, o, row_len);
-        }
+    /* converting is most of a large model's load time: rows split over the cores */
+    store_job jobs[MAX_LOAD_THREADS];
+    pthread_t tid[MAX_LOAD_THREADS];
+    bool started[MAX_LOAD_THREADS] = {false};
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = (size_t)rows * (size_t)row_len < ((size_t)1 << 20) ? 1
+            : cores < 1 ? 1 : cores > MAX_LOAD_THREADS ? MAX_LOAD_THREADS : (int)cores;
+    bool ok = true;
+    for (int t = 0; t < n; t++) {
+        jobs[t] = (store_job){(uint8_t *)dst, src, type, kind, row_len, rows * t / n,
+                              rows * (t + 1) / n, src_row, out_row, false};
+        if (t > 0) started[t] = pthread_create(&tid[t], NULL, store_rows, &jobs[t]) == 0;
+        if (t > 0 && !started[t]) store_rows(&jobs[t]);
     }
-    free(tmp);
-    return (total + 3) / 4;
+    store_rows(&jobs[0]);
+    for (int t = 0; t < n; t++) {
+        if (started[t]) pthread_join(tid[t], NULL);
+        ok &= jobs[t].done;
+    }
+    return ok ? (total + 3) / 4 : 0;
 }
 
 static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_error *err) {
