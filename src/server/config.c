@@ -23,7 +23,9 @@ static void usage(FILE *out) {
         "  --max-audio-s N      longest audio (SHRUTI_MAX_AUDIO_SECONDS, default 14400)\n"
         "  --timeout-s N        synchronous request timeout (SHRUTI_TIMEOUT_SECONDS, default 600)\n"
         "  --threads N          CPU threads per worker (SHRUTI_THREADS, default cores/workers)\n"
-        "  DEVICE=auto|cpu|cuda, DEVICE_INDEX=N, COMPUTE_TYPE=auto|float32|float16|int8|int8_float16\n");
+        "  --device D           auto|cpu|cuda (DEVICE, default auto: CUDA when usable)\n"
+        "  --device-index N     which CUDA device (DEVICE_INDEX, default 0)\n"
+        "  --compute-type T     auto|float32|float16|int8|int8_float16 (COMPUTE_TYPE)\n");
 }
 
 static int set_int(const char *name, const char *v, int lo, int hi, int *out) {
