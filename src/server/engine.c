@@ -204,14 +204,6 @@ static void on_progress(shruti_context *ctx, int percent, void *user) {
 
 static bool on_abort(void *user) { return atomic_load(&((sv_task *)user)->cancel) != 0; }
 
-/* src for a JSON string in a log line: quotes and backslashes replaced. */
-static const char *log_safe(char *dst, size_t size, const char *src) {
-    size_t k = 0;
-    for (; *src && k + 1 < size; src++) dst[k++] = *src == '"' ? '\'' : *src == '\\' ? '/' : *src;
-    dst[k] = '\0';
-    return dst;
-}
-
 /* A context whose GPU failed now runs on the CPU: counted and told, once
  * per context, never silent. */
 static void note_device_move(sv_engine *e, const shruti_context *ctx, const shruti_model *m) {
@@ -226,7 +218,7 @@ static void note_device_move(sv_engine *e, const shruti_context *ctx, const shru
     char safe[800];
     if (first)
         sv_log("{\"event\":\"device_fallback\",\"reason\":\"%s\"}",
-               log_safe(safe, sizeof safe, shruti_context_device_note(ctx)));
+               sv_safe_text(safe, sizeof safe, shruti_context_device_note(ctx)));
 }
 
 static void run_task(sv_engine *e, shruti_context *ctx[N_SLOTS], sv_task *t) {
@@ -253,8 +245,10 @@ static void run_task(sv_engine *e, shruti_context *ctx[N_SLOTS], sv_task *t) {
     note_device_move(e, ctx[r.slot], e->models[r.slot]);
     if (rc < 0) {
         int code = rc == SHRUTI_ERR_ABORTED ? 499 : rc == SHRUTI_ERR_INVALID_ARG ? 400 : 500;
+        char safe[512];
         sv_log("{\"event\":\"transcription_failed\",\"slot\":\"%s\",\"error\":\"%s\"}",
-               r.slot == SLOT_EN ? "en" : "multi", shruti_context_error(ctx[r.slot]));
+               r.slot == SLOT_EN ? "en" : "multi",
+               sv_safe_text(safe, sizeof safe, shruti_context_error(ctx[r.slot])));
         task_finish(t, code, shruti_context_error(ctx[r.slot]), NULL);
         return;
     }
@@ -299,8 +293,10 @@ static void *worker_main(void *raw) {
     shruti_context *ctx[N_SLOTS] = {NULL, NULL};
     for (int s = 0; s < N_SLOTS; s++) {
         shruti_error err;
+        char safe[512];
         if (e->models[s] && !(ctx[s] = shruti_context_new(e->models[s], e->cfg.threads_per_worker, &err)))
-            sv_log("{\"event\":\"context_failed\",\"error\":\"%s\"}", err.message);
+            sv_log("{\"event\":\"context_failed\",\"error\":\"%s\"}",
+                   sv_safe_text(safe, sizeof safe, err.message));
     }
     pthread_mutex_lock(&e->mu);
     for (;;) {
@@ -358,7 +354,7 @@ static int load_slot(sv_engine *e, sv_slot s, const char *name) {
            "\"load_ms\":%.0f,\"device\":\"%s\",\"compute_type\":\"%s\",\"device_reason\":\"%s\"}",
            s == SLOT_EN ? "en" : "multi", name, path, (sh_now_s() - t0) * 1e3,
            shruti_model_device(e->models[s]), shruti_model_compute_type(e->models[s]),
-           log_safe(safe, sizeof safe, shruti_model_device_note(e->models[s])));
+           sv_safe_text(safe, sizeof safe, shruti_model_device_note(e->models[s])));
     return 0;
 }
 

@@ -398,11 +398,8 @@ static enum MHD_Result handle_metrics(server *s, struct MHD_Connection *c, req_s
                "# TYPE shruti_queue_depth gauge\nshruti_queue_depth %d\n", st.queued);
     fprintf(m, "# HELP shruti_running Transcriptions running.\n"
                "# TYPE shruti_running gauge\nshruti_running %d\n", st.running);
-    char reason[sizeof st.device_reason];   /* a label value: no quotes, backslashes, newlines */
-    size_t k = 0;
-    for (const char *c = st.device_reason; *c && k + 1 < sizeof reason; c++)
-        reason[k++] = *c == '"' ? '\'' : *c == '\\' ? '/' : *c == '\n' ? ' ' : *c;
-    reason[k] = '\0';
+    char reason[sizeof st.device_reason];   /* a label value */
+    sv_safe_text(reason, sizeof reason, st.device_reason);
     fprintf(m, "# HELP shruti_device The device in use (1) and why.\n# TYPE shruti_device gauge\n"
                "shruti_device{device=\"%s\",compute_type=\"%s\",requested=\"%s\"} 1\n",
             st.device, st.compute_type, s->cfg.device);
@@ -505,8 +502,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     server *s = cls;
     req_state *r = *con_cls;
     if (!r) return;
-    sv_log("{\"event\":\"access\",\"method\":\"%s\",\"path\":\"%.200s\",\"status\":%d,"
-           "\"ms\":%.1f,\"bytes_in\":%zu%s}", r->method, r->path, r->status,
+    char path[201], method[sizeof r->method];   /* the client's: made safe for the log line */
+    sv_log("{\"event\":\"access\",\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,"
+           "\"ms\":%.1f,\"bytes_in\":%zu%s}", sv_safe_text(method, sizeof method, r->method),
+           sv_safe_text(path, sizeof path, r->path),
+           r->status,
            (sh_now_s() - r->t0) * 1e3, r->received,
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : ",\"aborted\":true");
     pthread_mutex_lock(&s->mu);

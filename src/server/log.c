@@ -7,6 +7,16 @@
 #include <string.h>
 #include <time.h>
 
+const char *sv_safe_text(char *dst, size_t size, const char *src) {
+    size_t k = 0;
+    for (; src && *src && k + 1 < size; src++) {
+        unsigned char c = (unsigned char)*src;
+        dst[k++] = c == '"' ? '\'' : c == '\\' ? '/' : c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    if (size) dst[k] = '\0';
+    return dst;
+}
+
 void sv_log(const char *fmt, ...) {
     char body[2048];
     va_list ap;

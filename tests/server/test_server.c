@@ -117,6 +117,35 @@ static void check_endpoints(void) {
     free(body);
 }
 
+/* Text from outside (here a request path with a quote, a backslash and a
+ * newline) stays inside its JSON string: every log line still parses. */
+static void check_log_lines_parse(void) {
+    char args[600], *body, logp[300];
+    snprintf(args, sizeof args, "'%s'", url("/no%22such%5Cpath%0Aend"));
+    CHECK(http(args, &body) == 404, "odd path: %s", body);
+    free(body);
+    usleep(300000);   /* the access line is written when the connection completes */
+    snprintf(logp, sizeof logp, "%s/server.log", work);
+    char *text = t_read_file(logp, NULL), *line = text;
+    int n_json = 0, bad = 0, found = 0;
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        if (strncmp(line, "{\"ts\"", 5) == 0) {
+            cJSON *o = cJSON_Parse(line);
+            n_json++;
+            bad += o == NULL;
+            if (!o) fprintf(stderr, "  not JSON: %s\n", line);
+            found += o && strstr(line, "no'such/path end") != NULL;
+            cJSON_Delete(o);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    CHECK(n_json > 0 && bad == 0 && found == 1, "log lines: %d, not JSON: %d, odd path seen: %d",
+          n_json, bad, found);
+    free(text);
+}
+
 /* DEVICE=cuda where no GPU is usable: the service refuses to start and
  * says why (where one is, it starts: not checked here). */
 static void check_device_cuda_refused(void) {
@@ -429,6 +458,7 @@ int main(void) {
     start_server("--workers 2");
     check_endpoints();
     check_device_cuda_refused();
+    check_log_lines_parse();
     check_formats_and_cli();
     check_routing();
     check_detection_skips_silence();
