@@ -31,7 +31,7 @@ int sh_run_init(sh_run *rt, const shruti_model *m, int n_threads) {
                            : SHRUTI_ERR_NOMEM;
         if (r == 0) {
             rt->gpu_api = api;
-            snprintf(rt->note, sizeof rt->note, "%s", sh_gpu_model_note(m));
+            snprintf(rt->note, sizeof rt->note, "%s", shruti_model_device_note(m));
             return 0;
         }
         /* out of GPU memory for this context's state: this context runs on the CPU */
@@ -39,7 +39,7 @@ int sh_run_init(sh_run *rt, const shruti_model *m, int n_threads) {
         free(rt->window);
         rt->window = NULL;
     } else {
-        snprintf(rt->note, sizeof rt->note, "%s", sh_gpu_model_note(m));
+        snprintf(rt->note, sizeof rt->note, "%s", shruti_model_device_note(m));
     }
     return cpu_init(rt);
 }

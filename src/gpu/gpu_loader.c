@@ -44,12 +44,10 @@ static void *open_module(const sh_gpu_api **api, char *why, size_t size) {
     return NULL;
 #else
     /* no driver: say so without loading cuBLAS */
-    void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!driver) {
+    if (!sh_gpu_driver_present()) {
         snprintf(why, size, "no NVIDIA driver found (libcuda.so.1 cannot be loaded)");
         return NULL;
     }
-    dlclose(driver);
     char exe_dir[PATH_MAX] = "", candidates[5][PATH_MAX + 64];
     ssize_t n = readlink("/proc/self/exe", exe_dir, sizeof exe_dir - 1);
     if (n > 0) {
@@ -203,6 +201,5 @@ void sh_gpu_detach(shruti_model *m) {
 
 const sh_gpu_api *sh_gpu_model_api(const shruti_model *m) { return m->gpu ? m->gpu_api : NULL; }
 sh_gpu_model *sh_gpu_model_handle(const shruti_model *m) { return m->gpu; }
-const char *sh_gpu_model_note(const shruti_model *m) { return m->device_note; }
 const char *shruti_model_device(const shruti_model *m) { return m->device; }
 const char *shruti_model_device_note(const shruti_model *m) { return m->device_note; }

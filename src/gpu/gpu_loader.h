@@ -18,6 +18,5 @@ bool sh_gpu_driver_present(void);
 
 const sh_gpu_api *sh_gpu_model_api(const shruti_model *m);   /* NULL: on the CPU */
 sh_gpu_model *sh_gpu_model_handle(const shruti_model *m);
-const char *sh_gpu_model_note(const shruti_model *m);
 
 #endif
