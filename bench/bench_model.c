@@ -5,12 +5,14 @@
  * in ../shared/testdata/model-headers (real hparams, filters, vocabulary;
  * tensors appended in whisper.cpp's layout, f16 like the published files),
  * then reports, as medians of several runs: model load time, encoder time
- * per 30 s window, decoder time per token for 1 row and for 5 beams, the
- * end-to-end time of 60 s of audio (two windows of 150 tokens: encoder,
- * prompt, steps with their logits and a host argmax) and peak RSS.
+ * per 30 s window, decoder time per token for 1 row with its logits copied
+ * out (dec), as a greedy step (greedy: the logit filters and the choice
+ * where the logits are, as transcribe() decodes) and for 5 beams, the
+ * end-to-end time of 60 s of audio (two windows of 150 greedy tokens:
+ * encoder, prompt, steps) and peak RSS.
  *
  * usage: bench_model [--device cpu|cuda] [--threads N] [--runs N] [--tokens N]
- *                    [--compute-type T] [size ...]
+ *                    [--compute-type T] [--host-pick] [size ...]
  *        (sizes: tiny base small medium large; default tiny base small) */
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +25,8 @@
 #include "bench_util.h"
 #include "common/clock.h"
 #include "common/f16.h"
+#include "decode/logit_filters.h"
+#include "decode/text.h"
 #include "device.h"
 #include "shruti.h"
 
@@ -158,23 +162,61 @@ static double decoder_ms_per_token(sh_run *rt, int n_rows, int n_tokens, float *
     return (sh_now_s() - t0) * 1000.0 / n_tokens;
 }
 
+/* The mask of a greedy step as transcribe() builds it: the non-speech
+ * tokens suppressed and the timestamp rule on. */
+static sh_logit_mask greedy_mask(const shruti_model *m, const int32_t *suppress, int n_suppress) {
+    sh_logit_mask mk = {.ids = suppress, .n_ids = n_suppress, .n_ranges = 1,
+                        .ts_begin = m->sp.timestamp_begin};
+    mk.ranges[0][0] = m->sp.no_timestamps, mk.ranges[0][1] = m->sp.no_timestamps + 1;
+    return mk;
+}
+
+/* --host-pick: the logits come to the host and the choice is made there
+ * (the way before the GPU chose), for comparison. */
+static int g_host_pick;
+static float *g_pick_row;
+
+static void pick(sh_run *rt, int row, const sh_logit_mask *mk, int *tok, double *lp) {
+    if (!g_host_pick) {
+        sh_decoder_greedy(rt, row, mk, tok, lp);
+        return;
+    }
+    sh_decoder_logits(rt, row, 1, g_pick_row);
+    sh_pick_greedy(mk, g_pick_row, rt->m->hp.n_vocab, tok, lp);
+}
+
+/* ms per greedy step (forward, then the token chosen where the logits
+ * are: on the GPU only the token comes back). */
+static double greedy_ms_per_token(sh_run *rt, int n_tokens, const sh_logit_mask *mk) {
+    int prompt[4] = {50258, 50259, 50359, 50364}, tok = 400, lp_tok;
+    double lp;
+    sh_decoder_reserve(rt, 1);
+    sh_decoder_forward(rt, prompt, 1, 4, 0);
+    double t0 = sh_now_s();
+    for (int s = 0; s < n_tokens; s++) {
+        sh_decoder_forward(rt, &tok, 1, 1, 4 + s);
+        pick(rt, 0, mk, &lp_tok, &lp);
+        tok = 400 + (lp_tok + s) % 1000;   /* random weights: keep to text tokens */
+    }
+    return (sh_now_s() - t0) * 1000.0 / n_tokens;
+}
+
 /* 60 s of audio as transcribe() spends it: per window the encoder, the
- * 4-token prompt, then 150 steps each choosing its token on the host. */
-static double minute_ms(sh_run *rt, const float *mel, float *logits) {
-    int n_vocab = rt->m->hp.n_vocab, prompt[4] = {50258, 50259, 50359, 50364};
+ * 4-token prompt, then 150 greedy steps. */
+static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
+    int prompt[4] = {50258, 50259, 50359, 50364};
     double t0 = sh_now_s();
     for (int w = 0; w < 2; w++) {
         sh_encode(rt, mel);
         sh_decoder_reserve(rt, 1);
         sh_decoder_forward(rt, prompt, 1, 4, 0);
-        sh_decoder_logits(rt, 3, 1, logits);
+        int best = 0;
+        double lp;
+        pick(rt, 3, mk, &best, &lp);
         for (int s = 0; s < 150; s++) {
-            int best = 0;
-            for (int v = 1; v < n_vocab; v++)
-                if (logits[v] > logits[best]) best = v;
             int tok = 400 + (best + s) % 1000;   /* random weights: keep to text tokens */
             sh_decoder_forward(rt, &tok, 1, 1, 4 + s);
-            sh_decoder_logits(rt, 0, 1, logits);
+            pick(rt, 0, mk, &best, &lp);
         }
     }
     return (sh_now_s() - t0) * 1000.0;
@@ -191,6 +233,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) tokens = atoi(argv[++i]);
         else if (strcmp(argv[i], "--compute-type") == 0 && i + 1 < argc) compute_type = argv[++i];
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) device = argv[++i];
+        else if (strcmp(argv[i], "--host-pick") == 0) g_host_pick = 1;
         else if (n_sizes < 16) sizes[n_sizes++] = argv[i];
     }
     if (n_sizes == 0) {
@@ -203,8 +246,8 @@ int main(int argc, char **argv) {
     snprintf(testdata, sizeof testdata, "%s", td ? td : "../shared/testdata");
     printf("device %s, threads %d, compute type %s, %d runs each (medians), %d decoder steps "
            "per run\n", device, threads, compute_type, runs, tokens);
-    printf("%-7s %-13s %9s %12s %12s %12s %12s %10s\n", "model", "compute", "load_ms",
-           "encoder_ms", "dec_ms/tok", "beam5_ms/tok", "60s_audio_ms", "rss_MB");
+    printf("%-7s %-13s %9s %12s %12s %12s %12s %12s %10s\n", "model", "compute", "load_ms",
+           "encoder_ms", "dec_ms/tok", "greedy_ms/tok", "beam5_ms/tok", "60s_audio_ms", "rss_MB");
     for (int s = 0; s < n_sizes; s++) {
         char header[800], path[600];
         snprintf(header, sizeof header, "%s/model-headers/for-tests-ggml-%s.bin", testdata,
@@ -214,7 +257,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "cannot build %s from %s\n", path, header);
             return 1;
         }
-        double load[64], enc[64], dec[64], beam[64], minute[64];
+        double load[64], enc[64], dec[64], greedy[64], beam[64], minute[64];
         shruti_model *m = NULL;
         for (int r = 0; r < runs; r++) {
             shruti_model_free(m);
@@ -239,6 +282,7 @@ int main(int argc, char **argv) {
         float *mel = malloc(sizeof(float) * (size_t)m->hp.n_mels * 3000);
         for (int i = 0; i < m->hp.n_mels * 3000; i++) mel[i] = rand_normalish() * 10;
         float *logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab * 8);
+        g_pick_row = logits;
         sh_encode(&rt, mel);   /* warm-up */
         for (int r = 0; r < runs; r++) {
             double t0 = sh_now_s();
@@ -248,11 +292,16 @@ int main(int argc, char **argv) {
         decoder_ms_per_token(&rt, 1, 8, logits);   /* warm-up */
         for (int r = 0; r < runs; r++) dec[r] = decoder_ms_per_token(&rt, 1, tokens, logits);
         for (int r = 0; r < runs; r++) beam[r] = decoder_ms_per_token(&rt, 5, tokens, logits);
-        for (int r = 0; r < runs; r++) minute[r] = minute_ms(&rt, mel, logits);
-        printf("%-7s %-13s %9.1f %12.2f %12.3f %12.3f %12.1f %10.0f\n", sizes[s],
+        int32_t *suppress = NULL;
+        int n_suppress = sh_non_speech_tokens(m, &suppress);
+        sh_logit_mask mk = greedy_mask(m, suppress, n_suppress < 0 ? 0 : n_suppress);
+        for (int r = 0; r < runs; r++) greedy[r] = greedy_ms_per_token(&rt, tokens, &mk);
+        for (int r = 0; r < runs; r++) minute[r] = minute_ms(&rt, mel, &mk);
+        free(suppress);
+        printf("%-7s %-13s %9.1f %12.2f %12.3f %13.3f %12.3f %12.1f %10.0f\n", sizes[s],
                shruti_model_compute_type(m), bench_median(load, runs), bench_median(enc, runs),
-               bench_median(dec, runs), bench_median(beam, runs), bench_median(minute, runs),
-               peak_rss_mb());
+               bench_median(dec, runs), bench_median(greedy, runs), bench_median(beam, runs),
+               bench_median(minute, runs), peak_rss_mb());
         fflush(stdout);
         free(mel), free(logits);
         sh_run_free(&rt);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "device.h"
+#include "decode/logit_filters.h"
 #include "gpu/gpu_loader.h"
 
 static int cpu_init(sh_run *rt) {
@@ -48,6 +49,7 @@ void sh_run_free(sh_run *rt) {
     gpu_drop(rt);
     if (rt->cpu_ready) sh_cpu_runtime_free(&rt->cpu);
     free(rt->window);
+    free(rt->pick_logits);
     memset(rt, 0, sizeof *rt);
 }
 
@@ -102,6 +104,18 @@ int sh_decoder_logits(sh_run *rt, int row0, int n_rows, float *logits) {
     if (row0 < 0 || n_rows < 1 || row0 + n_rows > rt->cpu.max_rows) return SHRUTI_ERR_INVALID_ARG;
     sh_cpu_decoder_logits(&rt->cpu, rt->cpu.dec_x + (size_t)row0 * rt->m->hp.n_text_state, n_rows,
                           logits);
+    return 0;
+}
+
+int sh_decoder_greedy(sh_run *rt, int row, const sh_logit_mask *mask, int *token,
+                      double *logprob) {
+    ON_GPU(greedy(rt->gpu, row, mask, token, logprob, err));
+    int n_vocab = rt->m->hp.n_vocab;
+    if (!rt->pick_logits && !(rt->pick_logits = malloc((size_t)n_vocab * sizeof(float))))
+        return SHRUTI_ERR_NOMEM;
+    int r = sh_decoder_logits(rt, row, 1, rt->pick_logits);
+    if (r < 0) return r;
+    sh_pick_greedy(mask, rt->pick_logits, n_vocab, token, logprob);
     return 0;
 }
 

@@ -21,6 +21,7 @@ typedef struct {
     float *window;              /* (n_mels, 3000) last window sent to the GPU */
     bool has_window;
     char note[SH_GPU_ERR + 64]; /* why this run state is where it is */
+    float *pick_logits;         /* n_vocab, for greedy choices on the CPU */
 } sh_run;
 
 int sh_run_init(sh_run *rt, const shruti_model *m, int n_threads);
@@ -36,6 +37,10 @@ int sh_decoder_reserve(sh_run *rt, int n_beams);
 int sh_decoder_forward(sh_run *rt, const int *tokens, int n_beams, int n_tokens, int pos0);
 /* logits (n_rows x n_vocab) of rows row0 .. of the last forward. */
 int sh_decoder_logits(sh_run *rt, int row0, int n_rows, float *logits);
+/* The greedy choice from row row of the last forward after the mask: the
+ * token and its log-probability (on the GPU only these leave it). */
+int sh_decoder_greedy(sh_run *rt, int row, const sh_logit_mask *mask, int *token,
+                      double *logprob);
 /* Beam b takes the first n_pos cached positions of beam src[b]. */
 int sh_decoder_reorder(sh_run *rt, const int *src, int n_beams, int n_pos);
 /* Beam 0's first n_pos cached positions to beams 1 .. n_beams-1. */

@@ -138,17 +138,20 @@ static inline double t_max_abs_diff(const float *a, const float *b, size_t n) {
 
 static const char *const T_MODELS[] = {"mini", "mini.en", "mini-v3"};
 
+/* The first index of the largest of n floats. */
+static inline int t_argmax(const float *x, int n) {
+    int best = 0;
+    for (int v = 1; v < n; v++)
+        if (x[v] > x[best]) best = v;
+    return best;
+}
+
 /* Rows (of n_vocab logits) whose argmax is the golden's. */
 static inline int t_same_argmax(const float *logits, const float *golden, int rows, int n_vocab) {
     int same = 0;
     for (int i = 0; i < rows; i++) {
         const float *x = logits + (size_t)i * n_vocab, *g = golden + (size_t)i * n_vocab;
-        int a = 0, b = 0;
-        for (int v = 1; v < n_vocab; v++) {
-            if (x[v] > x[a]) a = v;
-            if (g[v] > g[b]) b = v;
-        }
-        same += a == b;
+        same += t_argmax(x, n_vocab) == t_argmax(g, n_vocab);
     }
     return same;
 }

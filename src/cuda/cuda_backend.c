@@ -402,6 +402,10 @@ struct sh_gpu_state {
     int *io;                        /* device: pos0, tokens, beam sources */
     int *host_io;                   /* pinned */
     float *host_logits;             /* pinned (SH_GEMV_MAX_ROWS, n_vocab) */
+    int *pick_ids;                  /* device: the suppressed tokens of the greedy mask */
+    int32_t *pick_ids_host;         /* what pick_ids holds (n_pick_ids; -1: nothing yet) */
+    int n_pick_ids;
+    sh_pick_result *pick;           /* device: the greedy choice */
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
@@ -429,11 +433,12 @@ static void state_free(sh_gpu_state *s) {
                     s->big,     s->o,       s->scores, s->probs,  s->cross_k, s->cross_v,
                     s->self_k,  s->self_v,  s->self_tmp, s->dx,   s->dh,      s->dqkv,
                     s->dq,      s->da,      s->dm,     s->partial, s->half_x, s->half_w, s->counters,
-                    s->logits,  s->io};
+                    s->logits,  s->io,     s->pick_ids, s->pick};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     if (s->host_io) cudaFreeHost(s->host_io);
     if (s->host_logits) cudaFreeHost(s->host_logits);
+    free(s->pick_ids_host);
     if (s->blas) cublasDestroy(s->blas);
     if (s->stream) cudaStreamDestroy(s->stream);
     free(s);
@@ -510,7 +515,12 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     AL(s->half_w, 4 * dt * dt * 2);
     AL(s->logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
     AL(s->io, N_IO * sizeof(int));
+    AL(s->pick_ids, (size_t)hp->n_vocab * sizeof(int));
+    AL(s->pick, sizeof(sh_pick_result));
 #undef AL
+    s->n_pick_ids = -1;
+    if (r == 0 && !(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))))
+        r = fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
     /* on this context's stream (non-blocking: the legacy stream's memset
      * would not be ordered before our kernels) */
     if (r == 0 && ((e = cudaMemsetAsync(s->counters, 0, rows * hp->n_text_head * sizeof(int),
@@ -816,6 +826,45 @@ static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) 
     return 0;
 }
 
+/* The greedy choice on the device: logits of one row, the mask, argmax and
+ * log-softmax there; 16 bytes come back instead of the logits. */
+static int greedy(sh_gpu_state *s, int row, const sh_logit_mask *mask, int *token,
+                  double *logprob, char *err) {
+    const sh_gpu_model *g = s->g;
+    int n_vocab = g->m->hp.n_vocab, d = g->m->hp.n_text_state;
+    if (row < 0 || row >= s->max_rows || mask->n_ids < 0 || mask->n_ids > n_vocab ||
+        mask->n_ranges < 0 || mask->n_ranges > SH_MASK_RANGES || mask->ts_begin > n_vocab)
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy step");
+    sh_pick_mask pm = {.n_ids = mask->n_ids, .n_ranges = mask->n_ranges, .ts_begin = mask->ts_begin};
+    for (int i = 0; i < mask->n_ranges; i++) {
+        pm.ranges[i][0] = mask->ranges[i][0];
+        pm.ranges[i][1] = mask->ranges[i][1];
+    }
+    for (int i = 0; i < mask->n_ids; i++)
+        if (mask->ids[i] < 0 || mask->ids[i] >= n_vocab)
+            return fail(err, SHRUTI_ERR_INVALID_ARG, "token %d out of range", mask->ids[i]);
+    CU(cudaSetDevice(g->device), "selecting the CUDA device");
+    /* the suppress list changes per window at most: sent when it does */
+    if (mask->n_ids != s->n_pick_ids ||
+        memcmp(mask->ids, s->pick_ids_host, (size_t)mask->n_ids * sizeof(int32_t)) != 0) {
+        memcpy(s->pick_ids_host, mask->ids, (size_t)mask->n_ids * sizeof(int32_t));
+        s->n_pick_ids = -1;
+        CU(cudaMemcpyAsync(s->pick_ids, s->pick_ids_host, (size_t)mask->n_ids * sizeof(int),
+                           cudaMemcpyHostToDevice, s->stream), "copying the suppressed tokens");
+        s->n_pick_ids = mask->n_ids;
+    }
+    sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)row * d, d, 1, s->logits, n_vocab, NULL,
+              SH_GEMV_STORE);
+    sh_k_greedy_pick(s->stream, s->logits, n_vocab, &pm, s->pick_ids, s->pick, s->pdl);
+    sh_pick_result *host = (sh_pick_result *)s->host_logits;
+    CU(cudaMemcpyAsync(host, s->pick, sizeof *host, cudaMemcpyDeviceToHost, s->stream),
+       "copying the greedy choice");
+    CU(cudaStreamSynchronize(s->stream), "choosing the next token");
+    *token = host->token;
+    *logprob = host->logprob;
+    return 0;
+}
+
 static int move_caches(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err) {
     const sh_hparams *hp = &s->g->m->hp;
     if (n_beams < 1 || n_beams > s->n_beams || n_pos < 0 || n_pos > hp->n_text_ctx)
@@ -934,8 +983,9 @@ static const sh_gpu_api api = {
     .reserve = reserve,
     .forward = forward,
     .logits = logits,
+    .greedy = greedy,
     .reorder = reorder,
     .broadcast = broadcast,
 };
 
-__attribute__((visibility("default"))) const sh_gpu_api *shruti_gpu_backend_v1(void) { return &api; }
+__attribute__((visibility("default"))) const sh_gpu_api *shruti_gpu_backend_v2(void) { return &api; }

@@ -4,6 +4,7 @@
  * softmax, GELU epilogues, im2col for the conv stem, embeddings and cache
  * moves. The encoder's and the prompt's GEMMs are cuBLAS (cuda_backend.c). */
 #include <cuda_fp16.h>
+#include <limits.h>
 #include <math.h>
 
 #include <type_traits>
@@ -702,4 +703,98 @@ __global__ void k_probe(int *out, int n) {
 
 extern "C" void sh_k_probe(cudaStream_t s, int *out, int n) {
     k_probe<<<blocks_for(n, 128), 128, 0, s>>>(out, n);
+}
+
+/* ---------------------------------------------------------- greedy pick */
+
+/* (value, index) of the larger; ties go to the lower index, as a scan. */
+static __device__ __forceinline__ void arg_merge(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
+}
+
+/* log-sum-exp in the running form (max m, sum s of exp(x - m)). */
+static __device__ __forceinline__ void lse_merge(float &m, double &s, float m2, double s2) {
+    if (m2 == -INFINITY) return;
+    if (m == -INFINITY) {
+        m = m2, s = s2;
+    } else if (m2 > m) {
+        s = s * exp((double)m - m2) + s2, m = m2;
+    } else {
+        s += s2 * exp((double)m2 - m);
+    }
+}
+
+struct pick_acc {
+    float best_v[2];   /* likeliest text [0] and timestamp [1] token */
+    int best_i[2];
+    float m[2];        /* log-sum-exp of text and timestamps */
+    double s[2];
+};
+
+static __device__ void pick_acc_merge(pick_acc &a, const pick_acc &b) {
+    for (int k = 0; k < 2; k++) {
+        arg_merge(a.best_v[k], a.best_i[k], b.best_v[k], b.best_i[k]);
+        lse_merge(a.m[k], a.s[k], b.m[k], b.s[k]);
+    }
+}
+
+static __device__ pick_acc pick_acc_shfl(const pick_acc &a, int o) {
+    pick_acc b;
+    for (int k = 0; k < 2; k++) {
+        b.best_v[k] = __shfl_xor_sync(0xffffffffu, a.best_v[k], o);
+        b.best_i[k] = __shfl_xor_sync(0xffffffffu, a.best_i[k], o);
+        b.m[k] = __shfl_xor_sync(0xffffffffu, a.m[k], o);
+        b.s[k] = __shfl_xor_sync(0xffffffffu, a.s[k], o);
+    }
+    return b;
+}
+
+#define PICK_THREADS 1024
+
+/* One block: the mask applied to the logits, the timestamp rule decided,
+ * the greedy token and its log-probability written to out. A single pass
+ * keeps text and timestamps apart (their maxima and log-sum-exps), which
+ * is all the rule and the choice need. */
+__global__ void k_greedy_pick(float *logits, int n_vocab, sh_pick_mask mk, const int *ids,
+                              sh_pick_result *out) {
+    __shared__ pick_acc warp_acc[PICK_THREADS / WARP];
+    int t = threadIdx.x;
+    PDL_WAIT();   /* the logits come from the kernel before */
+    for (int i = t; i < mk.n_ids; i += blockDim.x) logits[ids[i]] = -INFINITY;
+    __syncthreads();
+    int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
+    pick_acc a;
+    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.m[k] = -INFINITY, a.s[k] = 0.0;
+    for (int i = t; i < n_vocab; i += blockDim.x) {
+        float v = logits[i];
+        for (int r = 0; r < mk.n_ranges; r++)
+            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) v = -INFINITY;
+        int k = i >= ts;
+        arg_merge(a.best_v[k], a.best_i[k], v, i);
+        lse_merge(a.m[k], a.s[k], v, 1.0);
+    }
+    for (int o = WARP / 2; o > 0; o >>= 1) pick_acc_merge(a, pick_acc_shfl(a, o));
+    if (t % WARP == 0) warp_acc[t / WARP] = a;
+    __syncthreads();
+    if (t != 0) return;
+    for (int w = 1; w < (int)(blockDim.x / WARP); w++) pick_acc_merge(a, warp_acc[w]);
+    /* timestamps likelier together than any text token: text is out */
+    bool text_out = mk.ts_begin >= 0 && a.m[1] != -INFINITY &&
+                    log(a.s[1]) + a.m[1] > (double)a.best_v[0];
+    float best_v = a.best_v[0];
+    int best_i = a.best_i[0];
+    float m = a.m[0];
+    double s = a.s[0];
+    if (text_out) best_v = -INFINITY, best_i = INT_MAX, m = -INFINITY, s = 0.0;
+    arg_merge(best_v, best_i, a.best_v[1], a.best_i[1]);
+    lse_merge(m, s, a.m[1], a.s[1]);
+    if (best_i == INT_MAX) best_i = 0;   /* everything masked: as a scan, the first */
+    out->token = best_i;
+    out->logprob = (double)best_v - (log(s) + m);
+}
+
+extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_vocab,
+                                 const sh_pick_mask *mask, const int *ids, sh_pick_result *out,
+                                 int pdl) {
+    launch(pdl, k_greedy_pick, dim3(1), dim3(PICK_THREADS), 0, s, logits, n_vocab, *mask, ids, out);
 }

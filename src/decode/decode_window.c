@@ -23,30 +23,8 @@ double sh_rng_uniform(uint64_t *s) {
 
 /* ------------------------------------------------------------- helpers */
 
-/* log(sum(exp(x))) around the maximum; eight lanes at a time (a lane of
- * -inf adds exactly 0). */
-SH_CLONES static double log_sum_exp(const float *x, int n) {
-    float max = -INFINITY;
-    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-    if (max == -INFINITY) return -INFINITY;
-    vf8 vmax = vf8_splat(max), acc = vf8_splat(0.0f);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) acc += vf8_exp(vf8_load(x + i) - vmax);
-    double s = 0;
-    for (int k = 0; k < 8; k++) s += acc[k];
-    for (; i < n; i++) s += expf(x[i] - max);
-    return log(s) + max;
-}
-
 double sh_softmax_prob(const float *logits, int n, int index) {
-    return exp(logits[index] - log_sum_exp(logits, n));
-}
-
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    return exp(logits[index] - sh_log_sum_exp(logits, n));
 }
 
 /* A sample from softmax(logits / T): one pass for the total, a second
@@ -61,7 +39,7 @@ static int sample_token(const float *logits, int n, float temperature, uint64_t 
         if (d > -88.0f) total += expf(d);
     }
     double r = sh_rng_uniform(rng) * total, acc = 0;
-    int last_valid = argmax(logits, n);
+    int last_valid = sh_argmax(logits, n);
     for (int i = 0; i < n; i++) {
         float d = (logits[i] - max) * inv_t;
         if (d <= -88.0f) continue;
@@ -149,9 +127,9 @@ int sh_detect_language(sh_run *rt, float *probs, double *no_speech) {
     if (no_speech) *no_speech = sh_softmax_prob(logits, m->hp.n_vocab, sp->no_speech);
     /* only language tokens compete */
     const float *lang = logits + sp->first_language;
-    int best = argmax(lang, sp->n_languages);
+    int best = sh_argmax(lang, sp->n_languages);
     if (probs) {
-        double lse = log_sum_exp(lang, sp->n_languages);
+        double lse = sh_log_sum_exp(lang, sp->n_languages);
         for (int i = 0; i < sp->n_languages; i++) probs[i] = (float)exp(lang[i] - lse);
     }
     free(logits);
@@ -160,6 +138,17 @@ int sh_detect_language(sh_run *rt, float *probs, double *no_speech) {
 
 /* --------------------------------------------------------- updates */
 
+/* Sequence k takes next (eot again once it has ended); returns whether
+ * it has ended. */
+static int append_token(sequences *s, int k, int next, double logprob, int eot) {
+    int32_t *seq = s->tokens + (size_t)k * s->cap;
+    int ended = seq[s->len - 1] == eot;
+    if (!ended) s->sum_logprob[k] += logprob;
+    if (ended) next = eot;
+    seq[s->len] = next;
+    return next == eot;
+}
+
 /* Greedy or sampled next token for each sequence. Returns 1 when every
  * sequence has ended. */
 static int update_sampling(sequences *s, const float *logits, int n_vocab, float temperature,
@@ -167,17 +156,27 @@ static int update_sampling(sequences *s, const float *logits, int n_vocab, float
     int all_ended = 1;
     for (int k = 0; k < s->n_group; k++) {
         const float *row = logits + (size_t)k * n_vocab;
-        int32_t *seq = s->tokens + (size_t)k * s->cap;
-        int next = temperature == 0.0f ? argmax(row, n_vocab)
+        int next = temperature == 0.0f ? sh_argmax(row, n_vocab)
                                        : sample_token(row, n_vocab, temperature, rng);
-        int ended = seq[s->len - 1] == eot;
-        if (!ended) s->sum_logprob[k] += row[next] - log_sum_exp(row, n_vocab);
-        if (ended) next = eot;
-        seq[s->len] = next;
-        all_ended &= next == eot;
+        int ended = s->tokens[(size_t)k * s->cap + s->len - 1] == eot;
+        all_ended &= append_token(s, k, next, ended ? 0.0 : row[next] - sh_log_sum_exp(row, n_vocab), eot);
     }
     s->len++;
     return all_ended;
+}
+
+/* One greedy step of a single sequence: the filters go to the device as a
+ * mask and only the token and its log-probability come back. */
+static int update_greedy(sh_run *rt, sequences *s, const sh_logit_filters *f, int row, int eot) {
+    sh_logit_mask mk;
+    sh_logit_mask_for(f, s->tokens, s->len, &mk);
+    int next;
+    double logprob;
+    int r = sh_decoder_greedy(rt, row, &mk, &next, &logprob);
+    if (r < 0) return r;
+    int ended = append_token(s, 0, next, logprob, eot);
+    s->len++;
+    return ended;
 }
 
 typedef struct {
@@ -220,7 +219,7 @@ static int update_beams(sh_run *rt, sequences *s, const float *logits, int n_voc
     }
     for (int j = 0; j < B; j++) {
         const float *row = logits + (size_t)j * n_vocab;
-        double lse = log_sum_exp(row, n_vocab);
+        double lse = sh_log_sum_exp(row, n_vocab);
         /* top n_top by logprob, ties to the lower id */
         int top[65];
         int n_found = 0;
@@ -384,9 +383,13 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
     /* no_speech_prob = softmax(logits at sot)[no_speech] */
     if ((r = sh_decoder_logits(rt, sot_index, 1, logits)) < 0) goto done;
     res->no_speech_prob = sh_softmax_prob(logits, n_vocab, sp->no_speech);
-    if ((r = sh_decoder_logits(rt, n_init - 1, 1, logits)) < 0) goto done;
-    for (int k = 1; k < n_group; k++)
-        memcpy(logits + (size_t)k * n_vocab, logits, (size_t)n_vocab * sizeof *logits);
+    /* one greedy sequence: the token is chosen where the logits are */
+    bool greedy = !beam && n_group == 1 && o->temperature == 0.0f;
+    if (!greedy) {
+        if ((r = sh_decoder_logits(rt, n_init - 1, 1, logits)) < 0) goto done;
+        for (int k = 1; k < n_group; k++)
+            memcpy(logits + (size_t)k * n_vocab, logits, (size_t)n_vocab * sizeof *logits);
+    }
 
     int max_candidates = beam ? (int)nearbyint(o->beam_size * o->patience) : 0;
     if (beam && max_candidates < 1) max_candidates = 1;
@@ -403,8 +406,17 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
             }
             for (int k = 0; k < n_group; k++) step_tokens[k] = s.tokens[(size_t)k * s.cap + s.len - 1];
             if ((r = sh_decoder_forward(rt, step_tokens, n_group, 1, s.len - 1)) < 0 ||
-                (r = sh_decoder_logits(rt, 0, n_group, logits)) < 0)
+                (!greedy && (r = sh_decoder_logits(rt, 0, n_group, logits)) < 0))
                 break;
+        }
+        if (greedy) {
+            int completed = update_greedy(rt, &s, &filters, i == 0 ? n_init - 1 : 0, eot);
+            if (completed < 0) {
+                r = completed;
+                break;
+            }
+            if (completed || s.len > n_ctx) break;
+            continue;
         }
         for (int k = 0; k < n_group; k++)
             sh_apply_logit_filters(&filters, logits + (size_t)k * n_vocab,

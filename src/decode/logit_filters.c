@@ -1,28 +1,38 @@
 /* logit_filters.c - which tokens may come next, as the reference decides:
  * no blank at the start, the suppress list, and the timestamp grammar
  * (timestamps come in pairs, never decrease, the first is <= 1 s, and a
- * timestamp is forced when timestamps together outweigh any text token). */
+ * timestamp is forced when timestamps together outweigh any text token).
+ *
+ * The filters first become a mask (tokens and ranges to remove, and
+ * whether the last rule applies), so the CPU and a GPU apply the same
+ * decisions: the GPU gets the mask and returns only the chosen token. */
 #include "decode/logit_filters.h"
 
 #include <math.h>
 
-static void mask_range(float *logits, int begin, int end) {
-    for (int i = begin; i < end; i++) logits[i] = -INFINITY;
+#include "cpu/vmath.h"
+
+static void add_range(sh_logit_mask *mk, int begin, int end) {
+    if (begin < end && mk->n_ranges < SH_MASK_RANGES) {
+        mk->ranges[mk->n_ranges][0] = begin;
+        mk->ranges[mk->n_ranges][1] = end;
+        mk->n_ranges++;
+    }
 }
 
-static void apply_timestamp_rules(const sh_logit_filters *f, float *logits,
-                                  const int32_t *tokens, int n) {
+static void timestamp_ranges(const sh_logit_filters *f, const int32_t *tokens, int n,
+                             sh_logit_mask *mk) {
     const sh_special *sp = &f->m->sp;
     int n_vocab = f->m->hp.n_vocab, ts = sp->timestamp_begin;
     const int32_t *seq = tokens + f->sample_begin;
     int n_seq = n - f->sample_begin;
 
-    logits[sp->no_timestamps] = -INFINITY;
+    add_range(mk, sp->no_timestamps, sp->no_timestamps + 1);
     bool last_ts = n_seq >= 1 && seq[n_seq - 1] >= ts;
     bool penultimate_ts = n_seq < 2 || seq[n_seq - 2] >= ts;
     if (last_ts) {
-        if (penultimate_ts) mask_range(logits, ts, n_vocab);   /* has to be text */
-        else mask_range(logits, 0, sp->eot);                   /* cannot be text */
+        if (penultimate_ts) add_range(mk, ts, n_vocab);   /* has to be text */
+        else add_range(mk, 0, sp->eot);                   /* cannot be text */
     }
     /* timestamps never decrease, and a segment is never empty */
     int last_timestamp = -1;
@@ -33,14 +43,35 @@ static void apply_timestamp_rules(const sh_logit_filters *f, float *logits,
         }
     if (last_timestamp >= 0) {
         int bound = (last_ts && !penultimate_ts) ? last_timestamp : last_timestamp + 1;
-        mask_range(logits, ts, bound);
+        add_range(mk, ts, bound);
     }
     if (n_seq == 0) {
-        mask_range(logits, 0, ts);   /* begin with a timestamp */
+        add_range(mk, 0, ts);   /* begin with a timestamp */
         if (f->max_initial_timestamp_index >= 0)
-            mask_range(logits, ts + f->max_initial_timestamp_index + 1, n_vocab);
+            add_range(mk, ts + f->max_initial_timestamp_index + 1, n_vocab);
     }
-    /* if the timestamps together are likelier than any text token, take one */
+    mk->ts_begin = ts;   /* then: timestamps likelier than any text token win */
+}
+
+void sh_logit_mask_for(const sh_logit_filters *f, const int32_t *tokens, int n,
+                       sh_logit_mask *out) {
+    *out = (sh_logit_mask){.ids = f->suppress, .n_ids = f->n_suppress, .ts_begin = -1};
+    if (f->suppress_blank && n == f->sample_begin) {
+        if (f->blank_token >= 0) add_range(out, f->blank_token, f->blank_token + 1);
+        add_range(out, f->m->sp.eot, f->m->sp.eot + 1);
+    }
+    if (f->timestamps) timestamp_ranges(f, tokens, n, out);
+}
+
+static void mask_range(float *logits, int begin, int end) {
+    for (int i = begin; i < end; i++) logits[i] = -INFINITY;
+}
+
+void sh_apply_logit_mask(const sh_logit_mask *mk, float *logits, int n_vocab) {
+    for (int i = 0; i < mk->n_ids; i++) logits[mk->ids[i]] = -INFINITY;
+    for (int i = 0; i < mk->n_ranges; i++) mask_range(logits, mk->ranges[i][0], mk->ranges[i][1]);
+    int ts = mk->ts_begin;
+    if (ts < 0) return;
     double max_all = -INFINITY;
     for (int i = 0; i < n_vocab; i++) max_all = logits[i] > max_all ? logits[i] : max_all;
     if (max_all == -INFINITY) return;
@@ -53,10 +84,35 @@ static void apply_timestamp_rules(const sh_logit_filters *f, float *logits,
 
 void sh_apply_logit_filters(const sh_logit_filters *f, float *logits, const int32_t *tokens,
                             int n) {
-    if (f->suppress_blank && n == f->sample_begin) {
-        if (f->blank_token >= 0) logits[f->blank_token] = -INFINITY;
-        logits[f->m->sp.eot] = -INFINITY;
-    }
-    for (int i = 0; i < f->n_suppress; i++) logits[f->suppress[i]] = -INFINITY;
-    if (f->timestamps) apply_timestamp_rules(f, logits, tokens, n);
+    sh_logit_mask mk;
+    sh_logit_mask_for(f, tokens, n, &mk);
+    sh_apply_logit_mask(&mk, logits, f->m->hp.n_vocab);
+}
+
+/* around the maximum; eight lanes at a time (a lane of -inf adds exactly 0) */
+SH_CLONES double sh_log_sum_exp(const float *x, int n) {
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    if (max == -INFINITY) return -INFINITY;
+    vf8 vmax = vf8_splat(max), acc = vf8_splat(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += vf8_exp(vf8_load(x + i) - vmax);
+    double s = 0;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; i < n; i++) s += expf(x[i] - max);
+    return log(s) + max;
+}
+
+int sh_argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+void sh_pick_greedy(const sh_logit_mask *mk, float *logits, int n_vocab, int *token,
+                    double *logprob) {
+    sh_apply_logit_mask(mk, logits, n_vocab);
+    *token = sh_argmax(logits, n_vocab);
+    *logprob = logits[*token] - sh_log_sum_exp(logits, n_vocab);
 }

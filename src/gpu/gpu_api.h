@@ -10,8 +10,8 @@
 
 #include "model/model.h"
 
-#define SH_GPU_ABI_VERSION 1
-#define SH_GPU_ENTRY "shruti_gpu_backend_v1"
+#define SH_GPU_ABI_VERSION 2
+#define SH_GPU_ENTRY "shruti_gpu_backend_v2"
 
 /* How the model computes on the GPU (faster-whisper's compute types). */
 enum {
@@ -37,6 +37,19 @@ typedef struct {
 
 /* Widens row i of a matrix (n columns) to float32: the core owns the
  * weight formats. */
+/* The logit filters of one step in a form a device applies to its own
+ * logits: tokens ids[] and the ranges [begin, end) become -inf; then, when
+ * ts_begin >= 0, the text tokens [0, ts_begin) become -inf too if the
+ * timestamps together (log-sum-exp) outweigh the likeliest text token. */
+#define SH_MASK_RANGES 8
+typedef struct {
+    const int32_t *ids;
+    int n_ids;
+    int n_ranges;
+    int ranges[SH_MASK_RANGES][2];
+    int ts_begin;
+} sh_logit_mask;
+
 typedef void (*sh_gpu_row_fn)(sh_mat w, int i, int n, float *out);
 
 typedef struct {
@@ -60,6 +73,10 @@ typedef struct {
     int (*forward)(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens, int pos0,
                    char *err);
     int (*logits)(sh_gpu_state *s, int row0, int n_rows, float *out, char *err);
+    /* Greedy choice from row row of the last forward after the mask: the
+     * token and its log-probability; only these leave the device. */
+    int (*greedy)(sh_gpu_state *s, int row, const sh_logit_mask *mask, int *token,
+                  double *logprob, char *err);
     int (*reorder)(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err);
     int (*broadcast)(sh_gpu_state *s, int n_beams, int n_pos, char *err);
 } sh_gpu_api;

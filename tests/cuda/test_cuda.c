@@ -11,6 +11,7 @@
  * a few 1e-2 (0.03 seen), so 0.15; int8_float16 adds per-32 int8 weights
  * (relative 4e-3; 0.9 seen on mini), 1.5. The argmax must agree at every
  * position for float32 and float16 and at 90% of them for int8_float16. */
+#include "decode/logit_filters.h"
 #include "device.h"
 #include "shruti.h"
 #include "test_util.h"
@@ -52,6 +53,45 @@ static void check_bad_names(void) {
     shruti_model_free(m);
 }
 
+/* The greedy choice made on the GPU (mask, timestamp rule, argmax,
+ * log-softmax there) against the CPU's choice from the same logits, for
+ * every teacher-forced row under masks that take each branch. */
+static void check_greedy(sh_run *rt, const float *logits, int n_rows) {
+    const shruti_model *m = rt->m;
+    int n_vocab = m->hp.n_vocab, ts = m->sp.timestamp_begin, eot = m->sp.eot, same = 0, total = 0;
+    double worst = 0;
+    float *row = malloc((size_t)n_vocab * sizeof *row);
+    int32_t ids[51];
+    for (int i = 0; i < n_rows; i++) {
+        const float *want = logits + (size_t)i * n_vocab;
+        for (int k = 0; k < 50; k++) ids[k] = k;
+        ids[50] = t_argmax(want, n_vocab);
+        sh_logit_mask masks[5] = {
+            {.ts_begin = -1},
+            {.ids = ids, .n_ids = 51, .ts_begin = -1},
+            {.n_ranges = 1, .ranges = {{m->sp.no_timestamps, m->sp.no_timestamps + 1}}, .ts_begin = ts},
+            {.n_ranges = 1, .ranges = {{0, eot}}, .ts_begin = ts},
+            {.ids = ids, .n_ids = 51, .n_ranges = 2, .ranges = {{ts, n_vocab}, {eot, eot + 1}}, .ts_begin = ts},
+        };
+        for (int k = 0; k < 5; k++) {
+            int tok_gpu = -1, tok_cpu = -2;
+            double lp_gpu = 0, lp_cpu = 0;
+            memcpy(row, want, (size_t)n_vocab * sizeof *row);
+            sh_pick_greedy(&masks[k], row, n_vocab, &tok_cpu, &lp_cpu);
+            CHECK(sh_decoder_greedy(rt, i, &masks[k], &tok_gpu, &lp_gpu) == 0, "greedy: %s", rt->note);
+            total++;
+            same += tok_gpu == tok_cpu;
+            double d = fabs(lp_gpu - lp_cpu);
+            if (d > worst) worst = d;
+        }
+    }
+    printf("greedy on the GPU: %d/%d choices as the CPU's, log-probability max diff %.2g\n", same,
+           total, worst);
+    CHECK(same == total, "greedy choices differ: %d/%d", same, total);
+    CHECK(worst < 1e-4, "greedy log-probabilities differ by %g", worst);
+    free(row);
+}
+
 /* Teacher-forced logits and the incremental steps. */
 static void check_logits(const char *name, const char *file, const char *compute, double tol,
                          double min_argmax) {
@@ -81,6 +121,7 @@ static void check_logits(const char *name, const char *file, const char *compute
     CHECK(sh_decoder_logits(&rt, 0, n_tok, logits) == 0, "logits");
     double diff = t_max_abs_diff(logits, golden, n_logits);
     int same = t_same_argmax(logits, golden, n_tok, n_vocab);
+    check_greedy(&rt, logits, n_tok);
     /* the cache, one token at a time, gives the last row again */
     for (int i = 0; i < n_tok; i++) CHECK(sh_decoder_forward(&rt, tokens + i, 1, 1, i) == 0, "step");
     CHECK(sh_decoder_logits(&rt, 0, 1, logits) == 0, "logits");
