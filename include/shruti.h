@@ -255,6 +255,14 @@ typedef struct {
     const char *clip_timestamps; /* "start,end,..." seconds; NULL or "0" = whole file */
 
     uint64_t seed;               /* sampling at temperature > 0 is reproducible */
+    /* > 1: batched windows, as faster-whisper's batched pipeline: the audio
+     * is cut into consecutive 30 s windows, each decoded on its own (the
+     * first temperature, which must be 0, greedy whatever beam_size says,
+     * no previous-text conditioning, the
+     * initial prompt on every window), up to batch_size (at most 64) of
+     * them at once on the GPU; one at a time on the CPU, with the same
+     * results. 0 or 1: the reference's sequential long-form transcription. */
+    int batch_size;
 
     shruti_progress_callback progress_callback;
     void *progress_user_data;

@@ -89,6 +89,28 @@ int sh_encode(sh_run *rt, const float *mel) {
         }                                             \
     } while (0)
 
+int sh_windows_reserve(sh_run *rt, int n) {
+    if (!rt->gpu || n <= 1) return 1;
+    char err[SH_GPU_ERR] = "";
+    int r = rt->gpu_api->reserve_windows(rt->gpu, n, err);
+    if (r == 0) return n;
+    r = fall_back(rt, r, err);
+    return r == SHRUTI_ERR_DEVICE ? 1 : r;   /* the CPU takes one window at a time */
+}
+
+int sh_encode_window(sh_run *rt, const float *mel, int slot) {
+    if (!rt->gpu) return slot == 0 ? sh_cpu_encode(&rt->cpu, mel) : SHRUTI_ERR_INVALID_ARG;
+    if (slot == 0) return sh_encode(rt, mel);
+    ON_GPU(encode_window(rt->gpu, mel, slot, err));
+    return 0;
+}
+
+int sh_bind_windows(sh_run *rt, bool bound) {
+    if (!rt->gpu) return bound ? SHRUTI_ERR_INVALID_ARG : 0;
+    ON_GPU(bind_windows(rt->gpu, bound, err));
+    return 0;
+}
+
 int sh_decoder_reserve(sh_run *rt, int n_beams) {
     ON_GPU(reserve(rt->gpu, n_beams, err));
     return sh_cpu_decoder_reserve(&rt->cpu, n_beams);

@@ -36,6 +36,8 @@ static void transcribe_usage(FILE *out) {
         "  --task transcribe|translate   translate = to English (default transcribe)\n"
         "  --temperature T[,T...]        fallback temperatures (default 0,0.2,0.4,0.6,0.8,1.0)\n"
         "  --beam-size N                 beams at temperature 0 (default 5; 1 = greedy)\n"
+        "  --batch-size N                decode N 30 s windows at once (GPU), each on its own,\n"
+        "                                greedily, as faster-whisper's batched pipeline (default 1)\n"
         "  --best-of N                   samples at temperature > 0 (default 5)\n"
         "  --patience P                  beam search patience (default 1.0)\n"
         "  --length-penalty A            rank by ((5+len)/6)^A (default: by length)\n"
@@ -58,7 +60,7 @@ static void transcribe_usage(FILE *out) {
 }
 
 enum {
-    OPT_MODEL = 256, OPT_LANGUAGE, OPT_TASK, OPT_TEMPERATURE, OPT_BEAM, OPT_BEST_OF,
+    OPT_MODEL = 256, OPT_LANGUAGE, OPT_TASK, OPT_TEMPERATURE, OPT_BEAM, OPT_BATCH, OPT_BEST_OF,
     OPT_PATIENCE, OPT_LENGTH_PENALTY, OPT_SUPPRESS, OPT_PROMPT, OPT_NO_CONDITION, OPT_CRT,
     OPT_LPT, OPT_NST, OPT_NO_TS, OPT_CLIPS, OPT_THREADS, OPT_SEED, OPT_FORMAT, OPT_DIR,
     OPT_VERBOSE, OPT_HELP, OPT_COMPUTE, OPT_DEVICE, OPT_DEVICE_INDEX
@@ -70,6 +72,7 @@ static const struct option LONG_OPTIONS[] = {
     {"task", required_argument, 0, OPT_TASK},
     {"temperature", required_argument, 0, OPT_TEMPERATURE},
     {"beam-size", required_argument, 0, OPT_BEAM},
+    {"batch-size", required_argument, 0, OPT_BATCH},
     {"best-of", required_argument, 0, OPT_BEST_OF},
     {"patience", required_argument, 0, OPT_PATIENCE},
     {"length-penalty", required_argument, 0, OPT_LENGTH_PENALTY},
@@ -188,6 +191,7 @@ static int parse_options(int argc, char **argv, options *o) {
             break;
         case OPT_TEMPERATURE: r = parse_temperatures(optarg, p); break;
         case OPT_BEAM: r = parse_int("beam-size", optarg, 1, 32, &p->beam_size); break;
+        case OPT_BATCH: r = parse_int("batch-size", optarg, 1, 64, &p->batch_size); break;
         case OPT_BEST_OF: r = parse_int("best-of", optarg, 1, 32, &p->best_of); break;
         case OPT_PATIENCE:
             r = parse_float("patience", optarg, 0, &p->patience);

@@ -389,7 +389,9 @@ struct sh_gpu_state {
     void *o;                        /* act (1500, d) attention output */
     float *scores;                  /* (n_head, 1500, 1500) */
     void *probs;                    /* act, same shape */
-    void *cross_k, *cross_v;        /* act (n_text_layer, 1500, d) */
+    void *cross_k, *cross_v;        /* act (n_windows, n_text_layer, 1500, d) */
+    int n_windows;                  /* windows the cross buffers hold */
+    int bound;                      /* decoder row b reads window b (batched windows) */
     /* decoder */
     int n_beams;
     void *self_k, *self_v, *self_tmp;   /* act (n_text_layer, n_beams, n_text_ctx, d) */
@@ -503,6 +505,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     AL(s->probs, (size_t)hp->n_audio_head * n * n * a);
     AL(s->cross_k, (size_t)hp->n_text_layer * n * dt * a);
     AL(s->cross_v, (size_t)hp->n_text_layer * n * dt * a);
+    s->n_windows = 1;
     AL(s->dx, rows * dt * 4);
     AL(s->dh, rows * dt * 4);
     AL(s->dqkv, rows * 3 * dt * 4);
@@ -635,7 +638,7 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
     return 0;
 }
 
-static int encode(sh_gpu_state *s, const float *mel, char *err) {
+static int encode_window(sh_gpu_state *s, const float *mel, int slot, char *err) {
     const sh_gpu_model *g = s->g;
     const sh_hparams *hp = &g->m->hp;
     int n = hp->n_audio_ctx, d = hp->n_audio_state, n_in = 2 * n, ah = g->act_half, r;
@@ -654,17 +657,53 @@ static int encode(sh_gpu_state *s, const float *mel, char *err) {
         if ((r = encoder_block(s, &g->enc[l], err)) < 0) return r;
     /* x = ln_post(x); then every decoder layer's cross keys and values */
     sh_k_layer_norm(s->stream, s->x, n, d, g->enc_ln_w, g->enc_ln_b, s->h, ah);
+    if (slot < 0 || slot >= s->n_windows) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad window slot");
     size_t layer = (size_t)n * hp->n_text_state * a;
+    char *ck = (char *)s->cross_k + (size_t)slot * hp->n_text_layer * layer;
+    char *cv = (char *)s->cross_v + (size_t)slot * hp->n_text_layer * layer;
     for (int l = 0; l < hp->n_text_layer; l++) {
         const gblock *b = &g->dec[l];
         if ((r = linear_act(s, &b->ck, s->h, n, s->y, 0.0f, err)) < 0) return r;
-        sh_k_bias_act(s->stream, s->y, NULL, n, hp->n_text_state, 0, (char *)s->cross_k + l * layer, ah);
+        sh_k_bias_act(s->stream, s->y, NULL, n, hp->n_text_state, 0, ck + l * layer, ah);
         if ((r = linear_act(s, &b->cv, s->h, n, s->y, 0.0f, err)) < 0) return r;
-        sh_k_bias_act(s->stream, s->y, b->cv_b, n, hp->n_text_state, 0, (char *)s->cross_v + l * layer, ah);
+        sh_k_bias_act(s->stream, s->y, b->cv_b, n, hp->n_text_state, 0, cv + l * layer, ah);
     }
     CU(cudaGetLastError(), "running the encoder");
     /* errors of the encoder's kernels belong to this call */
     CU(cudaStreamSynchronize(s->stream), "running the encoder");
+    return 0;
+}
+
+static int encode(sh_gpu_state *s, const float *mel, char *err) {
+    return encode_window(s, mel, 0, err);
+}
+
+/* Room for n windows' cross keys and values (batched windows). */
+static int reserve_windows(sh_gpu_state *s, int n, char *err) {
+    if (n < 1 || n > MAX_BEAMS) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad window count");
+    if (n <= s->n_windows) return 0;
+    const sh_hparams *hp = &s->g->m->hp;
+    size_t bytes = (size_t)n * hp->n_text_layer * hp->n_audio_ctx * hp->n_text_state * act_size(s->g);
+    CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
+    CU(cudaStreamSynchronize(s->stream), "waiting for the GPU");
+    void *k = NULL, *v = NULL;
+    cudaError_t e = cudaMalloc(&k, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&v, bytes);
+    if (e != cudaSuccess) {
+        cudaFree(k), cudaFree(v);
+        return cuda_fail(err, e, "allocating the windows' cross-attention keys");
+    }
+    cudaFree(s->cross_k), cudaFree(s->cross_v);   /* window 0 is encoded again by the caller */
+    s->cross_k = k, s->cross_v = v, s->n_windows = n;
+    drop_graphs(s);
+    return 0;
+}
+
+/* bound: decoder row b (beam b) attends to window b; else all to window 0. */
+static int bind_windows(sh_gpu_state *s, int bound, char *err) {
+    (void)err;
+    if (s->bound != bound) drop_graphs(s);   /* the graphs hold the cross strides */
+    s->bound = bound;
     return 0;
 }
 
@@ -732,7 +771,8 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
         }
         sh_k_attention(s->stream, s->dq, d, (char *)s->cross_k + l * cross,
                        (char *)s->cross_v + l * cross, d, heads, rows, 0, n_tokens, pos0,
-                       hp->n_audio_ctx, 0, ah, s->partial, s->counters, s->da, s->pdl);
+                       hp->n_audio_ctx, s->bound ? (long)hp->n_text_layer * hp->n_audio_ctx * d : 0,
+                       ah, s->partial, s->counters, s->da, s->pdl);
         if ((r = dec_linear(s, &b->co, s->da, rows, s->dx, b->co_b, SH_GEMV_ACCUM, err)) < 0)
             return r;
         /* x = x + mlp(ln(x)) */
@@ -980,6 +1020,9 @@ static const sh_gpu_api api = {
     .state_new = state_new,
     .state_free = state_free,
     .encode = encode,
+    .encode_window = encode_window,
+    .reserve_windows = reserve_windows,
+    .bind_windows = bind_windows,
     .reserve = reserve,
     .forward = forward,
     .logits = logits,

@@ -551,7 +551,7 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
      * cross keys are not: those loads go before the wait */
     if (causal) PDL_WAIT();
     int n_keys = causal ? *pos0 + r % n_tokens + 1 : n_kv;
-    long base = causal ? (long)(r / n_tokens) * beam_stride : 0;
+    long base = (long)(r / n_tokens) * beam_stride;   /* this row's beam or window */
     int j0 = split * ATT_CHUNK;
     float *out = partial + (((size_t)r * gridDim.y + h) * n_split + split) * part;
     if (j0 >= n_keys) {   /* past the keys of this row: an empty split */

@@ -87,9 +87,9 @@ void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_tokens, int
 /* Decoder attention, split over key blocks: for row r, head h of width
  * hd = d / n_head, out[r][h*hd ..] = softmax(q k^T / sqrt(hd)) v over keys
  * [0, n_keys(r)).
- * causal: n_keys(r) = *pos0 + r % n_tokens + 1 and the keys of beam
- * r / n_tokens (cache stride beam_stride elements); else n_keys = n_kv and
- * keys shared by every row. partial: scratch of sh_attention_partial_floats;
+ * causal: n_keys(r) = *pos0 + r % n_tokens + 1; else n_keys = n_kv. Row r
+ * reads the keys of beam (or window) r / n_tokens, beam_stride elements
+ * apart (0: shared by every row). partial: scratch of sh_attention_partial_floats;
  * counters: rows x n_head ints, zero before and after. */
 void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k, const void *v,
                     int d, int n_head, int rows, int causal, int n_tokens, const int *pos0,

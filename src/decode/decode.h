@@ -27,6 +27,8 @@ typedef struct {
     uint64_t *rng;               /* sampling state */
     bool (*abort_callback)(void *);
     void *abort_user_data;
+    int n_windows;               /* > 1: greedy over that many windows bound on the
+                                  * device (sh_bind_windows), one result each */
 } sh_decode_options;
 
 typedef struct {
@@ -42,7 +44,8 @@ typedef struct {
 /* Runs the encoder on mel (n_mels x 3000) when encode is set (else reuses
  * the run state's current window), then decodes. Returns 0 or a negative
  * status; res is filled on success and must be released with
- * sh_decode_result_free. */
+ * sh_decode_result_free. With o->n_windows > 1, res is an array of that
+ * many results, the windows already encoded and bound. */
 int sh_decode_window(sh_run *rt, const float *mel, bool encode, const sh_decode_options *o,
                      sh_decode_result *res);
 void sh_decode_result_free(sh_decode_result *res);

@@ -327,12 +327,18 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
     const shruti_model *m = rt->m;
     const sh_special *sp = &m->sp;
     int n_vocab = m->hp.n_vocab, n_ctx = m->hp.n_text_ctx, eot = sp->eot, r = 0;
-    memset(res, 0, sizeof *res);
+    int n_windows = o->n_windows > 1 ? o->n_windows : 1;
+    memset(res, 0, sizeof *res * n_windows);
     res->language_prob = NAN;
     res->temperature = o->temperature;
     bool beam = o->temperature == 0.0f && o->beam_size > 1;
     int n_group = beam ? o->beam_size : (o->temperature > 0.0f && o->best_of > 1 ? o->best_of : 1);
-    if (n_group > 32) return SHRUTI_ERR_INVALID_ARG;
+    if (n_windows > 1) {   /* independent windows, greedy, one row each */
+        if (o->temperature != 0.0f || o->language < 0 || encode) return SHRUTI_ERR_INVALID_ARG;
+        beam = false;
+        n_group = n_windows;
+    }
+    if (n_group > (n_windows > 1 ? 64 : 32)) return SHRUTI_ERR_INVALID_ARG;
     if (encode && (r = sh_encode(rt, mel)) < 0) return r;
 
     int language = o->language;
@@ -352,8 +358,9 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
     s.tokens = malloc((size_t)n_group * s.cap * sizeof *s.tokens);
     s.sum_logprob = calloc((size_t)n_group, sizeof *s.sum_logprob);
     float *logits = malloc((size_t)n_group * n_vocab * sizeof *logits);
+    double *no_speech = calloc((size_t)n_group, sizeof *no_speech);
     candidate_list finished = {0};
-    if (!s.tokens || !s.sum_logprob || !logits) {
+    if (!s.tokens || !s.sum_logprob || !logits || !no_speech) {
         r = SHRUTI_ERR_NOMEM;
         goto done;
     }
@@ -375,21 +382,42 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
             o->max_initial_timestamp < 0 ? -1 : (int)nearbyint(o->max_initial_timestamp / 0.02)};
 
     if ((r = sh_decoder_reserve(rt, n_group)) < 0) goto done;
-    /* the initial tokens once, then copied to every beam's cache */
-    int *init_int = (int *)init;
-    if ((r = sh_decoder_forward(rt, init_int, 1, n_init, 0)) < 0 ||
-        (r = sh_decoder_broadcast(rt, n_group, n_init)) < 0)
-        goto done;
-    /* no_speech_prob = softmax(logits at sot)[no_speech] */
-    if ((r = sh_decoder_logits(rt, sot_index, 1, logits)) < 0) goto done;
-    res->no_speech_prob = sh_softmax_prob(logits, n_vocab, sp->no_speech);
     /* one greedy sequence: the token is chosen where the logits are */
     bool greedy = !beam && n_group == 1 && o->temperature == 0.0f;
-    if (!greedy) {
+    if (n_windows > 1) {
+        /* each window's initial tokens over its own encoder output */
+        int *rows = malloc((size_t)n_windows * n_init * sizeof *rows);
+        if (!rows) {
+            r = SHRUTI_ERR_NOMEM;
+            goto done;
+        }
+        for (int k = 0; k < n_windows; k++)
+            for (int i = 0; i < n_init; i++) rows[k * n_init + i] = init[i];
+        r = sh_decoder_forward(rt, rows, n_windows, n_init, 0);
+        free(rows);
+        for (int k = 0; k < n_windows && r == 0; k++) {
+            float *row = logits + (size_t)k * n_vocab;
+            if ((r = sh_decoder_logits(rt, k * n_init + sot_index, 1, row)) < 0) break;
+            no_speech[k] = sh_softmax_prob(row, n_vocab, sp->no_speech);
+            r = sh_decoder_logits(rt, k * n_init + n_init - 1, 1, row);
+        }
+        if (r < 0) goto done;
+    } else {
+        /* the initial tokens once, then copied to every beam's cache */
+        int *init_int = (int *)init;
+        if ((r = sh_decoder_forward(rt, init_int, 1, n_init, 0)) < 0 ||
+            (r = sh_decoder_broadcast(rt, n_group, n_init)) < 0)
+            goto done;
+        /* no_speech_prob = softmax(logits at sot)[no_speech] */
+        if ((r = sh_decoder_logits(rt, sot_index, 1, logits)) < 0) goto done;
+        no_speech[0] = sh_softmax_prob(logits, n_vocab, sp->no_speech);
+    }
+    if (!greedy && n_windows == 1) {
         if ((r = sh_decoder_logits(rt, n_init - 1, 1, logits)) < 0) goto done;
         for (int k = 1; k < n_group; k++)
             memcpy(logits + (size_t)k * n_vocab, logits, (size_t)n_vocab * sizeof *logits);
     }
+    res->no_speech_prob = no_speech[0];
 
     int max_candidates = beam ? (int)nearbyint(o->beam_size * o->patience) : 0;
     if (beam && max_candidates < 1) max_candidates = 1;
@@ -460,9 +488,22 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
             finished.v[finished.n - 1].n = s.len + 1;
         }
     }
+    if (n_windows > 1) {
+        /* one result per window, each as a greedy decode() of it alone */
+        for (int k = 0; k < n_windows && r == 0; k++) {
+            r = fill_result(m, &finished.v[k], n_init, &res[k]);
+            res[k].language = language;
+            res[k].language_prob = NAN;
+            res[k].temperature = o->temperature;
+            res[k].no_speech_prob = no_speech[k];
+        }
+        for (int k = 0; r < 0 && k < n_windows; k++) sh_decode_result_free(&res[k]);
+        goto done;
+    }
     int best = rank_candidates(&finished, n_init, eot, o->length_penalty);
     r = fill_result(m, &finished.v[best], n_init, res);
 done:
+    free(no_speech);
     cand_free(&finished);
     free(s.tokens);
     free(s.sum_logprob);
@@ -474,8 +515,9 @@ done:
 int sh_decode_window(sh_run *rt, const float *mel, bool encode, const sh_decode_options *o,
                      sh_decode_result *res) {
     int r = decode_window_once(rt, mel, encode, o, res);
-    /* the GPU failed and the window now sits encoded on the CPU: redo it */
-    if (r == SHRUTI_ERR_DEVICE) r = decode_window_once(rt, mel, false, o, res);
+    /* the GPU failed and the window now sits encoded on the CPU: redo it
+     * (batched windows are redone by the caller, one at a time) */
+    if (r == SHRUTI_ERR_DEVICE && o->n_windows <= 1) r = decode_window_once(rt, mel, false, o, res);
     return r;
 }
 

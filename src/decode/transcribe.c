@@ -212,6 +212,106 @@ static void report_progress(shruti_context *ctx, const shruti_params *p, int see
     p->progress_callback(ctx, percent, p->progress_user_data);
 }
 
+/* mel[:, seek : seek + size] zero-padded to a 3000-frame window. */
+static void slice_window(float *window, const float *mel, int n_mels, int n_frames, int seek,
+                         int size) {
+    for (int b = 0; b < n_mels; b++) {
+        float *dst = window + (size_t)b * SH_CHUNK_FRAMES;
+        memcpy(dst, mel + (size_t)b * n_frames + seek, (size_t)size * sizeof *dst);
+        memset(dst + size, 0, (size_t)(SH_CHUNK_FRAMES - size) * sizeof *dst);
+    }
+}
+
+/* The reference's no-speech rule: silent unless the decode was confident. */
+static bool is_silence(const shruti_params *p, const sh_decode_result *res) {
+    if (isnan(p->no_speech_threshold) || res->no_speech_prob <= p->no_speech_threshold) return false;
+    return isnan(p->logprob_threshold) || res->avg_logprob <= p->logprob_threshold;
+}
+
+/* Windows w0 .. w0 + n - 1 decoded as one batch (n > 1: bound on the GPU)
+ * or one by one, results into res[]. */
+static int decode_group(shruti_context *ctx, const float *mel, int n_frames, int w0, int n,
+                        const sh_decode_options *o, float *windows, sh_decode_result *res) {
+    const shruti_model *m = ctx->model;
+    int n_mels = m->hp.n_mels, content = n_frames - SH_CHUNK_FRAMES, r = 0;
+    size_t win = (size_t)n_mels * SH_CHUNK_FRAMES;
+    for (int b = 0; b < n; b++) {
+        int seek = (w0 + b) * SH_CHUNK_FRAMES;
+        int size = content - seek < SH_CHUNK_FRAMES ? content - seek : SH_CHUNK_FRAMES;
+        slice_window(windows + (n > 1 ? b : 0) * win, mel, n_mels, n_frames, seek, size);
+        if (n > 1) {
+            if ((r = sh_encode_window(&ctx->rt, windows + b * win, b)) < 0) return r;
+            continue;
+        }
+        sh_decode_options one = *o;
+        one.n_windows = 0;
+        if ((r = sh_decode_window(&ctx->rt, windows, true, &one, &res[b])) < 0) return r;
+    }
+    if (n == 1) return 0;
+    sh_decode_options many = *o;
+    many.n_windows = n;
+    if ((r = sh_bind_windows(&ctx->rt, true)) < 0) return r;
+    r = sh_decode_window(&ctx->rt, NULL, false, &many, res);
+    int u = sh_bind_windows(&ctx->rt, false);
+    return r < 0 ? r : u;
+}
+
+/* Batched windows (params.batch_size > 1, see shruti.h). */
+static int transcribe_batched(shruti_context *ctx, const float *mel, int n_frames,
+                              const shruti_params *p, int language, const int32_t *prompt,
+                              int n_prompt, i32_list *all) {
+    const shruti_model *m = ctx->model;
+    int content = n_frames - SH_CHUNK_FRAMES, batch = p->batch_size > 64 ? 64 : p->batch_size;
+    int n_windows = (content + SH_CHUNK_FRAMES - 1) / SH_CHUNK_FRAMES, r = 0;
+    sh_decode_options o;
+    int32_t *suppress = NULL;
+    float t = p->n_temperatures > 0 ? p->temperatures[0] : 0.0f;
+    if ((r = sh_decode_options_from_params(ctx, p, 0.0f, language, &o, &suppress)) < 0) return r;
+    if (t != 0.0f)
+        r = sh_set_ctx_error(ctx, SHRUTI_ERR_INVALID_ARG, "batched windows decode greedily: the "
+                             "first temperature must be 0");
+    o.prompt = prompt;
+    o.n_prompt = n_prompt;
+    float *windows = malloc((size_t)batch * m->hp.n_mels * SH_CHUNK_FRAMES * sizeof *windows);
+    sh_decode_result *res = calloc((size_t)batch, sizeof *res);
+    if (r == 0 && (!windows || !res)) r = sh_set_ctx_error(ctx, SHRUTI_ERR_NOMEM, "out of memory");
+    for (int w0 = 0; r == 0 && w0 < n_windows; w0 += batch) {
+        int n = n_windows - w0 < batch ? n_windows - w0 : batch;
+        int cap = sh_windows_reserve(&ctx->rt, n);
+        if (cap < 0) {
+            r = sh_set_ctx_error(ctx, cap, "out of memory for the windows");
+            break;
+        }
+        bool batched = n > 1 && cap >= n;
+        if (batched) r = decode_group(ctx, mel, n_frames, w0, n, &o, windows, res);
+        /* one window at a time: on the CPU, or after the GPU failed mid-batch
+         * (the run state is on the CPU now) */
+        if (!batched || r == SHRUTI_ERR_DEVICE) {
+            for (int b = 0; b < n; b++) {
+                sh_decode_result_free(&res[b]);
+                if ((r = decode_group(ctx, mel, n_frames, w0 + b, 1, &o, windows, &res[b])) < 0)
+                    break;
+            }
+        }
+        for (int b = 0; b < n && r == 0; b++) {
+            int seek = (w0 + b) * SH_CHUNK_FRAMES, first_new = ctx->segments.n;
+            int size = content - seek < SH_CHUNK_FRAMES ? content - seek : SH_CHUNK_FRAMES;
+            if (!is_silence(p, &res[b]) && (r = segments_from_tokens(ctx, &res[b], seek, size, all)) > 0)
+                r = 0;
+            if (r == 0 && p->segment_callback && ctx->segments.n > first_new)
+                p->segment_callback(ctx, first_new, ctx->segments.n - first_new, p->segment_user_data);
+            report_progress(ctx, p, seek + size, content);
+        }
+        for (int b = 0; b < n; b++) sh_decode_result_free(&res[b]);
+        if (r < 0 && !ctx->error[0])
+            sh_set_ctx_error(ctx, r, "decoding failed: %s", shruti_status_string(r));
+    }
+    free(windows);
+    free(res);
+    free(suppress);
+    return r;
+}
+
 int sh_transcribe(shruti_context *ctx, const float *mel, int n_frames, const shruti_params *p) {
     const shruti_model *m = ctx->model;
     int n_mels = m->hp.n_mels;
@@ -259,6 +359,16 @@ int sh_transcribe(shruti_context *ctx, const float *mel, int n_frames, const shr
         r = sh_set_ctx_error(ctx, n_initial_prompt, "cannot encode the initial prompt");
         goto done;
     }
+    if (p->batch_size > 1) {
+        int32_t *prompt = n_initial_prompt ? malloc((size_t)n_initial_prompt * sizeof *prompt) : NULL;
+        if (prompt) memcpy(prompt, all.v, (size_t)n_initial_prompt * sizeof *prompt);
+        r = n_initial_prompt && !prompt
+                ? sh_set_ctx_error(ctx, SHRUTI_ERR_NOMEM, "out of memory")
+                : transcribe_batched(ctx, mel, n_frames, p, language, prompt, n_initial_prompt, &all);
+        free(prompt);
+        if (r < 0) goto done;
+        goto finish;
+    }
     int n_clips = parse_clips(p->clip_timestamps, content_frames, &clips);
     if (n_clips < 0) {
         r = sh_set_ctx_error(ctx, n_clips, "bad clip_timestamps '%s': expected seconds "
@@ -277,12 +387,7 @@ int sh_transcribe(shruti_context *ctx, const float *mel, int n_frames, const shr
         int segment_size = SH_CHUNK_FRAMES;
         if (content_frames - seek < segment_size) segment_size = content_frames - seek;
         if (clip_end - seek < segment_size) segment_size = clip_end - seek;
-        /* mel[:, seek : seek + segment_size], zero-padded to 3000 frames */
-        for (int b = 0; b < n_mels; b++) {
-            float *dst = window + (size_t)b * SH_CHUNK_FRAMES;
-            memcpy(dst, mel + (size_t)b * n_frames + seek, (size_t)segment_size * sizeof *dst);
-            memset(dst + segment_size, 0, (size_t)(SH_CHUNK_FRAMES - segment_size) * sizeof *dst);
-        }
+        slice_window(window, mel, n_mels, n_frames, seek, segment_size);
         window_input in = {language, all.v + prompt_reset_since, all.n - prompt_reset_since};
         sh_decode_result res;
         if ((r = decode_with_fallback(ctx, window, p, &in, &res)) < 0) {
@@ -290,12 +395,7 @@ int sh_transcribe(shruti_context *ctx, const float *mel, int n_frames, const shr
                 sh_set_ctx_error(ctx, r, "decoding failed: %s", shruti_status_string(r));
             goto done;
         }
-        bool skip = false;
-        if (!isnan(p->no_speech_threshold)) {
-            skip = res.no_speech_prob > p->no_speech_threshold;
-            if (!isnan(p->logprob_threshold) && res.avg_logprob > p->logprob_threshold)
-                skip = false;   /* confident despite no_speech_prob */
-        }
+        bool skip = is_silence(p, &res);
         int first_new = ctx->segments.n;
         if (skip) {
             seek += segment_size;
@@ -315,6 +415,7 @@ int sh_transcribe(shruti_context *ctx, const float *mel, int n_frames, const shr
             p->segment_callback(ctx, first_new, ctx->segments.n - first_new, p->segment_user_data);
         report_progress(ctx, p, seek, content_frames);
     }
+finish:
     ctx->full_text = sh_tokens_to_text(m, all.v + n_initial_prompt, all.n - n_initial_prompt);
     if (!ctx->full_text) r = sh_set_ctx_error(ctx, SHRUTI_ERR_NOMEM, "out of memory");
 done:

@@ -69,6 +69,11 @@ typedef struct {
     void (*state_free)(sh_gpu_state *s);
     /* The same contract as the CPU's sh_encode / sh_decoder_* (runtime.h). */
     int (*encode)(sh_gpu_state *s, const float *mel, char *err);
+    /* Batched windows: room for n windows, window slot's encoding, and
+     * whether decoder row b reads window b (else every row window 0). */
+    int (*reserve_windows)(sh_gpu_state *s, int n, char *err);
+    int (*encode_window)(sh_gpu_state *s, const float *mel, int slot, char *err);
+    int (*bind_windows)(sh_gpu_state *s, int bound, char *err);
     int (*reserve)(sh_gpu_state *s, int n_beams, char *err);
     int (*forward)(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens, int pos0,
                    char *err);

@@ -181,6 +181,60 @@ static void check_longform(const char *name, const char *file, const char *compu
     cJSON_Delete(man);
 }
 
+/* Transcribes pcm with batched windows on ctx; the segments' tokens and
+ * times as one flat list for comparing (caller frees). */
+static int *batched_tokens(shruti_context *ctx, const float *pcm, size_t n, int batch, int *count) {
+    shruti_params p = shruti_default_params();
+    p.language = "en";
+    p.n_temperatures = 1;
+    p.temperatures[0] = 0;
+    p.batch_size = batch;
+    *count = 0;
+    if (shruti_transcribe(ctx, pcm, n, &p) != 0) return NULL;
+    int total = 0;
+    for (int i = 0; i < shruti_n_segments(ctx); i++) total += shruti_get_segment(ctx, i)->n_tokens + 2;
+    int *v = malloc(sizeof(int) * (size_t)(total + 1));
+    for (int i = 0; i < shruti_n_segments(ctx); i++) {
+        const shruti_segment *g = shruti_get_segment(ctx, i);
+        v[(*count)++] = (int)(g->start * 100 + 0.5);
+        v[(*count)++] = (int)(g->end * 100 + 0.5);
+        for (int k = 0; k < g->n_tokens; k++) v[(*count)++] = g->tokens[k];
+    }
+    return v;
+}
+
+/* Batched windows on the GPU (rows bound to their own windows, through
+ * the GEMV up to 8 rows and cuBLAS beyond) give the CPU's results: a
+ * 5-minute input (longform.wav five times, 11 windows). */
+static void check_batched(void) {
+    size_t n1;
+    float *one = t_read_wav(t_path("audio/%s", "longform.wav"), &n1);
+    if (!one) return;
+    size_t n = n1 * 5;
+    float *pcm = malloc(n * sizeof *pcm);
+    for (int k = 0; k < 5; k++) memcpy(pcm + k * n1, one, n1 * sizeof *pcm);
+    shruti_error err;
+    shruti_model *gm = load("ggml-mini.en.bin", "float32", "cuda", &err);
+    shruti_model *cm = load("ggml-mini.en.bin", "float32", "cpu", &err);
+    shruti_context *g = gm ? shruti_context_new(gm, 2, &err) : NULL;
+    shruti_context *c = cm ? shruti_context_new(cm, 2, &err) : NULL;
+    CHECK(g && c, "batched: %s", err.message);
+    int nc, n4, n16, n1b;
+    int *want = c ? batched_tokens(c, pcm, n, 16, &nc) : NULL;
+    int *got4 = g ? batched_tokens(g, pcm, n, 4, &n4) : NULL;
+    int *got16 = g ? batched_tokens(g, pcm, n, 16, &n16) : NULL;
+    int *got1 = g ? batched_tokens(g, pcm, n, 2, &n1b) : NULL;
+    CHECK(want && nc > 100, "CPU batched transcription");
+    CHECK(got4 && n4 == nc && memcmp(got4, want, sizeof(int) * (size_t)nc) == 0, "batch 4 differs");
+    CHECK(got16 && n16 == nc && memcmp(got16, want, sizeof(int) * (size_t)nc) == 0, "batch 16 differs");
+    CHECK(got1 && n1b == nc && memcmp(got1, want, sizeof(int) * (size_t)nc) == 0, "batch 2 differs");
+    printf("batched windows (11 windows; batch 2, 4, 16 on the GPU vs the CPU): %s\n",
+           t_failures ? "DIFFER" : "identical");
+    free(want), free(got4), free(got16), free(got1), free(pcm), free(one);
+    shruti_context_free(g), shruti_context_free(c);
+    shruti_model_free(gm), shruti_model_free(cm);
+}
+
 /* jfk greedy with timestamps on ctx; 1 when the tokens are the reference's. */
 static int jfk_ok(shruti_context *ctx, const cJSON *entry, const float *mel) {
     shruti_params p = shruti_default_params();
@@ -279,6 +333,7 @@ int main(void) {
         check_logits("mini", "ggml-mini-f32.bin", "float32", 1e-2, 1.0);
     for (int c = 0; c < 3; c++)
         for (int i = 0; i < 3; i++) check_longform(T_MODELS[i], files[i], computes[c]);
+    check_batched();
     check_contexts_and_faults();
     return t_finish("test_cuda");
 }
