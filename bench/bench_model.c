@@ -136,9 +136,13 @@ static int build_model(const char *header_path, const char *out) {
 
 /* Audio seconds per wall second: n_windows windows of 150 tokens each,
  * batch of them at a time, each row choosing its token on the host. */
-static double throughput(sh_run *rt, const float *mel, int batch, int n_windows, float *logits) {
-    int n_vocab = rt->m->hp.n_vocab, prompt[4] = {50258, 50259, 50359, 50364};
-    int rows[4 * 64], toks[64];
+static double throughput(sh_run *rt, const float *mel, int batch, int n_windows,
+                         const sh_logit_mask *mk) {
+    int prompt[4] = {50258, 50259, 50359, 50364};
+    int rows[4 * 64], toks[64], best[64];
+    double lps[64];
+    sh_logit_mask masks[64];
+    for (int b = 0; b < 64; b++) masks[b] = *mk;
     double t0 = sh_now_s();
     for (int w0 = 0; w0 < n_windows; w0 += batch) {
         int nb = n_windows - w0 < batch ? n_windows - w0 : batch;
@@ -148,17 +152,12 @@ static double throughput(sh_run *rt, const float *mel, int batch, int n_windows,
         sh_decoder_reserve(rt, nb);
         for (int b = 0; b < nb; b++) memcpy(rows + 4 * b, prompt, sizeof prompt);
         sh_decoder_forward(rt, rows, nb, 4, 0);
-        for (int b = 0; b < nb; b++) sh_decoder_logits(rt, 4 * b + 3, 1, logits + (size_t)b * n_vocab);
+        for (int b = 0; b < nb; b++) sh_decoder_greedy(rt, 4 * b + 3, 1, mk, &best[b], &lps[b]);
         for (int s = 0; s < 150; s++) {
-            for (int b = 0; b < nb; b++) {
-                const float *row = logits + (size_t)b * n_vocab;
-                int best = 0;
-                for (int v = 1; v < n_vocab; v++)
-                    if (row[v] > row[best]) best = v;
-                toks[b] = 400 + (best + s + b) % 1000;   /* random weights: text tokens */
-            }
+            for (int b = 0; b < nb; b++)
+                toks[b] = 400 + (best[b] + s + b) % 1000;   /* random weights: text tokens */
             sh_decoder_forward(rt, toks, nb, 1, 4 + s);
-            sh_decoder_logits(rt, 0, nb, logits);
+            sh_decoder_greedy(rt, 0, nb, masks, best, lps);
         }
         sh_bind_windows(rt, false);
     }
@@ -213,7 +212,7 @@ static float *g_pick_row;
 
 static void pick(sh_run *rt, int row, const sh_logit_mask *mk, int *tok, double *lp) {
     if (!g_host_pick) {
-        sh_decoder_greedy(rt, row, mk, tok, lp);
+        sh_decoder_greedy(rt, row, 1, mk, tok, lp);
         return;
     }
     sh_decoder_logits(rt, row, 1, g_pick_row);
@@ -334,7 +333,6 @@ int main(int argc, char **argv) {
         sh_logit_mask mk = greedy_mask(m, suppress, n_suppress < 0 ? 0 : n_suppress);
         for (int r = 0; r < runs; r++) greedy[r] = greedy_ms_per_token(&rt, tokens, &mk);
         for (int r = 0; r < runs; r++) minute[r] = minute_ms(&rt, mel, &mk);
-        free(suppress);
         printf("%-7s %-13s %9.1f %12.2f %12.3f %13.3f %12.3f %12.1f %10.0f\n", sizes[s],
                shruti_model_compute_type(m), bench_median(load, runs), bench_median(enc, runs),
                bench_median(dec, runs), bench_median(greedy, runs), bench_median(beam, runs),
@@ -343,8 +341,9 @@ int main(int argc, char **argv) {
             const int batches[] = {1, 8, 32};
             for (int b = 0; b < 3; b++)
                 printf("  %s batched windows: batch %2d: %.1f audio s per s\n", sizes[s], batches[b],
-                       throughput(&rt, mel, batches[b], 32, logits));
+                       throughput(&rt, mel, batches[b], 32, &mk));
         }
+        free(suppress);
         fflush(stdout);
         free(mel), free(logits);
         sh_run_free(&rt);

@@ -129,15 +129,17 @@ int sh_decoder_logits(sh_run *rt, int row0, int n_rows, float *logits) {
     return 0;
 }
 
-int sh_decoder_greedy(sh_run *rt, int row, const sh_logit_mask *mask, int *token,
-                      double *logprob) {
-    ON_GPU(greedy(rt->gpu, row, mask, token, logprob, err));
+int sh_decoder_greedy(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks,
+                      int *tokens, double *logprobs) {
+    ON_GPU(greedy(rt->gpu, row0, n_rows, masks, tokens, logprobs, err));
     int n_vocab = rt->m->hp.n_vocab;
     if (!rt->pick_logits && !(rt->pick_logits = malloc((size_t)n_vocab * sizeof(float))))
         return SHRUTI_ERR_NOMEM;
-    int r = sh_decoder_logits(rt, row, 1, rt->pick_logits);
-    if (r < 0) return r;
-    sh_pick_greedy(mask, rt->pick_logits, n_vocab, token, logprob);
+    for (int k = 0; k < n_rows; k++) {
+        int r = sh_decoder_logits(rt, row0 + k, 1, rt->pick_logits);
+        if (r < 0) return r;
+        sh_pick_greedy(&masks[k], rt->pick_logits, n_vocab, &tokens[k], &logprobs[k]);
+    }
     return 0;
 }
 

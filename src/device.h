@@ -44,10 +44,11 @@ int sh_decoder_reserve(sh_run *rt, int n_beams);
 int sh_decoder_forward(sh_run *rt, const int *tokens, int n_beams, int n_tokens, int pos0);
 /* logits (n_rows x n_vocab) of rows row0 .. of the last forward. */
 int sh_decoder_logits(sh_run *rt, int row0, int n_rows, float *logits);
-/* The greedy choice from row row of the last forward after the mask: the
- * token and its log-probability (on the GPU only these leave it). */
-int sh_decoder_greedy(sh_run *rt, int row, const sh_logit_mask *mask, int *token,
-                      double *logprob);
+/* Greedy choices from rows row0 .. row0 + n_rows - 1 of the last forward,
+ * row k after masks[k] (which share masks[0]'s suppressed ids): the tokens
+ * and their log-probabilities (on the GPU only these leave it). */
+int sh_decoder_greedy(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks,
+                      int *tokens, double *logprobs);
 /* Beam b takes the first n_pos cached positions of beam src[b]. */
 int sh_decoder_reorder(sh_run *rt, const int *src, int n_beams, int n_pos);
 /* Beam 0's first n_pos cached positions to beams 1 .. n_beams-1. */

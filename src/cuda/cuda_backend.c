@@ -407,7 +407,8 @@ struct sh_gpu_state {
     int *pick_ids;                  /* device: the suppressed tokens of the greedy mask */
     int32_t *pick_ids_host;         /* what pick_ids holds (n_pick_ids; -1: nothing yet) */
     int n_pick_ids;
-    sh_pick_result *pick;           /* device: the greedy choice */
+    sh_pick_mask *pick_masks;       /* device: a mask per row */
+    sh_pick_result *pick;           /* device: the greedy choices */
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
@@ -435,7 +436,7 @@ static void state_free(sh_gpu_state *s) {
                     s->big,     s->o,       s->scores, s->probs,  s->cross_k, s->cross_v,
                     s->self_k,  s->self_v,  s->self_tmp, s->dx,   s->dh,      s->dqkv,
                     s->dq,      s->da,      s->dm,     s->partial, s->half_x, s->half_w, s->counters,
-                    s->logits,  s->io,     s->pick_ids, s->pick};
+                    s->logits,  s->io,     s->pick_ids, s->pick, s->pick_masks};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     if (s->host_io) cudaFreeHost(s->host_io);
@@ -519,7 +520,8 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     AL(s->logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
     AL(s->io, N_IO * sizeof(int));
     AL(s->pick_ids, (size_t)hp->n_vocab * sizeof(int));
-    AL(s->pick, sizeof(sh_pick_result));
+    AL(s->pick, MAX_BEAMS * sizeof(sh_pick_result));
+    AL(s->pick_masks, MAX_BEAMS * sizeof(sh_pick_mask));
 #undef AL
     s->n_pick_ids = -1;
     if (r == 0 && !(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))))
@@ -866,42 +868,53 @@ static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) 
     return 0;
 }
 
-/* The greedy choice on the device: logits of one row, the mask, argmax and
- * log-softmax there; 16 bytes come back instead of the logits. */
-static int greedy(sh_gpu_state *s, int row, const sh_logit_mask *mask, int *token,
-                  double *logprob, char *err) {
+/* Greedy choices on the device: logits of the rows, the masks, argmax and
+ * log-softmax there; 16 bytes a row come back instead of the logits. */
+static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
+                  int *tokens, double *logprobs, char *err) {
     const sh_gpu_model *g = s->g;
     int n_vocab = g->m->hp.n_vocab, d = g->m->hp.n_text_state;
-    if (row < 0 || row >= s->max_rows || mask->n_ids < 0 || mask->n_ids > n_vocab ||
-        mask->n_ranges < 0 || mask->n_ranges > SH_MASK_RANGES || mask->ts_begin > n_vocab)
-        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy step");
-    sh_pick_mask pm = {.n_ids = mask->n_ids, .n_ranges = mask->n_ranges, .ts_begin = mask->ts_begin};
-    for (int i = 0; i < mask->n_ranges; i++) {
-        pm.ranges[i][0] = mask->ranges[i][0];
-        pm.ranges[i][1] = mask->ranges[i][1];
+    if (row0 < 0 || n_rows < 1 || n_rows > MAX_BEAMS || row0 + n_rows > s->max_rows)
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy rows");
+    const sh_logit_mask *m0 = &masks[0];
+    if (m0->n_ids < 0 || m0->n_ids > n_vocab)
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy mask");
+    for (int i = 0; i < m0->n_ids; i++)
+        if (m0->ids[i] < 0 || m0->ids[i] >= n_vocab)
+            return fail(err, SHRUTI_ERR_INVALID_ARG, "token %d out of range", m0->ids[i]);
+    /* the masks go over in the pinned buffer, the results come back after them */
+    sh_pick_mask *pm = (sh_pick_mask *)s->host_logits;
+    sh_pick_result *host = (sh_pick_result *)(pm + MAX_BEAMS);
+    for (int k = 0; k < n_rows; k++) {
+        const sh_logit_mask *mk = &masks[k];
+        if (mk->n_ranges < 0 || mk->n_ranges > SH_MASK_RANGES || mk->ts_begin > n_vocab)
+            return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy mask");
+        pm[k] = (sh_pick_mask){.n_ids = m0->n_ids, .n_ranges = mk->n_ranges, .ts_begin = mk->ts_begin};
+        memcpy(pm[k].ranges, mk->ranges, sizeof pm[k].ranges);
     }
-    for (int i = 0; i < mask->n_ids; i++)
-        if (mask->ids[i] < 0 || mask->ids[i] >= n_vocab)
-            return fail(err, SHRUTI_ERR_INVALID_ARG, "token %d out of range", mask->ids[i]);
     CU(cudaSetDevice(g->device), "selecting the CUDA device");
     /* the suppress list changes per window at most: sent when it does */
-    if (mask->n_ids != s->n_pick_ids ||
-        memcmp(mask->ids, s->pick_ids_host, (size_t)mask->n_ids * sizeof(int32_t)) != 0) {
-        memcpy(s->pick_ids_host, mask->ids, (size_t)mask->n_ids * sizeof(int32_t));
+    if (m0->n_ids != s->n_pick_ids ||
+        memcmp(m0->ids, s->pick_ids_host, (size_t)m0->n_ids * sizeof(int32_t)) != 0) {
+        memcpy(s->pick_ids_host, m0->ids, (size_t)m0->n_ids * sizeof(int32_t));
         s->n_pick_ids = -1;
-        CU(cudaMemcpyAsync(s->pick_ids, s->pick_ids_host, (size_t)mask->n_ids * sizeof(int),
+        CU(cudaMemcpyAsync(s->pick_ids, s->pick_ids_host, (size_t)m0->n_ids * sizeof(int),
                            cudaMemcpyHostToDevice, s->stream), "copying the suppressed tokens");
-        s->n_pick_ids = mask->n_ids;
+        s->n_pick_ids = m0->n_ids;
     }
-    sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)row * d, d, 1, s->logits, n_vocab, NULL,
-              SH_GEMV_STORE);
-    sh_k_greedy_pick(s->stream, s->logits, n_vocab, &pm, s->pick_ids, s->pick, s->pdl);
-    sh_pick_result *host = (sh_pick_result *)s->host_logits;
-    CU(cudaMemcpyAsync(host, s->pick, sizeof *host, cudaMemcpyDeviceToHost, s->stream),
-       "copying the greedy choice");
-    CU(cudaStreamSynchronize(s->stream), "choosing the next token");
-    *token = host->token;
-    *logprob = host->logprob;
+    CU(cudaMemcpyAsync(s->pick_masks, pm, (size_t)n_rows * sizeof *pm, cudaMemcpyHostToDevice,
+                       s->stream), "copying the logit masks");
+    for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
+        int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
+        sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)(row0 + r0) * d, d, n, s->logits, n_vocab,
+                  NULL, SH_GEMV_STORE);
+        sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids,
+                         s->pick + r0, s->pdl);
+    }
+    CU(cudaMemcpyAsync(host, s->pick, (size_t)n_rows * sizeof *host, cudaMemcpyDeviceToHost,
+                       s->stream), "copying the greedy choices");
+    CU(cudaStreamSynchronize(s->stream), "choosing the next tokens");
+    for (int k = 0; k < n_rows; k++) tokens[k] = host[k].token, logprobs[k] = host[k].logprob;
     return 0;
 }
 

@@ -755,11 +755,15 @@ static __device__ pick_acc pick_acc_shfl(const pick_acc &a, int o) {
  * the greedy token and its log-probability written to out. A single pass
  * keeps text and timestamps apart (their maxima and log-sum-exps), which
  * is all the rule and the choice need. */
-__global__ void k_greedy_pick(float *logits, int n_vocab, sh_pick_mask mk, const int *ids,
-                              sh_pick_result *out) {
+__global__ void k_greedy_pick(float *all_logits, int n_vocab, const sh_pick_mask *masks,
+                              const int *ids, sh_pick_result *results) {
     __shared__ pick_acc warp_acc[PICK_THREADS / WARP];
     int t = threadIdx.x;
     PDL_WAIT();   /* the logits come from the kernel before */
+    /* block b: row b */
+    float *logits = all_logits + (size_t)blockIdx.x * n_vocab;
+    const sh_pick_mask mk = masks[blockIdx.x];
+    sh_pick_result *out = results + blockIdx.x;
     for (int i = t; i < mk.n_ids; i += blockDim.x) logits[ids[i]] = -INFINITY;
     __syncthreads();
     int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
@@ -793,8 +797,9 @@ __global__ void k_greedy_pick(float *logits, int n_vocab, sh_pick_mask mk, const
     out->logprob = (double)best_v - (log(s) + m);
 }
 
-extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_vocab,
-                                 const sh_pick_mask *mask, const int *ids, sh_pick_result *out,
+extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
+                                 const sh_pick_mask *masks, const int *ids, sh_pick_result *out,
                                  int pdl) {
-    launch(pdl, k_greedy_pick, dim3(1), dim3(PICK_THREADS), 0, s, logits, n_vocab, *mask, ids, out);
+    launch(pdl, k_greedy_pick, dim3(n_rows), dim3(PICK_THREADS), 0, s, logits, n_vocab, masks, ids,
+           out);
 }

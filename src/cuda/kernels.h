@@ -106,10 +106,11 @@ void sh_k_reorder(cudaStream_t s, void *cache, void *tmp, const int *src, int n_
 void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n_cache_beams,
                     int n_ctx, int d, int n_pos, int act_half);
 
-/* The greedy choice on the device (the logit filters as a mask, see
- * gpu_api.h's sh_logit_mask): ids (n_ids, on the device) and the ranges
- * become -inf in logits, then the timestamp rule when ts_begin >= 0; out
- * gets the token and its log-probability. */
+/* Greedy choices on the device (the logit filters as masks, see
+ * gpu_api.h's sh_logit_mask), one block per row of logits (n_rows x
+ * n_vocab): ids (n_ids, on the device) and the row's ranges become -inf,
+ * then the timestamp rule when ts_begin >= 0; out[row] gets the token and
+ * its log-probability. masks and out are device memory. */
 typedef struct {
     int n_ids, n_ranges;
     int ranges[8][2];
@@ -121,8 +122,8 @@ typedef struct {
     int token;
 } sh_pick_result;
 
-void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_vocab, const sh_pick_mask *mask,
-                      const int *ids, sh_pick_result *out, int pdl);
+void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
+                      const sh_pick_mask *masks, const int *ids, sh_pick_result *out, int pdl);
 
 /* The probe: out[i] = i * 3 + 1 for i < n. */
 void sh_k_probe(cudaStream_t s, int *out, int n);

@@ -165,18 +165,21 @@ static int update_sampling(sequences *s, const float *logits, int n_vocab, float
     return all_ended;
 }
 
-/* One greedy step of a single sequence: the filters go to the device as a
- * mask and only the token and its log-probability come back. */
-static int update_greedy(sh_run *rt, sequences *s, const sh_logit_filters *f, int row, int eot) {
-    sh_logit_mask mk;
-    sh_logit_mask_for(f, s->tokens, s->len, &mk);
-    int next;
-    double logprob;
-    int r = sh_decoder_greedy(rt, row, &mk, &next, &logprob);
+/* One greedy step of every sequence (rows row0 ...): the filters go to the
+ * device as masks and only the tokens and their log-probabilities come
+ * back. Returns 1 when every sequence has ended. */
+static int update_greedy(sh_run *rt, sequences *s, const sh_logit_filters *f, int row0, int eot) {
+    sh_logit_mask masks[64];
+    int next[64];
+    double logprob[64];
+    for (int k = 0; k < s->n_group; k++)
+        sh_logit_mask_for(f, s->tokens + (size_t)k * s->cap, s->len, &masks[k]);
+    int r = sh_decoder_greedy(rt, row0, s->n_group, masks, next, logprob);
     if (r < 0) return r;
-    int ended = append_token(s, 0, next, logprob, eot);
+    int all_ended = 1;
+    for (int k = 0; k < s->n_group; k++) all_ended &= append_token(s, k, next[k], logprob[k], eot);
     s->len++;
-    return ended;
+    return all_ended;
 }
 
 typedef struct {
@@ -278,16 +281,23 @@ static int update_beams(sh_run *rt, sequences *s, const float *logits, int n_voc
 
 /* ---------------------------------------------------------- ranking */
 
+/* Cuts a candidate at its first eot after sample_begin (a sequence that
+ * ended early carries eot to the end of the group's longest); returns its
+ * length after sample_begin. */
+static int cut_at_eot(candidate *c, int sample_begin, int eot) {
+    int end = sample_begin;
+    while (end < c->n && c->tokens[end] != eot) end++;
+    c->n = end;   /* keep [0, end): the caller skips sample_begin */
+    return end - sample_begin;
+}
+
 /* Cuts each candidate at its first eot after sample_begin and picks the
  * best by sum_logprob / length (or the length penalty). */
 static int rank_candidates(candidate_list *c, int sample_begin, int eot, float length_penalty) {
     int best = -1;
     double best_score = -INFINITY;
     for (int i = 0; i < c->n; i++) {
-        int end = sample_begin;
-        while (end < c->v[i].n && c->v[i].tokens[end] != eot) end++;
-        int length = end - sample_begin;
-        c->v[i].n = end;   /* keep [0, end): the caller skips sample_begin */
+        int length = cut_at_eot(&c->v[i], sample_begin, eot);
         double penalty = length_penalty < 0 ? (double)length
                                             : pow((5.0 + length) / 6.0, length_penalty);
         double score = c->v[i].score / penalty;
@@ -382,8 +392,9 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
             o->max_initial_timestamp < 0 ? -1 : (int)nearbyint(o->max_initial_timestamp / 0.02)};
 
     if ((r = sh_decoder_reserve(rt, n_group)) < 0) goto done;
-    /* one greedy sequence: the token is chosen where the logits are */
-    bool greedy = !beam && n_group == 1 && o->temperature == 0.0f;
+    /* greedy: the tokens are chosen where the logits are (the first step of
+     * batched windows, whose rows are apart, on the host) */
+    bool greedy = !beam && o->temperature == 0.0f && (n_group == 1 || n_windows > 1);
     if (n_windows > 1) {
         /* each window's initial tokens over its own encoder output */
         int *rows = malloc((size_t)n_windows * n_init * sizeof *rows);
@@ -437,7 +448,7 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
                 (!greedy && (r = sh_decoder_logits(rt, 0, n_group, logits)) < 0))
                 break;
         }
-        if (greedy) {
+        if (greedy && (i > 0 || n_windows == 1)) {
             int completed = update_greedy(rt, &s, &filters, i == 0 ? n_init - 1 : 0, eot);
             if (completed < 0) {
                 r = completed;
@@ -491,6 +502,7 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
     if (n_windows > 1) {
         /* one result per window, each as a greedy decode() of it alone */
         for (int k = 0; k < n_windows && r == 0; k++) {
+            cut_at_eot(&finished.v[k], n_init, eot);
             r = fill_result(m, &finished.v[k], n_init, &res[k]);
             res[k].language = language;
             res[k].language_prob = NAN;

@@ -78,10 +78,11 @@ typedef struct {
     int (*forward)(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens, int pos0,
                    char *err);
     int (*logits)(sh_gpu_state *s, int row0, int n_rows, float *out, char *err);
-    /* Greedy choice from row row of the last forward after the mask: the
-     * token and its log-probability; only these leave the device. */
-    int (*greedy)(sh_gpu_state *s, int row, const sh_logit_mask *mask, int *token,
-                  double *logprob, char *err);
+    /* Greedy choices from rows row0 .. row0 + n_rows - 1 of the last
+     * forward, row k after masks[k] (all with the ids of masks[0]): the
+     * tokens and their log-probabilities; only these leave the device. */
+    int (*greedy)(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
+                  int *tokens, double *logprobs, char *err);
     int (*reorder)(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err);
     int (*broadcast)(sh_gpu_state *s, int n_beams, int n_pos, char *err);
 } sh_gpu_api;

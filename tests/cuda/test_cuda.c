@@ -78,12 +78,29 @@ static void check_greedy(sh_run *rt, const float *logits, int n_rows) {
             double lp_gpu = 0, lp_cpu = 0;
             memcpy(row, want, (size_t)n_vocab * sizeof *row);
             sh_pick_greedy(&masks[k], row, n_vocab, &tok_cpu, &lp_cpu);
-            CHECK(sh_decoder_greedy(rt, i, &masks[k], &tok_gpu, &lp_gpu) == 0, "greedy: %s", rt->note);
+            CHECK(sh_decoder_greedy(rt, i, 1, &masks[k], &tok_gpu, &lp_gpu) == 0, "greedy: %s", rt->note);
             total++;
             same += tok_gpu == tok_cpu;
             double d = fabs(lp_gpu - lp_cpu);
             if (d > worst) worst = d;
         }
+    }
+    /* every row at once, each under its own mask (as batched windows) */
+    sh_logit_mask all[64];
+    int toks[64], n_all = n_rows < 64 ? n_rows : 64;
+    double lps[64];
+    for (int i = 0; i < n_all; i++)
+        all[i] = (sh_logit_mask){.ids = ids, .n_ids = 50, .n_ranges = i % 2,
+                                 .ranges = {{ts, n_vocab}}, .ts_begin = i % 3 ? ts : -1};
+    CHECK(sh_decoder_greedy(rt, 0, n_all, all, toks, lps) == 0, "greedy rows: %s", rt->note);
+    for (int i = 0; i < n_all; i++) {
+        int tok_cpu;
+        double lp_cpu;
+        memcpy(row, logits + (size_t)i * n_vocab, (size_t)n_vocab * sizeof *row);
+        sh_pick_greedy(&all[i], row, n_vocab, &tok_cpu, &lp_cpu);
+        total++;
+        same += toks[i] == tok_cpu;
+        if (fabs(lps[i] - lp_cpu) > worst) worst = fabs(lps[i] - lp_cpu);
     }
     printf("greedy on the GPU: %d/%d choices as the CPU's, log-probability max diff %.2g\n", same,
            total, worst);
@@ -201,6 +218,70 @@ static int *batched_tokens(shruti_context *ctx, const float *pcm, size_t n, int 
         for (int k = 0; k < g->n_tokens; k++) v[(*count)++] = g->tokens[k];
     }
     return v;
+}
+
+/* Row k of a batch of bound windows is that window decoded alone: two
+ * windows (jfk's mel and the same scaled down, so the two differ), the
+ * prompt for both in one forward, then three steps of both at once. */
+static void check_bound_rows(void) {
+    cJSON *man = t_manifest("mini.en");
+    shruti_error err;
+    shruti_model *m = load("ggml-mini.en.bin", "float32", "cuda", &err);
+    CHECK(m != NULL, "bound rows: %s", err.message);
+    if (!m) {
+        cJSON_Delete(man);
+        return;
+    }
+    size_t n_mel;
+    float *mel = t_read_f32(cJSON_GetObjectItem(cJSON_GetObjectItem(man, "audio"), "jfk_mel80"), &n_mel);
+    float *mel2 = malloc(n_mel * sizeof *mel2);
+    for (size_t i = 0; i < n_mel; i++) mel2[i] = mel[i] * 0.5f - 0.3f;
+    const float *mels[2] = {mel, mel2};
+    int n_vocab = shruti_model_n_vocab(m), prompt[3] = {50257, 50362, 50363}, steps[3] = {440, 1222, 13};
+    float *alone = malloc((size_t)2 * 4 * n_vocab * sizeof *alone);
+    float *both = malloc((size_t)8 * n_vocab * sizeof *both);
+    sh_run rt;
+    CHECK(sh_run_init(&rt, m, 2) == 0 && rt.gpu, "GPU run state: %s", rt.note);
+    /* each window alone: prompt, then the steps; the last row's logits each time */
+    for (int w = 0; w < 2; w++) {
+        CHECK(sh_encode(&rt, mels[w]) == 0 && sh_decoder_reserve(&rt, 1) == 0, "encode");
+        CHECK(sh_decoder_forward(&rt, prompt, 1, 3, 0) == 0, "prompt");
+        CHECK(sh_decoder_logits(&rt, 2, 1, alone + (size_t)(w * 4) * n_vocab) == 0, "logits");
+        for (int i = 0; i < 3; i++) {
+            CHECK(sh_decoder_forward(&rt, &steps[i], 1, 1, 3 + i) == 0, "step");
+            CHECK(sh_decoder_logits(&rt, 0, 1, alone + (size_t)(w * 4 + 1 + i) * n_vocab) == 0, "logits");
+        }
+    }
+    /* both at once */
+    int rows[6] = {prompt[0], prompt[1], prompt[2], prompt[0], prompt[1], prompt[2]};
+    CHECK(sh_windows_reserve(&rt, 2) == 2, "two windows");
+    for (int w = 0; w < 2; w++) CHECK(sh_encode_window(&rt, mels[w], w) == 0, "encode window");
+    CHECK(sh_bind_windows(&rt, true) == 0 && sh_decoder_reserve(&rt, 2) == 0, "bind");
+    CHECK(sh_decoder_forward(&rt, rows, 2, 3, 0) == 0, "prompt of both");
+    CHECK(sh_decoder_logits(&rt, 2, 1, both) == 0 && sh_decoder_logits(&rt, 5, 1, both + (size_t)4 * n_vocab) == 0, "logits");
+    for (int i = 0; i < 3; i++) {
+        int two[2] = {steps[i], steps[i]};
+        CHECK(sh_decoder_forward(&rt, two, 2, 1, 3 + i) == 0, "step of both");
+        float *pair = malloc((size_t)2 * n_vocab * sizeof *pair);
+        CHECK(sh_decoder_logits(&rt, 0, 2, pair) == 0, "logits");
+        memcpy(both + (size_t)(1 + i) * n_vocab, pair, (size_t)n_vocab * sizeof *pair);
+        memcpy(both + (size_t)(5 + i) * n_vocab, pair + n_vocab, (size_t)n_vocab * sizeof *pair);
+        free(pair);
+    }
+    sh_bind_windows(&rt, false);
+    double worst = 0, apart = t_max_abs_diff(alone, alone + (size_t)4 * n_vocab, (size_t)n_vocab);
+    for (int k = 0; k < 8; k++) {
+        double dk = t_max_abs_diff(both + (size_t)k * n_vocab, alone + (size_t)k * n_vocab, (size_t)n_vocab);
+        printf("  bound rows: window %d, step %d: max diff %.3g\n", k / 4, k % 4, dk);
+        if (dk > worst) worst = dk;
+    }
+    printf("bound windows: rows of a batch vs each window alone: max diff %.3g (the windows "
+           "differ by %.3g)\n", worst, apart);
+    CHECK(worst < 1e-3 && apart > 0.1, "bound rows differ from windows alone: %g", worst);
+    sh_run_free(&rt);
+    free(alone), free(both), free(mel), free(mel2);
+    shruti_model_free(m);
+    cJSON_Delete(man);
 }
 
 /* Batched windows on the GPU (rows bound to their own windows, through
@@ -346,6 +427,7 @@ int main(void) {
         check_logits("mini", "ggml-mini-f32.bin", "float32", 1e-2, 1.0);
     for (int c = 0; c < 3; c++)
         for (int i = 0; i < 3; i++) check_longform(T_MODELS[i], files[i], computes[c]);
+    check_bound_rows();
     check_batched();
     check_contexts_and_faults();
     return t_finish("test_cuda");

@@ -1,7 +1,8 @@
 /* test_api.c - the public API as a library user meets it: two contexts
  * working side by side in two threads, callbacks (progress, new segments,
  * abort), reproducible sampling with best-of and temperature fallback,
- * parameter validation, and boundary lengths of audio. */
+ * parameter validation, boundary lengths of audio, and batched windows. */
+#include <math.h>
 #include <pthread.h>
 
 #include "shruti.h"
@@ -153,6 +154,38 @@ static void check_lengths(shruti_context *ctx) {
     }
 }
 
+/* Batched windows (batch_size > 1) on the CPU, one window at a time: three
+ * 30 s windows holding the same 12 s of speech decode to the same tokens,
+ * each window's times offset by its start; a first temperature above 0 is
+ * refused; the progress reaches 100. */
+static void check_batched_windows(shruti_context *ctx, const float *speech) {
+    const size_t win = 30 * 16000, len = 12 * 16000;
+    float *pcm = calloc(3 * win, sizeof *pcm);
+    for (int w = 0; w < 3; w++) memcpy(pcm + w * win, speech, len * sizeof *pcm);
+    shruti_params p = shruti_default_params();
+    p.language = "en";
+    p.batch_size = 8;
+    p.n_temperatures = 1;
+    p.temperatures[0] = 0.0f;
+    CHECK(shruti_transcribe(ctx, pcm, 3 * win, &p) == 0, "batched: %s", shruti_context_error(ctx));
+    int n = shruti_n_segments(ctx), per = n / 3;
+    CHECK(n > 0 && n % 3 == 0, "batched: %d segments, not a multiple of 3 windows", n);
+    for (int i = 0; i < per && n % 3 == 0; i++)
+        for (int w = 1; w < 3; w++) {
+            const shruti_segment *a = shruti_get_segment(ctx, i), *b = shruti_get_segment(ctx, w * per + i);
+            CHECK(a->n_tokens == b->n_tokens &&
+                      memcmp(a->tokens, b->tokens, sizeof *a->tokens * (size_t)a->n_tokens) == 0,
+                  "batched: window %d segment %d differs from window 0's", w, i);
+            CHECK(fabs(b->start - a->start - 30.0 * w) < 1e-6, "batched: window %d starts at %g", w,
+                  b->start);
+        }
+    printf("batched windows on the CPU: 3 windows, %d segments each, identical\n", per);
+    p.temperatures[0] = 0.2f;
+    CHECK(shruti_transcribe(ctx, pcm, 3 * win, &p) == SHRUTI_ERR_INVALID_ARG,
+          "batched windows need a first temperature of 0");
+    free(pcm);
+}
+
 int main(void) {
     t_require_testdata();
     shruti_error err;
@@ -167,6 +200,7 @@ int main(void) {
     check_sampling(ctx, pcm, 16000 * 12);   /* 12 s keeps the fallback quick */
     check_validation(ctx, pcm, n);
     check_lengths(ctx);
+    check_batched_windows(ctx, pcm);
     CHECK(strcmp(shruti_model_type(m), "custom") == 0, "type name");
     shruti_context_free(ctx);
     shruti_context_free(NULL);
