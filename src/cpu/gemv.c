@@ -15,43 +15,43 @@
 
 typedef float v8 __attribute__((vector_size(32)));
 
-static inline v8 load8(const float *p) {
+static inline __attribute__((always_inline)) v8 load8(const float *p) {
     v8 v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-static inline float hsum8(v8 v) {
+static inline __attribute__((always_inline)) float hsum8(v8 v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
 /* Eight halves widened to floats: F16C where the CPU has it, else bit by
  * bit (exact either way). */
-__attribute__((target("avx2,fma,f16c"))) static inline v8 load8h_f16c(const uint16_t *p) {
+__attribute__((target("avx2,fma,f16c"))) static inline __attribute__((always_inline)) v8 load8h_f16c(const uint16_t *p) {
     __m128i h = _mm_loadu_si128((const __m128i *)p);
     return (v8)_mm256_cvtph_ps(h);
 }
 
 typedef float v16 __attribute__((vector_size(64)));
 
-__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline v16 load16(const float *p) {
+__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline __attribute__((always_inline)) v16 load16(const float *p) {
     v16 v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline float hsum16(v16 v) {
+__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline __attribute__((always_inline)) float hsum16(v16 v) {
     v8 lo = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
     v8 hi = {v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
     return hsum8(lo + hi);
 }
 
-__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline v16 load16h_avx512(const uint16_t *p) {
+__attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline __attribute__((always_inline)) v16 load16h_avx512(const uint16_t *p) {
     __m256i h = _mm256_loadu_si256((const __m256i *)p);
     return (v16)_mm512_cvtph_ps(h);
 }
 
-static inline v8 load8h_soft(const uint16_t *p) {
+static inline __attribute__((always_inline)) v8 load8h_soft(const uint16_t *p) {
     v8 v;
     for (int i = 0; i < 8; i++) v[i] = sh_f16_to_f32(p[i]);
     return v;
@@ -157,25 +157,25 @@ void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const
 #define Q8_BLOCK_BYTES 34
 typedef int8_t vb8 __attribute__((vector_size(8)));
 
-static inline vf8 load8q_soft(const uint8_t *p) {
+SH_VINLINE vf8 load8q_soft(const uint8_t *p) {
     vb8 b;
     memcpy(&b, p, sizeof b);
     return __builtin_convertvector(b, vf8);
 }
 
 /* Eight int8 widened to floats with AVX2 (GCC scalarizes the portable form). */
-__attribute__((target("avx2,fma,f16c"))) static inline vf8 load8q_avx2(const uint8_t *p) {
+__attribute__((target("avx2,fma,f16c"))) SH_VINLINE vf8 load8q_avx2(const uint8_t *p) {
     __m128i b = _mm_loadl_epi64((const __m128i *)p);
     return (vf8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
 }
 
-static inline float block_scale_soft(const uint8_t *blk) {
+static inline __attribute__((always_inline)) float block_scale_soft(const uint8_t *blk) {
     uint16_t h;
     memcpy(&h, blk, 2);
     return sh_f16_to_f32(h);
 }
 
-__attribute__((target("avx2,fma,f16c"))) static inline float block_scale_f16c(const uint8_t *blk) {
+__attribute__((target("avx2,fma,f16c"))) static inline __attribute__((always_inline)) float block_scale_f16c(const uint8_t *blk) {
     uint16_t h;
     memcpy(&h, blk, 2);
     return _cvtsh_ss(h);

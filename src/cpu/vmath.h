@@ -14,29 +14,35 @@
  * picks one for the CPU at run time. */
 #define SH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
+/* The helpers below pass 256-bit vectors by value; they must always be
+ * inlined into their (cloned) callers: a call would use the plain x86-64
+ * ABI on one side and the AVX one on the other (at -O0 they were not
+ * inlined, and a debug build crashed on AVX-512 machines). */
+#define SH_VINLINE static inline __attribute__((always_inline))
+
 typedef float vf8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 
-static inline vf8 vf8_load(const float *p) {
+SH_VINLINE vf8 vf8_load(const float *p) {
     vf8 v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-static inline void vf8_store(float *p, vf8 v) { memcpy(p, &v, sizeof v); }
+SH_VINLINE void vf8_store(float *p, vf8 v) { memcpy(p, &v, sizeof v); }
 
-static inline vf8 vf8_splat(float x) { return (vf8){x, x, x, x, x, x, x, x}; }
+SH_VINLINE vf8 vf8_splat(float x) { return (vf8){x, x, x, x, x, x, x, x}; }
 
 /* mask ? a : b, lane by lane (mask lanes all ones or all zeros) */
-static inline vf8 vf8_select(vi8 mask, vf8 a, vf8 b) {
+SH_VINLINE vf8 vf8_select(vi8 mask, vf8 a, vf8 b) {
     return (vf8)((mask & (vi8)a) | (~mask & (vi8)b));
 }
 
-static inline vf8 vf8_max(vf8 a, vf8 b) { return vf8_select(a > b, a, b); }
-static inline vf8 vf8_min(vf8 a, vf8 b) { return vf8_select(a < b, a, b); }
+SH_VINLINE vf8 vf8_max(vf8 a, vf8 b) { return vf8_select(a > b, a, b); }
+SH_VINLINE vf8 vf8_min(vf8 a, vf8 b) { return vf8_select(a < b, a, b); }
 
 /* exp(x); inputs below -87.3 give 0 (as expf underflows there). */
-static inline vf8 vf8_exp(vf8 x) {
+SH_VINLINE vf8 vf8_exp(vf8 x) {
     const vf8 lo = vf8_splat(-87.33654f), hi = vf8_splat(88.3762626647949f);
     vi8 under = x < lo;
     x = vf8_min(vf8_max(x, lo), hi);
@@ -62,7 +68,7 @@ static inline vf8 vf8_exp(vf8 x) {
 }
 
 /* erf(x), Abramowitz & Stegun 7.1.26 with the sign restored. */
-static inline vf8 vf8_erf(vf8 x) {
+SH_VINLINE vf8 vf8_erf(vf8 x) {
     vi8 sign = (vi8)x & (vi8)vf8_splat(-0.0f);
     vf8 ax = (vf8)((vi8)x & ~(vi8)vf8_splat(-0.0f));
     vf8 t = vf8_splat(1.0f) / (vf8_splat(1.0f) + vf8_splat(0.3275911f) * ax);
@@ -76,7 +82,7 @@ static inline vf8 vf8_erf(vf8 x) {
 }
 
 /* Softmax of one row in place (the caller compiles it per target). */
-static inline __attribute__((always_inline)) void vf8_softmax_row(float *row, int n) {
+SH_VINLINE void vf8_softmax_row(float *row, int n) {
     int n8 = n & ~7;
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = row[i] > max ? row[i] : max;

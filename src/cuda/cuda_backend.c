@@ -18,7 +18,6 @@
 #include "gpu/gpu_api.h"
 
 #define MAX_BEAMS 64
-#define N_IO (2 + 2 * MAX_BEAMS + 512)   /* pos0, tokens, beam sources */
 
 /* --------------------------------------------------------------- errors */
 
@@ -285,10 +284,9 @@ static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, 
     return 0;
 }
 
-static int kinds_for_mode(int mode, int *act_kind, int *dec_kind) {
+static void kinds_for_mode(int mode, int *act_kind, int *dec_kind) {
     *act_kind = mode == SH_GPU_FLOAT32 ? SH_GW_F32 : SH_GW_F16;
     *dec_kind = mode == SH_GPU_FLOAT32 ? SH_GW_F32 : mode == SH_GPU_FLOAT16 ? SH_GW_F16 : SH_GW_I8;
-    return 0;
 }
 
 static uint64_t model_bytes(const shruti_model *m, int mode) {
@@ -417,6 +415,7 @@ struct sh_gpu_state {
 #define IO_POS 0
 #define IO_TOKENS 1
 #define IO_SRC (1 + 512)
+#define N_IO (IO_SRC + MAX_BEAMS)   /* pos0, tokens, beam sources */
 
 static size_t act_size(const sh_gpu_model *g) { return g->act_half ? 2 : 4; }
 
@@ -428,17 +427,66 @@ static void drop_graphs(sh_gpu_state *s) {
         }
 }
 
+/* The run state's device buffers with their sizes: one list to allocate,
+ * free and estimate them (the self-attention caches and extra windows
+ * grow later, in reserve and reserve_windows). */
+typedef struct {
+    void **ptr;
+    size_t bytes;
+} state_buf;
+
+#define MAX_STATE_BUFS 40
+
+static int state_buffers(const sh_hparams *hp, size_t a, sh_gpu_state *s, state_buf *out) {
+    size_t n = hp->n_audio_ctx, d = hp->n_audio_state, dt = hp->n_text_state;
+    size_t cols = 3 * (size_t)(hp->n_mels > hp->n_audio_state ? hp->n_mels : hp->n_audio_state);
+    size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
+    size_t partial = (size_t)sh_attention_partial_floats((int)rows, hp->n_text_head,
+                                                         hp->n_text_state / hp->n_text_head, n);
+    int k = 0;
+#define BUF(field, size) out[k++] = (state_buf){(void **)&s->field, (size)}
+    BUF(mel, (size_t)hp->n_mels * 3000 * 4);
+    BUF(conv, 2 * n * d * 4);
+    BUF(x, n * d * 4);
+    BUF(y, n * 4 * d * 4);
+    BUF(col, 2 * n * cols * a);
+    BUF(h, n * d * a);
+    BUF(big, n * 4 * d * a);
+    BUF(o, n * d * a);
+    BUF(scores, (size_t)hp->n_audio_head * n * n * 4);
+    BUF(probs, (size_t)hp->n_audio_head * n * n * a);
+    BUF(cross_k, (size_t)hp->n_text_layer * n * dt * a);
+    BUF(cross_v, (size_t)hp->n_text_layer * n * dt * a);
+    BUF(dx, rows * dt * 4);
+    BUF(dh, rows * dt * 4);
+    BUF(dqkv, rows * 3 * dt * 4);
+    BUF(dq, rows * dt * 4);
+    BUF(da, rows * dt * 4);
+    BUF(dm, rows * 4 * dt * 4);
+    BUF(partial, partial * 4);
+    BUF(counters, rows * hp->n_text_head * sizeof(int));
+    BUF(half_x, rows * 4 * dt * 2);
+    BUF(half_w, 4 * dt * dt * 2);
+    BUF(logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
+    BUF(io, N_IO * sizeof(int));
+    BUF(pick_ids, (size_t)hp->n_vocab * sizeof(int));
+    BUF(pick, MAX_BEAMS * sizeof(sh_pick_result));
+    BUF(pick_masks, MAX_BEAMS * sizeof(sh_pick_mask));
+    BUF(self_k, 0);   /* sized by reserve */
+    BUF(self_v, 0);
+    BUF(self_tmp, 0);
+#undef BUF
+    return k;
+}
+
 static void state_free(sh_gpu_state *s) {
     if (!s) return;
     cudaSetDevice(s->g->device);
     drop_graphs(s);
-    void *bufs[] = {s->mel,     s->conv,    s->x,      s->y,      s->col,     s->h,
-                    s->big,     s->o,       s->scores, s->probs,  s->cross_k, s->cross_v,
-                    s->self_k,  s->self_v,  s->self_tmp, s->dx,   s->dh,      s->dqkv,
-                    s->dq,      s->da,      s->dm,     s->partial, s->half_x, s->half_w, s->counters,
-                    s->logits,  s->io,     s->pick_ids, s->pick, s->pick_masks};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) cudaFree(bufs[i]);
+    state_buf bufs[MAX_STATE_BUFS];
+    int n = state_buffers(&s->g->m->hp, act_size(s->g), s, bufs);
+    for (int i = 0; i < n; i++)
+        if (*bufs[i].ptr) cudaFree(*bufs[i].ptr);
     if (s->host_io) cudaFreeHost(s->host_io);
     if (s->host_logits) cudaFreeHost(s->host_logits);
     free(s->pick_ids_host);
@@ -447,20 +495,15 @@ static void state_free(sh_gpu_state *s) {
     free(s);
 }
 
+/* The run state's buffers, the caches of 5 beams included. */
 static uint64_t state_bytes(const shruti_model *m, int mode) {
     const sh_hparams *hp = &m->hp;
-    uint64_t a = mode == SH_GPU_FLOAT32 ? 4 : 2, n = hp->n_audio_ctx, d = hp->n_audio_state;
-    uint64_t dt = hp->n_text_state, rows = hp->n_text_ctx;
-    uint64_t cols = 3 * (uint64_t)(hp->n_mels > hp->n_audio_state ? hp->n_mels : hp->n_audio_state);
-    uint64_t enc = hp->n_mels * 3000 * 4 + 2 * n * d * 4 + n * d * 4 + n * 4 * d * 4 +
-                   2 * n * cols * a + n * d * a * 2 + n * 4 * d * a +
-                   (uint64_t)hp->n_audio_head * n * n * (4 + a);
-    uint64_t cross = 2 * (uint64_t)hp->n_text_layer * n * dt * a;
-    uint64_t self = 3 * (uint64_t)hp->n_text_layer * 5 * hp->n_text_ctx * dt * a;   /* beam 5 */
-    uint64_t dec = rows * dt * 4 * 10 + rows * 4 * dt * 2 + 16 * dt * dt +
-                   SH_GEMV_MAX_ROWS * (uint64_t)hp->n_vocab * 4 +
-                   (uint64_t)sh_attention_partial_floats((int)rows, hp->n_text_head, hp->n_text_state / hp->n_text_head, hp->n_audio_ctx) * 4;
-    return enc + cross + self + dec;
+    uint64_t a = mode == SH_GPU_FLOAT32 ? 4 : 2, sum = 0;
+    sh_gpu_state probe_state;
+    state_buf bufs[MAX_STATE_BUFS];
+    int n = state_buffers(hp, a, &probe_state, bufs);
+    for (int i = 0; i < n; i++) sum += bufs[i].bytes;
+    return sum + 3 * (uint64_t)hp->n_text_layer * 5 * hp->n_text_ctx * hp->n_text_state * a;
 }
 
 static int state_alloc(void **p, size_t bytes, char *err) {
@@ -482,8 +525,6 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     int cc_major = 0;
     cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, g->device);
     s->pdl = cc_major >= 9 && !getenv("SHRUTI_CUDA_NO_PDL");
-    size_t a = act_size(g), n = hp->n_audio_ctx, d = hp->n_audio_state, dt = hp->n_text_state;
-    size_t cols = 3 * (size_t)(hp->n_mels > hp->n_audio_state ? hp->n_mels : hp->n_audio_state);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
@@ -492,37 +533,11 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     cublasStatus_t bs = r == 0 ? cublasCreate(&s->blas) : CUBLAS_STATUS_SUCCESS;
     if (r == 0 && bs != CUBLAS_STATUS_SUCCESS) r = blas_fail(err, bs, "creating a cuBLAS handle");
     if (r == 0) cublasSetStream(s->blas, s->stream);
-#define AL(ptr, bytes) \
-    if (r == 0) r = state_alloc((void **)&(ptr), (bytes), err)
-    AL(s->mel, (size_t)hp->n_mels * 3000 * 4);
-    AL(s->conv, 2 * n * d * 4);
-    AL(s->x, n * d * 4);
-    AL(s->y, n * 4 * d * 4);
-    AL(s->col, 2 * n * cols * a);
-    AL(s->h, n * d * a);
-    AL(s->big, n * 4 * d * a);
-    AL(s->o, n * d * a);
-    AL(s->scores, (size_t)hp->n_audio_head * n * n * 4);
-    AL(s->probs, (size_t)hp->n_audio_head * n * n * a);
-    AL(s->cross_k, (size_t)hp->n_text_layer * n * dt * a);
-    AL(s->cross_v, (size_t)hp->n_text_layer * n * dt * a);
+    state_buf bufs[MAX_STATE_BUFS];
+    int n_bufs = state_buffers(hp, act_size(g), s, bufs);
+    for (int i = 0; i < n_bufs && r == 0; i++)
+        if (bufs[i].bytes) r = state_alloc(bufs[i].ptr, bufs[i].bytes, err);
     s->n_windows = 1;
-    AL(s->dx, rows * dt * 4);
-    AL(s->dh, rows * dt * 4);
-    AL(s->dqkv, rows * 3 * dt * 4);
-    AL(s->dq, rows * dt * 4);
-    AL(s->da, rows * dt * 4);
-    AL(s->dm, rows * 4 * dt * 4);
-    AL(s->partial, (size_t)sh_attention_partial_floats((int)rows, hp->n_text_head, hp->n_text_state / hp->n_text_head, hp->n_audio_ctx) * 4);
-    AL(s->counters, rows * hp->n_text_head * sizeof(int));
-    AL(s->half_x, rows * 4 * dt * 2);
-    AL(s->half_w, 4 * dt * dt * 2);
-    AL(s->logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
-    AL(s->io, N_IO * sizeof(int));
-    AL(s->pick_ids, (size_t)hp->n_vocab * sizeof(int));
-    AL(s->pick, MAX_BEAMS * sizeof(sh_pick_result));
-    AL(s->pick_masks, MAX_BEAMS * sizeof(sh_pick_mask));
-#undef AL
     s->n_pick_ids = -1;
     if (r == 0 && !(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))))
         r = fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
@@ -894,12 +909,14 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
     }
     CU(cudaSetDevice(g->device), "selecting the CUDA device");
     /* the suppress list changes per window at most: sent when it does */
+    size_t id_bytes = (size_t)m0->n_ids * sizeof(int32_t);   /* ids may be NULL when 0 */
     if (m0->n_ids != s->n_pick_ids ||
-        memcmp(m0->ids, s->pick_ids_host, (size_t)m0->n_ids * sizeof(int32_t)) != 0) {
-        memcpy(s->pick_ids_host, m0->ids, (size_t)m0->n_ids * sizeof(int32_t));
+        (id_bytes && memcmp(m0->ids, s->pick_ids_host, id_bytes) != 0)) {
+        if (id_bytes) memcpy(s->pick_ids_host, m0->ids, id_bytes);
         s->n_pick_ids = -1;
-        CU(cudaMemcpyAsync(s->pick_ids, s->pick_ids_host, (size_t)m0->n_ids * sizeof(int),
-                           cudaMemcpyHostToDevice, s->stream), "copying the suppressed tokens");
+        if (id_bytes)
+            CU(cudaMemcpyAsync(s->pick_ids, s->pick_ids_host, id_bytes, cudaMemcpyHostToDevice,
+                               s->stream), "copying the suppressed tokens");
         s->n_pick_ids = m0->n_ids;
     }
     CU(cudaMemcpyAsync(s->pick_masks, pm, (size_t)n_rows * sizeof *pm, cudaMemcpyHostToDevice,

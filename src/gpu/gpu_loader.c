@@ -1,6 +1,10 @@
 /* gpu_loader.c - finds and opens libshruti_cuda.so, probes devices and
  * places models on them (see gpu_loader.h). Nothing is cached in globals:
- * each model holds its own handle on the module (dlopen counts them). */
+ * each model holds its own handle on the module (dlopen counts them). The
+ * module and the driver stay mapped after their last handle closes
+ * (RTLD_NODELETE): the CUDA runtime, cuBLAS and the C++ runtime they bring
+ * are not made to be unloaded (what they allocate at load would leak at
+ * each unload), and loading them again would cost every model load. */
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
@@ -26,7 +30,7 @@ const char *shruti_backends(void) {
 
 bool sh_gpu_driver_present(void) {
 #ifdef SHRUTI_WITH_CUDA
-    void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (driver) dlclose(driver);
     return driver != NULL;
 #else
@@ -68,7 +72,7 @@ static void *open_module(const sh_gpu_api **api, char *why, size_t size) {
     char last_error[512] = "not found";
     for (int i = 0; i < k; i++) {
         if (strchr(candidates[i], '/') && access(candidates[i], R_OK) != 0) continue;
-        void *h = dlopen(candidates[i], RTLD_NOW | RTLD_LOCAL);
+        void *h = dlopen(candidates[i], RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
         if (!h) {
             snprintf(last_error, sizeof last_error, "%s", dlerror());
             continue;
