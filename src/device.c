@@ -92,8 +92,13 @@ int sh_encode(sh_run *rt, const float *mel) {
 int sh_windows_reserve(sh_run *rt, int n) {
     if (!rt->gpu || n <= 1) return 1;
     char err[SH_GPU_ERR] = "";
-    int r = rt->gpu_api->reserve_windows(rt->gpu, n, err);
-    if (r == 0) return n;
+    int r = 0;
+    /* out of GPU memory: fewer windows at once, down to one at a time */
+    for (int k = n; k > 1; k /= 2) {
+        if ((r = rt->gpu_api->reserve_windows(rt->gpu, k, err)) == 0) return k;
+        if (r != SHRUTI_ERR_NOMEM) break;
+    }
+    if (r == SHRUTI_ERR_NOMEM) return 1;
     r = fall_back(rt, r, err);
     return r == SHRUTI_ERR_DEVICE ? 1 : r;   /* the CPU takes one window at a time */
 }

@@ -31,8 +31,9 @@ const char *sh_run_device(const sh_run *rt);
 /* Encoder: mel (n_mels, 3000) -> the window's cross-attention keys/values. */
 int sh_encode(sh_run *rt, const float *mel);
 /* Batched windows, on the GPU: room for n windows (returns how many the
- * device takes at once: n, or 1 on the CPU), a window encoded into slot,
- * and whether decoder row b reads window b (bound) or all read window 0. */
+ * device takes at once: n, fewer when its memory is short, 1 on the CPU),
+ * a window encoded into slot, and whether decoder row b reads window b
+ * (bound) or all read window 0. */
 int sh_windows_reserve(sh_run *rt, int n);
 int sh_encode_window(sh_run *rt, const float *mel, int slot);
 int sh_bind_windows(sh_run *rt, bool bound);

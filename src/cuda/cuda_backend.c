@@ -55,7 +55,8 @@ static int blas_fail(char *err, cublasStatus_t s, const char *what) {
 
 /* Fault injection for the tests (like SQLite's): SHRUTI_CUDA_FAULT=upload
  * fails the weight upload, =state the run state, =forward:N the N-th
- * decoder step, each as out of memory or a device error would. */
+ * decoder step, =windows:N room for more than N batched windows, each as
+ * out of memory or a device error would. */
 static int fault_is(const char *what) {
     const char *f = getenv("SHRUTI_CUDA_FAULT");
     return f && strncmp(f, what, strlen(what)) == 0;
@@ -699,6 +700,8 @@ static int encode(sh_gpu_state *s, const float *mel, char *err) {
 static int reserve_windows(sh_gpu_state *s, int n, char *err) {
     if (n < 1 || n > MAX_BEAMS) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad window count");
     if (n <= s->n_windows) return 0;
+    if (fault_is("windows:") && n > atoi(getenv("SHRUTI_CUDA_FAULT") + 8))
+        return fail(err, SHRUTI_ERR_NOMEM, "injected fault: out of memory for %d windows", n);
     const sh_hparams *hp = &s->g->m->hp;
     size_t bytes = (size_t)n * hp->n_text_layer * hp->n_audio_ctx * hp->n_text_state * act_size(s->g);
     CU(cudaSetDevice(s->g->device), "selecting the CUDA device");

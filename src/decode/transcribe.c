@@ -282,6 +282,7 @@ static int transcribe_batched(shruti_context *ctx, const float *mel, int n_frame
             r = sh_set_ctx_error(ctx, cap, "out of memory for the windows");
             break;
         }
+        if (cap > 1 && cap < n) n = batch = cap;   /* the GPU holds fewer at once */
         bool batched = n > 1 && cap >= n;
         if (batched) r = decode_group(ctx, mel, n_frames, w0, n, &o, windows, res);
         /* one window at a time: on the CPU, or after the GPU failed mid-batch

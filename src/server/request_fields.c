@@ -102,6 +102,15 @@ int sv_fields_to_request(const sv_fields *f, bool translate, sv_request *req,
             FAIL("best_of", "best_of must be an integer from 1 to 16");
         p->best_of = (int)x;
     }
+    /* batched windows (as faster-whisper's batched pipeline): greedy, so
+     * the temperature must start at 0 */
+    if ((v = sv_field_get(f, "batch_size"))) {
+        if (parse_number(v, 1, 64, &x) < 0 || x != floor(x))
+            FAIL("batch_size", "batch_size must be an integer from 1 to 64");
+        p->batch_size = (int)x;
+        if (p->batch_size > 1 && p->n_temperatures > 0 && p->temperatures[0] != 0.0f)
+            FAIL("batch_size", "batched windows decode greedily: temperature must be 0");
+    }
     if ((v = sv_field_get(f, "task"))) {
         if (strcmp(v, "transcribe") == 0) p->task = SHRUTI_TASK_TRANSCRIBE;
         else if (strcmp(v, "translate") == 0) p->task = SHRUTI_TASK_TRANSLATE;

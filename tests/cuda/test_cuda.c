@@ -324,6 +324,19 @@ static void check_batched(void) {
         CHECK(same, "batch %d differs", batches[k]);
         free(got);
     }
+    /* no GPU memory for 16 windows (injected above 5): fewer at once, still on the GPU */
+    setenv("SHRUTI_CUDA_FAULT", "windows:5", 1);
+    shruti_context *g2 = gm ? shruti_context_new(gm, 2, &err) : NULL;
+    int n2 = 0, *got = g2 && cpu ? batched_tokens(g2, pcm, n, 16, &n2) : NULL;
+    CHECK(got && n2 == nc && memcmp(got, cpu, sizeof(int) * (size_t)nc) == 0 &&
+              strcmp(shruti_context_device(g2), "cuda") == 0,
+          "batch 16 with room for 4 windows: %s", g2 ? shruti_context_device_note(g2) : err.message);
+    printf("batched windows, no GPU memory for 16: %s on %s\n",
+           got && n2 == nc && memcmp(got, cpu, sizeof(int) * (size_t)nc) == 0 ? "identical" : "DIFFER",
+           g2 ? shruti_context_device(g2) : "-");
+    unsetenv("SHRUTI_CUDA_FAULT");
+    free(got);
+    shruti_context_free(g2);
     free(cpu), free(pcm);
     shruti_context_free(g), shruti_context_free(c);
     shruti_model_free(gm), shruti_model_free(cm);

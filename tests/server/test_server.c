@@ -178,6 +178,14 @@ static void check_formats_and_cli(void) {
           "server text differs from the CLI's: %s vs %s", body, cli.out);
     cJSON_Delete(cj), cJSON_Delete(sj), free(body), free(cli.out);
 
+    /* batched windows: one window here, decoded greedily, without fallback */
+    CHECK(post_file("/v1/audio/transcriptions", jfk,
+                    "-F language=en -F temperature_increment_on_fallback=none", &body) == 200, "json");
+    char *plain = body;
+    CHECK(post_file("/v1/audio/transcriptions", jfk, "-F language=en -F batch_size=8", &body) == 200 &&
+              strcmp(body, plain) == 0, "batch_size=8: %s vs %s", body, plain);
+    free(body), free(plain);
+
     CHECK(post_file("/v1/audio/transcriptions", jfk, "-F language=en -F response_format=text",
                     &body) == 200 && body[0] != '{', "text: %s", body);
     free(body);
@@ -265,6 +273,12 @@ static void check_bad_input(void) {
     free(body);
     { int st_ = post_file("/v1/audio/transcriptions", jfk, "-F temperature=7", &body); expect_error(st_, body, 400,
                  "bad temperature"); }
+    free(body);
+    { int st_ = post_file("/v1/audio/transcriptions", jfk, "-F batch_size=65", &body); expect_error(st_, body, 400,
+                 "batch_size too large"); }
+    free(body);
+    { int st_ = post_file("/v1/audio/transcriptions", jfk, "-F batch_size=2 -F temperature=0.5", &body);
+      expect_error(st_, body, 400, "batch_size with a temperature"); }
     free(body);
     { int st_ = post_file("/v1/audio/transcriptions", jfk, "-F language=xx -F model=multi", &body); expect_error(st_,
                  body, 400, "unknown language"); }
