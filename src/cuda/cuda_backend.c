@@ -328,6 +328,8 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
         return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels need heads of 16, 32 or 64 columns");
     if (hp->n_audio_ctx > 2048 || hp->n_text_ctx > 2048 || hp->n_text_state > 2048)
         return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels take at most 2048 positions and widths");
+    if (hp->n_vocab > SH_PICK_MAX_VOCAB)
+        return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels take at most %d tokens", SH_PICK_MAX_VOCAB);
     if (hp->n_text_state % 32 || hp->n_audio_state % 32)
         return fail(err, SHRUTI_ERR_UNSUPPORTED, "the CUDA kernels need widths divisible by 32");
     if (fault_is("upload")) return fail(err, SHRUTI_ERR_NOMEM, "injected fault: out of memory");
@@ -407,6 +409,7 @@ struct sh_gpu_state {
     int32_t *pick_ids_host;         /* what pick_ids holds (n_pick_ids; -1: nothing yet) */
     int n_pick_ids;
     sh_pick_mask *pick_masks;       /* device: a mask per row */
+    void *pick_scratch;             /* device: the pick's partial results */
     sh_pick_result *pick;           /* device: the greedy choices */
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
@@ -473,6 +476,7 @@ static int state_buffers(const sh_hparams *hp, size_t a, sh_gpu_state *s, state_
     BUF(pick_ids, (size_t)hp->n_vocab * sizeof(int));
     BUF(pick, MAX_BEAMS * sizeof(sh_pick_result));
     BUF(pick_masks, MAX_BEAMS * sizeof(sh_pick_mask));
+    BUF(pick_scratch, (size_t)sh_pick_scratch_bytes(SH_GEMV_MAX_ROWS));
     BUF(self_k, 0);   /* sized by reserve */
     BUF(self_v, 0);
     BUF(self_tmp, 0);
@@ -929,7 +933,7 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
         sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)(row0 + r0) * d, d, n, s->logits, n_vocab,
                   NULL, SH_GEMV_STORE);
         sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids,
-                         s->pick + r0, s->pdl);
+                         s->pick_scratch, s->pick + r0, s->pdl);
     }
     CU(cudaMemcpyAsync(host, s->pick, (size_t)n_rows * sizeof *host, cudaMemcpyDeviceToHost,
                        s->stream), "copying the greedy choices");

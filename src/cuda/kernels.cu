@@ -749,41 +749,81 @@ static __device__ pick_acc pick_acc_shfl(const pick_acc &a, int o) {
     return b;
 }
 
-#define PICK_THREADS 1024
+#define PICK_THREADS 256
+#define PICK_PER 8                              /* logits per thread */
+#define PICK_CHUNK (PICK_THREADS * PICK_PER)    /* logits per block */
+#define PICK_MAX_CHUNKS 64                      /* vocabularies up to 131072 */
 
-/* One block: the mask applied to the logits, the timestamp rule decided,
- * the greedy token and its log-probability written to out. A single pass
- * keeps text and timestamps apart (their maxima and log-sum-exps), which
- * is all the rule and the choice need. */
-__global__ void k_greedy_pick(float *all_logits, int n_vocab, const sh_pick_mask *masks,
-                              const int *ids, sh_pick_result *results) {
+static __device__ void pick_acc_init(pick_acc &a) {
+    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.m[k] = -INFINITY, a.s[k] = 0.0;
+}
+
+static __device__ void pick_acc_warp(pick_acc &a) {
+    for (int o = WARP / 2; o > 0; o >>= 1) pick_acc_merge(a, pick_acc_shfl(a, o));
+}
+
+/* Block (chunk, row): the mask applied to PICK_CHUNK logits of the row,
+ * which are summarised (text and timestamps apart: their likeliest token
+ * and log-sum-exp) into partial[row][chunk]. Every load is issued before
+ * the first use; the suppressed ids become a bitmap of the chunk first. */
+__global__ void k_pick_partial(const float *all_logits, int n_vocab, const sh_pick_mask *masks,
+                               const int *ids, pick_acc *partial) {
+    __shared__ unsigned banned[PICK_CHUNK / 32];
     __shared__ pick_acc warp_acc[PICK_THREADS / WARP];
-    int t = threadIdx.x;
-    PDL_WAIT();   /* the logits come from the kernel before */
-    /* block b: row b */
-    float *logits = all_logits + (size_t)blockIdx.x * n_vocab;
-    const sh_pick_mask mk = masks[blockIdx.x];
-    sh_pick_result *out = results + blockIdx.x;
-    for (int i = t; i < mk.n_ids; i += blockDim.x) logits[ids[i]] = -INFINITY;
+    int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
+    /* the masks and ids were copied before the logits' kernel started */
+    const sh_pick_mask mk = masks[row];
+    for (int i = t; i < PICK_CHUNK / 32; i += PICK_THREADS) banned[i] = 0;
     __syncthreads();
+    for (int i = t; i < mk.n_ids; i += PICK_THREADS) {
+        int id = ids[i] - c0;
+        if (id >= 0 && id < PICK_CHUNK) atomicOr(&banned[id / 32], 1u << (id % 32));
+    }
+    PDL_WAIT();   /* the logits come from the kernel before */
+    PDL_LAUNCH();
+    const float *logits = all_logits + (size_t)row * n_vocab;
+    float v[PICK_PER];
+#pragma unroll
+    for (int k = 0; k < PICK_PER; k++) {
+        int i = c0 + k * PICK_THREADS + t;
+        v[k] = i < n_vocab ? logits[i] : -INFINITY;
+    }
+    __syncthreads();   /* the bitmap */
     int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
     pick_acc a;
-    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.m[k] = -INFINITY, a.s[k] = 0.0;
-    for (int i = t; i < n_vocab; i += blockDim.x) {
-        float v = logits[i];
+    pick_acc_init(a);
+#pragma unroll
+    for (int k = 0; k < PICK_PER; k++) {
+        int j = k * PICK_THREADS + t, i = c0 + j;
+        if (i >= n_vocab) continue;
+        float x = banned[j / 32] >> (j % 32) & 1u ? -INFINITY : v[k];
         for (int r = 0; r < mk.n_ranges; r++)
-            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) v = -INFINITY;
-        int k = i >= ts;
-        arg_merge(a.best_v[k], a.best_i[k], v, i);
-        lse_merge(a.m[k], a.s[k], v, 1.0);
+            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) x = -INFINITY;
+        int kind = i >= ts;
+        arg_merge(a.best_v[kind], a.best_i[kind], x, i);
+        lse_merge(a.m[kind], a.s[kind], x, 1.0);
     }
-    for (int o = WARP / 2; o > 0; o >>= 1) pick_acc_merge(a, pick_acc_shfl(a, o));
+    pick_acc_warp(a);
     if (t % WARP == 0) warp_acc[t / WARP] = a;
     __syncthreads();
     if (t != 0) return;
-    for (int w = 1; w < (int)(blockDim.x / WARP); w++) pick_acc_merge(a, warp_acc[w]);
-    /* timestamps likelier together than any text token: text is out */
-    bool text_out = mk.ts_begin >= 0 && a.m[1] != -INFINITY &&
+    for (int w = 1; w < PICK_THREADS / WARP; w++) pick_acc_merge(a, warp_acc[w]);
+    partial[(size_t)row * gridDim.x + blockIdx.x] = a;
+}
+
+/* A warp per row: the chunks' summaries merged, the timestamp rule decided
+ * (timestamps likelier together than any text token: text is out), the
+ * greedy token and its log-probability written to out[row]. */
+__global__ void k_pick_final(const pick_acc *partial, int n_chunks, const sh_pick_mask *masks,
+                             sh_pick_result *results) {
+    int row = blockIdx.x, lane = threadIdx.x;
+    PDL_WAIT();
+    pick_acc a;
+    pick_acc_init(a);
+    for (int c = lane; c < n_chunks; c += WARP) pick_acc_merge(a, partial[(size_t)row * n_chunks + c]);
+    pick_acc_warp(a);
+    if (lane != 0) return;
+    bool text_out = masks[row].ts_begin >= 0 && a.m[1] != -INFINITY &&
                     log(a.s[1]) + a.m[1] > (double)a.best_v[0];
     float best_v = a.best_v[0];
     int best_i = a.best_i[0];
@@ -793,13 +833,21 @@ __global__ void k_greedy_pick(float *all_logits, int n_vocab, const sh_pick_mask
     arg_merge(best_v, best_i, a.best_v[1], a.best_i[1]);
     lse_merge(m, s, a.m[1], a.s[1]);
     if (best_i == INT_MAX) best_i = 0;   /* everything masked: as a scan, the first */
-    out->token = best_i;
-    out->logprob = (double)best_v - (log(s) + m);
+    results[row].token = best_i;
+    results[row].logprob = (double)best_v - (log(s) + m);
+}
+
+extern "C" long sh_pick_scratch_bytes(int n_rows) {
+    return (long)n_rows * PICK_MAX_CHUNKS * (long)sizeof(pick_acc);
 }
 
 extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
-                                 const sh_pick_mask *masks, const int *ids, sh_pick_result *out,
-                                 int pdl) {
-    launch(pdl, k_greedy_pick, dim3(n_rows), dim3(PICK_THREADS), 0, s, logits, n_vocab, masks, ids,
-           out);
+                                 const sh_pick_mask *masks, const int *ids, void *scratch,
+                                 sh_pick_result *out, int pdl) {
+    int n_chunks = (n_vocab + PICK_CHUNK - 1) / PICK_CHUNK;
+    if (n_chunks > PICK_MAX_CHUNKS) return;   /* the caller checks the vocabulary */
+    pick_acc *partial = (pick_acc *)scratch;
+    launch(pdl, k_pick_partial, dim3(n_chunks, n_rows), dim3(PICK_THREADS), 0, s, logits, n_vocab,
+           masks, ids, partial);
+    launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, masks, out);
 }

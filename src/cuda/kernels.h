@@ -123,7 +123,12 @@ typedef struct {
 } sh_pick_result;
 
 void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
-                      const sh_pick_mask *masks, const int *ids, sh_pick_result *out, int pdl);
+                      const sh_pick_mask *masks, const int *ids, void *scratch,
+                      sh_pick_result *out, int pdl);
+/* Device scratch the pick needs for n_rows rows (vocabularies up to
+ * SH_PICK_MAX_VOCAB). */
+long sh_pick_scratch_bytes(int n_rows);
+#define SH_PICK_MAX_VOCAB 131072
 
 /* The probe: out[i] = i * 3 + 1 for i < n. */
 void sh_k_probe(cudaStream_t s, int *out, int n);
