@@ -178,8 +178,15 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
         int c = lane * 8 + k * WARP * 8;
         if (o < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, o, c, pre[k]);
     }
+    /* the bias and the cache position do not come from the previous kernel either */
+    bool out_lane = o < n_out && lane < R;
+    float b_o = bias && out_lane ? bias[o] : 0.0f;
+    int pos = kv.k_cache && out_lane ? *kv.pos0 + lane % kv.n_tokens : 0;
     PDL_LAUNCH();
     PDL_WAIT();
+    /* the value accumulated into, loaded now: its latency hides behind the work */
+    float *dst = out_lane ? y + (size_t)lane * ldy + o : NULL;
+    float prev = epilogue == SH_GEMV_ACCUM && out_lane ? *dst : 0.0f;
     if (LN) {
         /* every load of a row issued before the first use: one latency */
         const int PER = 16;   /* n_in <= 16 * blockDim.x (2048 for 128 threads) */
@@ -237,14 +244,13 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
 #pragma unroll
         for (int r = 0; r < R; r++)
             if (r == lane) v = acc[r];
-        if (bias) v += bias[o];
-        float *dst = y + (size_t)lane * ldy + o;
+        v += b_o;
         if (epilogue == SH_GEMV_ACCUM)
-            *dst += v;
+            *dst = prev + v;
         else
             *dst = epilogue == SH_GEMV_GELU ? gelu(v) : v;
         if (kv.k_cache && o >= kv.d) {
-            int b = lane / kv.n_tokens, pos = *kv.pos0 + lane % kv.n_tokens;
+            int b = lane / kv.n_tokens;
             size_t at = ((size_t)b * kv.n_ctx + pos) * kv.d + o % kv.d;
             store_act(o < 2 * kv.d ? kv.k_cache : kv.v_cache, (long)at, v, kv.act_half);
         }
@@ -570,11 +576,6 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
         int w = t + c * ATT_CHUNK;
         if (w < n_here * WORDS) vw[c] = *(const uint4 *)(vb + (size_t)(w / WORDS) * d + (w % WORDS) * PER16);
     }
-#pragma unroll
-    for (int c = 0; c < WORDS; c++) {
-        int w = t + c * ATT_CHUNK;
-        if (w < n_here * WORDS) vs[w] = vw[c];
-    }
     /* this thread's key: every word loaded before any is used */
     float score = -INFINITY;
     uint4 kw[WORDS];
@@ -585,7 +586,14 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
         for (int c = 0; c < WORDS; c++) kw[c] = kp[c];
     }
     if (!causal) PDL_WAIT();
-    if (t < HD) qs[t] = q[(size_t)r * ldq + h * HD + t] * rsqrtf((float)HD);
+    float qv = t < HD ? q[(size_t)r * ldq + h * HD + t] : 0.0f;
+    /* only now the stores, which wait for their loads: one memory latency in all */
+#pragma unroll
+    for (int c = 0; c < WORDS; c++) {
+        int w = t + c * ATT_CHUNK;
+        if (w < n_here * WORDS) vs[w] = vw[c];
+    }
+    if (t < HD) qs[t] = qv * rsqrtf((float)HD);
     __syncthreads();
     if (j < n_keys) {
         float sum = 0.0f;
