@@ -159,7 +159,8 @@ static int update_sampling(sequences *s, const float *logits, int n_vocab, float
         int next = temperature == 0.0f ? sh_argmax(row, n_vocab)
                                        : sample_token(row, n_vocab, temperature, rng);
         int ended = s->tokens[(size_t)k * s->cap + s->len - 1] == eot;
-        all_ended &= append_token(s, k, next, ended ? 0.0 : row[next] - sh_log_sum_exp(row, n_vocab), eot);
+        double logprob = ended ? 0.0 : row[next] - sh_log_sum_exp(row, n_vocab);
+        all_ended &= append_token(s, k, next, logprob, eot);
     }
     s->len++;
     return all_ended;
