@@ -9,6 +9,8 @@
 #include "decode/logit_filters.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "cpu/vmath.h"
 
@@ -67,18 +69,39 @@ static void mask_range(float *logits, int begin, int end) {
     for (int i = begin; i < end; i++) logits[i] = -INFINITY;
 }
 
+/* The largest of n floats (-inf for none), eight lanes at a time. */
+SH_CLONES static float max_of(const float *x, int n) {
+    vf8 m = vf8_splat(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) m = vf8_max(m, vf8_load(x + i));
+    float best = -INFINITY;
+    for (int k = 0; k < 8; k++) best = m[k] > best ? m[k] : best;
+    for (; i < n; i++) best = x[i] > best ? x[i] : best;
+    return best;
+}
+
+/* sum(exp(x - max)) in float lanes added up in double (a lane of -inf
+ * adds exactly 0), as the reference's float32 logsumexp. */
+SH_CLONES static double sum_exp(const float *x, int n, float max) {
+    vf8 vmax = vf8_splat(max), acc = vf8_splat(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += vf8_exp(vf8_load(x + i) - vmax);
+    double s = 0;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; i < n; i++) s += expf(x[i] - max);
+    return s;
+}
+
 void sh_apply_logit_mask(const sh_logit_mask *mk, float *logits, int n_vocab) {
     for (int i = 0; i < mk->n_ids; i++) logits[mk->ids[i]] = -INFINITY;
     for (int i = 0; i < mk->n_ranges; i++) mask_range(logits, mk->ranges[i][0], mk->ranges[i][1]);
     int ts = mk->ts_begin;
     if (ts < 0) return;
-    double max_all = -INFINITY;
-    for (int i = 0; i < n_vocab; i++) max_all = logits[i] > max_all ? logits[i] : max_all;
+    /* the timestamps' log-sum-exp against the likeliest text token */
+    float max_text = max_of(logits, ts), max_ts = max_of(logits + ts, n_vocab - ts);
+    float max_all = max_text > max_ts ? max_text : max_ts;
     if (max_all == -INFINITY) return;
-    double sum_ts = 0, max_text = -INFINITY;
-    for (int i = ts; i < n_vocab; i++) sum_ts += exp(logits[i] - max_all);
-    for (int i = 0; i < ts; i++) max_text = logits[i] > max_text ? logits[i] : max_text;
-    double ts_logsumexp = log(sum_ts) + max_all;
+    double ts_logsumexp = log(sum_exp(logits + ts, n_vocab - ts, max_all)) + max_all;
     if (ts_logsumexp > max_text) mask_range(logits, 0, ts);
 }
 
@@ -89,25 +112,32 @@ void sh_apply_logit_filters(const sh_logit_filters *f, float *logits, const int3
     sh_apply_logit_mask(&mk, logits, f->m->hp.n_vocab);
 }
 
-/* around the maximum; eight lanes at a time (a lane of -inf adds exactly 0) */
-SH_CLONES double sh_log_sum_exp(const float *x, int n) {
-    float max = -INFINITY;
-    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+double sh_log_sum_exp(const float *x, int n) {
+    float max = max_of(x, n);
     if (max == -INFINITY) return -INFINITY;
-    vf8 vmax = vf8_splat(max), acc = vf8_splat(0.0f);
+    return log(sum_exp(x, n, max)) + max;
+}
+
+/* The first index holding v (v is in x), eight lanes at a time. */
+SH_CLONES static int first_index_of(const float *x, int n, float v) {
+    vf8 vv = vf8_splat(v);
     int i = 0;
-    for (; i + 8 <= n; i += 8) acc += vf8_exp(vf8_load(x + i) - vmax);
-    double s = 0;
-    for (int k = 0; k < 8; k++) s += acc[k];
-    for (; i < n; i++) s += expf(x[i] - max);
-    return log(s) + max;
+    for (; i + 8 <= n; i += 8) {
+        vi8 eq = vf8_load(x + i) == vv;
+        uint64_t any[4];
+        memcpy(any, &eq, sizeof any);
+        if (!(any[0] | any[1] | any[2] | any[3])) continue;
+        for (int k = 0; k < 8; k++)
+            if (eq[k]) return i + k;
+    }
+    for (; i < n; i++)
+        if (x[i] == v) return i;
+    return 0;
 }
 
 int sh_argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    float max = max_of(x, n);
+    return max == -INFINITY ? 0 : first_index_of(x, n, max);
 }
 
 void sh_pick_greedy(const sh_logit_mask *mk, float *logits, int n_vocab, int *token,
