@@ -7,7 +7,8 @@
  * then reports, as medians of several runs: model load time, encoder time
  * per 30 s window, decoder time per token for 1 row with its logits copied
  * out (dec), as a greedy step (greedy: the logit filters and the choice
- * where the logits are, as transcribe() decodes) and for 5 beams, the
+ * where the logits are, as transcribe() decodes) and as a 5-beam step
+ * (each beam's 6 best tokens chosen the same way), the
  * end-to-end time of 60 s of audio (two windows of 150 greedy tokens:
  * encoder, prompt, steps) and peak RSS.
  *
@@ -235,6 +236,33 @@ static double greedy_ms_per_token(sh_run *rt, int n_tokens, const sh_logit_mask 
     return (sh_now_s() - t0) * 1000.0 / n_tokens;
 }
 
+/* ms per beam-search step of 5 beams: the forward, then each beam's 6
+ * best tokens under the mask, where the logits are (--host-pick: on the
+ * host, from their logits). */
+static double beam_ms_per_token(sh_run *rt, int n_tokens, const sh_logit_mask *mk) {
+    int prompt[4] = {50258, 50259, 50359, 50364}, toks[5], top[5 * 6];
+    double lps[5 * 6];
+    sh_logit_mask masks[5] = {*mk, *mk, *mk, *mk, *mk};
+    sh_decoder_reserve(rt, 5);
+    sh_decoder_forward(rt, prompt, 1, 4, 0);
+    sh_decoder_broadcast(rt, 5, 4);
+    for (int b = 0; b < 5; b++) toks[b] = 400 + b;
+    double t0 = sh_now_s();
+    for (int s = 0; s < n_tokens; s++) {
+        sh_decoder_forward(rt, toks, 5, 1, 4 + s);
+        if (g_host_pick) {
+            for (int b = 0; b < 5; b++) {
+                sh_decoder_logits(rt, b, 1, g_pick_row);
+                sh_pick_top(mk, g_pick_row, rt->m->hp.n_vocab, 6, top + 6 * b, lps + 6 * b);
+            }
+        } else {
+            sh_decoder_topk(rt, 0, 5, masks, 6, top, lps);
+        }
+        for (int b = 0; b < 5; b++) toks[b] = 400 + (top[6 * b] + s + b) % 1000;
+    }
+    return (sh_now_s() - t0) * 1000.0 / n_tokens;
+}
+
 /* 60 s of audio as transcribe() spends it: per window the encoder, the
  * 4-token prompt, then 150 greedy steps. */
 static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
@@ -327,11 +355,11 @@ int main(int argc, char **argv) {
         }
         decoder_ms_per_token(&rt, 1, 8, logits);   /* warm-up */
         for (int r = 0; r < runs; r++) dec[r] = decoder_ms_per_token(&rt, 1, tokens, logits);
-        for (int r = 0; r < runs; r++) beam[r] = decoder_ms_per_token(&rt, 5, tokens, logits);
         int32_t *suppress = NULL;
         int n_suppress = sh_non_speech_tokens(m, &suppress);
         sh_logit_mask mk = greedy_mask(m, suppress, n_suppress < 0 ? 0 : n_suppress);
         for (int r = 0; r < runs; r++) greedy[r] = greedy_ms_per_token(&rt, tokens, &mk);
+        for (int r = 0; r < runs; r++) beam[r] = beam_ms_per_token(&rt, tokens, &mk);
         for (int r = 0; r < runs; r++) minute[r] = minute_ms(&rt, mel, &mk);
         printf("%-7s %-13s %9.1f %12.2f %12.3f %13.3f %12.3f %12.1f %10.0f\n", sizes[s],
                shruti_model_compute_type(m), bench_median(load, runs), bench_median(enc, runs),

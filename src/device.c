@@ -148,6 +148,22 @@ int sh_decoder_greedy(sh_run *rt, int row0, int n_rows, const sh_logit_mask *mas
     return 0;
 }
 
+int sh_decoder_topk(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks, int k,
+                    int *tokens, double *logprobs) {
+    if (k < 1 || k > SH_GPU_TOP_MAX || k > rt->m->hp.n_vocab) return SHRUTI_ERR_INVALID_ARG;
+    ON_GPU(topk(rt->gpu, row0, n_rows, masks, k, tokens, logprobs, err));
+    int n_vocab = rt->m->hp.n_vocab;
+    if (!rt->pick_logits && !(rt->pick_logits = malloc((size_t)n_vocab * sizeof(float))))
+        return SHRUTI_ERR_NOMEM;
+    for (int j = 0; j < n_rows; j++) {
+        int r = sh_decoder_logits(rt, row0 + j, 1, rt->pick_logits);
+        if (r < 0) return r;
+        sh_pick_top(&masks[j], rt->pick_logits, n_vocab, k, tokens + (size_t)j * k,
+                    logprobs + (size_t)j * k);
+    }
+    return 0;
+}
+
 int sh_decoder_reorder(sh_run *rt, const int *src, int n_beams, int n_pos) {
     ON_GPU(reorder(rt->gpu, src, n_beams, n_pos, err));
     return sh_cpu_decoder_reorder(&rt->cpu, src, n_beams, n_pos);

@@ -50,6 +50,10 @@ int sh_decoder_logits(sh_run *rt, int row0, int n_rows, float *logits);
  * and their log-probabilities (on the GPU only these leave it). */
 int sh_decoder_greedy(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks,
                       int *tokens, double *logprobs);
+/* The same for beam search: the k likeliest tokens of each row (best
+ * first, ties to the lower id) and their log-probabilities, n_rows x k. */
+int sh_decoder_topk(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks, int k,
+                    int *tokens, double *logprobs);
 /* Beam b takes the first n_pos cached positions of beam src[b]. */
 int sh_decoder_reorder(sh_run *rt, const int *src, int n_beams, int n_pos);
 /* Beam 0's first n_pos cached positions to beams 1 .. n_beams-1. */

@@ -410,6 +410,9 @@ struct sh_gpu_state {
     int n_pick_ids;
     sh_pick_mask *pick_masks;       /* device: a mask per row */
     void *pick_scratch;             /* device: the pick's partial results */
+    void *topk_scratch;             /* device: beam top-k per chunk */
+    int *topk_tokens;               /* device: (MAX_BEAMS, SH_GPU_TOP_MAX) */
+    double *topk_logprobs;
     sh_pick_result *pick;           /* device: the greedy choices */
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
@@ -477,6 +480,9 @@ static int state_buffers(const sh_hparams *hp, size_t a, sh_gpu_state *s, state_
     BUF(pick, MAX_BEAMS * sizeof(sh_pick_result));
     BUF(pick_masks, MAX_BEAMS * sizeof(sh_pick_mask));
     BUF(pick_scratch, (size_t)sh_pick_scratch_bytes(SH_GEMV_MAX_ROWS));
+    BUF(topk_scratch, (size_t)sh_topk_scratch_bytes(SH_GEMV_MAX_ROWS));
+    BUF(topk_tokens, MAX_BEAMS * SH_GPU_TOP_MAX * sizeof(int));
+    BUF(topk_logprobs, MAX_BEAMS * SH_GPU_TOP_MAX * sizeof(double));
     BUF(self_k, 0);   /* sized by reserve */
     BUF(self_v, 0);
     BUF(self_tmp, 0);
@@ -870,17 +876,24 @@ static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens
     return 0;
 }
 
+/* Logits of up to SH_GEMV_MAX_ROWS rows from row, into s->logits. */
+static void logits_pass(sh_gpu_state *s, int row, int n) {
+    const sh_gpu_model *g = s->g;
+    int d = g->m->hp.n_text_state;
+    sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)row * d, d, n, s->logits, g->m->hp.n_vocab,
+              NULL, SH_GEMV_STORE);
+}
+
 static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) {
     const sh_gpu_model *g = s->g;
-    int n_vocab = g->m->hp.n_vocab, d = g->m->hp.n_text_state;
+    int n_vocab = g->m->hp.n_vocab;
     if (row0 < 0 || n_rows < 1 || row0 + n_rows > s->max_rows)
         return fail(err, SHRUTI_ERR_INVALID_ARG, "bad logit rows");
     CU(cudaSetDevice(g->device), "selecting the CUDA device");
     /* logits = x @ token_embedding^T, at most SH_GEMV_MAX_ROWS rows a pass */
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
-        sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)(row0 + r0) * d, d, n, s->logits,
-                  n_vocab, NULL, SH_GEMV_STORE);
+        logits_pass(s, row0 + r0, n);
         size_t bytes = (size_t)n * n_vocab * sizeof(float);
         CU(cudaMemcpyAsync(s->host_logits, s->logits, bytes, cudaMemcpyDeviceToHost, s->stream),
            "copying logits");
@@ -890,32 +903,28 @@ static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) 
     return 0;
 }
 
-/* Greedy choices on the device: logits of the rows, the masks, argmax and
- * log-softmax there; 16 bytes a row come back instead of the logits. */
-static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
-                  int *tokens, double *logprobs, char *err) {
-    const sh_gpu_model *g = s->g;
-    int n_vocab = g->m->hp.n_vocab, d = g->m->hp.n_text_state;
+/* The rows' masks to the device (through the pinned buffer) and the
+ * suppressed ids when they changed (they change per window at most). */
+static int send_masks(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
+                      char *err) {
+    int n_vocab = s->g->m->hp.n_vocab;
     if (row0 < 0 || n_rows < 1 || n_rows > MAX_BEAMS || row0 + n_rows > s->max_rows)
-        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy rows");
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad rows to choose from");
     const sh_logit_mask *m0 = &masks[0];
     if (m0->n_ids < 0 || m0->n_ids > n_vocab)
-        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy mask");
+        return fail(err, SHRUTI_ERR_INVALID_ARG, "bad logit mask");
     for (int i = 0; i < m0->n_ids; i++)
         if (m0->ids[i] < 0 || m0->ids[i] >= n_vocab)
             return fail(err, SHRUTI_ERR_INVALID_ARG, "token %d out of range", m0->ids[i]);
-    /* the masks go over in the pinned buffer, the results come back after them */
     sh_pick_mask *pm = (sh_pick_mask *)s->host_logits;
-    sh_pick_result *host = (sh_pick_result *)(pm + MAX_BEAMS);
     for (int k = 0; k < n_rows; k++) {
         const sh_logit_mask *mk = &masks[k];
         if (mk->n_ranges < 0 || mk->n_ranges > SH_MASK_RANGES || mk->ts_begin > n_vocab)
-            return fail(err, SHRUTI_ERR_INVALID_ARG, "bad greedy mask");
+            return fail(err, SHRUTI_ERR_INVALID_ARG, "bad logit mask");
         pm[k] = (sh_pick_mask){.n_ids = m0->n_ids, .n_ranges = mk->n_ranges, .ts_begin = mk->ts_begin};
         memcpy(pm[k].ranges, mk->ranges, sizeof pm[k].ranges);
     }
-    CU(cudaSetDevice(g->device), "selecting the CUDA device");
-    /* the suppress list changes per window at most: sent when it does */
+    CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
     size_t id_bytes = (size_t)m0->n_ids * sizeof(int32_t);   /* ids may be NULL when 0 */
     if (m0->n_ids != s->n_pick_ids ||
         (id_bytes && memcmp(m0->ids, s->pick_ids_host, id_bytes) != 0)) {
@@ -928,17 +937,51 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
     }
     CU(cudaMemcpyAsync(s->pick_masks, pm, (size_t)n_rows * sizeof *pm, cudaMemcpyHostToDevice,
                        s->stream), "copying the logit masks");
+    return 0;
+}
+
+/* Greedy choices on the device: logits of the rows, the masks, argmax and
+ * log-softmax there; 16 bytes a row come back instead of the logits. */
+static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
+                  int *tokens, double *logprobs, char *err) {
+    int n_vocab = s->g->m->hp.n_vocab, r = send_masks(s, row0, n_rows, masks, err);
+    if (r < 0) return r;
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
-        sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)(row0 + r0) * d, d, n, s->logits, n_vocab,
-                  NULL, SH_GEMV_STORE);
+        logits_pass(s, row0 + r0, n);
         sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids,
                          s->pick_scratch, s->pick + r0, s->pdl);
     }
+    /* the results land in the pinned buffer after the masks */
+    sh_pick_result *host = (sh_pick_result *)((sh_pick_mask *)s->host_logits + MAX_BEAMS);
     CU(cudaMemcpyAsync(host, s->pick, (size_t)n_rows * sizeof *host, cudaMemcpyDeviceToHost,
                        s->stream), "copying the greedy choices");
     CU(cudaStreamSynchronize(s->stream), "choosing the next tokens");
     for (int k = 0; k < n_rows; k++) tokens[k] = host[k].token, logprobs[k] = host[k].logprob;
+    return 0;
+}
+
+/* Beam search's k best tokens per row on the device: k tokens and
+ * log-probabilities a row come back instead of the logits. */
+static int topk(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks, int k,
+                int *tokens, double *logprobs, char *err) {
+    int n_vocab = s->g->m->hp.n_vocab;
+    if (k < 1 || k > SH_GPU_TOP_MAX) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad k");
+    int r = send_masks(s, row0, n_rows, masks, err);
+    if (r < 0) return r;
+    for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
+        int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
+        logits_pass(s, row0 + r0, n);
+        sh_k_topk(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids, k,
+                  s->topk_scratch, s->topk_tokens + (size_t)r0 * k,
+                  s->topk_logprobs + (size_t)r0 * k, s->pdl);
+    }
+    size_t n_out = (size_t)n_rows * k;
+    CU(cudaMemcpyAsync(tokens, s->topk_tokens, n_out * sizeof *tokens, cudaMemcpyDeviceToHost,
+                       s->stream), "copying the beam candidates");
+    CU(cudaMemcpyAsync(logprobs, s->topk_logprobs, n_out * sizeof *logprobs,
+                       cudaMemcpyDeviceToHost, s->stream), "copying the beam candidates");
+    CU(cudaStreamSynchronize(s->stream), "choosing the beam candidates");
     return 0;
 }
 
@@ -1064,6 +1107,7 @@ static const sh_gpu_api api = {
     .forward = forward,
     .logits = logits,
     .greedy = greedy,
+    .topk = topk,
     .reorder = reorder,
     .broadcast = broadcast,
 };

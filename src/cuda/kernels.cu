@@ -859,3 +859,222 @@ extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int 
            masks, ids, partial);
     launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, masks, out);
 }
+
+/* ------------------------------------------------------------- beam top-k */
+
+/* Beam search wants each row's k likeliest tokens (k <= TOPK_MAX) after
+ * the mask, best first and ties to the lower id, as a scan keeps them.
+ * Blocks of 2048 logits keep their text and timestamp candidates apart
+ * (the timestamp rule, decided only when every chunk is in, may rule text
+ * out), then one block per row merges the chunks. A top-k is k rounds of
+ * a warp-wide "best remaining" (value, then id); a taken entry becomes
+ * (-inf, INT_MAX), which loses to any real one, -inf ones included. */
+#define TOPK_MAX 33
+
+static __device__ __forceinline__ bool ranks_before(float va, int ia, float vb, int ib) {
+    return va > vb || (va == vb && ia < ib);
+}
+
+/* The warp's k best of its lanes' PER entries each, into out (lane 0
+ * writes); the entries taken are marked. */
+template <int PER>
+static __device__ void warp_top(float (&v)[PER], int (&ix)[PER], int k, float *out_v, int *out_i) {
+    int lane = threadIdx.x % WARP;
+    for (int r = 0; r < k; r++) {
+        float bv = -INFINITY;
+        int bi = INT_MAX, slot = -1;
+#pragma unroll
+        for (int j = 0; j < PER; j++)
+            if (ranks_before(v[j], ix[j], bv, bi)) bv = v[j], bi = ix[j], slot = j;
+        float wv = bv;
+        int wi = bi;
+        for (int o = WARP / 2; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, wv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, wi, o);
+            if (ranks_before(ov, oi, wv, wi)) wv = ov, wi = oi;
+        }
+        if (bi == wi && slot >= 0 && wi != INT_MAX) {
+#pragma unroll
+            for (int j = 0; j < PER; j++)
+                if (j == slot) v[j] = -INFINITY, ix[j] = INT_MAX;
+        }
+        if (lane == 0) out_v[r] = wv, out_i[r] = wi;
+    }
+}
+
+#define TOPK_THREADS 256
+#define TOPK_WARPS (TOPK_THREADS / WARP)
+
+/* The block's k best of n candidates in shared memory (cv, ci), into
+ * (out_v, out_i): each warp its share, then warp 0 over the warps' lists.
+ * n <= TOPK_THREADS * PER. */
+template <int PER>
+static __device__ void block_top(const float *cv, const int *ci, int n, int k, float *wv, int *wi,
+                                 float *out_v, int *out_i) {
+    int t = threadIdx.x, warp = t / WARP;
+    float v[PER];
+    int ix[PER];
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        int at = t + j * TOPK_THREADS;
+        v[j] = at < n ? cv[at] : -INFINITY;
+        ix[j] = at < n ? ci[at] : INT_MAX;
+    }
+    warp_top<PER>(v, ix, k, wv + warp * TOPK_MAX, wi + warp * TOPK_MAX);
+    __syncthreads();
+    if (warp == 0) {
+        const int PER2 = (TOPK_WARPS * TOPK_MAX + WARP - 1) / WARP;
+        float v2[PER2];
+        int i2[PER2];
+#pragma unroll
+        for (int j = 0; j < PER2; j++) {
+            int at = t + j * WARP, w = at / TOPK_MAX, r = at % TOPK_MAX;
+            bool in = at < TOPK_WARPS * TOPK_MAX && r < k;
+            v2[j] = in ? wv[w * TOPK_MAX + r] : -INFINITY;
+            i2[j] = in ? wi[w * TOPK_MAX + r] : INT_MAX;
+        }
+        warp_top<PER2>(v2, i2, k, out_v, out_i);
+    }
+    __syncthreads();
+}
+
+struct topk_part {
+    float v[2][TOPK_MAX];   /* text [0] and timestamp [1] candidates */
+    int i[2][TOPK_MAX];
+    float m[2];             /* their log-sum-exps */
+    double s[2];
+};
+
+/* Block (chunk, row): the masked chunk's k best text and timestamp
+ * candidates and log-sum-exps. */
+__global__ void k_topk_partial(const float *all_logits, int n_vocab, const sh_pick_mask *masks,
+                               const int *ids, int k, topk_part *parts) {
+    __shared__ unsigned banned[PICK_CHUNK / 32];
+    __shared__ float cv[PICK_CHUNK];
+    __shared__ int ci[PICK_CHUNK];
+    __shared__ float wv[TOPK_WARPS * TOPK_MAX];
+    __shared__ int wi[TOPK_WARPS * TOPK_MAX];
+    __shared__ float lse_m[TOPK_WARPS][2];
+    __shared__ double lse_s[TOPK_WARPS][2];
+    int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
+    const sh_pick_mask mk = masks[row];
+    for (int i = t; i < PICK_CHUNK / 32; i += TOPK_THREADS) banned[i] = 0;
+    __syncthreads();
+    for (int i = t; i < mk.n_ids; i += TOPK_THREADS) {
+        int id = ids[i] - c0;
+        if (id >= 0 && id < PICK_CHUNK) atomicOr(&banned[id / 32], 1u << (id % 32));
+    }
+    PDL_WAIT();
+    PDL_LAUNCH();
+    const float *logits = all_logits + (size_t)row * n_vocab;
+    float v[PICK_PER];
+#pragma unroll
+    for (int j = 0; j < PICK_PER; j++) {
+        int i = c0 + j * TOPK_THREADS + t;
+        v[j] = i < n_vocab ? logits[i] : -INFINITY;
+    }
+    __syncthreads();
+    int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
+    float m[2] = {-INFINITY, -INFINITY};
+    double s[2] = {0.0, 0.0};
+#pragma unroll
+    for (int j = 0; j < PICK_PER; j++) {
+        int jj = j * TOPK_THREADS + t, i = c0 + jj;
+        float x = i < n_vocab && !(banned[jj / 32] >> (jj % 32) & 1u) ? v[j] : -INFINITY;
+        for (int r = 0; r < mk.n_ranges; r++)
+            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) x = -INFINITY;
+        v[j] = x;
+        if (i < n_vocab) lse_merge(m[i >= ts], s[i >= ts], x, 1.0);
+    }
+    /* the log-sum-exps over the block */
+    for (int kind = 0; kind < 2; kind++) {
+        for (int o = WARP / 2; o > 0; o >>= 1) {
+            float om = __shfl_xor_sync(0xffffffffu, m[kind], o);
+            double os = __shfl_xor_sync(0xffffffffu, s[kind], o);
+            lse_merge(m[kind], s[kind], om, os);
+        }
+        if (t % WARP == 0) lse_m[t / WARP][kind] = m[kind], lse_s[t / WARP][kind] = s[kind];
+    }
+    topk_part *out = parts + (size_t)row * gridDim.x + blockIdx.x;
+    /* text, then timestamp candidates, each through shared memory */
+    for (int kind = 0; kind < 2; kind++) {
+#pragma unroll
+        for (int j = 0; j < PICK_PER; j++) {
+            int jj = j * TOPK_THREADS + t, i = c0 + jj;
+            bool in = i < n_vocab && (i >= ts) == kind;
+            cv[jj] = in ? v[j] : -INFINITY;
+            ci[jj] = in ? i : INT_MAX;
+        }
+        __syncthreads();
+        block_top<PICK_PER>(cv, ci, PICK_CHUNK, k, wv, wi, out->v[kind], out->i[kind]);
+    }
+    if (t == 0) {
+        for (int kind = 0; kind < 2; kind++) {
+            float mm = -INFINITY;
+            double ss = 0.0;
+            for (int w = 0; w < TOPK_WARPS; w++) lse_merge(mm, ss, lse_m[w][kind], lse_s[w][kind]);
+            out->m[kind] = mm, out->s[kind] = ss;
+        }
+    }
+}
+
+/* Block row: the chunks merged, the timestamp rule decided, the k best
+ * with their log-probabilities written to tokens / logprobs (row x k). */
+__global__ void k_topk_final(const topk_part *parts, int n_chunks, const sh_pick_mask *masks,
+                             int k, int *tokens, double *logprobs) {
+    __shared__ float cv[2 * PICK_MAX_CHUNKS * TOPK_MAX];
+    __shared__ int ci[2 * PICK_MAX_CHUNKS * TOPK_MAX];
+    __shared__ float wv[TOPK_WARPS * TOPK_MAX], best_v[TOPK_MAX];
+    __shared__ int wi[TOPK_WARPS * TOPK_MAX], best_i[TOPK_MAX];
+    __shared__ bool text_out;
+    __shared__ double lse;
+    int row = blockIdx.x, t = threadIdx.x;
+    const topk_part *p = parts + (size_t)row * n_chunks;
+    PDL_WAIT();
+    if (t == 0) {
+        float m[2] = {-INFINITY, -INFINITY}, max_text = -INFINITY;
+        double s[2] = {0.0, 0.0};
+        for (int c = 0; c < n_chunks; c++) {
+            for (int kind = 0; kind < 2; kind++) lse_merge(m[kind], s[kind], p[c].m[kind], p[c].s[kind]);
+            max_text = fmaxf(max_text, p[c].v[0][0]);
+        }
+        text_out = masks[row].ts_begin >= 0 && m[1] != -INFINITY && log(s[1]) + m[1] > (double)max_text;
+        if (text_out) m[0] = -INFINITY, s[0] = 0.0;
+        lse_merge(m[0], s[0], m[1], s[1]);
+        lse = log(s[0]) + m[0];
+    }
+    __syncthreads();
+    /* candidates: every chunk's timestamps and its text; when the rule
+     * puts text out, the k lowest ids stand in for it (all -inf then, as
+     * a scan keeps them) */
+    int n_part = n_chunks * k, n_cand = text_out ? n_part + k : 2 * n_part;
+    for (int at = t; at < n_cand; at += TOPK_THREADS) {
+        int kind = at < n_part ? 1 : 0, c = at % n_part / k, r = at % n_part % k;
+        bool stand_in = text_out && kind == 0;
+        cv[at] = stand_in ? -INFINITY : p[c].v[kind][r];
+        ci[at] = stand_in ? at - n_part : p[c].i[kind][r];
+    }
+    __syncthreads();
+    const int PER = (2 * PICK_MAX_CHUNKS * TOPK_MAX + TOPK_THREADS - 1) / TOPK_THREADS;
+    block_top<PER>(cv, ci, n_cand, k, wv, wi, best_v, best_i);
+    if (t < k) {
+        tokens[(size_t)row * k + t] = best_i[t];
+        logprobs[(size_t)row * k + t] = (double)best_v[t] - lse;
+    }
+}
+
+extern "C" long sh_topk_scratch_bytes(int n_rows) {
+    return (long)n_rows * PICK_MAX_CHUNKS * (long)sizeof(topk_part);
+}
+
+extern "C" void sh_k_topk(cudaStream_t s, float *logits, int n_rows, int n_vocab,
+                          const sh_pick_mask *masks, const int *ids, int k, void *scratch,
+                          int *tokens, double *logprobs, int pdl) {
+    int n_chunks = (n_vocab + PICK_CHUNK - 1) / PICK_CHUNK;
+    if (n_chunks > PICK_MAX_CHUNKS || k < 1 || k > TOPK_MAX) return;
+    topk_part *parts = (topk_part *)scratch;
+    launch(pdl, k_topk_partial, dim3(n_chunks, n_rows), dim3(TOPK_THREADS), 0, s, logits, n_vocab,
+           masks, ids, k, parts);
+    launch(pdl, k_topk_final, dim3(n_rows), dim3(TOPK_THREADS), 0, s, parts, n_chunks, masks, k,
+           tokens, logprobs);
+}

@@ -125,6 +125,13 @@ typedef struct {
 void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
                       const sh_pick_mask *masks, const int *ids, void *scratch,
                       sh_pick_result *out, int pdl);
+/* Beam search: the k (<= 33) best tokens of each row after its mask (best
+ * first, ties to the lower id) and their log-probabilities, into tokens
+ * and logprobs (n_rows x k, device memory). */
+void sh_k_topk(cudaStream_t s, float *logits, int n_rows, int n_vocab, const sh_pick_mask *masks,
+               const int *ids, int k, void *scratch, int *tokens, double *logprobs, int pdl);
+long sh_topk_scratch_bytes(int n_rows);
+
 /* Device scratch the pick needs for n_rows rows (vocabularies up to
  * SH_PICK_MAX_VOCAB). */
 long sh_pick_scratch_bytes(int n_rows);

@@ -196,12 +196,27 @@ static int cmp_beam_cand(const void *a, const void *b) {
     return x->order - y->order;
 }
 
-/* One beam-search step. New live beams go to s (KV caches reordered);
- * newly finished sequences are appended to finished while it has fewer
- * than max_candidates. Returns 1 when finished is full, < 0 on error. */
-static int update_beams(sh_run *rt, sequences *s, const float *logits, int n_vocab, int eot,
-                        candidate_list *finished, int max_candidates) {
+/* One beam-search step. Each beam's B + 1 likeliest next tokens come
+ * from where the logits are (the filters go there as masks; on the first
+ * step every beam is the prompt, one row). New live beams go to s (KV
+ * caches reordered); newly finished sequences are appended to finished
+ * while it has fewer than max_candidates. Returns 1 when finished is
+ * full, < 0 on error. */
+static int update_beams(sh_run *rt, sequences *s, const sh_logit_filters *f, int row0,
+                        bool first, int eot, candidate_list *finished, int max_candidates) {
     int B = s->n_group, n_top = B + 1, n = 0;
+    sh_logit_mask masks[32];
+    int tops[32 * 33];
+    double lps[32 * 33];
+    int n_rows = first ? 1 : B;
+    for (int j = 0; j < n_rows; j++)
+        sh_logit_mask_for(f, s->tokens + (size_t)j * s->cap, s->len, &masks[j]);
+    int r = sh_decoder_topk(rt, row0, n_rows, masks, n_top, tops, lps);
+    if (r < 0) return r;
+    for (int j = n_rows; j < B; j++) {   /* the first step: every beam the same */
+        memcpy(tops + j * n_top, tops, (size_t)n_top * sizeof *tops);
+        memcpy(lps + j * n_top, lps, (size_t)n_top * sizeof *lps);
+    }
     beam_cand *cands = malloc((size_t)B * n_top * sizeof *cands);
     int *same_as = malloc((size_t)B * sizeof *same_as);
     int32_t *old = malloc((size_t)B * s->cap * sizeof *old);
@@ -222,22 +237,9 @@ static int update_beams(sh_run *rt, sequences *s, const float *logits, int n_voc
             }
     }
     for (int j = 0; j < B; j++) {
-        const float *row = logits + (size_t)j * n_vocab;
-        double lse = sh_log_sum_exp(row, n_vocab);
-        /* top n_top by logprob, ties to the lower id */
-        int top[65];
-        int n_found = 0;
-        for (int t = 0; t < n_vocab; t++) {
-            if (n_found == n_top && row[t] <= row[top[n_found - 1]]) continue;
-            int p = n_found < n_top ? n_found++ : n_top - 1;
-            while (p > 0 && row[top[p - 1]] < row[t]) {
-                top[p] = top[p - 1];
-                p--;
-            }
-            top[p] = t;
-        }
-        for (int c = 0; c < n_found; c++) {
-            double score = s->sum_logprob[j] + (row[top[c]] - lse);
+        const int *top = tops + j * n_top;
+        for (int c = 0; c < n_top; c++) {
+            double score = s->sum_logprob[j] + lps[j * n_top + c];
             int existing = -1;
             for (int e = 0; e < n; e++)
                 if (same_as[cands[e].source] == same_as[j] && cands[e].token == top[c]) existing = e;
@@ -252,7 +254,7 @@ static int update_beams(sh_run *rt, sequences *s, const float *logits, int n_voc
     }
     qsort(cands, (size_t)n, sizeof *cands, cmp_beam_cand);
     memcpy(old, s->tokens, (size_t)B * s->cap * sizeof *old);
-    int saved = 0, r = 0;
+    int saved = 0;
     for (int c = 0; c < n && saved < B; c++) {
         const int32_t *prefix = old + (size_t)cands[c].source * s->cap;
         if (cands[c].token == eot) {
@@ -424,7 +426,10 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
         if ((r = sh_decoder_logits(rt, sot_index, 1, logits)) < 0) goto done;
         no_speech[0] = sh_softmax_prob(logits, n_vocab, sp->no_speech);
     }
-    if (!greedy && n_windows == 1) {
+    /* sampling: the logits come to the host (greedy and beams choose where
+     * the logits are) */
+    bool host_logits = !greedy && !beam;
+    if (host_logits && n_windows == 1) {
         if ((r = sh_decoder_logits(rt, n_init - 1, 1, logits)) < 0) goto done;
         for (int k = 1; k < n_group; k++)
             memcpy(logits + (size_t)k * n_vocab, logits, (size_t)n_vocab * sizeof *logits);
@@ -446,7 +451,7 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
             }
             for (int k = 0; k < n_group; k++) step_tokens[k] = s.tokens[(size_t)k * s.cap + s.len - 1];
             if ((r = sh_decoder_forward(rt, step_tokens, n_group, 1, s.len - 1)) < 0 ||
-                (!greedy && (r = sh_decoder_logits(rt, 0, n_group, logits)) < 0))
+                (host_logits && (r = sh_decoder_logits(rt, 0, n_group, logits)) < 0))
                 break;
         }
         if (greedy && (i > 0 || n_windows == 1)) {
@@ -458,10 +463,12 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
             if (completed || s.len > n_ctx) break;
             continue;
         }
-        for (int k = 0; k < n_group; k++)
-            sh_apply_logit_filters(&filters, logits + (size_t)k * n_vocab,
-                                   s.tokens + (size_t)k * s.cap, s.len);
-        int completed = beam ? update_beams(rt, &s, logits, n_vocab, eot, &finished, max_candidates)
+        if (!beam)
+            for (int k = 0; k < n_group; k++)
+                sh_apply_logit_filters(&filters, logits + (size_t)k * n_vocab,
+                                       s.tokens + (size_t)k * s.cap, s.len);
+        int completed = beam ? update_beams(rt, &s, &filters, i == 0 ? n_init - 1 : 0, i == 0, eot,
+                                            &finished, max_candidates)
                              : update_sampling(&s, logits, n_vocab, o->temperature, eot, o->rng);
         if (completed < 0) {
             r = completed;

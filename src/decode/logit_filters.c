@@ -146,3 +146,21 @@ void sh_pick_greedy(const sh_logit_mask *mk, float *logits, int n_vocab, int *to
     *token = sh_argmax(logits, n_vocab);
     *logprob = logits[*token] - sh_log_sum_exp(logits, n_vocab);
 }
+
+void sh_pick_top(const sh_logit_mask *mk, float *logits, int n_vocab, int k, int *tokens,
+                 double *logprobs) {
+    sh_apply_logit_mask(mk, logits, n_vocab);
+    double lse = sh_log_sum_exp(logits, n_vocab);
+    /* insertion into the k best so far, ties to the lower id */
+    int n_found = 0;
+    for (int t = 0; t < n_vocab; t++) {
+        if (n_found == k && logits[t] <= logits[tokens[n_found - 1]]) continue;
+        int p = n_found < k ? n_found++ : k - 1;
+        while (p > 0 && logits[tokens[p - 1]] < logits[t]) {
+            tokens[p] = tokens[p - 1];
+            p--;
+        }
+        tokens[p] = t;
+    }
+    for (int c = 0; c < n_found; c++) logprobs[c] = logits[tokens[c]] - lse;
+}

@@ -35,6 +35,10 @@ void sh_apply_logit_mask(const sh_logit_mask *mk, float *logits, int n_vocab);
 double sh_log_sum_exp(const float *x, int n);
 /* The first index of the largest of n floats. */
 int sh_argmax(const float *x, int n);
+/* The k likeliest tokens of a masked row (k <= n_vocab), best first, ties
+ * to the lower id, and their log-probabilities (beam search). */
+void sh_pick_top(const sh_logit_mask *mk, float *logits, int n_vocab, int k, int *tokens,
+                 double *logprobs);
 /* The greedy choice from a masked row: the token and its log-probability. */
 void sh_pick_greedy(const sh_logit_mask *mk, float *logits, int n_vocab, int *token,
                     double *logprob);

@@ -42,6 +42,7 @@ typedef struct {
  * ts_begin >= 0, the text tokens [0, ts_begin) become -inf too if the
  * timestamps together (log-sum-exp) outweigh the likeliest text token. */
 #define SH_MASK_RANGES 8
+#define SH_GPU_TOP_MAX 33   /* beams (32) + 1 */
 typedef struct {
     const int32_t *ids;
     int n_ids;
@@ -83,6 +84,11 @@ typedef struct {
      * tokens and their log-probabilities; only these leave the device. */
     int (*greedy)(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
                   int *tokens, double *logprobs, char *err);
+    /* The same for beam search: the k (<= SH_GPU_TOP_MAX) likeliest tokens
+     * of each row, best first (ties to the lower id), and their
+     * log-probabilities; tokens and logprobs hold n_rows x k. */
+    int (*topk)(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks, int k,
+                int *tokens, double *logprobs, char *err);
     int (*reorder)(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err);
     int (*broadcast)(sh_gpu_state *s, int n_beams, int n_pos, char *err);
 } sh_gpu_api;

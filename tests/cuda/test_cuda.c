@@ -102,6 +102,28 @@ static void check_greedy(sh_run *rt, const float *logits, int n_rows) {
         same += toks[i] == tok_cpu;
         if (fabs(lps[i] - lp_cpu) > worst) worst = fabs(lps[i] - lp_cpu);
     }
+    /* beam search's top k, one row at a time and all rows at once */
+    int tg[64 * 33], tc[33], top_same = 0, top_total = 0;
+    double lg[64 * 33], lc[33];
+    for (int i = 0; i < n_all; i++) {
+        const int k = 1 + i % 33;
+        CHECK(sh_decoder_topk(rt, i, 1, &all[i], k, tg, lg) == 0, "top k: %s", rt->note);
+        memcpy(row, logits + (size_t)i * n_vocab, (size_t)n_vocab * sizeof *row);
+        sh_pick_top(&all[i], row, n_vocab, k, tc, lc);
+        top_total++;
+        top_same += memcmp(tg, tc, sizeof(int) * (size_t)k) == 0;
+        for (int c = 0; c < k; c++)
+            if (fabs(lg[c] - lc[c]) > worst) worst = fabs(lg[c] - lc[c]);
+    }
+    CHECK(sh_decoder_topk(rt, 0, n_all, all, 6, tg, lg) == 0, "top k rows: %s", rt->note);
+    for (int i = 0; i < n_all; i++) {
+        memcpy(row, logits + (size_t)i * n_vocab, (size_t)n_vocab * sizeof *row);
+        sh_pick_top(&all[i], row, n_vocab, 6, tc, lc);
+        top_total++;
+        top_same += memcmp(tg + i * 6, tc, sizeof(int) * 6) == 0;
+    }
+    printf("top k on the GPU: %d/%d lists as the CPU's\n", top_same, top_total);
+    CHECK(top_same == top_total, "top-k lists differ: %d/%d", top_same, top_total);
     printf("greedy on the GPU: %d/%d choices as the CPU's, log-probability max diff %.2g\n", same,
            total, worst);
     CHECK(same == total, "greedy choices differ: %d/%d", same, total);
