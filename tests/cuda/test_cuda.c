@@ -86,7 +86,7 @@ static void check_greedy(sh_run *rt, const float *logits, int n_rows) {
         }
     }
     /* every row at once, each under its own mask (as batched windows) */
-    sh_logit_mask all[64];
+    sh_logit_mask all[64] = {{0}};
     int toks[64], n_all = n_rows < 64 ? n_rows : 64;
     double lps[64];
     for (int i = 0; i < n_all; i++)
