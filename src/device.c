@@ -134,22 +134,26 @@ int sh_decoder_logits(sh_run *rt, int row0, int n_rows, float *logits) {
     return 0;
 }
 
-/* One row's logits into rt->pick_logits, for choosing on the CPU. */
-static int pick_row_logits(sh_run *rt, int row) {
-    size_t n_vocab = (size_t)rt->m->hp.n_vocab;
-    if (!rt->pick_logits && !(rt->pick_logits = malloc(n_vocab * sizeof(float))))
-        return SHRUTI_ERR_NOMEM;
-    return sh_decoder_logits(rt, row, 1, rt->pick_logits);
+/* Rows row0 .. row0 + n_rows - 1's logits into rt->pick_logits in one
+ * pass (the CPU's GEMV reads each weight once for all rows). */
+static int pick_rows_logits(sh_run *rt, int row0, int n_rows) {
+    size_t need = (size_t)n_rows * rt->m->hp.n_vocab;
+    if (need > rt->pick_cap) {
+        float *p = realloc(rt->pick_logits, need * sizeof *p);
+        if (!p) return SHRUTI_ERR_NOMEM;
+        rt->pick_logits = p, rt->pick_cap = need;
+    }
+    return sh_decoder_logits(rt, row0, n_rows, rt->pick_logits);
 }
 
 int sh_decoder_greedy(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks,
                       int *tokens, double *logprobs) {
     ON_GPU(greedy(rt->gpu, row0, n_rows, masks, tokens, logprobs, err));
-    for (int k = 0; k < n_rows; k++) {
-        int r = pick_row_logits(rt, row0 + k);
-        if (r < 0) return r;
-        sh_pick_greedy(&masks[k], rt->pick_logits, rt->m->hp.n_vocab, &tokens[k], &logprobs[k]);
-    }
+    int n_vocab = rt->m->hp.n_vocab, r = pick_rows_logits(rt, row0, n_rows);
+    if (r < 0) return r;
+    for (int k = 0; k < n_rows; k++)
+        sh_pick_greedy(&masks[k], rt->pick_logits + (size_t)k * n_vocab, n_vocab, &tokens[k],
+                       &logprobs[k]);
     return 0;
 }
 
@@ -157,12 +161,11 @@ int sh_decoder_topk(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks
                     int *tokens, double *logprobs) {
     if (k < 1 || k > SH_GPU_TOP_MAX || k > rt->m->hp.n_vocab) return SHRUTI_ERR_INVALID_ARG;
     ON_GPU(topk(rt->gpu, row0, n_rows, masks, k, tokens, logprobs, err));
-    for (int j = 0; j < n_rows; j++) {
-        int r = pick_row_logits(rt, row0 + j);
-        if (r < 0) return r;
-        sh_pick_top(&masks[j], rt->pick_logits, rt->m->hp.n_vocab, k, tokens + (size_t)j * k,
-                    logprobs + (size_t)j * k);
-    }
+    int n_vocab = rt->m->hp.n_vocab, r = pick_rows_logits(rt, row0, n_rows);
+    if (r < 0) return r;
+    for (int j = 0; j < n_rows; j++)
+        sh_pick_top(&masks[j], rt->pick_logits + (size_t)j * n_vocab, n_vocab, k,
+                    tokens + (size_t)j * k, logprobs + (size_t)j * k);
     return 0;
 }
 

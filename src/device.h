@@ -21,7 +21,8 @@ typedef struct {
     float *window;              /* (n_mels, 3000) last window sent to the GPU */
     bool has_window;
     char note[SH_GPU_ERR + 64]; /* why this run state is where it is */
-    float *pick_logits;         /* n_vocab, for greedy choices on the CPU */
+    float *pick_logits;         /* rows x n_vocab, for choices on the CPU */
+    size_t pick_cap;            /* floats pick_logits holds */
 } sh_run;
 
 int sh_run_init(sh_run *rt, const shruti_model *m, int n_threads);
