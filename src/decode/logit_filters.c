@@ -112,11 +112,12 @@ void sh_apply_logit_filters(const sh_logit_filters *f, float *logits, const int3
     sh_apply_logit_mask(&mk, logits, f->m->hp.n_vocab);
 }
 
-double sh_log_sum_exp(const float *x, int n) {
-    float max = max_of(x, n);
-    if (max == -INFINITY) return -INFINITY;
-    return log(sum_exp(x, n, max)) + max;
+/* log(sum(exp(x))) around a known maximum (-inf when all are -inf). */
+static double lse_around(const float *x, int n, float max) {
+    return max == -INFINITY ? -INFINITY : log(sum_exp(x, n, max)) + max;
 }
+
+double sh_log_sum_exp(const float *x, int n) { return lse_around(x, n, max_of(x, n)); }
 
 /* The first index holding v (v is in x), eight lanes at a time. */
 SH_CLONES static int first_index_of(const float *x, int n, float v) {
@@ -143,8 +144,10 @@ int sh_argmax(const float *x, int n) {
 void sh_pick_greedy(const sh_logit_mask *mk, float *logits, int n_vocab, int *token,
                     double *logprob) {
     sh_apply_logit_mask(mk, logits, n_vocab);
-    *token = sh_argmax(logits, n_vocab);
-    *logprob = logits[*token] - sh_log_sum_exp(logits, n_vocab);
+    /* one pass for the maximum serves the argmax and the log-sum-exp */
+    float max = max_of(logits, n_vocab);
+    *token = max == -INFINITY ? 0 : first_index_of(logits, n_vocab, max);
+    *logprob = logits[*token] - lse_around(logits, n_vocab, max);
 }
 
 void sh_pick_top(const sh_logit_mask *mk, float *logits, int n_vocab, int k, int *tokens,
