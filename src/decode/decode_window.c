@@ -395,9 +395,10 @@ static int decode_window_once(sh_run *rt, const float *mel, bool encode,
             o->max_initial_timestamp < 0 ? -1 : (int)nearbyint(o->max_initial_timestamp / 0.02)};
 
     if ((r = sh_decoder_reserve(rt, n_group)) < 0) goto done;
-    /* greedy: the tokens are chosen where the logits are (the first step of
-     * batched windows, whose rows are apart, on the host) */
-    bool greedy = !beam && o->temperature == 0.0f && (n_group == 1 || n_windows > 1);
+    /* greedy (one sequence, or one per batched window): the tokens are
+     * chosen where the logits are (the first step of batched windows, whose
+     * rows are apart, on the host) */
+    bool greedy = !beam && o->temperature == 0.0f;
     if (n_windows > 1) {
         /* each window's initial tokens over its own encoder output */
         int *rows = malloc((size_t)n_windows * n_init * sizeof *rows);

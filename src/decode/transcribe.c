@@ -212,6 +212,11 @@ static void report_progress(shruti_context *ctx, const shruti_params *p, int see
     p->progress_callback(ctx, percent, p->progress_user_data);
 }
 
+/* Frames of content in the window at seek (a whole window but the last). */
+static int window_frames(int content, int seek) {
+    return content - seek < SH_CHUNK_FRAMES ? content - seek : SH_CHUNK_FRAMES;
+}
+
 /* mel[:, seek : seek + size] zero-padded to a 3000-frame window. */
 static void slice_window(float *window, const float *mel, int n_mels, int n_frames, int seek,
                          int size) {
@@ -237,7 +242,7 @@ static int decode_group(shruti_context *ctx, const float *mel, int n_frames, int
     size_t win = (size_t)n_mels * SH_CHUNK_FRAMES;
     for (int b = 0; b < n; b++) {
         int seek = (w0 + b) * SH_CHUNK_FRAMES;
-        int size = content - seek < SH_CHUNK_FRAMES ? content - seek : SH_CHUNK_FRAMES;
+        int size = window_frames(content, seek);
         slice_window(windows + (n > 1 ? b : 0) * win, mel, n_mels, n_frames, seek, size);
         if (n > 1) {
             if ((r = sh_encode_window(&ctx->rt, windows + b * win, b)) < 0) return r;
@@ -282,8 +287,9 @@ static int transcribe_batched(shruti_context *ctx, const float *mel, int n_frame
             r = sh_set_ctx_error(ctx, cap, "out of memory for the windows");
             break;
         }
-        if (cap > 1 && cap < n) n = batch = cap;   /* the GPU holds fewer at once */
-        bool batched = n > 1 && cap >= n;
+        /* cap <= n: the GPU may hold fewer at once, and the batch shrinks */
+        bool batched = cap > 1;
+        if (batched) n = batch = cap;
         if (batched) r = decode_group(ctx, mel, n_frames, w0, n, &o, windows, res);
         /* one window at a time: on the CPU, or after the GPU failed mid-batch
          * (the run state is on the CPU now) */
@@ -296,7 +302,7 @@ static int transcribe_batched(shruti_context *ctx, const float *mel, int n_frame
         }
         for (int b = 0; b < n && r == 0; b++) {
             int seek = (w0 + b) * SH_CHUNK_FRAMES, first_new = ctx->segments.n;
-            int size = content - seek < SH_CHUNK_FRAMES ? content - seek : SH_CHUNK_FRAMES;
+            int size = window_frames(content, seek);
             if (!is_silence(p, &res[b]) && (r = segments_from_tokens(ctx, &res[b], seek, size, all)) > 0)
                 r = 0;
             if (r == 0 && p->segment_callback && ctx->segments.n > first_new)
