@@ -51,19 +51,35 @@ __attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline __attribute__
     return (v16)_mm512_cvtph_ps(h);
 }
 
+/* Halves may lie unaligned in the mapped model file: read through memcpy. */
+static inline __attribute__((always_inline)) uint16_t half_at(const uint16_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return h;
+}
+
+static inline __attribute__((always_inline)) float half_to_float_at(const uint16_t *p) {
+    return sh_f16_to_f32(half_at(p));
+}
+
+static inline __attribute__((always_inline)) float float_at(const float *p) {
+    float f;
+    memcpy(&f, p, sizeof f);
+    return f;
+}
+
 static inline __attribute__((always_inline)) v8 load8h_soft(const uint16_t *p) {
     v8 v;
-    for (int i = 0; i < 8; i++) v[i] = sh_f16_to_f32(p[i]);
+    for (int i = 0; i < 8; i++) v[i] = half_to_float_at(p + i);
     return v;
 }
 
-#define F32_AS_FLOAT(v) (v)
 
 /* The kernels, written once for float32 and once for half weights. */
 #define DEFINE_DOT_ROWS(S, WT, VT, VN, LOADX, LOADW, HSUM, TOF, ATTR, EXPORT_ATTR) \
 static inline __attribute__((always_inline)) ATTR float finish_##S(VT acc, const WT *w, const float *x, int k, int n_in) { \
     float s = HSUM(acc); \
-    for (; k < n_in; k++) s += TOF(w[k]) * x[k]; \
+    for (; k < n_in; k++) s += TOF(w + k) * x[k]; \
     return s; \
 } \
  \
@@ -131,12 +147,12 @@ void sh_dot_rows##S(float *y, int ldy, const float *x, int ldx, int rows, const 
 #define NO_ATTR
 #define F16C_ATTR __attribute__((target("avx2,fma,f16c")))
 #define AVX512_ATTR __attribute__((target("avx512f,avx512vl,fma,f16c")))
-DEFINE_DOT_ROWS(, float, v8, 8, load8, load8, hsum8, F32_AS_FLOAT, NO_ATTR, SH_CLONES)
-DEFINE_DOT_ROWS(_f16avx512, uint16_t, v16, 16, load16, load16h_avx512, hsum16, sh_f16_to_f32,
+DEFINE_DOT_ROWS(, float, v8, 8, load8, load8, hsum8, float_at, NO_ATTR, SH_CLONES)
+DEFINE_DOT_ROWS(_f16avx512, uint16_t, v16, 16, load16, load16h_avx512, hsum16, half_to_float_at,
                 AVX512_ATTR, AVX512_ATTR)
-DEFINE_DOT_ROWS(_f16c, uint16_t, v8, 8, load8, load8h_f16c, hsum8, sh_f16_to_f32, F16C_ATTR,
+DEFINE_DOT_ROWS(_f16c, uint16_t, v8, 8, load8, load8h_f16c, hsum8, half_to_float_at, F16C_ATTR,
                 F16C_ATTR)
-DEFINE_DOT_ROWS(_f16soft, uint16_t, v8, 8, load8, load8h_soft, hsum8, sh_f16_to_f32, NO_ATTR,
+DEFINE_DOT_ROWS(_f16soft, uint16_t, v8, 8, load8, load8h_soft, hsum8, half_to_float_at, NO_ATTR,
                 NO_ATTR)
 
 void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const uint16_t *w,

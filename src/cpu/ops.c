@@ -26,8 +26,13 @@ void sh_mat_row(sh_mat w, int i, int n, float *out) {
     if (w.kind == SH_MAT_F32) {
         memcpy(out, (const float *)w.data + (size_t)i * n, (size_t)n * sizeof *out);
     } else if (w.kind == SH_MAT_F16) {
-        const uint16_t *h = (const uint16_t *)w.data + (size_t)i * n;
-        for (int k = 0; k < n; k++) out[k] = sh_f16_to_f32(h[k]);
+        /* halves may lie unaligned in the mapped file */
+        const uint8_t *h = (const uint8_t *)w.data + (size_t)i * n * 2;
+        for (int k = 0; k < n; k++) {
+            uint16_t v;
+            memcpy(&v, h + 2 * k, 2);
+            out[k] = sh_f16_to_f32(v);
+        }
     } else {
         sh_dequantize(SH_GGML_Q8_0, (const uint8_t *)w.data + (size_t)i * (n / 32) * 34, out, n);
     }

@@ -2,8 +2,12 @@
  *
  * The file is mapped read-only and parsed through a bounds-checked cursor:
  * every count, size, name and shape is validated before use, so a truncated
- * or corrupted file is an error, never an out-of-bounds read. Weights are
- * converted to float32 into one aligned arena owned by the model. */
+ * or corrupted file is an error, never an out-of-bounds read. The mapping
+ * stays with the model: a tensor already in the kind it is used in (half
+ * or q8_0 matrices of a file of that type, aligned float32) is read where
+ * it lies, so the weights are in memory once (the page cache) and load
+ * time is the parse; only tensors that must change kind are converted,
+ * into one aligned arena owned by the model. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -62,6 +66,10 @@ typedef struct {
     int n_dims;
     int64_t shape[3];
     int found;
+    /* where the file has it (first pass) */
+    int type;
+    const uint8_t *data;
+    int64_t row_len, n;
 } tensor_spec;
 
 typedef struct {
@@ -285,7 +293,7 @@ static int convert_tensor(float *dst, const uint8_t *src, int type, int64_t n) {
 }
 
 /* A matrix of rows x row_len from the file's type into the arena as kind
- * (float32, half, or q8_0 blocks); the same type is copied as is. Returns
+ * (float32, half, or q8_0 blocks). Returns
  * the floats of arena used, 0 when out of memory. */
 #define MAX_LOAD_THREADS 16
 
@@ -333,11 +341,6 @@ static size_t store_matrix(float *dst, const uint8_t *src, int type, int64_t row
     size_t out_row = kind == SH_MAT_F32 ? (size_t)row_len * 4
                      : kind == SH_MAT_F16 ? (size_t)row_len * 2 : (size_t)(row_len / 32) * 34;
     size_t total = out_row * (size_t)rows;
-    if ((kind == SH_MAT_F16 && type == GGML_TYPE_F16) ||
-        (kind == SH_MAT_Q8_0 && type == SH_GGML_Q8_0) || (kind == SH_MAT_F32 && type == 0)) {
-        memcpy(dst, src, total);
-        return (total + 3) / 4;
-    }
     /* converting is most of a large model's load time: rows split over the cores */
     store_job jobs[MAX_LOAD_THREADS];
     pthread_t tid[MAX_LOAD_THREADS];
@@ -360,16 +363,30 @@ static size_t store_matrix(float *dst, const uint8_t *src, int type, int64_t row
     return ok ? (total + 3) / 4 : 0;
 }
 
-static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_error *err) {
-    size_t total = 0;
-    for (int i = 0; i < specs->n; i++) total += (size_t)spec_elements(&specs->v[i]);
-    /* One arena for all weights; each tensor starts 64-byte aligned. */
-    size_t padded = total + (size_t)specs->n * 16;
-    if (posix_memalign((void **)&m->arena, 64, padded * sizeof(float)) != 0)
-        return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory for %zu MB of weights",
-                        padded * 4 >> 20);
-    m->arena_floats = padded;
-    size_t used = 0;
+/* Bytes of the arena a matrix of this kind takes (rounded to floats). */
+static size_t stored_floats(int kind, int64_t n) {
+    size_t bytes = kind == SH_MAT_F32 ? (size_t)n * 4
+                   : kind == SH_MAT_F16 ? (size_t)n * 2 : (size_t)(n / 32) * 34;
+    return (bytes + 3) / 4;
+}
+
+/* Whether a tensor can be used where it lies in the mapped file: same
+ * kind, and floats aligned as floats (halves and q8_0 blocks are read
+ * with unaligned loads). */
+static bool usable_in_place(const tensor_spec *s, int kind) {
+    if (s->mat && kind == SH_MAT_F16) return s->type == GGML_TYPE_F16;
+    if (s->mat && kind == SH_MAT_Q8_0) return s->type == SH_GGML_Q8_0;
+    return s->type == GGML_TYPE_F32 && (uintptr_t)s->data % sizeof(float) == 0;
+}
+
+static int spec_kind(const shruti_model *m, const tensor_spec *s) {
+    if (!s->mat) return SH_MAT_F32;
+    return s->keep_f16 ? m->decoder_kind : m->encoder_kind;
+}
+
+/* First pass: every tensor header checked against the table, its data
+ * located (not read). */
+static int find_tensors(cursor *c, spec_list *specs, shruti_error *err) {
     int n_found = 0;
     while (c->pos < c->size) {
         int32_t n_dims, name_len, type, ne[4] = {1, 1, 1, 1};
@@ -402,21 +419,11 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
                             "(f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0)", s->name, type);
         if (sh_ggml_type_is_quantized(type) && (!s->mat || ne[0] % block_elems != 0))
             return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' cannot be quantized", s->name);
-        int64_t n = spec_elements(s);
-        const uint8_t *data = skip(c, (size_t)(n / block_elems) * (size_t)block_bytes);
-        if (!data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
-        float *dst = m->arena + used;
-        if (s->mat) {
-            int kind = s->keep_f16 ? m->decoder_kind : m->encoder_kind;
-            size_t floats = store_matrix(dst, data, type, ne[0], n / ne[0], kind);
-            if (floats == 0) return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
-            used += (floats + 15) & ~(size_t)15;
-            *s->mat = (sh_mat){dst, kind};
-        } else {
-            convert_tensor(dst, data, type, n);
-            used += ((size_t)n + 15) & ~(size_t)15;
-            *s->dst = dst;
-        }
+        s->n = spec_elements(s);
+        s->data = skip(c, (size_t)(s->n / block_elems) * (size_t)block_bytes);
+        if (!s->data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
+        s->type = type;
+        s->row_len = ne[0];
         s->found = 1;
         n_found++;
     }
@@ -425,6 +432,40 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
             if (!specs->v[i].found)
                 return sh_error(err, SHRUTI_ERR_MODEL, "model file is missing tensor '%s'%s",
                                 specs->v[i].name, n_found ? " (truncated?)" : "");
+    }
+    return 0;
+}
+
+/* Second pass: each tensor used in place or converted into the arena. */
+static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_error *err) {
+    int r = find_tensors(c, specs, err);
+    if (r < 0) return r;
+    size_t total = 0;
+    for (int i = 0; i < specs->n; i++) {
+        const tensor_spec *s = &specs->v[i];
+        int kind = spec_kind(m, s);
+        if (!usable_in_place(s, kind)) total += (stored_floats(kind, s->n) + 15) & ~(size_t)15;
+    }
+    /* each converted tensor starts 64-byte aligned */
+    if (posix_memalign((void **)&m->arena, 64, (total ? total : 16) * sizeof(float)) != 0)
+        return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory for %zu MB of weights",
+                        total * 4 >> 20);
+    m->arena_floats = total;
+    size_t used = 0;
+    for (int i = 0; i < specs->n; i++) {
+        tensor_spec *s = &specs->v[i];
+        int kind = spec_kind(m, s);
+        const void *where = s->data;
+        if (!usable_in_place(s, kind)) {
+            float *dst = m->arena + used;
+            if (!s->mat) convert_tensor(dst, s->data, s->type, s->n);
+            else if (store_matrix(dst, s->data, s->type, s->row_len, s->n / s->row_len, kind) == 0)
+                return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
+            used += (stored_floats(kind, s->n) + 15) & ~(size_t)15;
+            where = dst;
+        }
+        if (s->mat) *s->mat = (sh_mat){where, kind};
+        else *s->dst = where;
     }
     return 0;
 }
@@ -525,7 +566,9 @@ shruti_model *shruti_model_load_with_params(const char *path, const shruti_model
         sh_error(err, SHRUTI_ERR_MODEL, "model '%s' is empty", path);
         return NULL;
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    /* populated at once: every page is read by the parse or the first
+     * window anyway, and faulting them in one by one costs more */
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
         sh_error(err, SHRUTI_ERR_IO, "cannot map model '%s': %s", path, strerror(errno));
@@ -541,8 +584,9 @@ shruti_model *shruti_model_load_with_params(const char *path, const shruti_model
     shruti_error local;
     const char *device = params && params->device ? params->device : "auto";
     bool gpu_likely = strcmp(device, "cpu") != 0 && sh_gpu_driver_present();
+    m->map = map;
+    m->map_size = (size_t)st.st_size;
     int r = parse(&c, m, params ? params->compute_type : NULL, gpu_likely, &local);
-    munmap(map, (size_t)st.st_size);
     if (r < 0) {
         sh_error(err, local.code, "%s: %s", path, local.message);
         shruti_model_free(m);
@@ -564,6 +608,7 @@ void shruti_model_free(shruti_model *m) {
     free(m->w.enc);
     free(m->w.dec);
     free(m->arena);
+    if (m->map) munmap(m->map, m->map_size);
     free(m);
 }
 

@@ -82,7 +82,9 @@ struct shruti_model {
     sh_vocab vocab;
     float *mel_filters;               /* (n_mels, 201) */
     sh_weights w;
-    float *arena;                     /* owns every weight */
+    void *map;                        /* the mapped file: weights used in place */
+    size_t map_size;
+    float *arena;                     /* the weights converted at load */
     size_t arena_floats;
     char type_name[16];
     char compute_type[16];            /* effective: float32, float16, int8 */

@@ -3,6 +3,7 @@
  * and f32 files of one model decode alike; and every kind of damaged file
  * (missing, empty, truncated anywhere, corrupted header fields, random
  * byte flips, header-only) is a clean error, never a crash. */
+#include <stdint.h>
 #include <unistd.h>
 
 #include "model/model.h"
@@ -186,6 +187,42 @@ static void check_f16_f32(void) {
     cJSON_Delete(man);
 }
 
+static int in_map(const shruti_model *m, const void *p) {
+    const char *a = m->map, *q = p;
+    return q >= a && q < a + m->map_size;
+}
+
+/* Matrices already in their compute type are read where they lie in the
+ * mapped file (not copied); halves at odd addresses included. */
+static void check_in_place(void) {
+    shruti_model_params mp = shruti_model_default_params();
+    mp.device = "cpu";
+    mp.compute_type = "float16";
+    shruti_error err;
+    shruti_model *m = shruti_model_load_with_params(t_path("models/%s", "ggml-mini.bin"), &mp, &err);
+    CHECK(m != NULL, "load: %s", err.message);
+    if (!m) return;
+    const sh_hparams *hp = &m->hp;
+    int mapped = in_map(m, m->w.tok_emb.data), odd = 0, n = 1;
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        const sh_block *b = &m->w.dec[l];
+        const sh_mat *mats[] = {&b->q_w, &b->k_w, &b->v_w, &b->o_w, &b->cq_w, &b->ck_w,
+                                &b->cv_w, &b->co_w, &b->fc1_w, &b->fc2_w};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++, n++) {
+            mapped += in_map(m, mats[i]->data);
+            odd += (uintptr_t)mats[i]->data % 2;
+        }
+    }
+    CHECK(mapped == n, "decoder matrices in place: %d of %d", mapped, n);
+    /* the encoder became float32 for OpenBLAS: only it is in the arena */
+    CHECK(!in_map(m, m->w.enc[0].q_w.data), "the encoder's float32 copy");
+    CHECK(m->arena_floats * 4 < m->map_size, "arena %zu bytes, file %zu", m->arena_floats * 4,
+          m->map_size);
+    printf("mini float16: %d decoder matrices in place (%d at odd addresses), arena %.1f MB, "
+           "file %.1f MB\n", mapped, odd, m->arena_floats * 4 / 1e6, m->map_size / 1e6);
+    shruti_model_free(m);
+}
+
 int main(void) {
     t_require_testdata();
     check_specials("mini", "ggml-mini.bin");
@@ -193,6 +230,7 @@ int main(void) {
     check_specials("mini.en", "ggml-mini.en.bin");
     check_specials("mini-v3", "ggml-mini-v3.bin");
     check_f16_f32();
+    check_in_place();
     check_damaged_files();
     return t_finish("test_model_load");
 }
