@@ -6,11 +6,13 @@
  * while it is in L1. Compiled for AVX-512, AVX2+FMA and plain x86-64. */
 #include "cpu/attention.h"
 
+#include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
+#include "common/f16.h"
 #include "cpu/vmath.h"
-
 
 static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int n) {
     vf8 acc0 = {0}, acc1 = {0};
@@ -56,4 +58,115 @@ SH_CLONES void sh_attn_values(float *out, int ldo, const float *s, int lds, int 
 
 SH_CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
     for (int r = 0; r < n_rows; r++) vf8_softmax_row(s + (size_t)r * lds, n);
+}
+
+/* ------------------------------------------- half keys and values */
+
+/* The cross-attention cache in half precision (half and int8 compute
+ * types): a decoder step reads all of it, so halves halve the step's
+ * attention time; the window's tokens are unchanged on every golden. */
+
+#define HALF_ATTR __attribute__((target("avx2,fma,f16c")))
+
+HALF_ATTR SH_VINLINE vf8 load8h_f16c(const uint16_t *p) {
+    return (vf8)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+SH_VINLINE vf8 load8h_soft(const uint16_t *p) {
+    vf8 v;
+    for (int i = 0; i < 8; i++) {
+        uint16_t h;
+        memcpy(&h, p + i, sizeof h);
+        v[i] = sh_f16_to_f32(h);
+    }
+    return v;
+}
+
+/* dh is a multiple of 8 for every Whisper model (64) and the test models. */
+#define DEFINE_HALF_ATTN(S, LOADH, ATTR)                                                      \
+    ATTR static void scores_half##S(float *s, int lds, const float *q, int ldq, int rows,     \
+                                    int n_head, int dh, const uint16_t *k, int ldk, int p0,    \
+                                    int p1, float scale) {                                     \
+        for (int p = p0; p < p1; p++) {                                                       \
+            const uint16_t *kp = k + (size_t)p * ldk;                                         \
+            for (int r = 0; r < rows; r++)                                                    \
+                for (int h = 0; h < n_head; h++) {                                            \
+                    const float *qh = q + (size_t)r * ldq + h * dh;                           \
+                    const uint16_t *kh = kp + h * dh;                                         \
+                    vf8 acc0 = vf8_splat(0.0f), acc1 = vf8_splat(0.0f);                       \
+                    int i = 0;                                                                \
+                    for (; i + 16 <= dh; i += 16) {                                           \
+                        acc0 += vf8_load(qh + i) * LOADH(kh + i);                             \
+                        acc1 += vf8_load(qh + i + 8) * LOADH(kh + i + 8);                     \
+                    }                                                                         \
+                    for (; i + 8 <= dh; i += 8) acc0 += vf8_load(qh + i) * LOADH(kh + i);     \
+                    vf8 a = acc0 + acc1;                                                      \
+                    s[(size_t)(r * n_head + h) * lds + p] =                                   \
+                        scale * (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))); \
+                }                                                                             \
+        }                                                                                     \
+    }                                                                                         \
+    ATTR static void values_half##S(float *out, int ldo, const float *s, int lds, int rows,   \
+                                    int n_head, int dh, const uint16_t *v, int ldv, int p0,    \
+                                    int p1) {                                                  \
+        for (int p = p0; p < p1; p++) {                                                       \
+            const uint16_t *vp = v + (size_t)p * ldv;                                         \
+            for (int r = 0; r < rows; r++)                                                    \
+                for (int h = 0; h < n_head; h++) {                                            \
+                    vf8 w = vf8_splat(s[(size_t)(r * n_head + h) * lds + p]);                 \
+                    float *o = out + (size_t)r * ldo + h * dh;                                \
+                    for (int i = 0; i + 8 <= dh; i += 8)                                      \
+                        vf8_store(o + i, vf8_load(o + i) + w * LOADH(vp + h * dh + i));      \
+                }                                                                             \
+        }                                                                                     \
+    }
+
+DEFINE_HALF_ATTN(_f16c, load8h_f16c, HALF_ATTR)
+DEFINE_HALF_ATTN(_soft, load8h_soft, )
+
+static int have_f16c(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+
+void sh_attn_scores_half(float *s, int lds, const float *q, int ldq, int rows, int n_head, int dh,
+                         const uint16_t *k, int ldk, int p0, int p1, float scale) {
+    if (have_f16c()) scores_half_f16c(s, lds, q, ldq, rows, n_head, dh, k, ldk, p0, p1, scale);
+    else scores_half_soft(s, lds, q, ldq, rows, n_head, dh, k, ldk, p0, p1, scale);
+}
+
+void sh_attn_values_half(float *out, int ldo, const float *s, int lds, int rows, int n_head,
+                         int dh, const uint16_t *v, int ldv, int p0, int p1) {
+    if (have_f16c()) values_half_f16c(out, ldo, s, lds, rows, n_head, dh, v, ldv, p0, p1);
+    else values_half_soft(out, ldo, s, lds, rows, n_head, dh, v, ldv, p0, p1);
+}
+
+HALF_ATTR static void to_half_f16c(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = sh_f32_to_f16(src[i]);
+}
+
+HALF_ATTR static void to_float_f16c(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, (__m256)load8h_f16c(src + i));
+    for (; i < n; i++) dst[i] = sh_f16_to_f32(src[i]);
+}
+
+void sh_floats_to_halves(uint16_t *dst, const float *src, size_t n) {
+    if (have_f16c()) {
+        to_half_f16c(dst, src, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = sh_f32_to_f16(src[i]);
+}
+
+void sh_halves_to_floats(float *dst, const uint16_t *src, size_t n) {
+    if (have_f16c()) {
+        to_float_f16c(dst, src, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = sh_f16_to_f32(src[i]);
 }

@@ -38,8 +38,13 @@ int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
     rt->enc_a = alloc_floats(n * d);
     rt->enc_scores = alloc_floats(n * n);
     size_t dt = (size_t)hp->n_text_state, L = (size_t)hp->n_text_layer;
-    rt->cross_k = alloc_floats(L * n * dt);
-    rt->cross_v = alloc_floats(L * n * dt);
+    /* half keys and values are computed in the encoder's float scratch
+     * (enc_k, enc_v) first, and widened there for a many-row step */
+    rt->cross_half = m->decoder_kind != SH_MAT_F32 && hp->n_text_state <= hp->n_audio_state &&
+                     (hp->n_text_state / hp->n_text_head) % 8 == 0;
+    size_t cross_floats = rt->cross_half ? (L * n * dt + 1) / 2 : L * n * dt;
+    rt->cross_k = alloc_floats(cross_floats);
+    rt->cross_v = alloc_floats(cross_floats);
     rt->max_rows = max_int(hp->n_text_ctx, MAX_BEAMS);
     size_t rows = (size_t)rt->max_rows;
     rt->dec_x = alloc_floats(rows * dt);
@@ -68,7 +73,7 @@ int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
 
 void sh_cpu_runtime_free(sh_runtime *rt) {
     if (rt->pool) sh_pool_free(rt->pool);
-    float *bufs[] = {rt->enc_x,   rt->enc_col, rt->enc_h,  rt->enc_q,   rt->enc_k,
+    void *bufs[] = {rt->enc_x,   rt->enc_col, rt->enc_h,  rt->enc_q,   rt->enc_k,
                      rt->enc_v,   rt->enc_a,   rt->enc_scores, rt->cross_k, rt->cross_v,
                      rt->self_k,  rt->self_v,  rt->self_tmp,   rt->dec_x,   rt->dec_h,
                      rt->dec_q,   rt->dec_k,   rt->dec_v,  rt->dec_a,   rt->dec_mlp,
@@ -171,17 +176,25 @@ static void cross_band_range(void *arg, int begin, int end) {
     const sh_hparams *hp = &rt->m->hp;
     int d = hp->n_text_state, n = hp->n_audio_ctx, n_head = hp->n_text_head, dh = d / n_head;
     float scale = 1.0f / sqrtf((float)dh);
-    const float *ck = rt->cross_k + (size_t)j->layer * n * d;
-    const float *cv = rt->cross_v + (size_t)j->layer * n * d;
+    size_t off = (size_t)j->layer * n * d;
     for (int item = begin; item < end; item++) {
         int p0 = (int)((long)item * n / j->n_items), p1 = (int)((long)(item + 1) * n / j->n_items);
         if (j->phase == 0) {
-            sh_attn_scores(rt->dec_scores, n, rt->dec_q, d, j->rows, n_head, dh, ck, d, p0, p1,
-                           scale);
+            if (rt->cross_half)
+                sh_attn_scores_half(rt->dec_scores, n, rt->dec_q, d, j->rows, n_head, dh,
+                                    (const uint16_t *)rt->cross_k + off, d, p0, p1, scale);
+            else
+                sh_attn_scores(rt->dec_scores, n, rt->dec_q, d, j->rows, n_head, dh,
+                               (const float *)rt->cross_k + off, d, p0, p1, scale);
         } else {
             float *partial = rt->dec_partial + (size_t)item * SH_GEMV_MAX_ROWS * d;
             memset(partial, 0, (size_t)j->rows * d * sizeof *partial);
-            sh_attn_values(partial, d, rt->dec_scores, n, j->rows, n_head, dh, cv, d, p0, p1);
+            if (rt->cross_half)
+                sh_attn_values_half(partial, d, rt->dec_scores, n, j->rows, n_head, dh,
+                                    (const uint16_t *)rt->cross_v + off, d, p0, p1);
+            else
+                sh_attn_values(partial, d, rt->dec_scores, n, j->rows, n_head, dh,
+                               (const float *)rt->cross_v + off, d, p0, p1);
         }
     }
 }
@@ -209,12 +222,19 @@ static void decoder_cross_attention(sh_runtime *rt, int l, int rows) {
     int d = hp->n_text_state, n = hp->n_audio_ctx, n_head = hp->n_text_head, dh = d / n_head;
     int width = max_int(hp->n_audio_ctx, hp->n_text_ctx);
     float scale = 1.0f / sqrtf((float)dh);
-    const float *ck = rt->cross_k + (size_t)l * n * d, *cv = rt->cross_v + (size_t)l * n * d;
     sh_layer_norm(rt->pool, rt->dec_h, rt->dec_x, rows, d, b->cross_ln_w, b->cross_ln_b);
     sh_linear(rt->pool, rt->dec_q, rt->dec_h, rows, b->cq_w, b->cq_b, d, d);
     if (rows <= SH_GEMV_MAX_ROWS) {
         cross_attention_few_rows(rt, l, rows);
     } else {
+        /* many rows (a prompt): OpenBLAS on float keys and values */
+        size_t off = (size_t)l * n * d;
+        const float *ck = (const float *)rt->cross_k + off, *cv = (const float *)rt->cross_v + off;
+        if (rt->cross_half) {
+            sh_halves_to_floats(rt->enc_k, (const uint16_t *)rt->cross_k + off, (size_t)n * d);
+            sh_halves_to_floats(rt->enc_v, (const uint16_t *)rt->cross_v + off, (size_t)n * d);
+            ck = rt->enc_k, cv = rt->enc_v;
+        }
         for (int h = 0; h < n_head; h++) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, dh, scale,
                         rt->dec_q + h * dh, d, ck + h * dh, d, 0.0f, rt->dec_scores, width);

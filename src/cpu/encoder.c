@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/attention.h"
 #include "cpu/ops.h"
 #include "cpu/runtime.h"
 
@@ -63,8 +64,14 @@ static void compute_cross_kv(sh_runtime *rt) {
     for (int l = 0; l < hp->n_text_layer; l++) {
         const sh_block *b = &rt->m->w.dec[l];
         size_t off = (size_t)l * n * d;
-        sh_linear(rt->pool, rt->cross_k + off, rt->enc_x, n, b->ck_w, NULL, d, d);
-        sh_linear(rt->pool, rt->cross_v + off, rt->enc_x, n, b->cv_w, b->cv_b, d, d);
+        float *k = rt->cross_half ? rt->enc_k : (float *)rt->cross_k + off;
+        float *v = rt->cross_half ? rt->enc_v : (float *)rt->cross_v + off;
+        sh_linear(rt->pool, k, rt->enc_x, n, b->ck_w, NULL, d, d);
+        sh_linear(rt->pool, v, rt->enc_x, n, b->cv_w, b->cv_b, d, d);
+        if (rt->cross_half) {
+            sh_floats_to_halves((uint16_t *)rt->cross_k + off, k, (size_t)n * d);
+            sh_floats_to_halves((uint16_t *)rt->cross_v + off, v, (size_t)n * d);
+        }
     }
 }
 

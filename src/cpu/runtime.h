@@ -20,7 +20,10 @@ typedef struct {
     float *enc_scores;   /* (n_audio_ctx, n_audio_ctx) one head at a time */
 
     /* decoder state */
-    float *cross_k, *cross_v;   /* (n_text_layer, n_audio_ctx, d) */
+    /* (n_text_layer, n_audio_ctx, d): float32, or half (cross_half) for the
+     * half and int8 compute types, since every step reads all of it */
+    void *cross_k, *cross_v;
+    int cross_half;
     int n_beams;                /* beams the self caches hold */
     float *self_k, *self_v;     /* (n_text_layer, n_beams, n_text_ctx, d) */
     float *self_tmp;            /* one layer's cache, for reordering */
