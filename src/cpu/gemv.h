@@ -23,6 +23,11 @@ void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const
 void sh_dot_rows_q8(float *y, int ldy, const float *x, int ldx, int rows, const uint8_t *w,
                     const float *b, int n_in, int j0, int j1, float alpha);
 
+/* The kernel q8_0 matrices use on this CPU: "int8 AVX-512 VNNI",
+ * "int8 AVX-VNNI", "int8 AVX2" (input rows quantized to int8 blocks on
+ * the fly), or a float one on CPUs without AVX2. */
+const char *sh_int8_kernel_name(void);
+
 /* The same over j in [0, n_out), split across the pool's threads. */
 void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
                   int ldw, const float *b, int n_in, int n_out, float alpha);

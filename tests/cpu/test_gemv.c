@@ -1,0 +1,100 @@
+/* test_gemv.c - the decoder's matrix-vector kernels against a plain float
+ * product of the same weights: float32, half and q8_0 matrices, 1 to 8
+ * rows, one thread and a pool, and every int8 kernel this CPU has (input
+ * rows quantized on the fly) within the tolerance that quantization
+ * allows. Needs no test data. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/f16.h"
+#include "cpu/gemv.h"
+#include "model/quant.h"
+#include "test_util.h"
+
+enum { N_OUT = 200, MAX_IN = 1536 };
+
+static float rnd(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+/* y = x . w^T for every row, in double; also sum |x_k w_k| for the bound. */
+static void reference(double *y, double *mag, const float *x, int rows, const float *w, int n_in) {
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < N_OUT; j++) {
+            double s = 0, m = 0;
+            for (int k = 0; k < n_in; k++) {
+                s += (double)x[r * n_in + k] * w[j * n_in + k];
+                m += fabs((double)x[r * n_in + k] * w[j * n_in + k]);
+            }
+            y[r * N_OUT + j] = s, mag[r * N_OUT + j] = m;
+        }
+}
+
+/* Largest |y - ref| / mag over all outputs of one product. */
+static double worst(sh_pool *pool, sh_mat m, const float *x, int rows, const float *bias,
+                    int n_in, const double *ref, const double *mag) {
+    float y[8 * N_OUT];
+    sh_gemv_rows(pool, y, N_OUT, x, n_in, rows, m, n_in, bias, n_in, N_OUT, 1.0f);
+    double e = 0;
+    for (int i = 0; i < rows * N_OUT; i++) {
+        double d = fabs(y[i] - bias[i % N_OUT] - ref[i]) / (mag[i] + 1e-30);
+        e = d > e ? d : e;
+    }
+    return e;
+}
+
+static void check_kinds(sh_pool *pool, int n_in, const char *kernel) {
+    unsigned seed = 12345u + (unsigned)n_in;
+    float *w = malloc(sizeof(float) * N_OUT * n_in), *x = malloc(sizeof(float) * 8 * n_in);
+    uint16_t *wh = malloc(2 * (size_t)N_OUT * n_in);
+    uint8_t *wq = malloc((size_t)N_OUT * n_in / 32 * 34);
+    float bias[N_OUT];
+    double *ref = malloc(sizeof(double) * 8 * N_OUT), *mag = malloc(sizeof(double) * 8 * N_OUT);
+    for (int i = 0; i < N_OUT * n_in; i++) w[i] = rnd(&seed);
+    /* activations of very different sizes, as in a residual stream */
+    for (int i = 0; i < 8 * n_in; i++) x[i] = rnd(&seed) * (i % 97 == 0 ? 40.0f : 1.0f);
+    for (int j = 0; j < N_OUT; j++) bias[j] = rnd(&seed);
+    for (int i = 0; i < N_OUT * n_in; i++) wh[i] = sh_f32_to_f16(w[i]);
+    for (int j = 0; j < N_OUT; j++) sh_quantize(SH_GGML_Q8_0, w + (size_t)j * n_in, wq + (size_t)j * n_in / 32 * 34, n_in);
+    /* what the q8_0 blocks hold, as the reference for the int8 kernels */
+    float *wdq = malloc(sizeof(float) * N_OUT * n_in);
+    for (int j = 0; j < N_OUT; j++) sh_dequantize(SH_GGML_Q8_0, wq + (size_t)j * n_in / 32 * 34, wdq + (size_t)j * n_in, n_in);
+    for (int rows = 1; rows <= 8; rows++) {
+        reference(ref, mag, x, rows, w, n_in);
+        double e32 = worst(pool, (sh_mat){w, SH_MAT_F32}, x, rows, bias, n_in, ref, mag);
+        CHECK(e32 < 1e-5, "float32 n_in %d rows %d: %g", n_in, rows, e32);
+        /* halves: the half's rounding of each weight (2^-11 relative) */
+        double e16 = worst(pool, (sh_mat){wh, SH_MAT_F16}, x, rows, bias, n_in, ref, mag);
+        CHECK(e16 < 1e-3, "float16 n_in %d rows %d: %g", n_in, rows, e16);
+        reference(ref, mag, x, rows, wdq, n_in);
+        /* int8 inputs with a scale per 4 values: at most half a step of
+         * 1/127 of the group's largest value per term */
+        double e8 = worst(pool, (sh_mat){wq, SH_MAT_Q8_0}, x, rows, bias, n_in, ref, mag);
+        CHECK(e8 < 5e-3, "q8_0 (%s) n_in %d rows %d: %g", kernel, n_in, rows, e8);
+        if (!pool && (rows == 1 || rows == 8))
+            printf("n_in %4d rows %d: float32 %.1e, float16 %.1e, q8_0 with %s %.1e\n", n_in, rows,
+                   e32, e16, kernel, e8);
+    }
+    free(w), free(x), free(wh), free(wq), free(wdq), free(ref), free(mag);
+}
+
+int main(void) {
+    const char *kernels[] = {"float", "avx2", "avxvnni", "vnni512"};
+    sh_pool *pool = sh_pool_new(3);
+    CHECK(pool != NULL, "pool");
+    printf("this CPU's int8 kernel: %s\n", sh_int8_kernel_name());
+    for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++) {
+        setenv("SHRUTI_INT8_KERNEL", kernels[i], 1);
+        const char *name = sh_int8_kernel_name();
+        for (int n_in = 384; n_in <= MAX_IN; n_in *= 4) {
+            check_kinds(NULL, n_in, name);
+            check_kinds(pool, n_in, name);
+        }
+    }
+    unsetenv("SHRUTI_INT8_KERNEL");
+    sh_pool_free(pool);
+    return t_finish("test_gemv");
+}
