@@ -1,4 +1,5 @@
-/* encoder.c - the audio encoder on the CPU, float32:
+/* encoder.c - the audio encoder on the CPU, float32 (its linear layers
+ * int8 for the int8 compute type where the CPU has VNNI):
  * conv stem, transformer blocks, ln_post; then cross-attention K/V. */
 #include <cblas.h>
 #include <math.h>
@@ -6,6 +7,7 @@
 #include <string.h>
 
 #include "cpu/attention.h"
+#include "cpu/gemm_i8.h"
 #include "cpu/ops.h"
 #include "cpu/runtime.h"
 
@@ -27,15 +29,25 @@ static void im2col(float *col, const float *in, int n_ch, int in_len, int out_le
     }
 }
 
+/* y = x @ W^T + b over the window's positions: int8 GEMM for packed
+ * weights (the quantized input goes in the im2col buffer, free by now),
+ * else OpenBLAS. */
+static void enc_linear(sh_runtime *rt, float *y, const float *x, sh_mat w, const float *b,
+                       int n_in, int n_out) {
+    int n = rt->m->hp.n_audio_ctx;
+    if (w.kind == SH_MAT_I8P) sh_gemm_i8p(rt->pool, y, x, n, w.data, b, rt->enc_col);
+    else sh_linear(rt->pool, y, x, n, w, b, n_in, n_out);
+}
+
 /* x = x + attn(attn_ln(x)) for the encoder (no mask, one head at a time). */
 static void encoder_attention(sh_runtime *rt, const sh_block *b) {
     const sh_hparams *hp = &rt->m->hp;
     int n = hp->n_audio_ctx, d = hp->n_audio_state, n_head = hp->n_audio_head, dh = d / n_head;
     float scale = 1.0f / sqrtf((float)dh);   /* (dh^-0.25)^2 on q.k */
     sh_layer_norm(rt->pool, rt->enc_h, rt->enc_x, n, d, b->attn_ln_w, b->attn_ln_b);
-    sh_linear(rt->pool, rt->enc_q, rt->enc_h, n, b->q_w, b->q_b, d, d);
-    sh_linear(rt->pool, rt->enc_k, rt->enc_h, n, b->k_w, NULL, d, d);
-    sh_linear(rt->pool, rt->enc_v, rt->enc_h, n, b->v_w, b->v_b, d, d);
+    enc_linear(rt, rt->enc_q, rt->enc_h, b->q_w, b->q_b, d, d);
+    enc_linear(rt, rt->enc_k, rt->enc_h, b->k_w, NULL, d, d);
+    enc_linear(rt, rt->enc_v, rt->enc_h, b->v_w, b->v_b, d, d);
     for (int h = 0; h < n_head; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dh, scale, rt->enc_q + h * dh,
                     d, rt->enc_k + h * dh, d, 0.0f, rt->enc_scores, n);
@@ -43,7 +55,7 @@ static void encoder_attention(sh_runtime *rt, const sh_block *b) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, n, 1.0f, rt->enc_scores, n,
                     rt->enc_v + h * dh, d, 0.0f, rt->enc_a + h * dh, d);
     }
-    sh_linear(rt->pool, rt->enc_q, rt->enc_a, n, b->o_w, b->o_b, d, d);
+    enc_linear(rt, rt->enc_q, rt->enc_a, b->o_w, b->o_b, d, d);
     sh_add(rt->enc_x, rt->enc_q, (long)n * d);
 }
 
@@ -52,9 +64,9 @@ static void encoder_mlp(sh_runtime *rt, const sh_block *b) {
     const sh_hparams *hp = &rt->m->hp;
     int n = hp->n_audio_ctx, d = hp->n_audio_state;
     sh_layer_norm(rt->pool, rt->enc_q, rt->enc_x, n, d, b->mlp_ln_w, b->mlp_ln_b);
-    sh_linear(rt->pool, rt->enc_h, rt->enc_q, n, b->fc1_w, b->fc1_b, d, 4 * d);
+    enc_linear(rt, rt->enc_h, rt->enc_q, b->fc1_w, b->fc1_b, d, 4 * d);
     sh_gelu(rt->pool, rt->enc_h, (long)n * 4 * d);
-    sh_linear(rt->pool, rt->enc_q, rt->enc_h, n, b->fc2_w, b->fc2_b, 4 * d, d);
+    enc_linear(rt, rt->enc_q, rt->enc_h, b->fc2_w, b->fc2_b, 4 * d, d);
     sh_add(rt->enc_x, rt->enc_q, (long)n * d);
 }
 
@@ -66,8 +78,8 @@ static void compute_cross_kv(sh_runtime *rt) {
         size_t off = (size_t)l * n * d;
         float *k = rt->cross_half ? rt->enc_k : (float *)rt->cross_k + off;
         float *v = rt->cross_half ? rt->enc_v : (float *)rt->cross_v + off;
-        sh_linear(rt->pool, k, rt->enc_x, n, b->ck_w, NULL, d, d);
-        sh_linear(rt->pool, v, rt->enc_x, n, b->cv_w, b->cv_b, d, d);
+        enc_linear(rt, k, rt->enc_x, b->ck_w, NULL, d, d);
+        enc_linear(rt, v, rt->enc_x, b->cv_w, b->cv_b, d, d);
         if (rt->cross_half) {
             sh_floats_to_halves((uint16_t *)rt->cross_k + off, k, (size_t)n * d);
             sh_floats_to_halves((uint16_t *)rt->cross_v + off, v, (size_t)n * d);

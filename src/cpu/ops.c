@@ -1,6 +1,7 @@
 /* ops.c - layer norm, GELU, softmax and the OpenBLAS linear layer. */
 #include "cpu/ops.h"
 
+#include "cpu/gemm_i8.h"
 #include "cpu/gemv.h"
 
 #include <cblas.h>
@@ -33,6 +34,8 @@ void sh_mat_row(sh_mat w, int i, int n, float *out) {
             memcpy(&v, h + 2 * k, 2);
             out[k] = sh_f16_to_f32(v);
         }
+    } else if (w.kind == SH_MAT_I8P) {
+        sh_i8p_get_row(w.data, i, out);
     } else {
         sh_dequantize(SH_GGML_Q8_0, (const uint8_t *)w.data + (size_t)i * (n / 32) * 34, out, n);
     }

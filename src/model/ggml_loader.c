@@ -26,6 +26,7 @@
 #include "model/model.h"
 #include "gpu/gpu_loader.h"
 #include "model/quant.h"
+#include "cpu/gemm_i8.h"
 
 #define GGML_MAGIC 0x67676d6cu
 #define GGML_TYPE_F32 0
@@ -62,7 +63,8 @@ typedef struct {
     char name[64];
     const float **dst;           /* a float32 vector, or */
     sh_mat *mat;                 /* a matrix: */
-    int keep_f16;                /* 0 encoder (float32), 1 decoder (compute type) */
+    int keep_f16;                /* 0 encoder (float32), 1 decoder (compute type),
+                                    2 cross-attention keys / values (see spec_kind) */
     int n_dims;
     int64_t shape[3];
     int found;
@@ -128,8 +130,10 @@ static int add_block_specs(spec_list *l, sh_block *blk, const char *prefix, int 
         ADD("cross_attn_ln.bias", cross_ln_b, 1, d, 0);
         MAT("cross_attn.query.weight", cq_w, d, d);
         ADD("cross_attn.query.bias", cq_b, 1, d, 0);
-        MAT("cross_attn.key.weight", ck_w, d, d);
-        MAT("cross_attn.value.weight", cv_w, d, d);
+        snprintf(nm, sizeof nm, "%s.cross_attn.key.weight", prefix);
+        r |= spec_add_mat(l, nm, &blk->ck_w, 2, d, d);
+        snprintf(nm, sizeof nm, "%s.cross_attn.value.weight", prefix);
+        r |= spec_add_mat(l, nm, &blk->cv_w, 2, d, d);
         ADD("cross_attn.value.bias", cv_b, 1, d, 0);
         MAT("cross_attn.out.weight", co_w, d, d);
         ADD("cross_attn.out.bias", co_b, 1, d, 0);
@@ -317,7 +321,9 @@ static void *store_rows(void *arg) {
         if (sh_ggml_type_is_quantized(j->type)) sh_dequantize(j->type, in, tmp, row_len);
         else convert_tensor(tmp, in, j->type, row_len);
         uint8_t *o = j->out + (size_t)i * j->out_row;
-        if (j->kind == SH_MAT_F32) {
+        if (j->kind == SH_MAT_I8P) {
+            sh_i8p_put_row(j->out, (int)i, tmp);
+        } else if (j->kind == SH_MAT_F32) {
             memcpy(o, tmp, j->out_row);
         } else if (j->kind == SH_MAT_F16) {
             for (int64_t k = 0; k < row_len; k++) {
@@ -341,6 +347,10 @@ static size_t store_matrix(float *dst, const uint8_t *src, int type, int64_t row
     size_t out_row = kind == SH_MAT_F32 ? (size_t)row_len * 4
                      : kind == SH_MAT_F16 ? (size_t)row_len * 2 : (size_t)(row_len / 32) * 34;
     size_t total = out_row * (size_t)rows;
+    if (kind == SH_MAT_I8P) {
+        total = sh_i8p_bytes((int)rows, (int)row_len);
+        sh_i8p_init(dst, (int)rows, (int)row_len);
+    }
     /* converting is most of a large model's load time: rows split over the cores */
     store_job jobs[MAX_LOAD_THREADS];
     pthread_t tid[MAX_LOAD_THREADS];
@@ -363,10 +373,12 @@ static size_t store_matrix(float *dst, const uint8_t *src, int type, int64_t row
     return ok ? (total + 3) / 4 : 0;
 }
 
-/* Bytes of the arena a matrix of this kind takes (rounded to floats). */
-static size_t stored_floats(int kind, int64_t n) {
-    size_t bytes = kind == SH_MAT_F32 ? (size_t)n * 4
-                   : kind == SH_MAT_F16 ? (size_t)n * 2 : (size_t)(n / 32) * 34;
+/* Floats of the arena a tensor of this kind takes (rounded up). */
+static size_t stored_floats(int kind, int64_t n, int64_t row_len) {
+    size_t bytes = kind == SH_MAT_F32   ? (size_t)n * 4
+                   : kind == SH_MAT_F16 ? (size_t)n * 2
+                   : kind == SH_MAT_I8P ? sh_i8p_bytes((int)(n / row_len), (int)row_len)
+                                        : (size_t)(n / 32) * 34;
     return (bytes + 3) / 4;
 }
 
@@ -379,8 +391,12 @@ static bool usable_in_place(const tensor_spec *s, int kind) {
     return s->type == GGML_TYPE_F32 && (uintptr_t)s->data % sizeof(float) == 0;
 }
 
+/* The cross-attention keys and values are computed once per window from
+ * the encoder's 1500 outputs, a GEMM like the encoder's: int8 packed with
+ * it, else kept in the decoder's kind. */
 static int spec_kind(const shruti_model *m, const tensor_spec *s) {
     if (!s->mat) return SH_MAT_F32;
+    if (s->keep_f16 == 2 && m->encoder_kind == SH_MAT_I8P) return SH_MAT_I8P;
     return s->keep_f16 ? m->decoder_kind : m->encoder_kind;
 }
 
@@ -444,7 +460,8 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
     for (int i = 0; i < specs->n; i++) {
         const tensor_spec *s = &specs->v[i];
         int kind = spec_kind(m, s);
-        if (!usable_in_place(s, kind)) total += (stored_floats(kind, s->n) + 15) & ~(size_t)15;
+        if (!usable_in_place(s, kind))
+            total += (stored_floats(kind, s->n, s->row_len) + 15) & ~(size_t)15;
     }
     /* each converted tensor starts 64-byte aligned */
     if (posix_memalign((void **)&m->arena, 64, (total ? total : 16) * sizeof(float)) != 0)
@@ -461,7 +478,7 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
             if (!s->mat) convert_tensor(dst, s->data, s->type, s->n);
             else if (store_matrix(dst, s->data, s->type, s->row_len, s->n / s->row_len, kind) == 0)
                 return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
-            used += (stored_floats(kind, s->n) + 15) & ~(size_t)15;
+            used += (stored_floats(kind, s->n, s->row_len) + 15) & ~(size_t)15;
             where = dst;
         }
         if (s->mat) *s->mat = (sh_mat){where, kind};
@@ -517,6 +534,10 @@ static int parse(cursor *c, shruti_model *m, const char *compute_type, bool gpu_
      * the CPU) holds the encoder in half too, which the GPU takes as it
      * is; converting it twice is most of a large model's load time. */
     m->encoder_kind = gpu_likely && m->decoder_kind != SH_MAT_F32 ? SH_MAT_F16 : SH_MAT_F32;
+    /* int8 on a CPU with integer dot products: the encoder's GEMMs too */
+    if (!gpu_likely && m->decoder_kind == SH_MAT_Q8_0 &&
+        sh_i8p_supported(m->hp.n_audio_state, m->hp.n_audio_state))
+        m->encoder_kind = SH_MAT_I8P;
     sh_special_from_n_vocab(&m->sp, m->hp.n_vocab);
     if ((r = read_mel_filters(c, m, err)) < 0) return r;
     if ((r = read_vocab(c, m, err)) < 0) return r;

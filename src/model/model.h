@@ -45,7 +45,8 @@ typedef struct {
  * weight each step, so its matrices stay as compact as the compute type
  * allows and are widened to float32 inside the kernels; half weights from
  * an f16 file give exactly the products of float32 ones. */
-enum { SH_MAT_F32 = 0, SH_MAT_F16 = 1, SH_MAT_Q8_0 = 2 };
+enum { SH_MAT_F32 = 0, SH_MAT_F16 = 1, SH_MAT_Q8_0 = 2,
+       SH_MAT_I8P = 3 /* int8 per row, packed for the encoder's GEMM (cpu/gemm_i8.h) */ };
 
 typedef struct {
     const void *data;
@@ -89,7 +90,8 @@ struct shruti_model {
     char type_name[16];
     char compute_type[16];            /* effective: float32, float16, int8 */
     int decoder_kind;                 /* SH_MAT_* of the decoder's matrices */
-    int encoder_kind;                 /* F32, or F16 for a model bound for a GPU */
+    int encoder_kind;                 /* F32; F16 for a model bound for a GPU; I8P for
+                                         int8 on a CPU with AVX-512 VNNI */
     /* the GPU copy, when the model runs on one (gpu/gpu_loader.c) */
     void *gpu_dl;                     /* the backend module's handle */
     const void *gpu_api;              /* its sh_gpu_api */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/f16.h"
+#include "cpu/gemm_i8.h"
 #include "cpu/gemv.h"
 #include "model/quant.h"
 #include "test_util.h"
@@ -81,6 +82,65 @@ static void check_kinds(sh_pool *pool, int n_in, const char *kernel) {
     free(w), free(x), free(wh), free(wq), free(wdq), free(ref), free(mag);
 }
 
+/* The encoder's int8 GEMM (AVX-512 VNNI): weights per row, inputs per
+ * row, so each term is off by at most half a step of 1/127 of its row's
+ * largest weight and input; every row count from 1 to 13 (the kernel
+ * takes 6 at a time) and a window's 1500. */
+static void check_gemm_i8(sh_pool *pool) {
+    const int n_out = 96, n_in = 256, max_rows = 1500;
+    if (!sh_i8p_supported(n_out, n_in)) {
+        printf("int8 GEMM: not on this CPU (no AVX-512 VNNI): the encoder stays float32\n");
+        return;
+    }
+    unsigned seed = 777u;
+    float *w = malloc(sizeof(float) * n_out * n_in), *x = malloc(sizeof(float) * max_rows * n_in);
+    float *y = malloc(sizeof(float) * max_rows * n_out), bias[96], row[256];
+    void *packed = NULL, *scratch = malloc(sh_gemm_i8p_scratch(max_rows, n_in));
+    CHECK(posix_memalign(&packed, 64, sh_i8p_bytes(n_out, n_in)) == 0, "alloc");
+    for (int i = 0; i < n_out * n_in; i++) w[i] = rnd(&seed);
+    for (int i = 0; i < max_rows * n_in; i++) x[i] = rnd(&seed) * (i % 89 == 0 ? 30.0f : 1.0f);
+    for (int j = 0; j < n_out; j++) bias[j] = rnd(&seed);
+    sh_i8p_init(packed, n_out, n_in);
+    for (int j = 0; j < n_out; j++) sh_i8p_put_row(packed, j, w + (size_t)j * n_in);
+    double back = 0;   /* the packed weights read back: within half a step */
+    for (int j = 0; j < n_out; j++) {
+        float amax = 0;
+        for (int k = 0; k < n_in; k++) amax = fmaxf(amax, fabsf(w[j * n_in + k]));
+        sh_i8p_get_row(packed, j, row);
+        for (int k = 0; k < n_in; k++) back = fmax(back, fabs(row[k] - w[j * n_in + k]) / amax);
+    }
+    CHECK(back <= 0.5 / 127 + 1e-6, "packed rows read back: %g", back);
+    int counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 1500};
+    double worst_rel = 0;
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        int rows = counts[c];
+        sh_gemm_i8p(pool, y, x, rows, packed, bias, scratch);
+        double e = 0;
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < n_out; j++) {
+                double s = 0, mag = 0;
+                for (int k = 0; k < n_in; k++) {
+                    s += (double)x[r * n_in + k] * w[j * n_in + k];
+                    mag += fabs((double)x[r * n_in + k] * w[j * n_in + k]);
+                }
+                /* |dx| <= xmax/254 and |dw| <= wmax/254 per term */
+                float xmax = 0, wmax = 0;
+                for (int k = 0; k < n_in; k++) {
+                    xmax = fmaxf(xmax, fabsf(x[r * n_in + k]));
+                    wmax = fmaxf(wmax, fabsf(w[j * n_in + k]));
+                }
+                double bound = n_in * (xmax * wmax) * (2.0 / 254 + 1.0 / (254.0 * 254));
+                double d = fabs(y[(size_t)r * n_out + j] - bias[j] - s);
+                e = fmax(e, d / bound);
+                worst_rel = fmax(worst_rel, d / (mag + 1e-30));
+            }
+        CHECK(e <= 1.0, "int8 GEMM rows %d: error %g of the bound", rows, e);
+    }
+    printf("int8 GEMM (AVX-512 VNNI): worst error %.1e of sum |x w|, packed weights %.1e\n",
+           worst_rel, back);
+    free(w), free(x), free(y), free(packed), free(scratch);
+}
+
 int main(void) {
     const char *kernels[] = {"float", "avx2", "avxvnni", "vnni512"};
     sh_pool *pool = sh_pool_new(3);
@@ -95,6 +155,7 @@ int main(void) {
         }
     }
     unsetenv("SHRUTI_INT8_KERNEL");
+    check_gemm_i8(pool);
     sh_pool_free(pool);
     return t_finish("test_gemv");
 }
