@@ -347,7 +347,11 @@ DEFINE_DOT_Q8Q8(_avxvnni, DPBUSD_AVXVNNI, __attribute__((target("avx2,fma,f16c,a
 DEFINE_DOT_Q8Q8(_avx2, DPBUSD_AVX2, Q8_ATTR)
 
 /* Which integer dot product this CPU has (CPUID, through GCC). */
-typedef enum { Q8_FLOAT_SOFT, Q8Q8_AVX2, Q8Q8_AVXVNNI, Q8Q8_VNNI512 } q8_path;
+typedef sh_int8_path q8_path;
+#define Q8_FLOAT_SOFT SH_INT8_FLOAT
+#define Q8Q8_AVX2 SH_INT8_AVX2
+#define Q8Q8_AVXVNNI SH_INT8_AVXVNNI
+#define Q8Q8_VNNI512 SH_INT8_VNNI512
 
 static q8_path best_q8_path(void) {
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -361,7 +365,7 @@ static q8_path best_q8_path(void) {
 
 /* The best path, or a lesser one the CPU also has when SHRUTI_INT8_KERNEL
  * names it (float, avx2, avxvnni, vnni512: for tests and benchmarks). */
-static q8_path q8_path_for_cpu(void) {
+sh_int8_path sh_int8_path_for_cpu(void) {
     q8_path best = best_q8_path();
     const char *want = getenv("SHRUTI_INT8_KERNEL");
     if (!want || !*want) return best;
@@ -376,7 +380,7 @@ static q8_path q8_path_for_cpu(void) {
 const char *sh_int8_kernel_name(void) {
     static const char *names[] = {"float (no AVX2)", "int8 AVX2", "int8 AVX-VNNI",
                                   "int8 AVX-512 VNNI"};
-    return names[q8_path_for_cpu()];
+    return names[sh_int8_path_for_cpu()];
 }
 
 typedef struct {
@@ -420,7 +424,7 @@ void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int
     enum { MAX_Q8_IN = SH_GEMV_MAX_ROWS * 8192 };
     int8_t xq[MAX_Q8_IN] __attribute__((aligned(32)));
     float xd[MAX_Q8_IN / 4];
-    if (w.kind == SH_MAT_Q8_0 && (j.path = q8_path_for_cpu()) >= Q8Q8_AVX2 &&
+    if (w.kind == SH_MAT_Q8_0 && (j.path = sh_int8_path_for_cpu()) >= Q8Q8_AVX2 &&
         rows * n_in <= MAX_Q8_IN) {
         quantize_rows_q8(xq, xd, x, ldx, rows, n_in);
         j.xq = xq, j.xd = xd;

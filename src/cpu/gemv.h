@@ -23,6 +23,12 @@ void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const
 void sh_dot_rows_q8(float *y, int ldy, const float *x, int ldx, int rows, const uint8_t *w,
                     const float *b, int n_in, int j0, int j1, float alpha);
 
+/* The integer dot products this CPU has (CPUID), or a lesser one the CPU
+ * also has when SHRUTI_INT8_KERNEL names it (float, avx2, avxvnni,
+ * vnni512; for tests and benchmarks). */
+typedef enum { SH_INT8_FLOAT, SH_INT8_AVX2, SH_INT8_AVXVNNI, SH_INT8_VNNI512 } sh_int8_path;
+sh_int8_path sh_int8_path_for_cpu(void);
+
 /* The kernel q8_0 matrices use on this CPU: "int8 AVX-512 VNNI",
  * "int8 AVX-VNNI", "int8 AVX2" (input rows quantized to int8 blocks on
  * the fly), or a float one on CPUs without AVX2. */
