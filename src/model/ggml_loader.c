@@ -452,6 +452,18 @@ static int find_tensors(cursor *c, spec_list *specs, shruti_error *err) {
     return 0;
 }
 
+/* A converted tensor's pages of the file are not read again: out of the
+ * process's memory with them (the page cache keeps them). */
+static void drop_converted(const tensor_spec *s) {
+    int block_elems = 1, block_bytes = 4;
+    sh_ggml_type_size(s->type, &block_elems, &block_bytes);
+    size_t bytes = (size_t)(s->n / block_elems) * (size_t)block_bytes;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)s->data + page - 1) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)s->data + bytes) & ~(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 /* Second pass: each tensor used in place or converted into the arena. */
 static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_error *err) {
     int r = find_tensors(c, specs, err);
@@ -480,6 +492,7 @@ static int read_tensors(cursor *c, shruti_model *m, spec_list *specs, shruti_err
                 return sh_error(err, SHRUTI_ERR_NOMEM, "out of memory");
             used += (stored_floats(kind, s->n, s->row_len) + 15) & ~(size_t)15;
             where = dst;
+            drop_converted(s);
         }
         if (s->mat) *s->mat = (sh_mat){where, kind};
         else *s->dst = where;
@@ -587,9 +600,14 @@ shruti_model *shruti_model_load_with_params(const char *path, const shruti_model
         sh_error(err, SHRUTI_ERR_MODEL, "model '%s' is empty", path);
         return NULL;
     }
-    /* populated at once: every page is read by the parse or the first
-     * window anyway, and faulting them in one by one costs more */
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    /* Bound for a GPU, every page is copied to the device at once: mapped
+     * in one go (faulting 4 KB pages one by one costs more). On the CPU
+     * pages come in as they are used, so that those of tensors converted
+     * at load can be let go after (drop_converted), keeping the peak low. */
+    const char *device = params && params->device ? params->device : "auto";
+    bool gpu_likely = strcmp(device, "cpu") != 0 && sh_gpu_driver_present();
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ,
+                     MAP_PRIVATE | (gpu_likely ? MAP_POPULATE : 0), fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
         sh_error(err, SHRUTI_ERR_IO, "cannot map model '%s': %s", path, strerror(errno));
@@ -603,8 +621,6 @@ shruti_model *shruti_model_load_with_params(const char *path, const shruti_model
     }
     cursor c = {map, (size_t)st.st_size, 0};
     shruti_error local;
-    const char *device = params && params->device ? params->device : "auto";
-    bool gpu_likely = strcmp(device, "cpu") != 0 && sh_gpu_driver_present();
     m->map = map;
     m->map_size = (size_t)st.st_size;
     int r = parse(&c, m, params ? params->compute_type : NULL, gpu_likely, &local);
