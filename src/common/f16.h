@@ -1,7 +1,9 @@
-/* f16.h - IEEE half-precision to float conversion (portable, exact). */
+/* f16.h - IEEE half-precision to float conversion (portable, exact), one
+ * value or many. */
 #ifndef SHRUTI_COMMON_F16_H
 #define SHRUTI_COMMON_F16_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -48,5 +50,10 @@ static inline uint16_t sh_f32_to_f16(float f) {
     if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
     return (uint16_t)half;
 }
+
+/* n values at once (F16C where the CPU has it, else the functions above;
+ * the same results either way). src and dst may be unaligned. */
+void sh_floats_to_halves(uint16_t *dst, const float *src, size_t n);
+void sh_halves_to_floats(float *dst, const uint16_t *src, size_t n);
 
 #endif

@@ -140,33 +140,3 @@ void sh_attn_values_half(float *out, int ldo, const float *s, int lds, int rows,
     if (have_f16c()) values_half_f16c(out, ldo, s, lds, rows, n_head, dh, v, ldv, p0, p1);
     else values_half_soft(out, ldo, s, lds, rows, n_head, dh, v, ldv, p0, p1);
 }
-
-HALF_ATTR static void to_half_f16c(uint16_t *dst, const float *src, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(dst + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) dst[i] = sh_f32_to_f16(src[i]);
-}
-
-HALF_ATTR static void to_float_f16c(float *dst, const uint16_t *src, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, (__m256)load8h_f16c(src + i));
-    for (; i < n; i++) dst[i] = sh_f16_to_f32(src[i]);
-}
-
-void sh_floats_to_halves(uint16_t *dst, const float *src, size_t n) {
-    if (have_f16c()) {
-        to_half_f16c(dst, src, n);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) dst[i] = sh_f32_to_f16(src[i]);
-}
-
-void sh_halves_to_floats(float *dst, const uint16_t *src, size_t n) {
-    if (have_f16c()) {
-        to_float_f16c(dst, src, n);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) dst[i] = sh_f16_to_f32(src[i]);
-}

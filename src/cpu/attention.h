@@ -26,8 +26,4 @@ void sh_attn_scores_half(float *s, int lds, const float *q, int ldq, int rows, i
 void sh_attn_values_half(float *out, int ldo, const float *s, int lds, int rows, int n_head,
                          int dh, const uint16_t *v, int ldv, int p0, int p1);
 
-/* Round to nearest half / widen back, n values (F16C where there is). */
-void sh_floats_to_halves(uint16_t *dst, const float *src, size_t n);
-void sh_halves_to_floats(float *dst, const uint16_t *src, size_t n);
-
 #endif

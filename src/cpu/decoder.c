@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/f16.h"
 #include "cpu/attention.h"
 #include "cpu/gemv.h"
 #include "cpu/ops.h"

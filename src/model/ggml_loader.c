@@ -284,15 +284,8 @@ static int read_vocab(cursor *c, shruti_model *m, shruti_error *err) {
 }
 
 static int convert_tensor(float *dst, const uint8_t *src, int type, int64_t n) {
-    if (type == GGML_TYPE_F32) {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-    } else {
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = sh_f16_to_f32(h);
-        }
-    }
+    if (type == GGML_TYPE_F32) memcpy(dst, src, (size_t)n * sizeof(float));
+    else sh_halves_to_floats(dst, (const uint16_t *)(const void *)src, (size_t)n);
     return 0;
 }
 

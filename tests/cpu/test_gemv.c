@@ -151,6 +151,30 @@ static void check_gemm_i8(sh_pool *pool) {
     free(w), free(x), free(y), free(packed), free(scratch);
 }
 
+/* q8_0 blocks as ggml defines them (d = max |x| / 127, q = roundf(x / d)):
+ * the loader's vector quantizer must write the same bytes, ties included. */
+static void check_q8_0_bytes(void) {
+    enum { N = 32 * 64 };
+    float x[N];
+    uint8_t got[N / 32 * 34], want[N / 32 * 34];
+    unsigned seed = 99u;
+    for (int i = 0; i < N; i++) x[i] = rnd(&seed) * (i % 7 == 0 ? 5.0f : 1.0f);
+    /* a block whose step is 1 (largest 127) and values on halves: ties */
+    for (int i = 0; i < 32; i++) x[i] = i == 0 ? 127.0f : (float)(i - 16) + 0.5f;
+    for (int i = 32; i < 64; i++) x[i] = 0.0f;
+    sh_quantize(SH_GGML_Q8_0, x, got, N);
+    for (int b = 0; b < N / 32; b++) {
+        const float *v = x + b * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+        uint16_t h = sh_f32_to_f16(d);
+        memcpy(want + b * 34, &h, 2);
+        for (int i = 0; i < 32; i++) want[b * 34 + 2 + i] = (uint8_t)(int8_t)roundf(v[i] * id);
+    }
+    CHECK(memcmp(got, want, sizeof got) == 0, "q8_0 bytes differ from ggml's definition");
+}
+
 int main(void) {
     const char *kernels[] = {"float", "avx2", "avxvnni", "vnni512"};
     sh_pool *pool = sh_pool_new(3);
@@ -166,6 +190,7 @@ int main(void) {
     }
     unsetenv("SHRUTI_INT8_KERNEL");
     check_gemm_i8(pool);
+    check_q8_0_bytes();
     sh_pool_free(pool);
     return t_finish("test_gemv");
 }
