@@ -126,7 +126,8 @@ typedef struct {
 } pack_job;
 
 /* Converts rows [row0, row1) into the device layout: half, or int8 with
- * one half scale per 32 weights (as q8_0). */
+ * one half scale per 32 weights (q8_0's numbers, de-interleaved: taken as
+ * they are from q8_0 rows, else quantized the same way). */
 static void *pack_rows(void *arg) {
     pack_job *j = arg;
     int n_in = j->n_in;
@@ -135,6 +136,16 @@ static void *pack_rows(void *arg) {
     for (int r = j->row0; r < j->row1; r++) {
         int p = 0, i = r;
         while (i >= j->part_rows[p]) i -= j->part_rows[p++];
+        if (j->kind == SH_GW_I8 && j->parts[p].data && j->parts[p].kind == SH_MAT_Q8_0) {
+            /* q8_0 blocks already: their int8 values and half scales apart */
+            int nb = n_in / 32;
+            const uint8_t *src = (const uint8_t *)j->parts[p].data + (size_t)i * nb * 34;
+            for (int b = 0; b < nb; b++) {
+                memcpy(j->scales + (size_t)r * nb + b, src + b * 34, 2);
+                memcpy((int8_t *)j->w + (size_t)r * n_in + b * 32, src + b * 34 + 2, 32);
+            }
+            continue;
+        }
         if (j->parts[p].data)
             j->g->row(j->parts[p], i, n_in, row);
         else
