@@ -770,6 +770,40 @@ static __device__ void pick_acc_warp(pick_acc &a) {
     for (int o = WARP / 2; o > 0; o >>= 1) pick_acc_merge(a, pick_acc_shfl(a, o));
 }
 
+/* This block's chunk of a row's logits under its mask, for the greedy
+ * pick and the beams' top-k alike: v[k] is logit c0 + k * PICK_THREADS + t,
+ * or -inf where the mask suppresses it or past the vocabulary. The
+ * suppressed ids become a bitmap of the chunk before waiting on the
+ * logits' kernel; every load is issued before the first use. */
+static __device__ void load_masked_chunk(const float *all_logits, int n_vocab,
+                                         const sh_pick_mask &mk, const int *ids, int row,
+                                         int c0, unsigned *banned, float (&v)[PICK_PER]) {
+    int t = threadIdx.x;
+    for (int i = t; i < PICK_CHUNK / 32; i += PICK_THREADS) banned[i] = 0;
+    __syncthreads();
+    for (int i = t; i < mk.n_ids; i += PICK_THREADS) {
+        int id = ids[i] - c0;
+        if (id >= 0 && id < PICK_CHUNK) atomicOr(&banned[id / 32], 1u << (id % 32));
+    }
+    PDL_WAIT();   /* the logits come from the kernel before */
+    PDL_LAUNCH();
+    const float *logits = all_logits + (size_t)row * n_vocab;
+#pragma unroll
+    for (int k = 0; k < PICK_PER; k++) {
+        int i = c0 + k * PICK_THREADS + t;
+        v[k] = i < n_vocab ? logits[i] : -INFINITY;
+    }
+    __syncthreads();   /* the bitmap */
+#pragma unroll
+    for (int k = 0; k < PICK_PER; k++) {
+        int j = k * PICK_THREADS + t, i = c0 + j;
+        float x = i < n_vocab && !(banned[j / 32] >> (j % 32) & 1u) ? v[k] : -INFINITY;
+        for (int r = 0; r < mk.n_ranges; r++)
+            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) x = -INFINITY;
+        v[k] = x;
+    }
+}
+
 /* Block (chunk, row): the mask applied to PICK_CHUNK logits of the row,
  * which are summarised (text and timestamps apart: their likeliest token
  * and log-sum-exp) into partial[row][chunk]. Every load is issued before
@@ -781,35 +815,17 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab, const sh_pi
     int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
     /* the masks and ids were copied before the logits' kernel started */
     const sh_pick_mask mk = masks[row];
-    for (int i = t; i < PICK_CHUNK / 32; i += PICK_THREADS) banned[i] = 0;
-    __syncthreads();
-    for (int i = t; i < mk.n_ids; i += PICK_THREADS) {
-        int id = ids[i] - c0;
-        if (id >= 0 && id < PICK_CHUNK) atomicOr(&banned[id / 32], 1u << (id % 32));
-    }
-    PDL_WAIT();   /* the logits come from the kernel before */
-    PDL_LAUNCH();
-    const float *logits = all_logits + (size_t)row * n_vocab;
     float v[PICK_PER];
-#pragma unroll
-    for (int k = 0; k < PICK_PER; k++) {
-        int i = c0 + k * PICK_THREADS + t;
-        v[k] = i < n_vocab ? logits[i] : -INFINITY;
-    }
-    __syncthreads();   /* the bitmap */
+    load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
     int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
     pick_acc a;
     pick_acc_init(a);
 #pragma unroll
     for (int k = 0; k < PICK_PER; k++) {
-        int j = k * PICK_THREADS + t, i = c0 + j;
+        int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
         if (i >= n_vocab) continue;
-        float x = banned[j / 32] >> (j % 32) & 1u ? -INFINITY : v[k];
-        for (int r = 0; r < mk.n_ranges; r++)
-            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) x = -INFINITY;
-        int kind = i >= ts;
-        arg_merge(a.best_v[kind], a.best_i[kind], x, i);
-        lse_merge(a.m[kind], a.s[kind], x, 1.0);
+        arg_merge(a.best_v[kind], a.best_i[kind], v[k], i);
+        lse_merge(a.m[kind], a.s[kind], v[k], 1.0);
     }
     pick_acc_warp(a);
     if (t % WARP == 0) warp_acc[t / WARP] = a;
@@ -902,7 +918,7 @@ static __device__ void warp_top(float (&v)[PER], int (&ix)[PER], int k, float *o
     }
 }
 
-#define TOPK_THREADS 256
+#define TOPK_THREADS PICK_THREADS   /* the chunk is loaded as the pick loads it */
 #define TOPK_WARPS (TOPK_THREADS / WARP)
 
 /* The block's k best of n candidates in shared memory (cv, ci), into
@@ -954,47 +970,22 @@ __global__ void k_topk_partial(const float *all_logits, int n_vocab, const sh_pi
     __shared__ int ci[PICK_CHUNK];
     __shared__ float wv[TOPK_WARPS * TOPK_MAX];
     __shared__ int wi[TOPK_WARPS * TOPK_MAX];
-    __shared__ float lse_m[TOPK_WARPS][2];
-    __shared__ double lse_s[TOPK_WARPS][2];
+    __shared__ pick_acc warp_acc[TOPK_WARPS];
     int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
     const sh_pick_mask mk = masks[row];
-    for (int i = t; i < PICK_CHUNK / 32; i += TOPK_THREADS) banned[i] = 0;
-    __syncthreads();
-    for (int i = t; i < mk.n_ids; i += TOPK_THREADS) {
-        int id = ids[i] - c0;
-        if (id >= 0 && id < PICK_CHUNK) atomicOr(&banned[id / 32], 1u << (id % 32));
-    }
-    PDL_WAIT();
-    PDL_LAUNCH();
-    const float *logits = all_logits + (size_t)row * n_vocab;
     float v[PICK_PER];
+    load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
+    int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
+    /* the log-sum-exps of text and timestamps over the block, as the pick's */
+    pick_acc a;
+    pick_acc_init(a);
 #pragma unroll
     for (int j = 0; j < PICK_PER; j++) {
         int i = c0 + j * TOPK_THREADS + t;
-        v[j] = i < n_vocab ? logits[i] : -INFINITY;
+        if (i < n_vocab) lse_merge(a.m[i >= ts], a.s[i >= ts], v[j], 1.0);
     }
-    __syncthreads();
-    int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
-    float m[2] = {-INFINITY, -INFINITY};
-    double s[2] = {0.0, 0.0};
-#pragma unroll
-    for (int j = 0; j < PICK_PER; j++) {
-        int jj = j * TOPK_THREADS + t, i = c0 + jj;
-        float x = i < n_vocab && !(banned[jj / 32] >> (jj % 32) & 1u) ? v[j] : -INFINITY;
-        for (int r = 0; r < mk.n_ranges; r++)
-            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) x = -INFINITY;
-        v[j] = x;
-        if (i < n_vocab) lse_merge(m[i >= ts], s[i >= ts], x, 1.0);
-    }
-    /* the log-sum-exps over the block */
-    for (int kind = 0; kind < 2; kind++) {
-        for (int o = WARP / 2; o > 0; o >>= 1) {
-            float om = __shfl_xor_sync(0xffffffffu, m[kind], o);
-            double os = __shfl_xor_sync(0xffffffffu, s[kind], o);
-            lse_merge(m[kind], s[kind], om, os);
-        }
-        if (t % WARP == 0) lse_m[t / WARP][kind] = m[kind], lse_s[t / WARP][kind] = s[kind];
-    }
+    pick_acc_warp(a);
+    if (t % WARP == 0) warp_acc[t / WARP] = a;
     topk_part *out = parts + (size_t)row * gridDim.x + blockIdx.x;
     /* text, then timestamp candidates, each through shared memory */
     for (int kind = 0; kind < 2; kind++) {
@@ -1009,12 +1000,8 @@ __global__ void k_topk_partial(const float *all_logits, int n_vocab, const sh_pi
         block_top<PICK_PER>(cv, ci, PICK_CHUNK, k, wv, wi, out->v[kind], out->i[kind]);
     }
     if (t == 0) {
-        for (int kind = 0; kind < 2; kind++) {
-            float mm = -INFINITY;
-            double ss = 0.0;
-            for (int w = 0; w < TOPK_WARPS; w++) lse_merge(mm, ss, lse_m[w][kind], lse_s[w][kind]);
-            out->m[kind] = mm, out->s[kind] = ss;
-        }
+        for (int w = 1; w < TOPK_WARPS; w++) pick_acc_merge(a, warp_acc[w]);
+        for (int kind = 0; kind < 2; kind++) out->m[kind] = a.m[kind], out->s[kind] = a.s[kind];
     }
 }
 
