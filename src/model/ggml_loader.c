@@ -100,8 +100,8 @@ static int spec_add(spec_list *l, const char *name, const float **dst, int n_dim
     return spec_add_any(l, name, dst, NULL, 0, n_dims, a, b, c3);
 }
 
-/* Decoder matrices stay half precision when stored so (read every step);
- * encoder matrices become float32 for OpenBLAS. */
+/* Decoder matrices keep the compute type's kind (read every step); the
+ * encoder's follow parse's choice (encoder_kind). */
 static int spec_add_mat(spec_list *l, const char *name, sh_mat *mat, int keep_f16, int64_t a,
                         int64_t b) {
     return spec_add_any(l, name, NULL, mat, keep_f16, 2, a, b, 0);
@@ -536,10 +536,13 @@ static int parse(cursor *c, shruti_model *m, const char *compute_type, bool gpu_
     spec_list specs = {0};
     if ((r = read_header(c, m, err)) < 0) return r;
     if ((r = choose_decoder_kind(m, compute_type, err)) < 0) return r;
-    /* Bound for a GPU at half precision: the host copy (kept for a move to
-     * the CPU) holds the encoder in half too, which the GPU takes as it
-     * is; converting it twice is most of a large model's load time. */
-    m->encoder_kind = gpu_likely && m->decoder_kind != SH_MAT_F32 ? SH_MAT_F16 : SH_MAT_F32;
+    /* The encoder's matrices stay half where the file has them so and the
+     * compute type is not float32: used in place, widened a band of rows at
+     * a time for OpenBLAS on the CPU (as fast as a float32 copy, which
+     * would double their memory), taken as they are by a GPU. */
+    bool half_file = m->hp.ftype % 1000 == GGML_TYPE_F16;
+    m->encoder_kind = m->decoder_kind != SH_MAT_F32 && (gpu_likely || half_file) ? SH_MAT_F16
+                                                                                : SH_MAT_F32;
     /* int8 on a CPU with integer dot products: the encoder's GEMMs too */
     if (!gpu_likely && m->decoder_kind == SH_MAT_Q8_0 &&
         sh_i8p_supported(m->hp.n_audio_state, m->hp.n_audio_state))

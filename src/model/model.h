@@ -90,8 +90,8 @@ struct shruti_model {
     char type_name[16];
     char compute_type[16];            /* effective: float32, float16, int8 */
     int decoder_kind;                 /* SH_MAT_* of the decoder's matrices */
-    int encoder_kind;                 /* F32; F16 for a model bound for a GPU; I8P for
-                                         int8 on a CPU with AVX-512 VNNI */
+    int encoder_kind;                 /* F32; F16 (half files, or bound for a GPU); I8P
+                                         for int8 on a CPU with AVX2 */
     /* the GPU copy, when the model runs on one (gpu/gpu_loader.c) */
     void *gpu_dl;                     /* the backend module's handle */
     const void *gpu_api;              /* its sh_gpu_api */
