@@ -1,5 +1,5 @@
 /* gemm_i8.c - the encoder's linear layers in int8 (compute type int8, CPUs
- * with AVX-512 VNNI), as CTranslate2 computes them: weights quantized per
+ * with AVX2 at least), as CTranslate2 computes them: weights quantized per
  * output row at load, each input row quantized per row on the fly, the
  * products summed exactly in int32 by VPDPBUSD (64 per instruction, four
  * times the float32 FMA rate), then scaled back to float32.
@@ -15,6 +15,7 @@
  * bytes, one vector); the buffer ends with each row's scale and weight sum. */
 #include "cpu/gemm_i8.h"
 
+#include "common/avx2_pack.h"
 #include "cpu/gemv.h"
 
 #include <immintrin.h>
@@ -30,6 +31,7 @@
 #define AVXVNNI_ATTR __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define VNNI256_ATTR __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
 #define ROWS_256 4           /* input rows per 256-bit kernel call */
+#define MAX_IN 8192          /* widest input row (Whisper's is 4 x 1280) */
 
 typedef struct {
     int32_t n_out, n_in;
@@ -50,7 +52,7 @@ static sh_int8_path gemm_path(void) {
 }
 
 bool sh_i8p_supported(int n_out, int n_in) {
-    return n_out % (2 * PANEL) == 0 && n_in % 4 == 0 && n_in > 0 &&
+    return n_out % (2 * PANEL) == 0 && n_in % 4 == 0 && n_in > 0 && n_in <= MAX_IN &&
            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
 }
@@ -65,11 +67,9 @@ void sh_i8p_init(void *buf, int n_out, int n_in) {
     memcpy(buf, &h, sizeof h);
 }
 
-/* Row j's values rounded to int8 steps of its largest / 127 (AVX2 where
- * the CPU has it: the same values, nearbyintf rounds halves to even as
- * the vector conversion does). */
-__attribute__((target("avx2,fma,f16c"))) static void round_row_avx2(int8_t *q, const float *w,
-                                                                   int n, float inv) {
+/* Row j's values rounded to int8 steps of its largest / 127 (nearbyintf's
+ * halves to even, as the vector conversion rounds). */
+AVX2_ATTR static void round_row(int8_t *q, const float *w, int n, float inv) {
     __m256 vinv = _mm256_set1_ps(inv);
     int k = 0;
     for (; k + 32 <= n; k += 32) {
@@ -77,13 +77,13 @@ __attribute__((target("avx2,fma,f16c"))) static void round_row_avx2(int8_t *q, c
         __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(w + k + 8), vinv));
         __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(w + k + 16), vinv));
         __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(w + k + 24), vinv));
-        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(q + k), p);
+        _mm256_storeu_si256((__m256i *)(q + k), sh_pack_i8(i0, i1, i2, i3));
     }
     for (; k < n; k++) q[k] = (int8_t)nearbyintf(w[k] * inv);
 }
 
+/* Packed matrices exist only where sh_i8p_supported said so: AVX2, and
+ * rows of at most MAX_IN. */
 void sh_i8p_put_row(void *buf, int j, const float *w) {
     i8p_header h;
     memcpy(&h, buf, sizeof h);
@@ -93,13 +93,8 @@ void sh_i8p_put_row(void *buf, int j, const float *w) {
         amax = a > amax ? a : amax;
     }
     float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-    int8_t q[8192];
-    int8_t *row = h.n_in <= 8192 ? q : malloc((size_t)h.n_in);
-    if (!row) row = q, h.n_in = 0;   /* cannot happen for Whisper widths; leaves zeros */
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        round_row_avx2(row, w, h.n_in, inv);
-    else
-        for (int k = 0; k < h.n_in; k++) row[k] = (int8_t)nearbyintf(w[k] * inv);
+    int8_t row[MAX_IN];
+    round_row(row, w, h.n_in, inv);
     /* each group of 4 inputs lands next to the panel's other rows' */
     int8_t *panel = panels(buf) + (size_t)(j / PANEL) * PANEL * h.n_in;
     int32_t sum = 0;
@@ -107,7 +102,6 @@ void sh_i8p_put_row(void *buf, int j, const float *w) {
         memcpy(panel + (size_t)(k / 4) * PANEL * 4 + (j % PANEL) * 4, row + k, 4);
         sum += row[k] + row[k + 1] + row[k + 2] + row[k + 3];
     }
-    if (row != q) free(row);
     row_scales(buf, h.n_out, h.n_in)[j] = scale;
     row_sums(buf, h.n_out, h.n_in)[j] = sum;
 }
@@ -126,22 +120,27 @@ void sh_i8p_get_row(const void *buf, int j, float *out) {
 AVX2_ATTR static void quantize_input(uint8_t *q, float *scales, const float *x, int r0, int r1,
                                      int n_in, int offset) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i off = _mm256_set1_epi32(offset);
     for (int r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * n_in;
         uint8_t *qr = q + (size_t)r * n_in;
         __m256 m = _mm256_setzero_ps();
         int k = 0;
         for (; k + 8 <= n_in; k += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + k)));
-        float lanes[8], amax = 0.0f;
-        _mm256_storeu_ps(lanes, m);
-        for (int i = 0; i < 8; i++) amax = fmaxf(amax, lanes[i]);
+        float amax = sh_hmax8(m);
         for (; k < n_in; k++) amax = fmaxf(amax, fabsf(xr[k]));
         float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         scales[r] = scale;
-        for (k = 0; k < n_in; k++) {
-            int v = (int)nearbyintf(xr[k] * inv) + offset;
-            qr[k] = (uint8_t)v;
+        __m256 vinv = _mm256_set1_ps(inv);
+        __m256i v[4];
+        for (k = 0; k + 32 <= n_in; k += 32) {
+            for (int i = 0; i < 4; i++)
+                v[i] = _mm256_add_epi32(
+                    _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + k + 8 * i), vinv)), off);
+            _mm256_storeu_si256((__m256i *)(qr + k), offset ? sh_pack_u8(v[0], v[1], v[2], v[3])
+                                                            : sh_pack_i8(v[0], v[1], v[2], v[3]));
         }
+        for (; k < n_in; k++) qr[k] = (uint8_t)((int)nearbyintf(xr[k] * inv) + offset);
     }
 }
 
@@ -202,9 +201,6 @@ static inline __attribute__((always_inline)) VNNI_ATTR void kernel(
 
 /* The 256-bit kernel: input rows [r, r + R) x the 16 output rows of one
  * panel (two vectors of 8). */
-#define DPBUSD_AVXVNNI(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
-#define DPBUSD_VNNI256(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
-
 #define DEFINE_KERNEL_256(S, ATTR, STEP)                                                      \
     static inline __attribute__((always_inline)) ATTR void kernel_256##S(                    \
         float *y, int n_out, const uint8_t *xq, const float *xs, const int8_t *w0,            \
@@ -254,19 +250,18 @@ DEFINE_KERNEL_256(_avx2, AVX2_ATTR, STEP_AVX2)
 
 typedef struct {
     float *y;
-    const uint8_t *xq;
-    const float *xs, *x, *bias;
+    uint8_t *xq;          /* the input quantized, and its row scales */
+    float *xs;
+    const float *x, *bias;
     const void *w;
     int rows, n_in, n_out;
-    uint8_t *q;
-    float *scales;
     sh_int8_path path;
 } gemm_job;
 
 static void quantize_range(void *arg, int begin, int end) {
     gemm_job *g = arg;
-    if (g->path == SH_INT8_VNNI512) quantize_input_512(g->q, g->scales, g->x, begin, end, g->n_in);
-    else quantize_input(g->q, g->scales, g->x, begin, end, g->n_in, g->path == SH_INT8_AVX2 ? 0 : 128);
+    if (g->path == SH_INT8_VNNI512) quantize_input_512(g->xq, g->xs, g->x, begin, end, g->n_in);
+    else quantize_input(g->xq, g->xs, g->x, begin, end, g->n_in, g->path == SH_INT8_AVX2 ? 0 : 128);
 }
 
 /* Items are pairs of panels (32 output rows); each runs all input rows. */
@@ -327,7 +322,7 @@ void sh_gemm_i8p_kernel(sh_pool *pool, float *y, const float *x, int rows, const
     uint8_t *q = scratch;
     float *scales = (float *)(q + (size_t)rows * h.n_in);
     if (kernel == SH_INT8_FLOAT) kernel = SH_INT8_AVX2;
-    gemm_job g = {y, q, scales, x, bias, w, rows, h.n_in, h.n_out, q, scales, kernel};
+    gemm_job g = {y, q, scales, x, bias, w, rows, h.n_in, h.n_out, kernel};
     sh_range_fn range = gemm_range_256_avx2;
     if (kernel == SH_INT8_VNNI512) range = gemm_range_512;
     /* the 256-bit VPDPBUSD: AVX-VNNI's encoding, or AVX-512's */

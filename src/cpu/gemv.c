@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/avx2_pack.h"
 #include "common/f16.h"
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -250,9 +251,8 @@ void sh_dot_rows_q8(float *y, int ldy, const float *x, int ldx, int rows, const 
 /* -------------------------------- q8_0 weights x int8 activations */
 
 /* As CTranslate2 and ggml do on CPUs with integer dot products: the input
- * rows are quantized on the fly to int8 blocks of 32 with a float scale
- * each (like the weights), each block pair is an integer dot product of
- * 32 terms, scaled once. The products use |w| (unsigned) times x with w's
+ * rows are quantized on the fly to int8 (a float scale per 4 values), each
+ * block of 32 is an integer dot product, scaled per lane. The products use |w| (unsigned) times x with w's
  * sign, which the u8 x s8 instructions need; neither side is ever -128. */
 #define Q8_ATTR __attribute__((target("avx2,fma,f16c")))
 
@@ -284,11 +284,8 @@ Q8_ATTR static void quantize_rows_q8(int8_t *q, float *d, const float *x, int ld
                 ds[0] = _mm256_cvtss_f32(sc);
                 ds[1] = _mm_cvtss_f32(_mm256_extractf128_ps(sc, 1));
             }
-            /* packs interleave the 128-bit lanes; the permute restores order */
-            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]),
-                                           _mm256_packs_epi32(iv[2], iv[3]));
-            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256((__m256i *)(q + (size_t)r * n_in + b * 32), p);
+            _mm256_storeu_si256((__m256i *)(q + (size_t)r * n_in + b * 32),
+                                sh_pack_i8(iv[0], iv[1], iv[2], iv[3]));
         }
 }
 
@@ -377,7 +374,7 @@ typedef struct {
     int ldy, ldx, rows, ldw, n_in;
     float alpha;
     q8_path path;
-    const int8_t *xq;    /* q8 paths: x quantized, and its block scales */
+    const int8_t *xq;    /* q8 paths: x quantized, and its scales (one per 4) */
     const float *xd;
 } gemv_job;
 

@@ -545,7 +545,7 @@ static int parse(cursor *c, shruti_model *m, const char *compute_type, bool gpu_
                                                                                 : SH_MAT_F32;
     /* int8 on a CPU with integer dot products: the encoder's GEMMs too */
     if (!gpu_likely && m->decoder_kind == SH_MAT_Q8_0 &&
-        sh_i8p_supported(m->hp.n_audio_state, m->hp.n_audio_state))
+        sh_i8p_supported(m->hp.n_audio_state, 4 * m->hp.n_audio_state))
         m->encoder_kind = SH_MAT_I8P;
     sh_special_from_n_vocab(&m->sp, m->hp.n_vocab);
     if ((r = read_mel_filters(c, m, err)) < 0) return r;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/avx2_pack.h"
 #include "common/error.h"
 #include "common/f16.h"
 
@@ -113,10 +114,7 @@ __attribute__((target("avx2,fma,f16c"))) static void quantize_q8_0_avx2(const fl
             v[i] = _mm256_loadu_ps(src + 8 * i);
             m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
         }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-        float d = _mm_cvtss_f32(m4) / 127.0f, id = d ? 1.0f / d : 0.0f;
+        float d = sh_hmax8(m) / 127.0f, id = d ? 1.0f / d : 0.0f;
         put_half(dst, d);
         __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
@@ -127,9 +125,7 @@ __attribute__((target("avx2,fma,f16c"))) static void quantize_q8_0_avx2(const fl
             t = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_or_ps(one, _mm256_and_ps(sign, x))));
             q[i] = _mm256_cvttps_epi32(t);
         }
-        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(dst + 2), p);
+        _mm256_storeu_si256((__m256i *)(dst + 2), sh_pack_i8(q[0], q[1], q[2], q[3]));
     }
 }
 
