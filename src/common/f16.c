@@ -7,12 +7,9 @@
 
 #define F16C_ATTR __attribute__((target("avx2,fma,f16c")))
 
-static int have_f16c(void) { return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2"); }
-
-static inline uint16_t half_at(const uint16_t *p) {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return h;
+int sh_cpu_has_f16c(void) {
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2") &&
+           __builtin_cpu_supports("fma");
 }
 
 F16C_ATTR static void to_half_f16c(uint16_t *dst, const float *src, size_t n) {
@@ -30,11 +27,11 @@ F16C_ATTR static void to_float_f16c(float *dst, const uint16_t *src, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = sh_f16_to_f32(half_at(src + i));
+    for (; i < n; i++) dst[i] = sh_f16_at(src + i);
 }
 
 void sh_floats_to_halves(uint16_t *dst, const float *src, size_t n) {
-    if (have_f16c()) {
+    if (sh_cpu_has_f16c()) {
         to_half_f16c(dst, src, n);
         return;
     }
@@ -45,9 +42,9 @@ void sh_floats_to_halves(uint16_t *dst, const float *src, size_t n) {
 }
 
 void sh_halves_to_floats(float *dst, const uint16_t *src, size_t n) {
-    if (have_f16c()) {
+    if (sh_cpu_has_f16c()) {
         to_float_f16c(dst, src, n);
         return;
     }
-    for (size_t i = 0; i < n; i++) dst[i] = sh_f16_to_f32(half_at(src + i));
+    for (size_t i = 0; i < n; i++) dst[i] = sh_f16_at(src + i);
 }

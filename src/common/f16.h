@@ -51,6 +51,17 @@ static inline uint16_t sh_f32_to_f16(float f) {
     return (uint16_t)half;
 }
 
+/* A half that may lie unaligned (in the mapped model file), widened. */
+static inline float sh_f16_at(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return sh_f16_to_f32(h);
+}
+
+/* Whether the CPU converts halves in hardware (F16C, with AVX2 and FMA,
+ * which the vector code around the conversions uses). */
+int sh_cpu_has_f16c(void);
+
 /* n values at once (F16C where the CPU has it, else the functions above;
  * the same results either way). src and dst may be unaligned. */
 void sh_floats_to_halves(uint16_t *dst, const float *src, size_t n);

@@ -68,20 +68,6 @@ SH_CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
 
 #define HALF_ATTR __attribute__((target("avx2,fma,f16c")))
 
-HALF_ATTR SH_VINLINE vf8 load8h_f16c(const uint16_t *p) {
-    return (vf8)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-SH_VINLINE vf8 load8h_soft(const uint16_t *p) {
-    vf8 v;
-    for (int i = 0; i < 8; i++) {
-        uint16_t h;
-        memcpy(&h, p + i, sizeof h);
-        v[i] = sh_f16_to_f32(h);
-    }
-    return v;
-}
-
 /* dh is a multiple of 8 for every Whisper model (64) and the test models. */
 #define DEFINE_HALF_ATTN(S, LOADH, ATTR)                                                      \
     ATTR static void scores_half##S(float *s, int lds, const float *q, int ldq, int rows,     \
@@ -121,22 +107,17 @@ SH_VINLINE vf8 load8h_soft(const uint16_t *p) {
         }                                                                                     \
     }
 
-DEFINE_HALF_ATTN(_f16c, load8h_f16c, HALF_ATTR)
-DEFINE_HALF_ATTN(_soft, load8h_soft, )
-
-static int have_f16c(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-}
+DEFINE_HALF_ATTN(_f16c, vf8_load_half, HALF_ATTR)
+DEFINE_HALF_ATTN(_soft, vf8_load_half_soft, )
 
 void sh_attn_scores_half(float *s, int lds, const float *q, int ldq, int rows, int n_head, int dh,
                          const uint16_t *k, int ldk, int p0, int p1, float scale) {
-    if (have_f16c()) scores_half_f16c(s, lds, q, ldq, rows, n_head, dh, k, ldk, p0, p1, scale);
+    if (sh_cpu_has_f16c()) scores_half_f16c(s, lds, q, ldq, rows, n_head, dh, k, ldk, p0, p1, scale);
     else scores_half_soft(s, lds, q, ldq, rows, n_head, dh, k, ldk, p0, p1, scale);
 }
 
 void sh_attn_values_half(float *out, int ldo, const float *s, int lds, int rows, int n_head,
                          int dh, const uint16_t *v, int ldv, int p0, int p1) {
-    if (have_f16c()) values_half_f16c(out, ldo, s, lds, rows, n_head, dh, v, ldv, p0, p1);
+    if (sh_cpu_has_f16c()) values_half_f16c(out, ldo, s, lds, rows, n_head, dh, v, ldv, p0, p1);
     else values_half_soft(out, ldo, s, lds, rows, n_head, dh, v, ldv, p0, p1);
 }

@@ -27,13 +27,6 @@ static inline __attribute__((always_inline)) float hsum8(v8 v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-/* Eight halves widened to floats: F16C where the CPU has it, else bit by
- * bit (exact either way). */
-__attribute__((target("avx2,fma,f16c"))) static inline __attribute__((always_inline)) v8 load8h_f16c(const uint16_t *p) {
-    __m128i h = _mm_loadu_si128((const __m128i *)p);
-    return (v8)_mm256_cvtph_ps(h);
-}
-
 typedef float v16 __attribute__((vector_size(64)));
 
 __attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline __attribute__((always_inline)) v16 load16(const float *p) {
@@ -53,28 +46,12 @@ __attribute__((target("avx512f,avx512vl,fma,f16c"))) static inline __attribute__
     return (v16)_mm512_cvtph_ps(h);
 }
 
-/* Halves may lie unaligned in the mapped model file: read through memcpy. */
-static inline __attribute__((always_inline)) uint16_t half_at(const uint16_t *p) {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return h;
-}
-
-static inline __attribute__((always_inline)) float half_to_float_at(const uint16_t *p) {
-    return sh_f16_to_f32(half_at(p));
-}
-
 static inline __attribute__((always_inline)) float float_at(const float *p) {
     float f;
     memcpy(&f, p, sizeof f);
     return f;
 }
 
-static inline __attribute__((always_inline)) v8 load8h_soft(const uint16_t *p) {
-    v8 v;
-    for (int i = 0; i < 8; i++) v[i] = half_to_float_at(p + i);
-    return v;
-}
 
 
 /* FN(args..., R) with R the constant 1 ... 8 equal to rows: the kernels
@@ -155,11 +132,11 @@ void sh_dot_rows##S(float *y, int ldy, const float *x, int ldx, int rows, const 
 #define F16C_ATTR __attribute__((target("avx2,fma,f16c")))
 #define AVX512_ATTR __attribute__((target("avx512f,avx512vl,fma,f16c")))
 DEFINE_DOT_ROWS(, float, v8, 8, load8, load8, hsum8, float_at, NO_ATTR, SH_CLONES)
-DEFINE_DOT_ROWS(_f16avx512, uint16_t, v16, 16, load16, load16h_avx512, hsum16, half_to_float_at,
+DEFINE_DOT_ROWS(_f16avx512, uint16_t, v16, 16, load16, load16h_avx512, hsum16, sh_f16_at,
                 AVX512_ATTR, AVX512_ATTR)
-DEFINE_DOT_ROWS(_f16c, uint16_t, v8, 8, load8, load8h_f16c, hsum8, half_to_float_at, F16C_ATTR,
+DEFINE_DOT_ROWS(_f16c, uint16_t, v8, 8, load8, vf8_load_half, hsum8, sh_f16_at, F16C_ATTR,
                 F16C_ATTR)
-DEFINE_DOT_ROWS(_f16soft, uint16_t, v8, 8, load8, load8h_soft, hsum8, half_to_float_at, NO_ATTR,
+DEFINE_DOT_ROWS(_f16soft, uint16_t, v8, 8, load8, vf8_load_half_soft, hsum8, sh_f16_at, NO_ATTR,
                 NO_ATTR)
 
 void sh_dot_rows_f16(float *y, int ldy, const float *x, int ldx, int rows, const uint16_t *w,
@@ -331,33 +308,27 @@ DEFINE_DOT_Q8Q8(_avxvnni, DPBUSD_AVXVNNI, __attribute__((target("avx2,fma,f16c,a
 DEFINE_DOT_Q8Q8(_avx2, DPBUSD_AVX2, Q8_ATTR)
 
 /* Which integer dot product this CPU has (CPUID, through GCC). */
-typedef sh_int8_path q8_path;
-#define Q8_FLOAT_SOFT SH_INT8_FLOAT
-#define Q8Q8_AVX2 SH_INT8_AVX2
-#define Q8Q8_AVXVNNI SH_INT8_AVXVNNI
-#define Q8Q8_VNNI512 SH_INT8_VNNI512
-
-static q8_path best_q8_path(void) {
+static sh_int8_path best_q8_path(void) {
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
           __builtin_cpu_supports("f16c")))
-        return Q8_FLOAT_SOFT;
+        return SH_INT8_FLOAT;
     if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl"))
-        return Q8Q8_VNNI512;
-    if (__builtin_cpu_supports("avxvnni")) return Q8Q8_AVXVNNI;
-    return Q8Q8_AVX2;
+        return SH_INT8_VNNI512;
+    if (__builtin_cpu_supports("avxvnni")) return SH_INT8_AVXVNNI;
+    return SH_INT8_AVX2;
 }
 
 /* The best path, or a lesser one the CPU also has when SHRUTI_INT8_KERNEL
  * names it (float, avx2, avxvnni, vnni512: for tests and benchmarks). */
 sh_int8_path sh_int8_path_for_cpu(void) {
-    q8_path best = best_q8_path();
+    sh_int8_path best = best_q8_path();
     const char *want = getenv("SHRUTI_INT8_KERNEL");
     if (!want || !*want) return best;
-    q8_path p = strcmp(want, "float") == 0     ? Q8_FLOAT_SOFT
-                : strcmp(want, "avx2") == 0    ? Q8Q8_AVX2
-                : strcmp(want, "avxvnni") == 0 ? Q8Q8_AVXVNNI
+    sh_int8_path p = strcmp(want, "float") == 0     ? SH_INT8_FLOAT
+                : strcmp(want, "avx2") == 0    ? SH_INT8_AVX2
+                : strcmp(want, "avxvnni") == 0 ? SH_INT8_AVXVNNI
                                                : best;
-    if (p == Q8Q8_AVXVNNI && !__builtin_cpu_supports("avxvnni")) return best;
+    if (p == SH_INT8_AVXVNNI && !__builtin_cpu_supports("avxvnni")) return best;
     return p <= best ? p : best;
 }
 
@@ -373,7 +344,7 @@ typedef struct {
     sh_mat w;
     int ldy, ldx, rows, ldw, n_in;
     float alpha;
-    q8_path path;
+    sh_int8_path path;
     const int8_t *xq;    /* q8 paths: x quantized, and its scales (one per 4) */
     const float *xd;
 } gemv_job;
@@ -381,10 +352,10 @@ typedef struct {
 static void gemv_range(void *arg, int begin, int end) {
     gemv_job *j = arg;
     if (j->w.kind == SH_MAT_Q8_0 && j->xq) {
-        if (j->path == Q8Q8_VNNI512)
+        if (j->path == SH_INT8_VNNI512)
             dot_rows_q8q8_vnni512(j->y, j->ldy, j->xq, j->xd, j->rows, j->w.data, j->b, j->n_in,
                                   begin, end, j->alpha);
-        else if (j->path == Q8Q8_AVXVNNI)
+        else if (j->path == SH_INT8_AVXVNNI)
             dot_rows_q8q8_avxvnni(j->y, j->ldy, j->xq, j->xd, j->rows, j->w.data, j->b, j->n_in,
                                   begin, end, j->alpha);
         else
@@ -403,12 +374,12 @@ static void gemv_range(void *arg, int begin, int end) {
 
 void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
                   int ldw, const float *b, int n_in, int n_out, float alpha) {
-    gemv_job j = {y, x, b, w, ldy, ldx, rows, ldw, n_in, alpha, Q8_FLOAT_SOFT, NULL, NULL};
+    gemv_job j = {y, x, b, w, ldy, ldx, rows, ldw, n_in, alpha, SH_INT8_FLOAT, NULL, NULL};
     /* the quantized input: at most 8 rows of 4 x 2048 (the widest input) */
     enum { MAX_Q8_IN = SH_GEMV_MAX_ROWS * 8192 };
     int8_t xq[MAX_Q8_IN] __attribute__((aligned(32)));
     float xd[MAX_Q8_IN / 4];
-    if (w.kind == SH_MAT_Q8_0 && (j.path = sh_int8_path_for_cpu()) >= Q8Q8_AVX2 &&
+    if (w.kind == SH_MAT_Q8_0 && (j.path = sh_int8_path_for_cpu()) >= SH_INT8_AVX2 &&
         rows * n_in <= MAX_Q8_IN) {
         quantize_rows_q8(xq, xd, x, ldx, rows, n_in);
         j.xq = xq, j.xd = xd;

@@ -6,9 +6,12 @@
 #ifndef SHRUTI_CPU_VMATH_H
 #define SHRUTI_CPU_VMATH_H
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "common/f16.h"
 
 /* Compile a function for AVX-512, AVX2+FMA and plain x86-64; the loader
  * picks one for the CPU at run time. */
@@ -32,6 +35,17 @@ SH_VINLINE vf8 vf8_load(const float *p) {
 SH_VINLINE void vf8_store(float *p, vf8 v) { memcpy(p, &v, sizeof v); }
 
 SH_VINLINE vf8 vf8_splat(float x) { return (vf8){x, x, x, x, x, x, x, x}; }
+
+/* Eight halves (unaligned) widened: F16C, or bit by bit (exact either way). */
+__attribute__((target("avx2,fma,f16c"))) SH_VINLINE vf8 vf8_load_half(const uint16_t *p) {
+    return (vf8)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+SH_VINLINE vf8 vf8_load_half_soft(const uint16_t *p) {
+    vf8 v;
+    for (int i = 0; i < 8; i++) v[i] = sh_f16_at(p + i);
+    return v;
+}
 
 /* mask ? a : b, lane by lane (mask lanes all ones or all zeros) */
 SH_VINLINE vf8 vf8_select(vi8 mask, vf8 a, vf8 b) {
