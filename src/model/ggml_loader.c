@@ -71,6 +71,7 @@ typedef struct {
     /* where the file has it (first pass) */
     int type;
     const uint8_t *data;
+    size_t bytes;                /* of data */
     int64_t row_len, n;
 } tensor_spec;
 
@@ -319,10 +320,7 @@ static void *store_rows(void *arg) {
         } else if (j->kind == SH_MAT_F32) {
             memcpy(o, tmp, j->out_row);
         } else if (j->kind == SH_MAT_F16) {
-            for (int64_t k = 0; k < row_len; k++) {
-                uint16_t h = sh_f32_to_f16(tmp[k]);
-                memcpy(o + 2 * k, &h, 2);
-            }
+            sh_floats_to_halves((uint16_t *)(void *)o, tmp, (size_t)row_len);
         } else {
             sh_quantize(SH_GGML_Q8_0, tmp, o, row_len);
         }
@@ -429,7 +427,8 @@ static int find_tensors(cursor *c, spec_list *specs, shruti_error *err) {
         if (sh_ggml_type_is_quantized(type) && (!s->mat || ne[0] % block_elems != 0))
             return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' cannot be quantized", s->name);
         s->n = spec_elements(s);
-        s->data = skip(c, (size_t)(s->n / block_elems) * (size_t)block_bytes);
+        s->bytes = (size_t)(s->n / block_elems) * (size_t)block_bytes;
+        s->data = skip(c, s->bytes);
         if (!s->data) return sh_error(err, SHRUTI_ERR_MODEL, "tensor '%s' is truncated", s->name);
         s->type = type;
         s->row_len = ne[0];
@@ -448,12 +447,9 @@ static int find_tensors(cursor *c, spec_list *specs, shruti_error *err) {
 /* A converted tensor's pages of the file are not read again: out of the
  * process's memory with them (the page cache keeps them). */
 static void drop_converted(const tensor_spec *s) {
-    int block_elems = 1, block_bytes = 4;
-    sh_ggml_type_size(s->type, &block_elems, &block_bytes);
-    size_t bytes = (size_t)(s->n / block_elems) * (size_t)block_bytes;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t a = ((uintptr_t)s->data + page - 1) & ~(page - 1);
-    uintptr_t b = ((uintptr_t)s->data + bytes) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)s->data + s->bytes) & ~(page - 1);
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
