@@ -804,6 +804,32 @@ static __device__ void load_masked_chunk(const float *all_logits, int n_vocab,
     }
 }
 
+/* The chunk's text and timestamp summaries (likeliest token, log-sum-exp)
+ * from v (as load_masked_chunk leaves it): this thread's, then its warp's,
+ * left in warp_acc[warp] for the block's first thread to merge. */
+static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n_vocab, int ts,
+                                       pick_acc *warp_acc) {
+    int t = threadIdx.x;
+    pick_acc a;
+    pick_acc_init(a);
+#pragma unroll
+    for (int k = 0; k < PICK_PER; k++) {
+        int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
+        if (i >= n_vocab) continue;
+        arg_merge(a.best_v[kind], a.best_i[kind], v[k], i);
+        lse_merge(a.m[kind], a.s[kind], v[k], 1.0);
+    }
+    pick_acc_warp(a);
+    if (t % WARP == 0) warp_acc[t / WARP] = a;
+}
+
+/* What the block's first thread makes of warp_acc (after a barrier). */
+static __device__ pick_acc merge_warps(const pick_acc *warp_acc) {
+    pick_acc a = warp_acc[0];
+    for (int w = 1; w < PICK_THREADS / WARP; w++) pick_acc_merge(a, warp_acc[w]);
+    return a;
+}
+
 /* Block (chunk, row): the mask applied to PICK_CHUNK logits of the row,
  * which are summarised (text and timestamps apart: their likeliest token
  * and log-sum-exp) into partial[row][chunk]. Every load is issued before
@@ -817,22 +843,9 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab, const sh_pi
     const sh_pick_mask mk = masks[row];
     float v[PICK_PER];
     load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
-    int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
-    pick_acc a;
-    pick_acc_init(a);
-#pragma unroll
-    for (int k = 0; k < PICK_PER; k++) {
-        int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
-        if (i >= n_vocab) continue;
-        arg_merge(a.best_v[kind], a.best_i[kind], v[k], i);
-        lse_merge(a.m[kind], a.s[kind], v[k], 1.0);
-    }
-    pick_acc_warp(a);
-    if (t % WARP == 0) warp_acc[t / WARP] = a;
+    summarise_chunk(v, c0, n_vocab, mk.ts_begin >= 0 ? mk.ts_begin : n_vocab, warp_acc);
     __syncthreads();
-    if (t != 0) return;
-    for (int w = 1; w < PICK_THREADS / WARP; w++) pick_acc_merge(a, warp_acc[w]);
-    partial[(size_t)row * gridDim.x + blockIdx.x] = a;
+    if (t == 0) partial[(size_t)row * gridDim.x + blockIdx.x] = merge_warps(warp_acc);
 }
 
 /* A warp per row: the chunks' summaries merged, the timestamp rule decided
@@ -977,15 +990,7 @@ __global__ void k_topk_partial(const float *all_logits, int n_vocab, const sh_pi
     load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
     int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
     /* the log-sum-exps of text and timestamps over the block, as the pick's */
-    pick_acc a;
-    pick_acc_init(a);
-#pragma unroll
-    for (int j = 0; j < PICK_PER; j++) {
-        int i = c0 + j * TOPK_THREADS + t;
-        if (i < n_vocab) lse_merge(a.m[i >= ts], a.s[i >= ts], v[j], 1.0);
-    }
-    pick_acc_warp(a);
-    if (t % WARP == 0) warp_acc[t / WARP] = a;
+    summarise_chunk(v, c0, n_vocab, ts, warp_acc);
     topk_part *out = parts + (size_t)row * gridDim.x + blockIdx.x;
     /* text, then timestamp candidates, each through shared memory */
     for (int kind = 0; kind < 2; kind++) {
@@ -1000,7 +1005,7 @@ __global__ void k_topk_partial(const float *all_logits, int n_vocab, const sh_pi
         block_top<PICK_PER>(cv, ci, PICK_CHUNK, k, wv, wi, out->v[kind], out->i[kind]);
     }
     if (t == 0) {
-        for (int w = 1; w < TOPK_WARPS; w++) pick_acc_merge(a, warp_acc[w]);
+        pick_acc a = merge_warps(warp_acc);
         for (int kind = 0; kind < 2; kind++) out->m[kind] = a.m[kind], out->s[kind] = a.s[kind];
     }
 }
