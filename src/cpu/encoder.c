@@ -1,5 +1,5 @@
 /* encoder.c - the audio encoder on the CPU, float32 (its linear layers
- * int8 for the int8 compute type where the CPU has VNNI):
+ * int8 for the int8 compute type on CPUs with AVX2):
  * conv stem, transformer blocks, ln_post; then cross-attention K/V. */
 #include <cblas.h>
 #include <math.h>
@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "common/f16.h"
-#include "cpu/attention.h"
 #include "cpu/gemm_i8.h"
 #include "cpu/ops.h"
 #include "cpu/runtime.h"
