@@ -6,6 +6,8 @@
 
 #include "device.h"
 #include "decode/logit_filters.h"
+#include "cpu/gemv.h"
+#include "cpu/logit_screen.h"
 #include "gpu/gpu_loader.h"
 
 static int cpu_init(sh_run *rt) {
@@ -50,6 +52,7 @@ void sh_run_free(sh_run *rt) {
     if (rt->cpu_ready) sh_cpu_runtime_free(&rt->cpu);
     free(rt->window);
     free(rt->pick_logits);
+    free(rt->pick_idx);
     memset(rt, 0, sizeof *rt);
 }
 
@@ -134,22 +137,88 @@ int sh_decoder_logits(sh_run *rt, int row0, int n_rows, float *logits) {
     return 0;
 }
 
-/* Rows row0 .. row0 + n_rows - 1's logits into rt->pick_logits in one
- * pass (the CPU's GEMV reads each weight once for all rows). */
-static int pick_rows_logits(sh_run *rt, int row0, int n_rows) {
+/* The most rows a choice takes (beams), and the tokens the logit screen
+ * computes exactly in a row at most (sh_logit_screen_refine). */
+#define PICK_MAX_ROWS 32
+#define SCREEN_IDX(n_vocab) ((n_vocab) / 16 + 1)
+
+/* Room for n_rows rows of logits in rt->pick_logits, and the screen's
+ * token lists. */
+static int pick_room(sh_run *rt, int n_rows) {
     size_t need = (size_t)n_rows * rt->m->hp.n_vocab;
     if (need > rt->pick_cap) {
         float *p = realloc(rt->pick_logits, need * sizeof *p);
         if (!p) return SHRUTI_ERR_NOMEM;
         rt->pick_logits = p, rt->pick_cap = need;
     }
-    return sh_decoder_logits(rt, row0, n_rows, rt->pick_logits);
+    size_t idx = (size_t)PICK_MAX_ROWS * SCREEN_IDX(rt->m->hp.n_vocab);
+    if (!rt->pick_idx && !(rt->pick_idx = malloc(idx * sizeof(int)))) return SHRUTI_ERR_NOMEM;
+    return 0;
+}
+
+typedef struct {
+    sh_run *rt;
+    const float *hidden;
+    const sh_logit_mask *masks;
+    const sh_screen_bound *bounds;
+    int k, text_end;
+} screen_job;
+
+/* Rows [begin, end) of a screened choice: the masks' ids and ranges, then
+ * the exact values where the k best can be (every value when too many). */
+static void screen_rows(void *arg, int begin, int end) {
+    screen_job *j = arg;
+    sh_run *rt = j->rt;
+    int d = rt->m->hp.n_text_state, n_vocab = rt->m->hp.n_vocab;
+    for (int r = begin; r < end; r++) {
+        float *row = rt->pick_logits + (size_t)r * n_vocab;
+        const float *h = j->hidden + (size_t)r * d;
+        sh_logit_mask ids_only = j->masks[r];
+        ids_only.ts_begin = -1;   /* the timestamp rule needs exact values: sh_pick_* */
+        sh_apply_logit_mask(&ids_only, row, n_vocab);
+        if (sh_logit_screen_refine(rt->m->logit_screen, rt->m->w.tok_emb, h, j->bounds[r],
+                                   j->text_end, j->k, row,
+                                   rt->pick_idx + (size_t)r * SCREEN_IDX(n_vocab)) < 0)
+            sh_gemv_rows(NULL, row, n_vocab, h, d, 1, rt->m->w.tok_emb, d, NULL, d, n_vocab, 1.0f);
+    }
+}
+
+/* Rows row0 .. row0 + n_rows - 1's logits into rt->pick_logits for
+ * choices of k tokens each after masks: every logit in one pass (the
+ * CPU's GEMV reads each weight once for all rows), or, with the model's
+ * logit screen, int8 approximations with the masks' ids and ranges
+ * applied, exact values wherever the k best text tokens can be, and the
+ * timestamp tokens exact (the timestamp rule sums them all). */
+static int pick_rows_logits(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks,
+                            int k) {
+    int r = pick_room(rt, n_rows);
+    if (r < 0) return r;
+    if (!rt->m->logit_screen || n_rows > PICK_MAX_ROWS)
+        return sh_decoder_logits(rt, row0, n_rows, rt->pick_logits);
+    if (row0 < 0 || n_rows < 1 || row0 + n_rows > rt->cpu.max_rows) return SHRUTI_ERR_INVALID_ARG;
+    int d = rt->m->hp.n_text_state, n_vocab = rt->m->hp.n_vocab;
+    screen_job j = {rt, rt->cpu.dec_x + (size_t)row0 * d, masks, NULL, k, n_vocab};
+    for (int i = 0; i < n_rows; i++)
+        if (masks[i].ts_begin >= 0 && masks[i].ts_begin < j.text_end) j.text_end = masks[i].ts_begin;
+    sh_screen_bound bounds[PICK_MAX_ROWS];
+    sh_logit_screen_scores(rt->cpu.pool, rt->m->logit_screen, j.hidden, n_rows, rt->pick_logits,
+                           bounds);
+    for (int r0 = 0; r0 < n_rows && j.text_end < n_vocab; r0 += SH_GEMV_MAX_ROWS) {
+        int rows = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
+        sh_gemv_rows(rt->cpu.pool, rt->pick_logits + (size_t)r0 * n_vocab + j.text_end, n_vocab,
+                     j.hidden + (size_t)r0 * d, d, rows,
+                     sh_mat_rows_from(rt->m->w.tok_emb, j.text_end, d), d, NULL, d,
+                     n_vocab - j.text_end, 1.0f);
+    }
+    j.bounds = bounds;
+    sh_pool_run(rt->cpu.pool, n_rows, screen_rows, &j);
+    return 0;
 }
 
 int sh_decoder_greedy(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks,
                       int *tokens, double *logprobs) {
     ON_GPU(greedy(rt->gpu, row0, n_rows, masks, tokens, logprobs, err));
-    int n_vocab = rt->m->hp.n_vocab, r = pick_rows_logits(rt, row0, n_rows);
+    int n_vocab = rt->m->hp.n_vocab, r = pick_rows_logits(rt, row0, n_rows, masks, 1);
     if (r < 0) return r;
     for (int k = 0; k < n_rows; k++)
         sh_pick_greedy(&masks[k], rt->pick_logits + (size_t)k * n_vocab, n_vocab, &tokens[k],
@@ -161,7 +230,7 @@ int sh_decoder_topk(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks
                     int *tokens, double *logprobs) {
     if (k < 1 || k > SH_GPU_TOP_MAX || k > rt->m->hp.n_vocab) return SHRUTI_ERR_INVALID_ARG;
     ON_GPU(topk(rt->gpu, row0, n_rows, masks, k, tokens, logprobs, err));
-    int n_vocab = rt->m->hp.n_vocab, r = pick_rows_logits(rt, row0, n_rows);
+    int n_vocab = rt->m->hp.n_vocab, r = pick_rows_logits(rt, row0, n_rows, masks, k);
     if (r < 0) return r;
     for (int j = 0; j < n_rows; j++)
         sh_pick_top(&masks[j], rt->pick_logits + (size_t)j * n_vocab, n_vocab, k,

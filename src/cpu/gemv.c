@@ -372,18 +372,36 @@ static void gemv_range(void *arg, int begin, int end) {
                     end, j->alpha);
 }
 
-void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
-                  int ldw, const float *b, int n_in, int n_out, float alpha) {
+/* The quantized input: at most 8 rows of 4 x 2048 (the widest input). */
+enum { MAX_Q8_IN = SH_GEMV_MAX_ROWS * 8192 };
+
+/* A job for rows x (rows x n_in); q8_0 weights on a CPU with integer dot
+ * products get x quantized into xq / xd (MAX_Q8_IN and MAX_Q8_IN / 4). */
+static gemv_job gemv_job_for(float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
+                             int ldw, const float *b, int n_in, float alpha, int8_t *xq,
+                             float *xd) {
     gemv_job j = {y, x, b, w, ldy, ldx, rows, ldw, n_in, alpha, SH_INT8_FLOAT, NULL, NULL};
-    /* the quantized input: at most 8 rows of 4 x 2048 (the widest input) */
-    enum { MAX_Q8_IN = SH_GEMV_MAX_ROWS * 8192 };
-    int8_t xq[MAX_Q8_IN] __attribute__((aligned(32)));
-    float xd[MAX_Q8_IN / 4];
     if (w.kind == SH_MAT_Q8_0 && (j.path = sh_int8_path_for_cpu()) >= SH_INT8_AVX2 &&
         rows * n_in <= MAX_Q8_IN) {
         quantize_rows_q8(xq, xd, x, ldx, rows, n_in);
         j.xq = xq, j.xd = xd;
     }
+    return j;
+}
+
+void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
+                  int ldw, const float *b, int n_in, int n_out, float alpha) {
+    int8_t xq[MAX_Q8_IN] __attribute__((aligned(32)));
+    float xd[MAX_Q8_IN / 4];
+    gemv_job j = gemv_job_for(y, ldy, x, ldx, rows, w, ldw, b, n_in, alpha, xq, xd);
     if (!pool || (long)n_out * n_in < 32768) gemv_range(&j, 0, n_out);
     else sh_pool_run(pool, n_out, gemv_range, &j);
+}
+
+void sh_gemv_row_at(float *y, const float *x, sh_mat w, int ldw, int n_in, const int *idx,
+                    int n_idx) {
+    int8_t xq[MAX_Q8_IN] __attribute__((aligned(32)));
+    float xd[MAX_Q8_IN / 4];
+    gemv_job j = gemv_job_for(y, 0, x, n_in, 1, w, ldw, NULL, n_in, 1.0f, xq, xd);
+    for (int i = 0; i < n_idx; i++) gemv_range(&j, idx[i], idx[i] + 1);
 }

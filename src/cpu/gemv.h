@@ -38,4 +38,17 @@ const char *sh_int8_kernel_name(void);
 void sh_gemv_rows(sh_pool *pool, float *y, int ldy, const float *x, int ldx, int rows, sh_mat w,
                   int ldw, const float *b, int n_in, int n_out, float alpha);
 
+/* Rows j0 ... of w (rows of n_in values; not for SH_MAT_I8P). */
+static inline sh_mat sh_mat_rows_from(sh_mat w, int j0, int n_in) {
+    size_t row_bytes = w.kind == SH_MAT_F32 ? (size_t)n_in * 4
+                     : w.kind == SH_MAT_F16 ? (size_t)n_in * 2
+                                            : (size_t)n_in / 32 * 34;
+    return (sh_mat){(const uint8_t *)w.data + (size_t)j0 * row_bytes, w.kind};
+}
+
+/* y[idx[i]] = dot(x, w[idx[i]]) for one input row and n_idx chosen weight
+ * rows, each the value sh_gemv_rows gives it for one row; single-threaded. */
+void sh_gemv_row_at(float *y, const float *x, sh_mat w, int ldw, int n_in, const int *idx,
+                    int n_idx);
+
 #endif

@@ -27,6 +27,7 @@
 #include "gpu/gpu_loader.h"
 #include "model/quant.h"
 #include "cpu/gemm_i8.h"
+#include "cpu/logit_screen.h"
 
 #define GGML_MAGIC 0x67676d6cu
 #define GGML_TYPE_F32 0
@@ -626,12 +627,15 @@ shruti_model *shruti_model_load_with_params(const char *path, const shruti_model
         shruti_model_free(m);
         return NULL;
     }
+    if (strcmp(m->device, "cpu") == 0)   /* NULL (every logit computed) when it does not apply */
+        m->logit_screen = sh_logit_screen_new(m->w.tok_emb, m->hp.n_vocab, m->hp.n_text_state);
     return m;
 }
 
 void shruti_model_free(shruti_model *m) {
     if (!m) return;
     sh_gpu_detach(m);
+    sh_logit_screen_free(m->logit_screen);
     sh_vocab_free(&m->vocab);
     free(m->mel_filters);
     free(m->w.enc);

@@ -96,6 +96,9 @@ struct shruti_model {
     void *gpu_dl;                     /* the backend module's handle */
     const void *gpu_api;              /* its sh_gpu_api */
     struct sh_gpu_model *gpu;
+    /* on the CPU, an int8 copy of a half token embedding that rules
+     * most tokens out of each choice (cpu/logit_screen.h), or NULL */
+    struct sh_logit_screen *logit_screen;
     char device[8];                   /* "cuda" or "cpu" */
     char device_note[800];            /* where and why */
 };
