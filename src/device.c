@@ -226,15 +226,31 @@ int sh_decoder_greedy(sh_run *rt, int row0, int n_rows, const sh_logit_mask *mas
     return 0;
 }
 
+typedef struct {
+    sh_run *rt;
+    const sh_logit_mask *masks;
+    int k, *tokens;
+    double *logprobs;
+} top_job;
+
+/* Beam rows [begin, end): each row's k best (the rows in parallel: a row
+ * is a few passes over the vocabulary). */
+static void top_rows(void *arg, int begin, int end) {
+    top_job *j = arg;
+    int n_vocab = j->rt->m->hp.n_vocab;
+    for (int r = begin; r < end; r++)
+        sh_pick_top(&j->masks[r], j->rt->pick_logits + (size_t)r * n_vocab, n_vocab, j->k,
+                    j->tokens + (size_t)r * j->k, j->logprobs + (size_t)r * j->k);
+}
+
 int sh_decoder_topk(sh_run *rt, int row0, int n_rows, const sh_logit_mask *masks, int k,
                     int *tokens, double *logprobs) {
     if (k < 1 || k > SH_GPU_TOP_MAX || k > rt->m->hp.n_vocab) return SHRUTI_ERR_INVALID_ARG;
     ON_GPU(topk(rt->gpu, row0, n_rows, masks, k, tokens, logprobs, err));
-    int n_vocab = rt->m->hp.n_vocab, r = pick_rows_logits(rt, row0, n_rows, masks, k);
+    int r = pick_rows_logits(rt, row0, n_rows, masks, k);
     if (r < 0) return r;
-    for (int j = 0; j < n_rows; j++)
-        sh_pick_top(&masks[j], rt->pick_logits + (size_t)j * n_vocab, n_vocab, k,
-                    tokens + (size_t)j * k, logprobs + (size_t)j * k);
+    top_job j = {rt, masks, k, tokens, logprobs};
+    sh_pool_run(rt->cpu.pool, n_rows, top_rows, &j);
     return 0;
 }
 

@@ -64,47 +64,76 @@ SH_CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
 
 /* The cross-attention cache in half precision (half and int8 compute
  * types): a decoder step reads all of it, so halves halve the step's
- * attention time; the window's tokens are unchanged on every golden. */
+ * attention time; the window's tokens are unchanged on every golden. Each
+ * cached half is widened once for all query rows (beams): R, the rows, is
+ * a constant in each kernel, so their sums stay in registers. */
 
 #define HALF_ATTR __attribute__((target("avx2,fma,f16c")))
 
-/* dh is a multiple of 8 for every Whisper model (64) and the test models. */
+/* R (a constant after inlining: 1 ... 8) query rows, W (1 or 2) vectors of
+ * eight positions or dimensions at a time. */
 #define DEFINE_HALF_ATTN(S, LOADH, ATTR)                                                      \
-    ATTR static void scores_half##S(float *s, int lds, const float *q, int ldq, int rows,     \
-                                    int n_head, int dh, const uint16_t *k, int ldk, int p0,    \
-                                    int p1, float scale) {                                     \
-        for (int p = p0; p < p1; p++) {                                                       \
-            const uint16_t *kp = k + (size_t)p * ldk;                                         \
-            for (int r = 0; r < rows; r++)                                                    \
-                for (int h = 0; h < n_head; h++) {                                            \
-                    const float *qh = q + (size_t)r * ldq + h * dh;                           \
-                    const uint16_t *kh = kp + h * dh;                                         \
-                    vf8 acc0 = vf8_splat(0.0f), acc1 = vf8_splat(0.0f);                       \
-                    int i = 0;                                                                \
-                    for (; i + 16 <= dh; i += 16) {                                           \
-                        acc0 += vf8_load(qh + i) * LOADH(kh + i);                             \
-                        acc1 += vf8_load(qh + i + 8) * LOADH(kh + i + 8);                     \
-                    }                                                                         \
-                    for (; i + 8 <= dh; i += 8) acc0 += vf8_load(qh + i) * LOADH(kh + i);     \
-                    vf8 a = acc0 + acc1;                                                      \
+    static inline __attribute__((always_inline)) ATTR void scores_rows##S(                    \
+        float *s, int lds, const float *q, int ldq, int n_head, int dh, const uint16_t *k,    \
+        int ldk, int p0, int p1, float scale, const int R) {                                  \
+        for (int p = p0; p < p1; p++)                                                         \
+            for (int h = 0; h < n_head; h++) {                                                \
+                const uint16_t *kh = k + (size_t)p * ldk + h * dh;                            \
+                vf8 acc[SH_ATTN_MAX_ROWS];                                                    \
+                for (int r = 0; r < R; r++) acc[r] = vf8_splat(0.0f);                         \
+                for (int i = 0; i < dh; i += 8) {                                             \
+                    vf8 kv = LOADH(kh + i);                                                   \
+                    for (int r = 0; r < R; r++)                                               \
+                        acc[r] += vf8_load(q + (size_t)r * ldq + h * dh + i) * kv;            \
+                }                                                                             \
+                for (int r = 0; r < R; r++) {                                                 \
+                    vf8 a = acc[r];                                                           \
                     s[(size_t)(r * n_head + h) * lds + p] =                                   \
                         scale * (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))); \
                 }                                                                             \
-        }                                                                                     \
+            }                                                                                 \
+    }                                                                                         \
+    static inline __attribute__((always_inline)) ATTR void values_rows##S(                    \
+        float *out, int ldo, const float *s, int lds, int n_head, int dh, const uint16_t *v,  \
+        int ldv, int p0, int p1, const int R) {                                               \
+        for (int p = p0; p < p1; p++)                                                         \
+            for (int h = 0; h < n_head; h++) {                                                \
+                vf8 w[SH_ATTN_MAX_ROWS];                                                      \
+                for (int r = 0; r < R; r++) w[r] = vf8_splat(s[(size_t)(r * n_head + h) * lds + p]); \
+                for (int i = 0; i < dh; i += 8) {                                             \
+                    vf8 vv = LOADH(v + (size_t)p * ldv + h * dh + i);                         \
+                    for (int r = 0; r < R; r++) {                                             \
+                        float *o = out + (size_t)r * ldo + h * dh + i;                        \
+                        vf8_store(o, vf8_load(o) + w[r] * vv);                                \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+    }                                                                                         \
+    ATTR static void scores_half##S(float *s, int lds, const float *q, int ldq, int rows,     \
+                                    int n_head, int dh, const uint16_t *k, int ldk, int p0,   \
+                                    int p1, float scale) {                                    \
+        SH_ATTN_SWITCH_ROWS(rows, scores_rows##S, s, lds, q, ldq, n_head, dh, k, ldk, p0, p1, \
+                            scale)                                                            \
     }                                                                                         \
     ATTR static void values_half##S(float *out, int ldo, const float *s, int lds, int rows,   \
-                                    int n_head, int dh, const uint16_t *v, int ldv, int p0,    \
-                                    int p1) {                                                  \
-        for (int p = p0; p < p1; p++) {                                                       \
-            const uint16_t *vp = v + (size_t)p * ldv;                                         \
-            for (int r = 0; r < rows; r++)                                                    \
-                for (int h = 0; h < n_head; h++) {                                            \
-                    vf8 w = vf8_splat(s[(size_t)(r * n_head + h) * lds + p]);                 \
-                    float *o = out + (size_t)r * ldo + h * dh;                                \
-                    for (int i = 0; i + 8 <= dh; i += 8)                                      \
-                        vf8_store(o + i, vf8_load(o + i) + w * LOADH(vp + h * dh + i));      \
-                }                                                                             \
-        }                                                                                     \
+                                    int n_head, int dh, const uint16_t *v, int ldv, int p0,   \
+                                    int p1) {                                                 \
+        SH_ATTN_SWITCH_ROWS(rows, values_rows##S, out, ldo, s, lds, n_head, dh, v, ldv, p0,   \
+                            p1)                                                               \
+    }
+
+/* FN(args..., R) for R = rows (1 ... 8), a constant in each case. */
+#define SH_ATTN_SWITCH_ROWS(rows, FN, ...)   \
+    switch (rows) {                          \
+        case 1: FN(__VA_ARGS__, 1); break;   \
+        case 2: FN(__VA_ARGS__, 2); break;   \
+        case 3: FN(__VA_ARGS__, 3); break;   \
+        case 4: FN(__VA_ARGS__, 4); break;   \
+        case 5: FN(__VA_ARGS__, 5); break;   \
+        case 6: FN(__VA_ARGS__, 6); break;   \
+        case 7: FN(__VA_ARGS__, 7); break;   \
+        case 8: FN(__VA_ARGS__, 8); break;   \
+        default: break;                      \
     }
 
 DEFINE_HALF_ATTN(_f16c, vf8_load_half, HALF_ATTR)

@@ -20,7 +20,9 @@ void sh_attn_values(float *out, int ldo, const float *s, int lds, int rows, int 
 /* Softmax in place over [0, n) of each of n_rows rows lds apart. */
 void sh_attn_softmax(float *s, int lds, int n_rows, int n);
 
-/* The same two with half-precision keys / values (dh a multiple of 8). */
+/* The same two with half-precision keys / values (dh a multiple of 8,
+ * rows <= SH_ATTN_MAX_ROWS). */
+#define SH_ATTN_MAX_ROWS 8
 void sh_attn_scores_half(float *s, int lds, const float *q, int ldq, int rows, int n_head, int dh,
                          const uint16_t *k, int ldk, int p0, int p1, float scale);
 void sh_attn_values_half(float *out, int ldo, const float *s, int lds, int rows, int n_head,

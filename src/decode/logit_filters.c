@@ -150,20 +150,41 @@ void sh_pick_greedy(const sh_logit_mask *mk, float *logits, int n_vocab, int *to
     *logprob = logits[*token] - lse_around(logits, n_vocab, max);
 }
 
+/* Token t into the n_found (< k, or k: the last drops out) best so far,
+ * ties to the lower id; returns the new count. */
+static inline __attribute__((always_inline)) int top_insert(const float *logits, int k,
+                                                            int *tokens, int n_found, int t) {
+    int p = n_found < k ? n_found++ : k - 1;
+    while (p > 0 && logits[tokens[p - 1]] < logits[t]) {
+        tokens[p] = tokens[p - 1];
+        p--;
+    }
+    tokens[p] = t;
+    return n_found;
+}
+
+/* The k best tokens of a row, best first; eight at a time once k are
+ * found, skipping the (many) groups that do not beat the k-th. */
+SH_CLONES static int top_scan(const float *logits, int n_vocab, int k, int *tokens) {
+    int n_found = 0, t = 0;
+    for (; t < n_vocab && n_found < k; t++) n_found = top_insert(logits, k, tokens, n_found, t);
+    for (; t + 8 <= n_vocab; t += 8) {
+        vi8 above = vf8_load(logits + t) > vf8_splat(logits[tokens[k - 1]]);
+        uint64_t any[4];
+        memcpy(any, &above, sizeof any);
+        if (!(any[0] | any[1] | any[2] | any[3])) continue;
+        for (int i = t; i < t + 8; i++)
+            if (logits[i] > logits[tokens[k - 1]]) n_found = top_insert(logits, k, tokens, n_found, i);
+    }
+    for (; t < n_vocab; t++)
+        if (logits[t] > logits[tokens[k - 1]]) n_found = top_insert(logits, k, tokens, n_found, t);
+    return n_found;
+}
+
 void sh_pick_top(const sh_logit_mask *mk, float *logits, int n_vocab, int k, int *tokens,
                  double *logprobs) {
     sh_apply_logit_mask(mk, logits, n_vocab);
     double lse = sh_log_sum_exp(logits, n_vocab);
-    /* insertion into the k best so far, ties to the lower id */
-    int n_found = 0;
-    for (int t = 0; t < n_vocab; t++) {
-        if (n_found == k && logits[t] <= logits[tokens[n_found - 1]]) continue;
-        int p = n_found < k ? n_found++ : k - 1;
-        while (p > 0 && logits[tokens[p - 1]] < logits[t]) {
-            tokens[p] = tokens[p - 1];
-            p--;
-        }
-        tokens[p] = t;
-    }
+    int n_found = top_scan(logits, n_vocab, k, tokens);
     for (int c = 0; c < n_found; c++) logprobs[c] = logits[tokens[c]] - lse;
 }
