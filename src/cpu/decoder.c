@@ -293,18 +293,30 @@ void sh_cpu_decoder_logits(sh_runtime *rt, const float *hidden, int n_rows, floa
 
 int sh_cpu_decoder_reorder(sh_runtime *rt, const int *src, int n_beams, int n_pos) {
     const sh_hparams *hp = &rt->m->hp;
-    size_t row = (size_t)n_pos * hp->n_text_state, ctx = (size_t)hp->n_text_ctx * hp->n_text_state;
-    int identity = 1;
-    for (int b = 0; b < n_beams; b++) identity &= src[b] == b;
-    if (identity) return 0;
+    size_t bytes = (size_t)n_pos * hp->n_text_state * sizeof(float);
+    size_t ctx = (size_t)hp->n_text_ctx * hp->n_text_state;
+    if (n_beams > rt->n_beams) return SHRUTI_ERR_INVALID_ARG;
+    for (int b = 0; b < n_beams; b++)
+        if (src[b] < 0 || src[b] >= rt->n_beams) return SHRUTI_ERR_INVALID_ARG;
+    /* A beam that keeps its own rows is not touched; a source that is
+     * itself overwritten goes through self_tmp first (every save before
+     * any write). Beam search mostly keeps beams or copies a few. */
+    bool saved[MAX_BEAMS] = {false};
+    for (int b = 0; b < n_beams; b++) {
+        int from = src[b];
+        saved[from] |= from != b && from < n_beams && src[from] != from;
+    }
     for (int l = 0; l < hp->n_text_layer; l++) {
         float *caches[2] = {rt->self_k, rt->self_v};
         for (int c = 0; c < 2; c++) {
             for (int b = 0; b < n_beams; b++)
-                memcpy(rt->self_tmp + b * ctx, cache_at(rt, caches[c], l, src[b]),
-                       row * sizeof(float));
-            for (int b = 0; b < n_beams; b++)
-                memcpy(cache_at(rt, caches[c], l, b), rt->self_tmp + b * ctx, row * sizeof(float));
+                if (saved[b]) memcpy(rt->self_tmp + b * ctx, cache_at(rt, caches[c], l, b), bytes);
+            for (int b = 0; b < n_beams; b++) {
+                if (src[b] == b) continue;
+                const float *from = saved[src[b]] ? rt->self_tmp + src[b] * ctx
+                                                  : cache_at(rt, caches[c], l, src[b]);
+                memcpy(cache_at(rt, caches[c], l, b), from, bytes);
+            }
         }
     }
     return 0;

@@ -5,6 +5,36 @@
 #include "shruti.h"
 #include "test_util.h"
 
+/* Beam b's cache rows equal beam src[b]'s before a reorder: sources that
+ * are overwritten (a cycle), shared, and beams that keep their own. */
+static void check_reorder(sh_runtime *rt, const char *file) {
+    const sh_hparams *hp = &rt->m->hp;
+    enum { B = 5, N_POS = 3 };
+    int tokens[B * N_POS];
+    for (int i = 0; i < B * N_POS; i++) tokens[i] = 220 + 7 * i;
+    CHECK(sh_cpu_decoder_reserve(rt, B) == 0, "reserve");
+    CHECK(sh_cpu_decoder_forward(rt, tokens, B, N_POS, 0) == 0, "forward beams");
+    size_t ctx = (size_t)hp->n_text_ctx * hp->n_text_state, beam_floats = ctx;
+    int nb = rt->n_beams;
+    size_t all = (size_t)hp->n_text_layer * nb * ctx;
+    float *k0 = malloc(all * sizeof *k0), *v0 = malloc(all * sizeof *v0);
+    memcpy(k0, rt->self_k, all * sizeof *k0);
+    memcpy(v0, rt->self_v, all * sizeof *v0);
+    const int src[B] = {2, 0, 1, 3, 1};
+    CHECK(sh_cpu_decoder_reorder(rt, src, B, N_POS) == 0, "reorder");
+    size_t row = (size_t)N_POS * hp->n_text_state;
+    for (int l = 0; l < hp->n_text_layer; l++)
+        for (int b = 0; b < B; b++) {
+            size_t to = ((size_t)l * nb + b) * beam_floats, from = ((size_t)l * nb + src[b]) * beam_floats;
+            CHECK(memcmp(rt->self_k + to, k0 + from, row * sizeof(float)) == 0 &&
+                      memcmp(rt->self_v + to, v0 + from, row * sizeof(float)) == 0,
+                  "%s layer %d beam %d after reorder", file, l, b);
+        }
+    const int bad[B] = {0, 1, 2, 3, nb};
+    CHECK(sh_cpu_decoder_reorder(rt, bad, B, N_POS) == SHRUTI_ERR_INVALID_ARG, "source out of range");
+    free(k0), free(v0);
+}
+
 static void check_model(const char *name, const char *file, int threads) {
     cJSON *man = t_manifest(name);
     cJSON *entry = t_model_entry(man, name);
@@ -53,6 +83,7 @@ static void check_model(const char *name, const char *file, int threads) {
     sh_cpu_decoder_logits(&rt, rt.dec_x, 1, logits);
     double d_step = t_max_abs_diff(logits, golden + (size_t)(n_tok - 1) * n_vocab, (size_t)n_vocab);
     CHECK(d_step <= 1e-2, "%s incremental logits diff %g", file, d_step);
+    check_reorder(&rt, file);
     printf("%s (%d threads): encoder %.2g, logits %.2g, incremental %.2g\n", file, threads, d_enc,
            d_log, d_step);
     free(logits), free(golden), free(tokens), free(enc), free(mel);
