@@ -15,9 +15,12 @@
  * With --throughput: batched windows (as `--batch-size`): 32 windows of
  * 150 tokens each, decoded 1, 8 and 32 at a time, in audio seconds per
  * wall second; and 60 s with its two windows decoded as one batch.
+ * With --screen-ab (CPU, float16): greedy and 5-beam steps with the logit
+ * screen off and on, alternating in one process.
  *
  * usage: bench_model [--device cpu|cuda] [--threads N] [--runs N] [--tokens N]
- *                    [--compute-type T] [--host-pick] [--throughput] [size ...]
+ *                    [--compute-type T] [--host-pick] [--throughput] [--screen-ab]
+ *                    [size ...]
  *        (sizes: tiny base small medium large; default tiny base small) */
 #include <math.h>
 #include <stdio.h>
@@ -263,6 +266,25 @@ static double beam_ms_per_token(sh_run *rt, int n_tokens, const sh_logit_mask *m
     return (sh_now_s() - t0) * 1000.0 / n_tokens;
 }
 
+/* The CPU's logit screen (cpu/logit_screen.c) off and on, alternating
+ * run by run in this one process so that the machine's drift hits both:
+ * greedy and 5-beam steps. */
+static void screen_ab(sh_run *rt, shruti_model *m, int runs, int tokens, const sh_logit_mask *mk,
+                      const char *size) {
+    struct sh_logit_screen *screen = m->logit_screen;
+    double g[2][64], b[2][64];
+    for (int r = 0; r < runs; r++)
+        for (int on = 0; on < 2; on++) {
+            m->logit_screen = on ? screen : NULL;
+            g[on][r] = greedy_ms_per_token(rt, tokens, mk);
+            b[on][r] = beam_ms_per_token(rt, tokens, mk);
+        }
+    m->logit_screen = screen;
+    printf("  %s logit screen off / on, alternating: greedy %.3f / %.3f ms, 5 beams %.3f / %.3f ms\n",
+           size, bench_median(g[0], runs), bench_median(g[1], runs), bench_median(b[0], runs),
+           bench_median(b[1], runs));
+}
+
 /* 60 s of audio as transcribe() spends it: per window the encoder, the
  * 4-token prompt, then 150 greedy steps. */
 static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
@@ -287,7 +309,7 @@ static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
 int main(int argc, char **argv) {
     int threads = 2, runs = 5, tokens = 64;
     const char *compute_type = "auto", *device = "cpu";
-    int do_throughput = 0;
+    int do_throughput = 0, do_screen_ab = 0;
     const char *sizes[16];
     int n_sizes = 0;
     for (int i = 1; i < argc; i++) {
@@ -298,6 +320,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) device = argv[++i];
         else if (strcmp(argv[i], "--host-pick") == 0) g_host_pick = 1;
         else if (strcmp(argv[i], "--throughput") == 0) do_throughput = 1;
+        else if (strcmp(argv[i], "--screen-ab") == 0) do_screen_ab = 1;
         else if (n_sizes < 16) sizes[n_sizes++] = argv[i];
     }
     if (n_sizes == 0) {
@@ -365,6 +388,7 @@ int main(int argc, char **argv) {
                shruti_model_compute_type(m), bench_median(load, runs), bench_median(enc, runs),
                bench_median(dec, runs), bench_median(greedy, runs), bench_median(beam, runs),
                bench_median(minute, runs), peak_rss_mb());
+        if (do_screen_ab && m->logit_screen) screen_ab(&rt, m, runs, tokens, &mk, sizes[s]);
         if (do_throughput) {
             const int batches[] = {1, 8, 32};
             for (int b = 0; b < 3; b++)
