@@ -112,28 +112,14 @@ SH_CLONES void sh_attn_softmax(float *s, int lds, int n_rows, int n) {
     ATTR static void scores_half##S(float *s, int lds, const float *q, int ldq, int rows,     \
                                     int n_head, int dh, const uint16_t *k, int ldk, int p0,   \
                                     int p1, float scale) {                                    \
-        SH_ATTN_SWITCH_ROWS(rows, scores_rows##S, s, lds, q, ldq, n_head, dh, k, ldk, p0, p1, \
+        SH_SWITCH_ROWS(rows, scores_rows##S, s, lds, q, ldq, n_head, dh, k, ldk, p0, p1, \
                             scale)                                                            \
     }                                                                                         \
     ATTR static void values_half##S(float *out, int ldo, const float *s, int lds, int rows,   \
                                     int n_head, int dh, const uint16_t *v, int ldv, int p0,   \
                                     int p1) {                                                 \
-        SH_ATTN_SWITCH_ROWS(rows, values_rows##S, out, ldo, s, lds, n_head, dh, v, ldv, p0,   \
+        SH_SWITCH_ROWS(rows, values_rows##S, out, ldo, s, lds, n_head, dh, v, ldv, p0,   \
                             p1)                                                               \
-    }
-
-/* FN(args..., R) for R = rows (1 ... 8), a constant in each case. */
-#define SH_ATTN_SWITCH_ROWS(rows, FN, ...)   \
-    switch (rows) {                          \
-        case 1: FN(__VA_ARGS__, 1); break;   \
-        case 2: FN(__VA_ARGS__, 2); break;   \
-        case 3: FN(__VA_ARGS__, 3); break;   \
-        case 4: FN(__VA_ARGS__, 4); break;   \
-        case 5: FN(__VA_ARGS__, 5); break;   \
-        case 6: FN(__VA_ARGS__, 6); break;   \
-        case 7: FN(__VA_ARGS__, 7); break;   \
-        case 8: FN(__VA_ARGS__, 8); break;   \
-        default: break;                      \
     }
 
 DEFINE_HALF_ATTN(_f16c, vf8_load_half, HALF_ATTR)

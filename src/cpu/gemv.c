@@ -52,23 +52,6 @@ static inline __attribute__((always_inline)) float float_at(const float *p) {
     return f;
 }
 
-
-
-/* FN(args..., R) with R the constant 1 ... 8 equal to rows: the kernels
- * unroll over a constant number of input rows. */
-#define SWITCH_ROWS(rows, FN, ...)           \
-    switch (rows) {                          \
-        case 1: FN(__VA_ARGS__, 1); break;   \
-        case 2: FN(__VA_ARGS__, 2); break;   \
-        case 3: FN(__VA_ARGS__, 3); break;   \
-        case 4: FN(__VA_ARGS__, 4); break;   \
-        case 5: FN(__VA_ARGS__, 5); break;   \
-        case 6: FN(__VA_ARGS__, 6); break;   \
-        case 7: FN(__VA_ARGS__, 7); break;   \
-        case 8: FN(__VA_ARGS__, 8); break;   \
-        default: break;                      \
-    }
-
 /* The kernels, written once for float32 and once for half weights. */
 #define DEFINE_DOT_ROWS(S, WT, VT, VN, LOADX, LOADW, HSUM, TOF, ATTR, EXPORT_ATTR) \
 static inline __attribute__((always_inline)) ATTR float finish_##S(VT acc, const WT *w, const float *x, int k, int n_in) { \
@@ -125,7 +108,7 @@ static inline __attribute__((always_inline)) ATTR void dot_rows_fixed_##S( \
 EXPORT_ATTR \
 void sh_dot_rows##S(float *y, int ldy, const float *x, int ldx, int rows, const WT *w, int ldw, \
                  const float *b, int n_in, int j0, int j1, float alpha) { \
-    SWITCH_ROWS(rows, dot_rows_fixed_##S, y, ldy, x, ldx, w, ldw, b, n_in, j0, j1, alpha) \
+    SH_SWITCH_ROWS(rows, dot_rows_fixed_##S, y, ldy, x, ldx, w, ldw, b, n_in, j0, j1, alpha) \
 }
 
 #define NO_ATTR
@@ -210,7 +193,7 @@ __attribute__((target("avx2,fma,f16c"))) static inline __attribute__((always_inl
                                     const uint8_t *w, const float *b, int n_in, int j0,       \
                                     int j1, float alpha) {                                    \
         for (int j = j0; j < j1; j++)                                                         \
-            SWITCH_ROWS(rows, dot_q8_rx1##S, y, ldy, x, ldx, w, b, n_in, j, alpha)                \
+            SH_SWITCH_ROWS(rows, dot_q8_rx1##S, y, ldy, x, ldx, w, b, n_in, j, alpha)                \
     }
 
 DEFINE_DOT_Q8(_avx2, load8q_avx2, block_scale_f16c, __attribute__((target("avx2,fma,f16c"))))
@@ -299,7 +282,7 @@ Q8_ATTR static void quantize_rows_q8(int8_t *q, float *d, const float *x, int ld
                                       int rows, const uint8_t *w, const float *b, int n_in,  \
                                       int j0, int j1, float alpha) {                          \
         for (int j = j0; j < j1; j++)                                                         \
-            SWITCH_ROWS(rows, dot_q8q8_rx1##S, y, ldy, xq, xd, w, b, n_in, j, alpha)              \
+            SH_SWITCH_ROWS(rows, dot_q8q8_rx1##S, y, ldy, xq, xd, w, b, n_in, j, alpha)              \
     }
 
 DEFINE_DOT_Q8Q8(_vnni512, DPBUSD_VNNI512,

@@ -23,6 +23,21 @@
  * inlined, and a debug build crashed on AVX-512 machines). */
 #define SH_VINLINE static inline __attribute__((always_inline))
 
+/* FN(args..., R) with R the constant 1 ... 8 equal to rows: kernels that
+ * unroll over a constant number of input rows (beams). */
+#define SH_SWITCH_ROWS(rows, FN, ...)        \
+    switch (rows) {                          \
+        case 1: FN(__VA_ARGS__, 1); break;   \
+        case 2: FN(__VA_ARGS__, 2); break;   \
+        case 3: FN(__VA_ARGS__, 3); break;   \
+        case 4: FN(__VA_ARGS__, 4); break;   \
+        case 5: FN(__VA_ARGS__, 5); break;   \
+        case 6: FN(__VA_ARGS__, 6); break;   \
+        case 7: FN(__VA_ARGS__, 7); break;   \
+        case 8: FN(__VA_ARGS__, 8); break;   \
+        default: break;                      \
+    }
+
 typedef float vf8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 
