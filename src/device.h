@@ -23,7 +23,7 @@ typedef struct {
     char note[SH_GPU_ERR + 64]; /* why this run state is where it is */
     float *pick_logits;         /* rows x n_vocab, for choices on the CPU */
     size_t pick_cap;            /* floats pick_logits holds */
-    int *pick_idx;              /* n_vocab token ids, for the logit screen */
+    int *pick_idx;              /* the logit screen's token lists, one per row */
 } sh_run;
 
 int sh_run_init(sh_run *rt, const shruti_model *m, int n_threads);

@@ -131,11 +131,12 @@ void sh_logit_screen_scores(sh_pool *pool, const sh_logit_screen *s, const float
     for (int r = 0; r < n; r++) bound[r] = bound_for(h + (size_t)r * s->n_in, s->n_in);
 }
 
-/* Whether any lane of a comparison is set. */
-SH_VINLINE int any_lane(vi8 m) {
-    uint64_t u[4];
-    memcpy(u, &m, sizeof u);
-    return (u[0] | u[1] | u[2] | u[3]) != 0;
+/* lo into best[0, k) (descending), the last dropping out, when it beats it. */
+static inline __attribute__((always_inline)) void best_insert(float *best, int k, float lo) {
+    if (!(lo > best[k - 1])) return;
+    int p = k - 1;
+    while (p > 0 && best[p - 1] < lo) best[p] = best[p - 1], p--;
+    best[p] = lo;
 }
 
 /* The k-th largest lower bound v_t - e_t over [0, n) (-inf when fewer
@@ -148,28 +149,18 @@ SH_CLONES static float kth_lower_bound(const sh_logit_screen *s, sh_screen_bound
     int t = 0;
     for (; t + 8 <= n; t += 8) {
         vf8 lo = vf8_load(v + t) - (va * vf8_load(s->err + t) + vb * vf8_load(s->norm + t));
-        if (!any_lane(lo > vf8_splat(best[k - 1]))) continue;
-        for (int i = 0; i < 8; i++) {
-            if (!(lo[i] > best[k - 1])) continue;
-            int p = k - 1;
-            while (p > 0 && best[p - 1] < lo[i]) best[p] = best[p - 1], p--;
-            best[p] = lo[i];
-        }
+        if (!vi8_any(lo > vf8_splat(best[k - 1]))) continue;
+        for (int i = 0; i < 8; i++) best_insert(best, k, lo[i]);
     }
-    for (; t < n; t++) {
-        float lo = v[t] - (bd.a * s->err[t] + bd.b * s->norm[t]);
-        if (!(lo > best[k - 1])) continue;
-        int p = k - 1;
-        while (p > 0 && best[p - 1] < lo) best[p] = best[p - 1], p--;
-        best[p] = lo;
-    }
+    for (; t < n; t++) best_insert(best, k, v[t] - (bd.a * s->err[t] + bd.b * s->norm[t]));
     return best[k - 1];
 }
 
 /* The unmasked tokens of [0, n) whose upper bound v_t + e_t reaches lo,
- * appended to idx; returns the new count, or -1 past max. */
+ * into idx; returns their count, or -1 past max. */
 SH_CLONES static int candidates(const sh_logit_screen *s, sh_screen_bound bd, const float *v,
-                                int n, float lo, int *idx, int count, int max) {
+                                int n, float lo, int *idx, int max) {
+    int count = 0;
     vf8 va = vf8_splat(bd.a), vb = vf8_splat(bd.b), vlo = vf8_splat(lo);
     vf8 none = vf8_splat(-INFINITY);
     int t = 0;
@@ -177,7 +168,7 @@ SH_CLONES static int candidates(const sh_logit_screen *s, sh_screen_bound bd, co
         vf8 x = vf8_load(v + t);
         vf8 hi = x + (va * vf8_load(s->err + t) + vb * vf8_load(s->norm + t));
         vi8 in = (hi >= vlo) & (x > none);
-        if (!any_lane(in)) continue;
+        if (!vi8_any(in)) continue;
         for (int i = 0; i < 8; i++)
             if (in[i]) {
                 if (count == max) return -1;
@@ -197,7 +188,7 @@ int sh_logit_screen_refine(const sh_logit_screen *s, sh_mat w, const float *h,
     if (!isfinite(bound.a) || !isfinite(bound.b) || k < 1 || k > SH_GPU_TOP_MAX) return -1;
     if (text_end < 0 || text_end > s->n_rows) text_end = s->n_rows;
     float lo = kth_lower_bound(s, bound, v, text_end, k);
-    int n = candidates(s, bound, v, text_end, lo, idx, 0, s->n_rows / 16);
+    int n = candidates(s, bound, v, text_end, lo, idx, s->n_rows / 16);
     if (n < 0) return -1;
     sh_gemv_row_at(v, h, w, s->n_in, s->n_in, idx, n);
     return n;

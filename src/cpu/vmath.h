@@ -67,6 +67,13 @@ SH_VINLINE vf8 vf8_select(vi8 mask, vf8 a, vf8 b) {
     return (vf8)((mask & (vi8)a) | (~mask & (vi8)b));
 }
 
+/* Whether any lane of a comparison is set. */
+SH_VINLINE int vi8_any(vi8 m) {
+    uint64_t u[4];
+    memcpy(u, &m, sizeof u);
+    return (u[0] | u[1] | u[2] | u[3]) != 0;
+}
+
 SH_VINLINE vf8 vf8_max(vf8 a, vf8 b) { return vf8_select(a > b, a, b); }
 SH_VINLINE vf8 vf8_min(vf8 a, vf8 b) { return vf8_select(a < b, a, b); }
 

@@ -125,9 +125,7 @@ SH_CLONES static int first_index_of(const float *x, int n, float v) {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         vi8 eq = vf8_load(x + i) == vv;
-        uint64_t any[4];
-        memcpy(any, &eq, sizeof any);
-        if (!(any[0] | any[1] | any[2] | any[3])) continue;
+        if (!vi8_any(eq)) continue;
         for (int k = 0; k < 8; k++)
             if (eq[k]) return i + k;
     }
@@ -169,10 +167,7 @@ SH_CLONES static int top_scan(const float *logits, int n_vocab, int k, int *toke
     int n_found = 0, t = 0;
     for (; t < n_vocab && n_found < k; t++) n_found = top_insert(logits, k, tokens, n_found, t);
     for (; t + 8 <= n_vocab; t += 8) {
-        vi8 above = vf8_load(logits + t) > vf8_splat(logits[tokens[k - 1]]);
-        uint64_t any[4];
-        memcpy(any, &above, sizeof any);
-        if (!(any[0] | any[1] | any[2] | any[3])) continue;
+        if (!vi8_any(vf8_load(logits + t) > vf8_splat(logits[tokens[k - 1]]))) continue;
         for (int i = t; i < t + 8; i++)
             if (logits[i] > logits[tokens[k - 1]]) n_found = top_insert(logits, k, tokens, n_found, i);
     }
