@@ -21,16 +21,18 @@ static float rnd(unsigned *s) {
     return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
-/* y = x . w^T for every row, in double; also sum |x_k w_k| for the bound. */
-static void reference(double *y, double *mag, const float *x, int rows, const float *w, int n_in) {
+/* y = x . w^T (rows x n_out) for every row, in double; also sum |x_k w_k|
+ * for the bound. */
+static void reference(double *y, double *mag, const float *x, int rows, const float *w, int n_in,
+                      int n_out) {
     for (int r = 0; r < rows; r++)
-        for (int j = 0; j < N_OUT; j++) {
+        for (int j = 0; j < n_out; j++) {
             double s = 0, m = 0;
             for (int k = 0; k < n_in; k++) {
                 s += (double)x[r * n_in + k] * w[j * n_in + k];
                 m += fabs((double)x[r * n_in + k] * w[j * n_in + k]);
             }
-            y[r * N_OUT + j] = s, mag[r * N_OUT + j] = m;
+            y[r * n_out + j] = s, mag[r * n_out + j] = m;
         }
 }
 
@@ -64,13 +66,13 @@ static void check_kinds(sh_pool *pool, int n_in, const char *kernel) {
     float *wdq = malloc(sizeof(float) * N_OUT * n_in);
     for (int j = 0; j < N_OUT; j++) sh_dequantize(SH_GGML_Q8_0, wq + (size_t)j * n_in / 32 * 34, wdq + (size_t)j * n_in, n_in);
     for (int rows = 1; rows <= 8; rows++) {
-        reference(ref, mag, x, rows, w, n_in);
+        reference(ref, mag, x, rows, w, n_in, N_OUT);
         double e32 = worst(pool, (sh_mat){w, SH_MAT_F32}, x, rows, bias, n_in, ref, mag);
         CHECK(e32 < 1e-5, "float32 n_in %d rows %d: %g", n_in, rows, e32);
         /* halves: the half's rounding of each weight (2^-11 relative) */
         double e16 = worst(pool, (sh_mat){wh, SH_MAT_F16}, x, rows, bias, n_in, ref, mag);
         CHECK(e16 < 1e-3, "float16 n_in %d rows %d: %g", n_in, rows, e16);
-        reference(ref, mag, x, rows, wdq, n_in);
+        reference(ref, mag, x, rows, wdq, n_in, N_OUT);
         /* int8 inputs with a scale per 4 values: at most half a step of
          * 1/127 of the group's largest value per term */
         double e8 = worst(pool, (sh_mat){wq, SH_MAT_Q8_0}, x, rows, bias, n_in, ref, mag);
@@ -110,6 +112,10 @@ static void check_gemm_i8(sh_pool *pool) {
         for (int k = 0; k < n_in; k++) back = fmax(back, fabs(row[k] - w[j * n_in + k]) / amax);
     }
     CHECK(back <= 0.5 / 127 + 1e-6, "packed rows read back: %g", back);
+    /* the products in double once: every count's rows are a prefix of x */
+    double *ref = malloc(sizeof(double) * max_rows * n_out);
+    double *mag = malloc(sizeof(double) * max_rows * n_out);
+    reference(ref, mag, x, max_rows, w, n_in, n_out);
     int counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 1500};
     sh_int8_path kernels[] = {SH_INT8_AVX2, SH_INT8_AVXVNNI, SH_INT8_VNNI512};
     const char *names[] = {"AVX2", "256-bit VNNI", "AVX-512 VNNI"};
@@ -127,11 +133,6 @@ static void check_gemm_i8(sh_pool *pool) {
             double e = 0;
             for (int r = 0; r < rows; r++)
                 for (int j = 0; j < n_out; j++) {
-                    double s = 0, mag = 0;
-                    for (int k = 0; k < n_in; k++) {
-                        s += (double)x[r * n_in + k] * w[j * n_in + k];
-                        mag += fabs((double)x[r * n_in + k] * w[j * n_in + k]);
-                    }
                     /* |dx| <= xmax/254 and |dw| <= wmax/254 per term */
                     float xmax = 0, wmax = 0;
                     for (int k = 0; k < n_in; k++) {
@@ -139,16 +140,17 @@ static void check_gemm_i8(sh_pool *pool) {
                         wmax = fmaxf(wmax, fabsf(w[j * n_in + k]));
                     }
                     double bound = n_in * (xmax * wmax) * (2.0 / 254 + 1.0 / (254.0 * 254));
-                    double d = fabs(y[(size_t)r * n_out + j] - bias[j] - s);
+                    size_t i = (size_t)r * n_out + j;
+                    double d = fabs(y[i] - bias[j] - ref[i]);
                     e = fmax(e, d / bound);
-                    worst_rel = fmax(worst_rel, d / (mag + 1e-30));
+                    worst_rel = fmax(worst_rel, d / (mag[i] + 1e-30));
                 }
             CHECK(e <= 1.0, "int8 GEMM %s rows %d: error %g of the bound", names[kk], rows, e);
         }
         printf("int8 GEMM %s: worst error %.1e of sum |x w|, packed weights %.1e\n", names[kk],
                worst_rel, back);
     }
-    free(w), free(x), free(y), free(packed), free(scratch);
+    free(w), free(x), free(y), free(packed), free(scratch), free(ref), free(mag);
 }
 
 /* q8_0 blocks as ggml defines them (d = max |x| / 127, q = roundf(x / d)):
