@@ -8,6 +8,7 @@
 
 #include "common/f16.h"
 #include "cpu/attention.h"
+#include "cpu/block_attention.h"
 #include "cpu/gemv.h"
 #include "cpu/ops.h"
 #include "cpu/runtime.h"
@@ -24,6 +25,7 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 
 int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
     memset(rt, 0, sizeof *rt);
+    if (n_threads < 1) n_threads = 1;   /* the pool and the per-thread scratch agree */
     const sh_hparams *hp = &m->hp;
     rt->m = m;
     rt->n_threads = n_threads;
@@ -37,7 +39,7 @@ int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
     rt->enc_k = alloc_floats(n * d);
     rt->enc_v = alloc_floats(n * d);
     rt->enc_a = alloc_floats(n * d);
-    rt->enc_scores = alloc_floats(n * n);
+    rt->enc_attn = alloc_floats(sh_block_attention_floats((int)n, (int)d, n_threads));
     size_t dt = (size_t)hp->n_text_state, L = (size_t)hp->n_text_layer;
     /* half keys and values are computed in the encoder's float scratch
      * (enc_k, enc_v) first, and widened there for a many-row step */
@@ -62,7 +64,7 @@ int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
     rt->dec_partial = alloc_floats((size_t)n_threads * SH_GEMV_MAX_ROWS * dt);
     rt->self_scratch = alloc_floats((size_t)n_threads * hp->n_text_head * hp->n_text_ctx);
     if (!rt->pool || !rt->enc_x || !rt->enc_col || !rt->enc_h || !rt->enc_q || !rt->enc_k ||
-        !rt->enc_v || !rt->enc_a || !rt->enc_scores || !rt->cross_k || !rt->cross_v ||
+        !rt->enc_v || !rt->enc_a || !rt->enc_attn || !rt->cross_k || !rt->cross_v ||
         !rt->dec_x || !rt->dec_h || !rt->dec_q || !rt->dec_k || !rt->dec_v || !rt->dec_a ||
         !rt->dec_mlp || !rt->dec_scores || !rt->dec_partial || !rt->self_scratch ||
         sh_cpu_decoder_reserve(rt, 1) < 0) {
@@ -75,7 +77,7 @@ int sh_cpu_runtime_init(sh_runtime *rt, const shruti_model *m, int n_threads) {
 void sh_cpu_runtime_free(sh_runtime *rt) {
     if (rt->pool) sh_pool_free(rt->pool);
     void *bufs[] = {rt->enc_x,   rt->enc_col, rt->enc_h,  rt->enc_q,   rt->enc_k,
-                     rt->enc_v,   rt->enc_a,   rt->enc_scores, rt->cross_k, rt->cross_v,
+                     rt->enc_v,   rt->enc_a,   rt->enc_attn, rt->cross_k, rt->cross_v,
                      rt->self_k,  rt->self_v,  rt->self_tmp,   rt->dec_x,   rt->dec_h,
                      rt->dec_q,   rt->dec_k,   rt->dec_v,  rt->dec_a,   rt->dec_mlp,
                      rt->dec_scores, rt->dec_partial, rt->self_scratch};

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/f16.h"
+#include "cpu/block_attention.h"
 #include "cpu/gemm_i8.h"
 #include "cpu/ops.h"
 #include "cpu/runtime.h"
@@ -39,22 +40,18 @@ static void enc_linear(sh_runtime *rt, float *y, const float *x, sh_mat w, const
     else sh_linear(rt->pool, y, x, n, w, b, n_in, n_out);
 }
 
-/* x = x + attn(attn_ln(x)) for the encoder (no mask, one head at a time). */
+/* x = x + attn(attn_ln(x)) for the encoder (no mask; all heads at once,
+ * a block of query rows at a time: cpu/block_attention.c). */
 static void encoder_attention(sh_runtime *rt, const sh_block *b) {
     const sh_hparams *hp = &rt->m->hp;
-    int n = hp->n_audio_ctx, d = hp->n_audio_state, n_head = hp->n_audio_head, dh = d / n_head;
-    float scale = 1.0f / sqrtf((float)dh);   /* (dh^-0.25)^2 on q.k */
+    int n = hp->n_audio_ctx, d = hp->n_audio_state, n_head = hp->n_audio_head;
+    float scale = 1.0f / sqrtf((float)(d / n_head));   /* (dh^-0.25)^2 on q.k */
     sh_layer_norm(rt->pool, rt->enc_h, rt->enc_x, n, d, b->attn_ln_w, b->attn_ln_b);
     enc_linear(rt, rt->enc_q, rt->enc_h, b->q_w, b->q_b, d, d);
     enc_linear(rt, rt->enc_k, rt->enc_h, b->k_w, NULL, d, d);
     enc_linear(rt, rt->enc_v, rt->enc_h, b->v_w, b->v_b, d, d);
-    for (int h = 0; h < n_head; h++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dh, scale, rt->enc_q + h * dh,
-                    d, rt->enc_k + h * dh, d, 0.0f, rt->enc_scores, n);
-        sh_softmax_rows(rt->pool, rt->enc_scores, n, n, n);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, n, 1.0f, rt->enc_scores, n,
-                    rt->enc_v + h * dh, d, 0.0f, rt->enc_a + h * dh, d);
-    }
+    sh_block_attention(rt->pool, rt->n_threads, rt->enc_a, rt->enc_q, rt->enc_k, rt->enc_v, n, d,
+                       n_head, scale, rt->enc_attn);
     enc_linear(rt, rt->enc_q, rt->enc_a, b->o_w, b->o_b, d, d);
     sh_add(rt->enc_x, rt->enc_q, (long)n * d);
 }

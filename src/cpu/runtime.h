@@ -17,7 +17,7 @@ typedef struct {
     float *enc_col;      /* im2col buffer, (3000, 3 * max(n_mels, d)) */
     float *enc_h;        /* (n_audio_ctx, 4d) normed input / MLP hidden */
     float *enc_q, *enc_k, *enc_v, *enc_a;   /* (n_audio_ctx, d) */
-    float *enc_scores;   /* (n_audio_ctx, n_audio_ctx) one head at a time */
+    float *enc_attn;     /* sh_block_attention's scratch */
 
     /* decoder state */
     /* (n_text_layer, n_audio_ctx, d): float32, or half (cross_half) for the
