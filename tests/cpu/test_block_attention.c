@@ -2,8 +2,9 @@
  * double-precision softmax(q k^T * scale) v, head by head: position counts
  * on and off the block (48 rows) and tile (6 rows, 16 columns) edges, head
  * widths with and without a 16-column tail, 1 to 3 slots on pools of 1 and
- * 2 threads, the AVX-512 and the AVX2 tiles (SHRUTI_ATTN_TILES=narrow), and a score row whose softmax overflows in float without its
- * maximum subtracted. Needs no test data. */
+ * 2 threads, the AVX-512 and the AVX2 tiles (SHRUTI_ATTN_TILES=narrow),
+ * and score rows whose softmax overflows in float without its maximum
+ * subtracted. Needs no test data. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
