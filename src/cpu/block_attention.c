@@ -66,23 +66,31 @@ static void pack_range(void *arg, int begin, int end) {
     }
 }
 
-/* s[r][0..8 nv) = sum_c qs[r][c] kt[c][0..8 nv) for RT rows; each row's
- * running maximum (a vector of lane maxima) updated when every column is
- * a position (the padding's zeros must not count). nv is a constant
- * after inlining: the accumulators stay in registers. */
+/* acc[r][0..8 nv) = sum_k a[r][k] b[k][0..8 nv) for RT rows of a (lda
+ * apart) and k_len rows of b (ldb apart): the one register tile of both
+ * products. nv is a constant after inlining: the accumulators stay in
+ * registers. */
+SH_VINLINE void tile_product(vf8 (*acc)[4], const float *a, size_t lda, const float *b,
+                             size_t ldb, int k_len, int nv) {
+    for (int r = 0; r < RT; r++)
+        for (int x = 0; x < nv; x++) acc[r][x] = vf8_splat(0.0f);
+    for (int k = 0; k < k_len; k++) {
+        vf8 bv[4];
+        for (int x = 0; x < nv; x++) bv[x] = vf8_load(b + k * ldb + 8 * x);
+        for (int r = 0; r < RT; r++) {
+            float s = a[r * lda + k];   /* vector * scalar: a broadcast */
+            for (int x = 0; x < nv; x++) acc[r][x] += bv[x] * s;
+        }
+    }
+}
+
+/* s[r][0..8 nv) = qs[r] . kt[.][0..8 nv) for RT rows; each row's running
+ * maximum (a vector of lane maxima) updated when every column is a
+ * position (the padding's zeros must not count). */
 SH_VINLINE void tile_scores(float *s, int lds, const float *qs, int dh, const float *kt, int ldk,
                             vf8 *rmax, int all_valid, int nv) {
     vf8 acc[RT][4];
-    for (int r = 0; r < RT; r++)
-        for (int x = 0; x < nv; x++) acc[r][x] = vf8_splat(0.0f);
-    for (int c = 0; c < dh; c++) {
-        vf8 kv[4];
-        for (int x = 0; x < nv; x++) kv[x] = vf8_load(kt + (size_t)c * ldk + 8 * x);
-        for (int r = 0; r < RT; r++) {
-            float b = qs[r * dh + c];   /* vector * scalar: a broadcast */
-            for (int x = 0; x < nv; x++) acc[r][x] += kv[x] * b;
-        }
-    }
+    tile_product(acc, qs, (size_t)dh, kt, (size_t)ldk, dh, nv);
     for (int r = 0; r < RT; r++)
         for (int x = 0; x < nv; x++) {
             vf8_store(s + (size_t)r * lds + 8 * x, acc[r][x]);
@@ -95,32 +103,9 @@ SH_VINLINE void tile_scores(float *s, int lds, const float *qs, int dh, const fl
 SH_VINLINE void tile_values(float *o, int ldo, int rows, const float *p, int ldp, const float *v,
                             int dh, int n, const float *inv, int nv) {
     vf8 acc[RT][4];
-    for (int r = 0; r < RT; r++)
-        for (int x = 0; x < nv; x++) acc[r][x] = vf8_splat(0.0f);
-    for (int i = 0; i < n; i++) {
-        vf8 vv[4];
-        for (int x = 0; x < nv; x++) vv[x] = vf8_load(v + (size_t)i * dh + 8 * x);
-        for (int r = 0; r < RT; r++) {
-            float b = p[(size_t)r * ldp + i];
-            for (int x = 0; x < nv; x++) acc[r][x] += vv[x] * b;
-        }
-    }
+    tile_product(acc, p, (size_t)ldp, v, (size_t)dh, n, nv);
     for (int r = 0; r < rows; r++)
         for (int x = 0; x < nv; x++) vf8_store(o + (size_t)r * ldo + 8 * x, acc[r][x] * inv[r]);
-}
-
-/* s[0..n) = exp(s - max) in place; returns 1 / their sum. */
-SH_VINLINE float exp_row(float *s, int n, float max) {
-    int n8 = n & ~7;
-    vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
-    for (int i = 0; i < n8; i += 8) {
-        vf8 e = vf8_exp(vf8_load(s + i) - vmax);
-        vf8_store(s + i, e);
-        vsum += e;
-    }
-    float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) + ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
-    for (int i = n8; i < n; i++) sum += s[i] = expf(s[i] - max);
-    return 1.0f / sum;
 }
 
 /* One head's attention for the query rows of one block. */
@@ -159,7 +144,7 @@ SH_CLONES static void attend_block(const battn_job *j, int h, int blk, float *s,
         float *row = s + (size_t)r * np, max = -INFINITY;
         for (int l = 0; l < 8; l++) max = rmax[r][l] > max ? rmax[r][l] : max;
         for (int i = n / step * step; i < n; i++) max = row[i] > max ? row[i] : max;
-        inv[r] = exp_row(row, n, max);
+        inv[r] = 1.0f / vf8_exp_row(row, n, max);
     }
     for (int r = rows; r < rows_pad; r++) inv[r] = 0.0f;
     const float *v = j->vp + (size_t)h * n * dh;

@@ -118,6 +118,20 @@ SH_VINLINE vf8 vf8_erf(vf8 x) {
 }
 
 /* Softmax of one row in place (the caller compiles it per target). */
+/* row[0..n) = exp(row - max) in place; returns their sum. */
+SH_VINLINE float vf8_exp_row(float *row, int n, float max) {
+    int n8 = n & ~7;
+    vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
+    for (int i = 0; i < n8; i += 8) {
+        vf8 e = vf8_exp(vf8_load(row + i) - vmax);
+        vf8_store(row + i, e);
+        vsum += e;
+    }
+    float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) + ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
+    for (int i = n8; i < n; i++) sum += row[i] = expf(row[i] - max);
+    return sum;
+}
+
 SH_VINLINE void vf8_softmax_row(float *row, int n) {
     int n8 = n & ~7;
     /* the maximum eight lanes at a time (NaNs skipped, as the scalar
@@ -127,15 +141,7 @@ SH_VINLINE void vf8_softmax_row(float *row, int n) {
     float max = -INFINITY;
     for (int i = 0; i < 8; i++) max = vm[i] > max ? vm[i] : max;
     for (int i = n8; i < n; i++) max = row[i] > max ? row[i] : max;
-    vf8 vmax = vf8_splat(max), vsum = vf8_splat(0.0f);
-    for (int i = 0; i < n8; i += 8) {
-        vf8 e = vf8_exp(vf8_load(row + i) - vmax);
-        vf8_store(row + i, e);
-        vsum += e;
-    }
-    float sum = ((vsum[0] + vsum[4]) + (vsum[1] + vsum[5])) + ((vsum[2] + vsum[6]) + (vsum[3] + vsum[7]));
-    for (int i = n8; i < n; i++) sum += row[i] = expf(row[i] - max);
-    float inv = 1.0f / sum;
+    float inv = 1.0f / vf8_exp_row(row, n, max);
     vf8 vinv = vf8_splat(inv);
     for (int i = 0; i < n8; i += 8) vf8_store(row + i, vf8_load(row + i) * vinv);
     for (int i = n8; i < n; i++) row[i] *= inv;
