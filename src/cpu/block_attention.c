@@ -17,6 +17,7 @@
  * compiled with -ffp-contract=fast: a * b + c on vectors becomes one FMA. */
 #include "cpu/block_attention.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,7 @@ typedef struct {
     float *kt;        /* (d, np): the keys transposed, zero past n */
     float *vp;        /* (n_head, n, dh): each head's values contiguous */
     float *scratch;   /* slot_floats() per slot */
+    atomic_int next_task;
 } battn_job;
 
 /* A tile of 16 positions per item: kt[c][j] = k[j][c] (zero past n), and
@@ -167,16 +169,16 @@ SH_CLONES static void attend_block(const battn_job *j, int h, int blk, float *s,
         }
 }
 
-/* Slot by slot (each slot's scratch is used by one thread at a time): a
- * contiguous share of the tasks, a task being (head, block of rows). */
+/* Slot by slot (each slot's scratch is used by one thread at a time):
+ * tasks (head, block of rows) taken one at a time from a shared counter,
+ * so a thread the machine slows down does fewer of them instead of the
+ * others waiting for it. Each task's output is the same whoever runs it. */
 static void attend_range(void *arg, int begin, int end) {
-    const battn_job *j = arg;
-    int per = (j->n_tasks + j->n_slots - 1) / j->n_slots;
+    battn_job *j = arg;
     for (int slot = begin; slot < end; slot++) {
         float *s = j->scratch + (size_t)slot * slot_floats(j->np, j->d);
         float *qs = s + (size_t)QB * j->np, *inv = qs + (size_t)QB * j->d;
-        int t_end = (slot + 1) * per < j->n_tasks ? (slot + 1) * per : j->n_tasks;
-        for (int t = slot * per; t < t_end; t++)
+        for (int t; (t = atomic_fetch_add(&j->next_task, 1)) < j->n_tasks;)
             attend_block(j, t / j->n_blocks, t % j->n_blocks, s, qs, inv);
     }
 }
@@ -193,6 +195,7 @@ void sh_block_attention(sh_pool *pool, int n_slots, float *out, const float *q, 
     const char *tiles = getenv("SHRUTI_ATTN_TILES");
     j.wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
              !(tiles && strcmp(tiles, "narrow") == 0);
+    atomic_init(&j.next_task, 0);
     j.vp = j.kt + (size_t)d * j.np;
     j.scratch = j.vp + (size_t)d * n;
     sh_pool_run(pool, j.np / CT, pack_range, &j);
