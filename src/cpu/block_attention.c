@@ -13,7 +13,8 @@
  * The keys are first transposed (with zero columns up to a multiple of 16
  * positions) so that the score tile's inner loop reads 16 consecutive
  * positions of one key dimension; register tiles of 6 rows x 16 columns
- * (12 accumulators) fit the 16 vector registers of AVX2. This file is
+ * (12 accumulators) fit the 16 vector registers of AVX2, 6 x 32 in 16-float
+ * vectors the 32 of AVX-512. This file is
  * compiled with -ffp-contract=fast: a * b + c on vectors becomes one FMA. */
 #include "cpu/block_attention.h"
 
@@ -26,6 +27,7 @@
 #define QB 48   /* query rows per task */
 #define RT 6    /* rows per register tile */
 #define CT 16   /* columns per register tile: two vectors */
+#define KT 32   /* positions per tile of transposed keys (two AVX2 tiles, one AVX-512) */
 
 /* positions rounded up to a whole number of wide tiles */
 static int padded(int n) { return (n + 2 * CT - 1) / (2 * CT) * (2 * CT); }
@@ -43,23 +45,32 @@ typedef struct {
     int n, np, d, n_head, dh, n_blocks, n_tasks, n_slots;
     int wide;   /* AVX-512: 32 vector registers for wider tiles */
     float scale;
-    float *kt;        /* (d, np): the keys transposed, zero past n */
+    float *kt;        /* the keys transposed in tiles of KT positions: see pack_range */
     float *vp;        /* (n_head, n, dh): each head's values contiguous */
     float *scratch;   /* slot_floats() per slot */
     atomic_int next_task;
 } battn_job;
 
-/* A tile of 16 positions per item: kt[c][j] = k[j][c] (zero past n), and
+/* The keys of head h, positions [KT t, KT t + KT), transposed: KT floats
+ * per key dimension, the head's dh dimensions in a row (8 KB for dh 64), so
+ * that a score tile's inner loop walks one contiguous block instead of a
+ * cache line on each of 64 pages (the TLB misses cost more than the FMAs
+ * on some CPUs). */
+static float *key_tile(const battn_job *j, int h, int t) {
+    return j->kt + ((size_t)h * (j->np / KT) + t) * j->dh * KT;
+}
+
+/* A tile of KT positions per item: its transposed keys (zero past n), and
  * the positions' values regrouped head by head. */
 static void pack_range(void *arg, int begin, int end) {
     const battn_job *j = arg;
     int d = j->d, dh = j->dh;
     for (int t = begin; t < end; t++) {
-        int j0 = t * CT, m = j->n - j0 < CT ? j->n - j0 : CT;
+        int j0 = t * KT, m = j->n - j0 < KT ? j->n - j0 : KT;
         for (int c = 0; c < d; c++) {
-            float *dst = j->kt + (size_t)c * j->np + j0;
+            float *dst = key_tile(j, c / dh, t) + (c % dh) * KT;
             for (int i = 0; i < m; i++) dst[i] = j->k[(size_t)(j0 + i) * d + c];
-            for (int i = m; i < CT; i++) dst[i] = 0.0f;
+            for (int i = m; i < KT; i++) dst[i] = 0.0f;
         }
         for (int i = j0; i < j0 + m; i++)
             for (int h = 0; h < j->n_head; h++)
@@ -68,46 +79,67 @@ static void pack_range(void *arg, int begin, int end) {
     }
 }
 
-/* acc[r][0..8 nv) = sum_k a[r][k] b[k][0..8 nv) for RT rows of a (lda
- * apart) and k_len rows of b (ldb apart): the one register tile of both
- * products. nv is a constant after inlining: the accumulators stay in
- * registers. */
-SH_VINLINE void tile_product(vf8 (*acc)[4], const float *a, size_t lda, const float *b,
-                             size_t ldb, int k_len, int nv) {
-    for (int r = 0; r < RT; r++)
-        for (int x = 0; x < nv; x++) acc[r][x] = vf8_splat(0.0f);
-    for (int k = 0; k < k_len; k++) {
-        vf8 bv[4];
-        for (int x = 0; x < nv; x++) bv[x] = vf8_load(b + k * ldb + 8 * x);
-        for (int r = 0; r < RT; r++) {
-            float s = a[r * lda + k];   /* vector * scalar: a broadcast */
-            for (int x = 0; x < nv; x++) acc[r][x] += bv[x] * s;
-        }
-    }
-}
+typedef float vf16 __attribute__((vector_size(64)));
 
-/* s[r][0..8 nv) = qs[r] . kt[.][0..8 nv) for RT rows; each row's running
+/* acc[r][x] = sum_k a[r][k] b[k][W x .. W x + W) for RT rows of a (lda
+ * apart), k_len rows of b (ldb apart) and two vectors of W floats: the
+ * register tile of both products, 16 columns with 8-float vectors (AVX2),
+ * 32 with 16-float ones (AVX-512: Intel's cores have two 512-bit FMA units,
+ * so 8-float vectors would use half of them). */
+#define TILE_PRODUCT(acc, V, W, a, lda, b, ldb, k_len)                   \
+    do {                                                                \
+        for (int r_ = 0; r_ < RT; r_++) acc[r_][0] = acc[r_][1] = (V){0}; \
+        for (int k_ = 0; k_ < (k_len); k_++) {                          \
+            V b0_, b1_;                                                 \
+            memcpy(&b0_, (b) + k_ * (ldb), sizeof b0_);                 \
+            memcpy(&b1_, (b) + k_ * (ldb) + (W), sizeof b1_);           \
+            for (int r_ = 0; r_ < RT; r_++) {                           \
+                float s_ = (a)[r_ * (lda) + k_];   /* a broadcast */    \
+                acc[r_][0] += b0_ * s_;                                 \
+                acc[r_][1] += b1_ * s_;                                 \
+            }                                                           \
+        }                                                               \
+    } while (0)
+
+/* s[r][0 .. 16 or 32) = qs[r] . kt[.][...] for RT rows; each row's running
  * maximum (a vector of lane maxima) updated when every column is a
  * position (the padding's zeros must not count). */
 SH_VINLINE void tile_scores(float *s, int lds, const float *qs, int dh, const float *kt, int ldk,
-                            vf8 *rmax, int all_valid, int nv) {
-    vf8 acc[RT][4];
-    tile_product(acc, qs, (size_t)dh, kt, (size_t)ldk, dh, nv);
-    for (int r = 0; r < RT; r++)
-        for (int x = 0; x < nv; x++) {
-            vf8_store(s + (size_t)r * lds + 8 * x, acc[r][x]);
-            if (all_valid) rmax[r] = vf8_max(rmax[r], acc[r][x]);
-        }
+                            vf8 *rmax, int all_valid, int wide) {
+    if (wide) {
+        vf16 acc[RT][2];
+        TILE_PRODUCT(acc, vf16, 16, qs, (size_t)dh, kt, (size_t)ldk, dh);
+        for (int r = 0; r < RT; r++) memcpy(s + (size_t)r * lds, acc[r], sizeof acc[r]);
+    } else {
+        vf8 acc[RT][2];
+        TILE_PRODUCT(acc, vf8, 8, qs, (size_t)dh, kt, (size_t)ldk, dh);
+        for (int r = 0; r < RT; r++) memcpy(s + (size_t)r * lds, acc[r], sizeof acc[r]);
+    }
+    if (all_valid)
+        for (int r = 0; r < RT; r++)
+            for (int x = 0; x < (wide ? 4 : 2); x++)
+                rmax[r] = vf8_max(rmax[r], vf8_load(s + (size_t)r * lds + 8 * x));
 }
 
-/* o[r][0..8 nv) = inv[r] * sum_j p[r][j] v[j][0..8 nv) over n positions
+/* o[r][0 .. 16 or 32) = inv[r] * sum_j p[r][j] v[j][...] over n positions
  * (v rows dh apart), the first `rows` of RT rows stored. */
 SH_VINLINE void tile_values(float *o, int ldo, int rows, const float *p, int ldp, const float *v,
-                            int dh, int n, const float *inv, int nv) {
-    vf8 acc[RT][4];
-    tile_product(acc, p, (size_t)ldp, v, (size_t)dh, n, nv);
-    for (int r = 0; r < rows; r++)
-        for (int x = 0; x < nv; x++) vf8_store(o + (size_t)r * ldo + 8 * x, acc[r][x] * inv[r]);
+                            int dh, int n, const float *inv, int wide) {
+    if (wide) {
+        vf16 acc[RT][2];
+        TILE_PRODUCT(acc, vf16, 16, p, (size_t)ldp, v, (size_t)dh, n);
+        for (int r = 0; r < rows; r++) {
+            vf16 o2[2] = {acc[r][0] * inv[r], acc[r][1] * inv[r]};
+            memcpy(o + (size_t)r * ldo, o2, sizeof o2);
+        }
+    } else {
+        vf8 acc[RT][2];
+        TILE_PRODUCT(acc, vf8, 8, p, (size_t)ldp, v, (size_t)dh, n);
+        for (int r = 0; r < rows; r++) {
+            vf8 o2[2] = {acc[r][0] * inv[r], acc[r][1] * inv[r]};
+            memcpy(o + (size_t)r * ldo, o2, sizeof o2);
+        }
+    }
 }
 
 /* One head's attention for the query rows of one block. */
@@ -128,19 +160,20 @@ SH_CLONES static void attend_block(const battn_job *j, int h, int blk, float *s,
         for (int c = 0; c < dh8; c += 8) vf8_store(dst + c, vf8_load(src + c) * j->scale);
         for (int c = dh8; c < dh; c++) dst[c] = src[c] * j->scale;
     }
-    const float *kt = j->kt + (size_t)h * dh * np;
     vf8 rmax[QB];
     for (int r = 0; r < rows_pad; r++) rmax[r] = vf8_splat(-INFINITY);
     /* 32 columns a tile where there are 32 vector registers (AVX-512) */
     int wide = j->wide, step = wide ? 2 * CT : CT;
-    for (int j0 = 0; j0 < np; j0 += step)
+    for (int j0 = 0; j0 < np; j0 += step) {
+        const float *kt = key_tile(j, h, j0 / KT) + j0 % KT;
         for (int r0 = 0; r0 < rows_pad; r0 += RT) {
             float *st = s + (size_t)r0 * np + j0;
             if (wide)
-                tile_scores(st, np, qs + r0 * dh, dh, kt + j0, np, rmax + r0, j0 + step <= n, 4);
+                tile_scores(st, np, qs + r0 * dh, dh, kt, KT, rmax + r0, j0 + step <= n, 1);
             else
-                tile_scores(st, np, qs + r0 * dh, dh, kt + j0, np, rmax + r0, j0 + step <= n, 2);
+                tile_scores(st, np, qs + r0 * dh, dh, kt, KT, rmax + r0, j0 + step <= n, 0);
         }
+    }
     /* softmax: exp(s - max) here, the division by the sum at the end */
     for (int r = 0; r < rows; r++) {
         float *row = s + (size_t)r * np, max = -INFINITY;
@@ -156,9 +189,9 @@ SH_CLONES static void attend_block(const battn_job *j, int h, int blk, float *s,
         int m = rows - r0 < RT ? rows - r0 : RT;
         const float *p = s + (size_t)r0 * np;
         for (int c0 = 0; c0 < c_wide; c0 += 2 * CT)
-            tile_values(o + (size_t)r0 * d + c0, d, m, p, np, v + c0, dh, n, inv + r0, 4);
+            tile_values(o + (size_t)r0 * d + c0, d, m, p, np, v + c0, dh, n, inv + r0, 1);
         for (int c0 = c_wide; c0 < c_tiles; c0 += CT)
-            tile_values(o + (size_t)r0 * d + c0, d, m, p, np, v + c0, dh, n, inv + r0, 2);
+            tile_values(o + (size_t)r0 * d + c0, d, m, p, np, v + c0, dh, n, inv + r0, 0);
     }
     /* head widths that are not a multiple of 16 (no Whisper model has one) */
     for (int r = 0; r < rows; r++)
@@ -198,6 +231,6 @@ void sh_block_attention(sh_pool *pool, int n_slots, float *out, const float *q, 
     atomic_init(&j.next_task, 0);
     j.vp = j.kt + (size_t)d * j.np;
     j.scratch = j.vp + (size_t)d * n;
-    sh_pool_run(pool, j.np / CT, pack_range, &j);
+    sh_pool_run(pool, j.np / KT, pack_range, &j);
     sh_pool_run(pool, n_slots, attend_range, &j);
 }
