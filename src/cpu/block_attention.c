@@ -176,8 +176,7 @@ SH_CLONES static void attend_block(const battn_job *j, int h, int blk, float *s,
     }
     /* softmax: exp(s - max) here, the division by the sum at the end */
     for (int r = 0; r < rows; r++) {
-        float *row = s + (size_t)r * np, max = -INFINITY;
-        for (int l = 0; l < 8; l++) max = rmax[r][l] > max ? rmax[r][l] : max;
+        float *row = s + (size_t)r * np, max = vf8_hmax(rmax[r]);
         for (int i = n / step * step; i < n; i++) max = row[i] > max ? row[i] : max;
         inv[r] = 1.0f / vf8_exp_row(row, n, max);
     }

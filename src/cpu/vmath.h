@@ -117,7 +117,13 @@ SH_VINLINE vf8 vf8_erf(vf8 x) {
     return (vf8)((vi8)y | sign);
 }
 
-/* Softmax of one row in place (the caller compiles it per target). */
+/* The largest lane (NaN lanes skipped, as the scalar comparison does). */
+SH_VINLINE float vf8_hmax(vf8 v) {
+    float max = -INFINITY;
+    for (int i = 0; i < 8; i++) max = v[i] > max ? v[i] : max;
+    return max;
+}
+
 /* row[0..n) = exp(row - max) in place; returns their sum. */
 SH_VINLINE float vf8_exp_row(float *row, int n, float max) {
     int n8 = n & ~7;
@@ -132,14 +138,14 @@ SH_VINLINE float vf8_exp_row(float *row, int n, float max) {
     return sum;
 }
 
+/* Softmax of one row in place (the caller compiles it per target). */
 SH_VINLINE void vf8_softmax_row(float *row, int n) {
     int n8 = n & ~7;
     /* the maximum eight lanes at a time (NaNs skipped, as the scalar
      * comparison does) */
     vf8 vm = vf8_splat(-INFINITY);
     for (int i = 0; i < n8; i += 8) vm = vf8_max(vf8_load(row + i), vm);
-    float max = -INFINITY;
-    for (int i = 0; i < 8; i++) max = vm[i] > max ? vm[i] : max;
+    float max = vf8_hmax(vm);
     for (int i = n8; i < n; i++) max = row[i] > max ? row[i] : max;
     float inv = 1.0f / vf8_exp_row(row, n, max);
     vf8 vinv = vf8_splat(inv);
