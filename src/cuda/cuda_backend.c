@@ -419,12 +419,14 @@ struct sh_gpu_state {
     int *pick_ids;                  /* device: the suppressed tokens of the greedy mask */
     int32_t *pick_ids_host;         /* what pick_ids holds (n_pick_ids; -1: nothing yet) */
     int n_pick_ids;
-    sh_pick_mask *pick_masks;       /* device: a mask per row */
+    sh_pick_mask *pick_masks;       /* mapped host memory (device view): a mask per row */
+    sh_pick_mask *host_masks;       /* the same, the host's view */
     void *pick_scratch;             /* device: the pick's partial results */
     void *topk_scratch;             /* device: beam top-k per chunk */
     int *topk_tokens;               /* device: (MAX_BEAMS, SH_GPU_TOP_MAX) */
     double *topk_logprobs;
-    sh_pick_result *pick;           /* device: the greedy choices */
+    sh_pick_result *pick;           /* mapped host memory (device view): the greedy choices */
+    sh_pick_result *host_pick;      /* the same, the host's view */
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
@@ -488,8 +490,6 @@ static int state_buffers(const sh_hparams *hp, size_t a, sh_gpu_state *s, state_
     BUF(logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
     BUF(io, N_IO * sizeof(int));
     BUF(pick_ids, (size_t)hp->n_vocab * sizeof(int));
-    BUF(pick, MAX_BEAMS * sizeof(sh_pick_result));
-    BUF(pick_masks, MAX_BEAMS * sizeof(sh_pick_mask));
     BUF(pick_scratch, (size_t)sh_pick_scratch_bytes(SH_GEMV_MAX_ROWS));
     BUF(topk_scratch, (size_t)sh_topk_scratch_bytes(SH_GEMV_MAX_ROWS));
     BUF(topk_tokens, MAX_BEAMS * SH_GPU_TOP_MAX * sizeof(int));
@@ -511,6 +511,8 @@ static void state_free(sh_gpu_state *s) {
         if (*bufs[i].ptr) cudaFree(*bufs[i].ptr);
     if (s->host_io) cudaFreeHost(s->host_io);
     if (s->host_logits) cudaFreeHost(s->host_logits);
+    if (s->host_masks) cudaFreeHost(s->host_masks);
+    if (s->host_pick) cudaFreeHost(s->host_pick);
     free(s->pick_ids_host);
     if (s->blas) cublasDestroy(s->blas);
     if (s->stream) cudaStreamDestroy(s->stream);
@@ -534,6 +536,15 @@ static int state_alloc(void **p, size_t bytes, char *err) {
 }
 
 static int reserve(sh_gpu_state *s, int n_beams, char *err);
+
+/* Pinned host memory that kernels read and write in place (the greedy
+ * step's masks and choices: no copy to queue and wait for each step). */
+static int mapped_alloc(void **host, void **dev, size_t bytes, char *err) {
+    CU(cudaHostAlloc(host, bytes, cudaHostAllocMapped), "allocating mapped memory");
+    memset(*host, 0, bytes);
+    CU(cudaHostGetDevicePointer(dev, *host, 0), "mapping host memory");
+    return 0;
+}
 
 static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     const sh_hparams *hp = &g->m->hp;
@@ -574,6 +585,10 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     if (r == 0 && (e = cudaMallocHost((void **)&s->host_logits,
                                       (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4)) != cudaSuccess)
         r = cuda_fail(err, e, "allocating pinned memory");
+    if (r == 0) r = mapped_alloc((void **)&s->host_masks, (void **)&s->pick_masks,
+                                 MAX_BEAMS * sizeof(sh_pick_mask), err);
+    if (r == 0) r = mapped_alloc((void **)&s->host_pick, (void **)&s->pick,
+                                 MAX_BEAMS * sizeof(sh_pick_result), err);
     if (r == 0) r = reserve(s, 1, err);
     if (r < 0) {
         state_free(s);
@@ -927,7 +942,8 @@ static int send_masks(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask
     for (int i = 0; i < m0->n_ids; i++)
         if (m0->ids[i] < 0 || m0->ids[i] >= n_vocab)
             return fail(err, SHRUTI_ERR_INVALID_ARG, "token %d out of range", m0->ids[i]);
-    sh_pick_mask *pm = (sh_pick_mask *)s->host_logits;
+    /* no kernel reads the masks now: every pick ends in a synchronisation */
+    sh_pick_mask *pm = s->host_masks;
     for (int k = 0; k < n_rows; k++) {
         const sh_logit_mask *mk = &masks[k];
         if (mk->n_ranges < 0 || mk->n_ranges > SH_MASK_RANGES || mk->ts_begin > n_vocab)
@@ -946,8 +962,6 @@ static int send_masks(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask
                                s->stream), "copying the suppressed tokens");
         s->n_pick_ids = m0->n_ids;
     }
-    CU(cudaMemcpyAsync(s->pick_masks, pm, (size_t)n_rows * sizeof *pm, cudaMemcpyHostToDevice,
-                       s->stream), "copying the logit masks");
     return 0;
 }
 
@@ -963,10 +977,8 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
         sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids,
                          s->pick_scratch, s->pick + r0, s->pdl);
     }
-    /* the results land in the pinned buffer after the masks */
-    sh_pick_result *host = (sh_pick_result *)((sh_pick_mask *)s->host_logits + MAX_BEAMS);
-    CU(cudaMemcpyAsync(host, s->pick, (size_t)n_rows * sizeof *host, cudaMemcpyDeviceToHost,
-                       s->stream), "copying the greedy choices");
+    /* the choices land in mapped host memory */
+    const sh_pick_result *host = s->host_pick;
     CU(cudaStreamSynchronize(s->stream), "choosing the next tokens");
     for (int k = 0; k < n_rows; k++) tokens[k] = host[k].token, logprobs[k] = host[k].logprob;
     return 0;

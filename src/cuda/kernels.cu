@@ -553,10 +553,11 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
     __shared__ uint4 vs[ATT_CHUNK * WORDS];
     int split = blockIdx.x, h = blockIdx.y, r = blockIdx.z, t = threadIdx.x, part = HD + 2;
     PDL_LAUNCH();
-    /* this step's own key is written by the previous kernel; the window's
-     * cross keys are not: those loads go before the wait */
-    if (causal) PDL_WAIT();
     int n_keys = causal ? *pos0 + r % n_tokens + 1 : n_kv;
+    /* keys and values before fresh are the window's (cross) or earlier
+     * steps' (self): loaded before the wait; this step's own, from *pos0
+     * on, are written by the previous kernel: loaded after it */
+    int fresh = causal ? *pos0 : n_kv;
     long base = (long)(r / n_tokens) * beam_stride;   /* this row's beam or window */
     int j0 = split * ATT_CHUNK;
     float *out = partial + (((size_t)r * gridDim.y + h) * n_split + split) * part;
@@ -571,21 +572,24 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
     /* values of this chunk into shared memory, coalesced */
     const T *vb = (const T *)v + base + (size_t)j0 * d + h * HD;
     uint4 vw[WORDS];
-#pragma unroll
-    for (int c = 0; c < WORDS; c++) {
-        int w = t + c * ATT_CHUNK;
-        if (w < n_here * WORDS) vw[c] = *(const uint4 *)(vb + (size_t)(w / WORDS) * d + (w % WORDS) * PER16);
-    }
     /* this thread's key: every word loaded before any is used */
     float score = -INFINITY;
     uint4 kw[WORDS];
     int j = j0 + t;
-    if (j < n_keys) {
-        const uint4 *kp = (const uint4 *)((const T *)k + base + (size_t)j * d + h * HD);
+    const uint4 *kp = (const uint4 *)((const T *)k + base + (size_t)j * d + h * HD);
+    for (int after = 0; after < 2; after++) {
+        if (after) PDL_WAIT();
 #pragma unroll
-        for (int c = 0; c < WORDS; c++) kw[c] = kp[c];
+        for (int c = 0; c < WORDS; c++) {
+            int w = t + c * ATT_CHUNK;
+            if (w < n_here * WORDS && (j0 + w / WORDS >= fresh) == after)
+                vw[c] = *(const uint4 *)(vb + (size_t)(w / WORDS) * d + (w % WORDS) * PER16);
+        }
+        if (j < n_keys && (j >= fresh) == after) {
+#pragma unroll
+            for (int c = 0; c < WORDS; c++) kw[c] = kp[c];
+        }
     }
-    if (!causal) PDL_WAIT();
     float qv = t < HD ? q[(size_t)r * ldq + h * HD + t] : 0.0f;
     /* only now the stores, which wait for their loads: one memory latency in all */
 #pragma unroll
@@ -812,13 +816,21 @@ static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n
     int t = threadIdx.x;
     pick_acc a;
     pick_acc_init(a);
+    /* this thread's maxima first, then its sums of exponentials in float
+     * (eight terms), double only where the sums merge */
 #pragma unroll
     for (int k = 0; k < PICK_PER; k++) {
         int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
-        if (i >= n_vocab) continue;
-        arg_merge(a.best_v[kind], a.best_i[kind], v[k], i);
-        lse_merge(a.m[kind], a.s[kind], v[k], 1.0);
+        if (i < n_vocab) arg_merge(a.best_v[kind], a.best_i[kind], v[k], i);
     }
+    float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int k = 0; k < PICK_PER; k++) {
+        int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
+        if (i < n_vocab && v[k] != -INFINITY) sum[kind] += expf(v[k] - a.best_v[kind]);
+    }
+    for (int kind = 0; kind < 2; kind++)
+        if (a.best_v[kind] != -INFINITY) a.m[kind] = a.best_v[kind], a.s[kind] = sum[kind];
     pick_acc_warp(a);
     if (t % WARP == 0) warp_acc[t / WARP] = a;
 }
@@ -854,13 +866,14 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab, const sh_pi
 __global__ void k_pick_final(const pick_acc *partial, int n_chunks, const sh_pick_mask *masks,
                              sh_pick_result *results) {
     int row = blockIdx.x, lane = threadIdx.x;
+    int ts_begin = masks[row].ts_begin;   /* the masks are the host's, there before the logits */
     PDL_WAIT();
     pick_acc a;
     pick_acc_init(a);
     for (int c = lane; c < n_chunks; c += WARP) pick_acc_merge(a, partial[(size_t)row * n_chunks + c]);
     pick_acc_warp(a);
     if (lane != 0) return;
-    bool text_out = masks[row].ts_begin >= 0 && a.m[1] != -INFINITY &&
+    bool text_out = ts_begin >= 0 && a.m[1] != -INFINITY &&
                     log(a.s[1]) + a.m[1] > (double)a.best_v[0];
     float best_v = a.best_v[0];
     int best_i = a.best_i[0];
@@ -1022,6 +1035,7 @@ __global__ void k_topk_final(const topk_part *parts, int n_chunks, const sh_pick
     __shared__ double lse;
     int row = blockIdx.x, t = threadIdx.x;
     const topk_part *p = parts + (size_t)row * n_chunks;
+    int ts_begin = masks[row].ts_begin;   /* the host's, there before the logits */
     PDL_WAIT();
     if (t == 0) {
         float m[2] = {-INFINITY, -INFINITY}, max_text = -INFINITY;
@@ -1030,7 +1044,7 @@ __global__ void k_topk_final(const topk_part *parts, int n_chunks, const sh_pick
             for (int kind = 0; kind < 2; kind++) lse_merge(m[kind], s[kind], p[c].m[kind], p[c].s[kind]);
             max_text = fmaxf(max_text, p[c].v[0][0]);
         }
-        text_out = masks[row].ts_begin >= 0 && m[1] != -INFINITY && log(s[1]) + m[1] > (double)max_text;
+        text_out = ts_begin >= 0 && m[1] != -INFINITY && log(s[1]) + m[1] > (double)max_text;
         if (text_out) m[0] = -INFINITY, s[0] = 0.0;
         lse_merge(m[0], s[0], m[1], s[1]);
         lse = log(s[0]) + m[0];
