@@ -423,8 +423,10 @@ struct sh_gpu_state {
     sh_pick_mask *host_masks;       /* the same, the host's view */
     void *pick_scratch;             /* device: the pick's partial results */
     void *topk_scratch;             /* device: beam top-k per chunk */
-    int *topk_tokens;               /* device: (MAX_BEAMS, SH_GPU_TOP_MAX) */
+    int *topk_tokens;               /* mapped (device view): (MAX_BEAMS, SH_GPU_TOP_MAX) */
     double *topk_logprobs;
+    int *host_topk_tokens;          /* the same, the host's views */
+    double *host_topk_logprobs;
     sh_pick_result *pick;           /* mapped host memory (device view): the greedy choices */
     sh_pick_result *host_pick;      /* the same, the host's view */
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
@@ -492,8 +494,6 @@ static int state_buffers(const sh_hparams *hp, size_t a, sh_gpu_state *s, state_
     BUF(pick_ids, (size_t)hp->n_vocab * sizeof(int));
     BUF(pick_scratch, (size_t)sh_pick_scratch_bytes(SH_GEMV_MAX_ROWS));
     BUF(topk_scratch, (size_t)sh_topk_scratch_bytes(SH_GEMV_MAX_ROWS));
-    BUF(topk_tokens, MAX_BEAMS * SH_GPU_TOP_MAX * sizeof(int));
-    BUF(topk_logprobs, MAX_BEAMS * SH_GPU_TOP_MAX * sizeof(double));
     BUF(self_k, 0);   /* sized by reserve */
     BUF(self_v, 0);
     BUF(self_tmp, 0);
@@ -513,6 +513,8 @@ static void state_free(sh_gpu_state *s) {
     if (s->host_logits) cudaFreeHost(s->host_logits);
     if (s->host_masks) cudaFreeHost(s->host_masks);
     if (s->host_pick) cudaFreeHost(s->host_pick);
+    if (s->host_topk_tokens) cudaFreeHost(s->host_topk_tokens);
+    if (s->host_topk_logprobs) cudaFreeHost(s->host_topk_logprobs);
     free(s->pick_ids_host);
     if (s->blas) cublasDestroy(s->blas);
     if (s->stream) cudaStreamDestroy(s->stream);
@@ -589,6 +591,10 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
                                  MAX_BEAMS * sizeof(sh_pick_mask), err);
     if (r == 0) r = mapped_alloc((void **)&s->host_pick, (void **)&s->pick,
                                  MAX_BEAMS * sizeof(sh_pick_result), err);
+    if (r == 0) r = mapped_alloc((void **)&s->host_topk_tokens, (void **)&s->topk_tokens,
+                                 MAX_BEAMS * SH_GPU_TOP_MAX * sizeof(int), err);
+    if (r == 0) r = mapped_alloc((void **)&s->host_topk_logprobs, (void **)&s->topk_logprobs,
+                                 MAX_BEAMS * SH_GPU_TOP_MAX * sizeof(double), err);
     if (r == 0) r = reserve(s, 1, err);
     if (r < 0) {
         state_free(s);
@@ -1000,11 +1006,10 @@ static int topk(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *mask
                   s->topk_logprobs + (size_t)r0 * k, s->pdl);
     }
     size_t n_out = (size_t)n_rows * k;
-    CU(cudaMemcpyAsync(tokens, s->topk_tokens, n_out * sizeof *tokens, cudaMemcpyDeviceToHost,
-                       s->stream), "copying the beam candidates");
-    CU(cudaMemcpyAsync(logprobs, s->topk_logprobs, n_out * sizeof *logprobs,
-                       cudaMemcpyDeviceToHost, s->stream), "copying the beam candidates");
+    /* the candidates land in mapped host memory */
     CU(cudaStreamSynchronize(s->stream), "choosing the beam candidates");
+    memcpy(tokens, s->host_topk_tokens, n_out * sizeof *tokens);
+    memcpy(logprobs, s->host_topk_logprobs, n_out * sizeof *logprobs);
     return 0;
 }
 
