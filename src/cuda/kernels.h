@@ -110,7 +110,8 @@ void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n
  * gpu_api.h's sh_logit_mask), one block per row of logits (n_rows x
  * n_vocab): ids (n_ids, on the device) and the row's ranges become -inf,
  * then the timestamp rule when ts_begin >= 0; out[row] gets the token and
- * its log-probability. masks and out are device memory. */
+ * its log-probability. masks and out are device memory or mapped host
+ * memory (the backend's: the host writes masks and reads out in place). */
 typedef struct {
     int n_ids, n_ranges;
     int ranges[8][2];
