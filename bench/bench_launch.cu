@@ -17,13 +17,8 @@
 #include <stdio.h>
 #include <time.h>
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
-#define PDL_LAUNCH() asm volatile("griddepcontrol.launch_dependents;" :::)
-#else
-#define PDL_WAIT()
-#define PDL_LAUNCH()
-#endif
+#include "cuda/launch.cuh"
+
 
 #define CHAIN 256
 #define VEC 1024
@@ -72,16 +67,6 @@ __global__ void k_last_sums(float *buf, int i, float *part, unsigned *count) {
     if (threadIdx.x == 0) buf[i] = s * 1e-9f, count[i] = 0;
 }
 
-template <typename... P, typename... A>
-static void launch(int pdl, void (*k)(P...), int grid, cudaStream_t s, A... a) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid, cfg.blockDim = 128, cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
-    cudaLaunchKernelEx(&cfg, k, ((P)a)...);
-}
 
 static double now_us(void) {
     struct timespec t;
@@ -136,9 +121,9 @@ int main(void) {
                 cudaGraphExec_t exec;
                 cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
                 for (int i = 1; i <= CHAIN; i++) {
-                    if (kind == 0) launch(pdl, k_empty, grid, s, buf, i);
-                    if (kind == 1) launch(pdl, k_read_vector, grid, s, vec, i);
-                    if (kind == 2) launch(pdl, k_last_sums, grid, s, buf, i, part, count);
+                    if (kind == 0) launch(pdl, k_empty, grid, 128, 0, s, buf, i);
+                    if (kind == 1) launch(pdl, k_read_vector, grid, 128, 0, s, vec, i);
+                    if (kind == 2) launch(pdl, k_last_sums, grid, 128, 0, s, buf, i, part, count);
                 }
                 cudaStreamEndCapture(s, &g);
                 if (cudaGraphInstantiate(&exec, g, 0) != cudaSuccess) {
@@ -158,7 +143,7 @@ int main(void) {
     cudaGraph_t g;
     cudaGraphExec_t exec;
     cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
-    for (int i = 1; i <= 8; i++) launch(1, k_empty, 132, s, buf, i);
+    for (int i = 1; i <= 8; i++) launch(1, k_empty, 132, 128, 0, s, buf, i);
     cudaStreamEndCapture(s, &g);
     cudaGraphInstantiate(&exec, g, 0);
     const char *steps[] = {"graph of 8 kernels", "+ 16-byte copy each way", "+ 3 kernels more"};
@@ -171,7 +156,7 @@ int main(void) {
                 if (v >= 1) cudaMemcpyAsync(dev, host, 16, cudaMemcpyHostToDevice, s);
                 cudaGraphLaunch(exec, s);
                 if (v >= 2)
-                    for (int k = 0; k < 3; k++) launch(1, k_empty, 132, s, buf, 9 + k);
+                    for (int k = 0; k < 3; k++) launch(1, k_empty, 132, 128, 0, s, buf, 9 + k);
                 if (v >= 1) cudaMemcpyAsync(host, dev, 16, cudaMemcpyDeviceToHost, s);
                 cudaStreamSynchronize(s);
             }

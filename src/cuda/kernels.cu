@@ -10,20 +10,9 @@
 #include <type_traits>
 
 #include "cuda/kernels.h"
+#include "cuda/launch.cuh"
 
 #define WARP 32
-
-/* Programmatic dependent launch (Hopper): a kernel lets the next one start
- * early (launch_dependents) and waits for its predecessor's results
- * (wait) only after issuing the loads that do not depend on them, the
- * weights; so one kernel's weight fetch overlaps the previous kernel. */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
-#define PDL_LAUNCH() asm volatile("griddepcontrol.launch_dependents;" :::)
-#else
-#define PDL_WAIT()
-#define PDL_LAUNCH()
-#endif
 
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -63,20 +52,6 @@ static __device__ __forceinline__ void store_act(void *out, long i, float v, int
 }
 
 static unsigned blocks_for(long n, int threads) { return (unsigned)((n + threads - 1) / threads); }
-
-/* Launches kernel, as a programmatic dependent of the previous kernel in
- * the stream when pdl is set (compute capability 9.0 and later). */
-template <typename... Params, typename... Args>
-static void launch(int pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shm,
-                   cudaStream_t s, Args... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = shm, cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
-    cudaLaunchKernelEx(&cfg, kernel, ((Params)args)...);
-}
 
 /* ------------------------------------------------------------------ GEMV */
 
