@@ -432,6 +432,11 @@ struct sh_gpu_state {
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
+    /* the fused one-row step (fused_step.cu): 1 planned, -1 not possible */
+    int fused;
+    sh_fused_step fs;
+    sh_fused_layer *fused_layers;   /* device: the layer table the graph's kernel reads */
+    void *fused_words;              /* device: its hand-over words and epoch */
 };
 
 #define IO_POS 0
@@ -509,6 +514,8 @@ static void state_free(sh_gpu_state *s) {
     int n = state_buffers(&s->g->m->hp, act_size(s->g), s, bufs);
     for (int i = 0; i < n; i++)
         if (*bufs[i].ptr) cudaFree(*bufs[i].ptr);
+    if (s->fused_layers) cudaFree(s->fused_layers);
+    if (s->fused_words) cudaFree(s->fused_words);
     if (s->host_io) cudaFreeHost(s->host_io);
     if (s->host_logits) cudaFreeHost(s->host_logits);
     if (s->host_masks) cudaFreeHost(s->host_masks);
@@ -854,8 +861,77 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     return 0;
 }
 
+/* Plans the fused step once (its buffers) and points its layer table at
+ * the current caches and cross keys; 0 when it can run, -1 when not. */
+static int fused_prepare(sh_gpu_state *s) {
+    const sh_gpu_model *g = s->g;
+    const sh_hparams *hp = &g->m->hp;
+    if (s->fused == 0) {
+        s->fused = -1;
+        /* SHRUTI_CUDA_FUSED: 0 never, 1 wherever it can run; unset, from
+         * base up (H200: 8% off a small, medium or large step, 1-2% off
+         * base, 2% slower for tiny) */
+        const char *want = getenv("SHRUTI_CUDA_FUSED");
+        int on = want ? strcmp(want, "0") != 0 : hp->n_text_state >= 512;
+        if (!on || g->mode != SH_GPU_FLOAT16) return -1;
+        sh_fused_step *f = &s->fs;
+        memset(f, 0, sizeof *f);
+        f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
+        f->n_ctx = hp->n_text_ctx, f->n_audio = hp->n_audio_ctx;
+        if (sh_fused_plan(g->device, f) < 0) {
+            cudaGetLastError();   /* a refused attribute must not fail the next step */
+            return -1;
+        }
+        size_t words = (size_t)sh_fused_ll_words(f->n_layer, f->d, f->n_head, f->splits) * 8;
+        if (cudaMalloc(&s->fused_words, words + 256) != cudaSuccess ||
+            cudaMalloc((void **)&s->fused_layers, (size_t)f->n_layer * sizeof(sh_fused_layer)) !=
+                cudaSuccess ||
+            cudaMemset(s->fused_words, 0, words) != cudaSuccess ||
+            cudaMemset((char *)s->fused_words + words, 1, 256) != cudaSuccess) {
+            cudaGetLastError();
+            return -1;
+        }
+        f->ll = s->fused_words;
+        f->epoch = (unsigned *)((char *)s->fused_words + words);
+        f->layers = s->fused_layers;
+        f->tok_emb = g->tok_emb.w, f->pos_emb = g->dec_pos;
+        f->token = s->io + IO_TOKENS, f->pos0 = s->io + IO_POS;
+        f->x_out = s->dx;
+        s->fused = 1;
+    }
+    if (s->fused < 0) return -1;
+    int d = hp->n_text_state, L = hp->n_text_layer;
+    size_t layer = (size_t)s->n_beams * hp->n_text_ctx * d * 2;
+    size_t cross = (size_t)hp->n_audio_ctx * d * 2;
+    sh_fused_layer table[64];
+    if (L > 64) return -1;
+    for (int l = 0; l < L; l++) {
+        const gblock *b = &g->dec[l];
+        table[l] = (sh_fused_layer){
+            b->attn_ln_w, b->attn_ln_b, b->qkv_b, b->o_b, b->cross_ln_w, b->cross_ln_b, b->cq_b,
+            b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->o, b->cq, b->co,
+            b->fc1, b->fc2, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
+            (char *)s->cross_k + l * cross, (char *)s->cross_v + l * cross};
+    }
+    /* a graph dropped for new caches may still be reading the old table */
+    if (cudaStreamSynchronize(s->stream) != cudaSuccess ||
+        cudaMemcpy(s->fused_layers, table, (size_t)L * sizeof table[0], cudaMemcpyHostToDevice) !=
+            cudaSuccess) {
+        cudaGetLastError();
+        s->fused = -1;
+        return -1;
+    }
+    return 0;
+}
+
 static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     const sh_gpu_model *g = s->g;
+    if (rows == 1 && n_tokens == 1 && s->fused > 0) {
+        sh_k_fused_step(s->stream, &s->fs);
+        sh_k_layer_norm(s->stream, s->dx, 1, g->m->hp.n_text_state, g->dec_ln_w, g->dec_ln_b,
+                        s->dx, 0);
+        return 0;
+    }
     sh_k_embed(s->stream, &g->tok_emb, g->dec_pos, s->io + IO_TOKENS, s->io + IO_POS, rows,
                n_tokens, s->dx);
     return decoder_layers(s, rows, n_tokens, err);
@@ -864,19 +940,23 @@ static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
 /* One-token steps of up to SH_GEMV_MAX_ROWS rows replay a captured graph:
  * the steps differ only in the tokens and position, which live in io. */
 static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
-    if (!s->step[rows]) {
+    while (!s->step[rows]) {
+        /* a fused step that cannot be captured falls back to the kernels */
+        int fused = rows == 1 && fused_prepare(s) == 0;
         cudaGraph_t graph;
         CU(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "capturing a graph");
         int r = enqueue_step(s, rows, 1, err);
         cudaError_t e = cudaStreamEndCapture(s->stream, &graph);
         if (r < 0) return r;
-        if (e != cudaSuccess) return cuda_fail(err, e, "capturing the decoder step");
-        e = cudaGraphInstantiate(&s->step[rows], graph, 0);
-        cudaGraphDestroy(graph);
-        if (e != cudaSuccess) {
-            s->step[rows] = NULL;
-            return cuda_fail(err, e, "instantiating the decoder step");
+        if (e == cudaSuccess) {
+            e = cudaGraphInstantiate(&s->step[rows], graph, 0);
+            cudaGraphDestroy(graph);
         }
+        if (e == cudaSuccess) break;
+        s->step[rows] = NULL;
+        if (!fused) return cuda_fail(err, e, "capturing the decoder step");
+        cudaGetLastError();
+        s->fused = -1;
     }
     CU(cudaGraphLaunch(s->step[rows], s->stream), "launching the decoder step");
     return 0;

@@ -138,6 +138,39 @@ long sh_topk_scratch_bytes(int n_rows);
 long sh_pick_scratch_bytes(int n_rows);
 #define SH_PICK_MAX_VOCAB 131072
 
+/* The fused one-row decoder step (fused_step.cu; compute capability 9.0+,
+ * half weights, head width 64): embedding, every layer, the final
+ * residual into x_out (d floats); the final layer norm is not in it. */
+typedef struct {
+    const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
+    const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
+    sh_gmat qkv, o, cq, co, fc1, fc2;
+    void *self_k, *self_v;            /* this layer's caches (beam 0 first), half */
+    const void *cross_k, *cross_v;    /* this layer's window 0, half (n_audio, d) */
+} sh_fused_layer;
+
+typedef struct {
+    int n_layer, d, n_head, n_ctx, n_audio;
+    const sh_fused_layer *layers;     /* device memory, n_layer */
+    const void *tok_emb;              /* half (n_vocab, d) */
+    const float *pos_emb;             /* (n_ctx, d) */
+    const int *token, *pos0;          /* device */
+    unsigned long long *ll;           /* sh_fused_ll_words, zero at first */
+    unsigned *epoch;                  /* device, non-zero at first */
+    float *x_out;
+    unsigned long long *trace;        /* NULL, or 16 stamps a layer (block 0; bench) */
+    /* set by sh_fused_plan */
+    int grid, splits, max_keys, uni_bytes;
+    unsigned ring_bytes;
+    size_t smem;
+} sh_fused_step;
+
+/* Fills in f's launch shape from its sizes; -1 where the device or the
+ * model cannot run it (then the step stays separate kernels). */
+int sh_fused_plan(int device, sh_fused_step *f);
+long sh_fused_ll_words(int n_layer, int d, int n_head, int splits);
+void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f);
+
 /* The probe: out[i] = i * 3 + 1 for i < n. */
 void sh_k_probe(cudaStream_t s, int *out, int n);
 

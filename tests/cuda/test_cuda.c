@@ -15,6 +15,7 @@
 #include "device.h"
 #include "shruti.h"
 #include "test_util.h"
+#include "tools/random_model.h"
 
 static shruti_model *load(const char *file, const char *compute, const char *device,
                           shruti_error *err) {
@@ -430,6 +431,62 @@ static void check_contexts_and_faults(void) {
     cJSON_Delete(man);
 }
 
+/* The fused one-row step (fused_step.cu: compute 9.0 and later, float16,
+ * heads 64 wide; the mini models' heads are 16 wide, so a tiny-shaped
+ * model with random weights): logits step by step against the separate
+ * kernels' from the same tokens, over 130 positions (self-attention splits
+ * over blocks past 96 keys). Only the order of the float sums differs, so
+ * the logits agree to ~1e-5 of their range (tolerance 1e-3 of it) and in
+ * argmax; identical logits would mean the fused step never ran, a failure
+ * where it should. */
+static void check_fused_step(int cc_major) {
+    char path[600];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/shruti-test-tiny-random.bin", tmp ? tmp : "/tmp");
+    if (sh_random_model_build(t_path("model-headers/%s", "for-tests-ggml-tiny.bin"), path) < 0) {
+        CHECK(0, "cannot build %s", path);
+        return;
+    }
+    shruti_model_params mp = shruti_model_default_params();
+    mp.compute_type = "float16";
+    mp.device = "cuda";
+    shruti_error err;
+    shruti_model *m = shruti_model_load_with_params(path, &mp, &err);
+    CHECK(m != NULL, "%s: %s", path, err.message);
+    if (!m) return;
+    int n_vocab = shruti_model_n_vocab(m), n_mel = shruti_model_n_mels(m) * 3000;
+    const int steps = 130;
+    float *mel = malloc(sizeof(float) * (size_t)n_mel);
+    float *logits[2] = {malloc(sizeof(float) * (size_t)steps * n_vocab),
+                        malloc(sizeof(float) * (size_t)steps * n_vocab)};
+    for (int i = 0; i < n_mel; i++) mel[i] = sh_rand_normalish() * 10;
+    for (int fused = 0; fused < 2; fused++) {
+        setenv("SHRUTI_CUDA_FUSED", fused ? "1" : "0", 1);
+        sh_run rt;
+        CHECK(sh_run_init(&rt, m, 2) == 0 && rt.gpu, "GPU run state: %s", rt.note);
+        CHECK(sh_encode(&rt, mel) == 0, "encode");
+        int tok = 50258;
+        for (int i = 0; i < steps; i++) {
+            CHECK(sh_decoder_forward(&rt, &tok, 1, 1, i) == 0, "step %d", i);
+            CHECK(sh_decoder_logits(&rt, 0, 1, logits[fused] + (size_t)i * n_vocab) == 0, "logits");
+            tok = 400 + (i * 37) % 1000;   /* text tokens, the same for both */
+        }
+        sh_run_free(&rt);
+    }
+    unsetenv("SHRUTI_CUDA_FUSED");
+    size_t n = (size_t)steps * n_vocab;
+    double diff = t_max_abs_diff(logits[1], logits[0], n), range = 0;
+    for (size_t i = 0; i < n; i++) range = fmax(range, fabs(logits[0][i]));
+    int same = t_same_argmax(logits[1], logits[0], steps, n_vocab);
+    printf("fused step vs kernels (tiny shape, random weights, %d steps): max diff %.3g of "
+           "logits up to %.3g, argmax %d/%d\n", steps, diff, range, same, steps);
+    CHECK(diff <= 1e-3 * range, "fused step: logits differ by %g (range %g)", diff, range);
+    CHECK(same == steps, "fused step: argmax %d/%d", same, steps);
+    if (cc_major >= 9) CHECK(diff > 0, "the fused step did not run (identical logits)");
+    free(mel), free(logits[0]), free(logits[1]);
+    shruti_model_free(m);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     t_require_testdata();
@@ -465,5 +522,6 @@ int main(void) {
     check_bound_rows();
     check_batched();
     check_contexts_and_faults();
+    check_fused_step(devs[0].cc_major);
     return t_finish("test_cuda");
 }

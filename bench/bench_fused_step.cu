@@ -1,0 +1,93 @@
+/* bench_fused_step.cu - the fused one-row decoder step (src/cuda/fused_step.cu)
+ * alone, at the real shapes of tiny .. large with zero weights (the time
+ * does not depend on their values): the median step time, then one step
+ * traced by block 0 phase by phase (mean over layers 1..), the figures
+ * behind the README's account of where a fused step's time goes.
+ *
+ * Phases: the wait for the layer's input; layer norm + qkv; self-attention;
+ * the wait for its merged heads; o; the wait for x1; layer norm + cross q;
+ * cross-attention (c:) in parts: the wait for q, for the keys, the scores
+ * and softmax, the weighted values, the hand-in and merge; the wait for
+ * its merged heads; cross o; the wait for x2; layer norm; the wait for the
+ * fc1 weights; fc1; its barrier; the wait for fc1's output; fc2.
+ *
+ * usage: bench_fused_step (compute capability 9.0 or later) */
+#include "cuda/fused_step.cu"   /* the kernel itself, static in that file */
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <vector>
+
+static void *dz(size_t bytes) { void *p; cudaMalloc(&p, bytes); cudaMemset(p, 0, bytes); return p; }
+
+static void run(const char *name, int d, int H, int L) {
+    sh_fused_step f = {};
+    f.n_layer = L, f.d = d, f.n_head = H, f.n_ctx = 448, f.n_audio = 1500;
+    if (sh_fused_plan(0, &f) < 0) {
+        printf("%s: the fused step cannot run on this device\n", name);
+        return;
+    }
+    std::vector<sh_fused_layer> ls(L);
+    auto mat = [&](int o, int i) { sh_gmat m = {}; m.w = dz((size_t)o * i * 2); m.kind = SH_GW_F16; m.n_out = o; m.n_in = i; return m; };
+    for (int l = 0; l < L; l++) {
+        sh_fused_layer &x = ls[l];
+        x.ln1_g = x.ln1_b = x.ln2_g = x.ln2_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
+        x.qkv_b = (const float *)dz(3 * d * 4); x.o_b = x.cq_b = x.co_b = x.fc2_b = (const float *)dz(d * 4);
+        x.fc1_b = (const float *)dz(4 * d * 4);
+        x.qkv = mat(3 * d, d); x.o = mat(d, d); x.cq = mat(d, d); x.co = mat(d, d); x.fc1 = mat(4 * d, d); x.fc2 = mat(d, 4 * d);
+        x.self_k = dz((size_t)448 * d * 2); x.self_v = dz((size_t)448 * d * 2);
+        x.cross_k = dz((size_t)1500 * d * 2); x.cross_v = dz((size_t)1500 * d * 2);
+    }
+    sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
+    cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
+    f.layers = dl; f.tok_emb = dz(d * 2); f.pos_emb = (const float *)dz(448 * d * 4);
+    int *io = (int *)dz(8); int pos = 100; cudaMemcpy(io + 1, &pos, 4, cudaMemcpyHostToDevice);
+    f.token = io; f.pos0 = io + 1;
+    size_t words = sh_fused_ll_words(L, d, H, f.splits) * 8;
+    f.ll = (unsigned long long *)dz(words + 256); cudaMemset((char *)f.ll + words, 1, 256);
+    f.epoch = (unsigned *)((char *)f.ll + words);
+    f.x_out = (float *)dz(d * 4);
+    unsigned long long *tr = (unsigned long long *)dz(L * 24 * 8);
+    cudaStream_t s; cudaStreamCreate(&s);
+    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+    for (int i = 0; i < 5; i++) sh_k_fused_step(s, &f);
+    cudaError_t e = cudaStreamSynchronize(s);
+    if (e != cudaSuccess) { printf("%s: %s\n", name, cudaGetErrorString(e)); exit(1); }
+    std::vector<float> t;
+    for (int r = 0; r < 7; r++) {
+        cudaEventRecord(e0, s);
+        for (int i = 0; i < 20; i++) sh_k_fused_step(s, &f);
+        cudaEventRecord(e1, s); cudaEventSynchronize(e1);
+        float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms * 1000 / 20);
+    }
+    std::sort(t.begin(), t.end());
+    printf("%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
+    f.trace = tr;
+    sh_k_fused_step(s, &f); cudaStreamSynchronize(s);
+    std::vector<unsigned long long> h(L * 24);
+    cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost);
+    // order of stamps within a layer
+    int order[] = {0, 1, 2, 3, 13, 4, 5, 6, 18, 19, 20, 21, 7, 14, 8, 9, 15, 16, 17, 10, 11, 12};
+    const char *lab[] = {"poll x+sync", "ln+qkv", "self-attn", "self-merge", "o", "poll x1", "ln+cq", "c:poll q", "c:kv wait", "c:softmax", "c:part", "c:fence+merge", "cross-merge", "co", "poll x2", "ln", "fc1 slice", "fc1 gemv", "fc1 sync+fill", "poll hid", "fc2"};
+    const int NK = 21;
+    double acc[NK] = {0};
+    int n = 0;
+    for (int l = 1; l < L; l++, n++)
+        for (int k = 0; k < NK; k++) acc[k] += (double)(h[l * 24 + order[k + 1]] - h[l * 24 + order[k]]);
+    printf("  per layer (ns, mean of layers 1..):");
+    double tot = 0;
+    for (int k = 0; k < NK; k++) { printf(" %s %.0f,", lab[k], acc[k] / n); tot += acc[k] / n; }
+    printf(" total %.0f\n", tot);
+}
+
+int main() {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    run("tiny", 384, 6, 4);
+    run("base", 512, 8, 6);
+    run("small", 768, 12, 12);
+    run("medium", 1024, 16, 24);
+    run("large", 1280, 20, 32);
+    return 0;
+}

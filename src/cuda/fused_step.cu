@@ -1,0 +1,745 @@
+/* fused_step.cu - the whole one-row decoder step as one persistent kernel
+ * (Hopper and later, half weights): the greedy step's latency path.
+ *
+ * Why: the step as ~8 kernels a layer costs a dependent launch each
+ * (~2.5-4 us) while the weights of a layer stream in ~10 us; a medium step
+ * was 0.97 ms against 0.25 ms of weight reads. Here one block per SM runs
+ * every phase of every layer:
+ *   - each block owns a fixed slice of every matrix's rows; a warp of its
+ *     own fetches the next slices into a ring of shared memory with bulk
+ *     copies (TMA) as far ahead as the ring holds, so weights stream while
+ *     the chain waits, and no compute thread ever waits to issue a copy;
+ *   - phases hand vectors on as 64-bit words (epoch << 32 | float bits)
+ *     that readers poll until the epoch is this step's: no grid barrier,
+ *     one memory round trip per phase (the "LL" scheme of NCCL's
+ *     low-latency protocol);
+ *   - attention is split over the blocks (head x key range) into as few
+ *     ranges as shared memory holds; the last of a head's blocks to finish
+ *     (a counter per head) merges its partial softmaxes; a head that fits
+ *     one block needs no merge.
+ * Phases of a layer: qkv (layer norm inside), self-attention, o (+x),
+ * cross q (layer norm inside), cross-attention, cross o (+x), fc1 (layer
+ * norm inside, GELU), fc2 (+x). The final layer norm, logits and pick stay
+ * separate kernels. All blocks must be resident: launched cooperatively.
+ * H200, float16, against the kernels' step (SHRUTI_CUDA_FUSED=0): small,
+ * medium and large steps 8% faster, base even, tiny 2% slower (so the
+ * backend uses it from base up); bench/bench_fused_step traces its phases. */
+#include <cuda_fp16.h>
+#include <math.h>
+
+#include "cuda/kernels.h"
+
+#define WARP 32
+#define FS_THREADS 480  /* the compute threads; one more warp fetches weights */
+#define FS_BLOCK (FS_THREADS + WARP)
+#define FS_SLOTS 8      /* weight slices in flight at most */
+#define FS_HD 64        /* head width (every Whisper size) */
+#define FS_PART (FS_HD + 2)   /* a partial softmax: max, sum, 64 weighted values */
+
+typedef unsigned long long u64;
+
+/* ------------------------------------------------------------ primitives */
+
+static __device__ __forceinline__ u64 ll_load(const u64 *p) {
+    u64 v;
+    asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+static __device__ __forceinline__ void ll_store(u64 *p, unsigned epoch, float v) {
+    u64 w = ((u64)epoch << 32) | __float_as_uint(v);
+    asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(w) : "memory");
+}
+
+/* dst[i] = value of src[i] once its epoch is this step's, i < n; every
+ * load of a round issued before any is checked. */
+#define POLL_WIDE 11   /* 11 x 480 threads cover large-v3's 5120 hidden words */
+static __device__ void ll_poll(const u64 *src, int n, unsigned epoch, float *dst) {
+    const int nt = FS_THREADS;
+    for (int base = 0; base < n; base += POLL_WIDE * nt) {
+        u64 v[POLL_WIDE];
+#pragma unroll
+        for (int k = 0; k < POLL_WIDE; k++) {
+            int i = base + threadIdx.x + k * nt;
+            v[k] = i < n ? ll_load(src + i) : (u64)epoch << 32;
+        }
+#pragma unroll
+        for (int k = 0; k < POLL_WIDE; k++) {
+            int i = base + threadIdx.x + k * nt;
+            while ((unsigned)(v[k] >> 32) != epoch) v[k] = ll_load(src + i);
+            if (i < n) dst[i] = __uint_as_float((unsigned)v[k]);
+        }
+    }
+}
+
+/* A barrier of the compute warps only (the fetching warp never waits). */
+#define SYNC() asm volatile("bar.sync 1, %0;" ::"n"(FS_THREADS) : "memory")
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+static __device__ __forceinline__ unsigned smem_u32(const void *p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+
+static __device__ __forceinline__ void mbar_init(u64 *m) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(m)) : "memory");
+}
+static __device__ __forceinline__ void mbar_expect(u64 *m, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(m)),
+                 "r"(bytes) : "memory");
+}
+static __device__ __forceinline__ void bulk_copy(void *dst, const void *src, unsigned bytes, u64 *m) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(m)) : "memory");
+}
+static __device__ __forceinline__ void mbar_wait(u64 *m, unsigned parity) {
+    asm volatile("{\n .reg .pred p;\n FS_WAIT: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 " @!p bra FS_WAIT;\n}" ::"r"(smem_u32(m)), "r"(parity) : "memory");
+}
+static __device__ __forceinline__ void fence_mbar_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+}
+static __device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
+}
+#else   /* never launched below 9.0 (sh_fused_plan) */
+static __device__ __forceinline__ void mbar_init(u64 *) {}
+static __device__ __forceinline__ void mbar_expect(u64 *, unsigned) {}
+static __device__ __forceinline__ void bulk_copy(void *, const void *, unsigned, u64 *) {}
+static __device__ __forceinline__ void mbar_wait(u64 *, unsigned) {}
+static __device__ __forceinline__ void fence_mbar_init() {}
+static __device__ __forceinline__ void cp_async16(void *, const void *) {}
+static __device__ __forceinline__ void cp_async_wait_all() {}
+#endif
+
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+static __device__ __forceinline__ float gelu(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+/* ------------------------------------------------------------ the step */
+
+/* A time stamp of block 0 for the trace (benchmarks only). */
+#define TRACE(f, l, k)                                                              \
+    do {                                                                            \
+        if ((f).trace && blockIdx.x == 0 && threadIdx.x == 0) {                     \
+            u64 t;                                                                  \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));                   \
+            (f).trace[(l) * 24 + (k)] = t;                                          \
+        }                                                                           \
+    } while (0)
+
+enum { M_QKV, M_O, M_CQ, M_CO, M_FC1, M_FC2, N_MATS };
+
+/* This block's rows of a matrix with n_out rows. */
+static __device__ __forceinline__ void my_rows(int n_out, int *r0, int *r1) {
+    *r0 = (int)((long)n_out * blockIdx.x / gridDim.x);
+    *r1 = (int)((long)n_out * (blockIdx.x + 1) / gridDim.x);
+}
+
+static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L, int m) {
+    switch (m) {
+    case M_QKV: return &L->qkv;
+    case M_O: return &L->o;
+    case M_CQ: return &L->cq;
+    case M_CO: return &L->co;
+    case M_FC1: return &L->fc1;
+    default: return &L->fc2;
+    }
+}
+
+/* A weight slice to fetch: this block's rows of one matrix. */
+struct slice {
+    const void *src;
+    unsigned bytes;
+};
+
+/* The ring of weight slices in shared memory. The fetching warp's lane 0
+ * issues bulk copies in consumption order (layer by layer, N_MATS a
+ * layer) while there is room; thread 0 counts the slices consumed. */
+struct ring {
+    unsigned char *base;
+    unsigned size;
+    int total;
+    u64 *mbar;
+    unsigned *offs;
+    volatile int *consumed;
+    const slice *table;   /* (total) in shared memory */
+};
+
+static __device__ void ring_produce(const ring &R) {
+    unsigned head = 0, tail = 0, ends[FS_SLOTS];
+    int seen = 0;
+    for (int j = 0; j < R.total; j++) {
+        slice sl = R.table[j];
+        unsigned start;
+        for (;;) {
+            int c = *R.consumed;
+            for (; seen < c; seen++) tail = ends[seen % FS_SLOTS];
+            start = head;
+            if (start % R.size + sl.bytes > R.size) start += R.size - start % R.size;
+            if (j - c < FS_SLOTS && start + sl.bytes - tail <= R.size) break;
+            __nanosleep(32);
+        }
+        int slot = j % FS_SLOTS;
+        ends[slot] = start + sl.bytes;
+        head = start + sl.bytes;
+        R.offs[slot] = start % R.size;
+        mbar_expect(&R.mbar[slot], sl.bytes);
+        bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot]);
+    }
+}
+
+/* The first `consumed` slices have been read by every compute thread
+ * (called after a SYNC): their room may be fetched into. */
+static __device__ __forceinline__ void ring_release(const ring &R, int consumed) {
+    if (threadIdx.x == 0) *R.consumed = consumed;
+}
+
+/* Waits for slice j and returns it. */
+static __device__ const __half *ring_slice(ring &R, int j) {
+    mbar_wait(&R.mbar[j % FS_SLOTS], (j / FS_SLOTS) & 1);
+    return (const __half *)(R.base + R.offs[j % FS_SLOTS]);
+}
+
+/* What a GEMV does with each output: a hand-over word, after GELU or
+ * with the residual added; for qkv also the cache store of k and v. */
+enum { EP_PLAIN, EP_GELU, EP_RESID, EP_QKV };
+
+struct epilogue {
+    int kind;
+    u64 *out;
+    unsigned epoch;
+    const float *resid;        /* EP_RESID: shared memory */
+    float *x_out;              /* or NULL: a plain copy too */
+    __half *k_cache, *v_cache; /* EP_QKV */
+    int pos, d;
+};
+
+static __device__ __forceinline__ void finish(const epilogue &e, int r, float v) {
+    if (e.kind == EP_GELU) v = gelu(v);
+    if (e.kind == EP_RESID) v += e.resid[r];
+    ll_store(e.out + r, e.epoch, v);
+    if (e.x_out) e.x_out[r] = v;
+    if (e.kind == EP_QKV && r >= e.d) {
+        __half *cache = r < 2 * e.d ? e.k_cache : e.v_cache;
+        cache[(size_t)e.pos * e.d + r % e.d] = __float2half_rn(v);
+    }
+}
+
+/* y = W x + bias for this block's rows, W from shared memory (rows r0..r1
+ * of n_in), x in shared memory, the bias from bias_fetch. One copy of the
+ * code for every GEMV: the persistent kernel's body must stay small enough
+ * for the instruction cache. */
+static __device__ __forceinline__ void gemv_rows(const __half *W, int r0, int r1, int n_in,
+                                              const float *x, float bias, const epilogue &e) {
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
+    /* rows r0 + warp + k * nw, two at a time: each load of x serves both */
+    int pair = r1 - r0 > nw;
+    for (int r = r0 + warp, k = 0; r < r1; r += (1 + pair) * nw, k += 1 + pair) {
+        int r2 = pair && r + nw < r1 ? r + nw : r;   /* a lone row is done twice */
+        const __half *wa = W + (size_t)(r - r0) * n_in, *wb = W + (size_t)(r2 - r0) * n_in;
+        float acc_a = 0.0f, acc_b = 0.0f;
+        for (int c = lane * 8; c < n_in; c += WARP * 8) {
+            float4 xa = *(const float4 *)(x + c), xb = *(const float4 *)(x + c + 4);
+            uint4 ra = *(const uint4 *)(wa + c), rb = *(const uint4 *)(wb + c);
+            const __half2 *ha = (const __half2 *)&ra, *hb = (const __half2 *)&rb;
+            float2 a0 = __half22float2(ha[0]), a1 = __half22float2(ha[1]);
+            float2 a2 = __half22float2(ha[2]), a3 = __half22float2(ha[3]);
+            float2 b0 = __half22float2(hb[0]), b1 = __half22float2(hb[1]);
+            float2 b2 = __half22float2(hb[2]), b3 = __half22float2(hb[3]);
+            acc_a += a0.x * xa.x + a0.y * xa.y + a1.x * xa.z + a1.y * xa.w + a2.x * xb.x +
+                     a2.y * xb.y + a3.x * xb.z + a3.y * xb.w;
+            acc_b += b0.x * xa.x + b0.y * xa.y + b1.x * xa.z + b1.y * xa.w + b2.x * xb.x +
+                     b2.y * xb.y + b3.x * xb.z + b3.y * xb.w;
+        }
+        acc_a = warp_sum(acc_a);
+        acc_b = warp_sum(acc_b);
+        float bias_a = __shfl_sync(0xffffffffu, bias, k);
+        float bias_b = __shfl_sync(0xffffffffu, bias, (k + 1) & (WARP - 1));
+        if (lane == 0) {
+            finish(e, r, acc_a + bias_a);
+            if (r2 != r) finish(e, r2, acc_b + bias_b);
+        }
+    }
+}
+
+/* Shared memory besides the ring. */
+struct work {
+    float *x;       /* (d) the residual stream as this block last read it */
+    float *xs;      /* (4d) the current GEMV input */
+    float *sc;      /* (max_keys) attention scores */
+    float *red;     /* (64) reductions */
+    void *uni;      /* attention keys/values, or the partials being merged */
+};
+
+/* Blocks a head's keys are split over: as few as hold them (short
+ * self-attention contexts need no merge at all), at most f.splits. */
+static __device__ __forceinline__ int splits_for(const sh_fused_step &f, int n_keys) {
+    int s = (n_keys + f.max_keys - 1) / f.max_keys;
+    return s < f.splits ? s : f.splits;
+}
+
+/* This block's head and key range [p0, p1) of n_keys; false when the
+ * block takes no part in attention. */
+static __device__ bool my_keys(const sh_fused_step &f, int n_keys, int *h, int *p0, int *p1) {
+    int S = splits_for(f, n_keys), b = blockIdx.x, s = b % f.splits;
+    if (b >= f.n_head * f.splits || s >= S) return false;
+    *h = b / f.splits;
+    *p0 = (int)((long)n_keys * s / S), *p1 = (int)((long)n_keys * (s + 1) / S);
+    return true;
+}
+
+/* Starts copying this block's keys and values into shared memory (a
+ * phase before they are needed); the newest key of a self-attention
+ * (fresh) is not in memory yet and is left out. */
+static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const void *kmem,
+                                       const void *vmem, int n_keys, int fresh) {
+    int h, p0, p1;
+    if (!my_keys(f, n_keys, &h, &p0, &p1)) return;
+    int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
+    __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
+    /* 8 chunks of 16 bytes a key row of the head */
+    for (int i = threadIdx.x; i < (stored - p0) * 8; i += FS_THREADS) {
+        int p = p0 + i / 8, c = (i % 8) * 8;
+        size_t at = (size_t)p * f.d + h * FS_HD + c;
+        cp_async16(ks + (size_t)(p - p0) * FS_HD + c, (const __half *)kmem + at);
+        cp_async16(vs + (size_t)(p - p0) * FS_HD + c, (const __half *)vmem + at);
+    }
+}
+
+/* One (head, key range) of attention over the keys attention_fetch
+ * started (for self-attention, fresh, the newest key and value come from
+ * the qkv words), the query from q_words. The partial softmax goes to
+ * part; the last of a head's blocks to finish merges the head's partials
+ * into its 64 output words (out). */
+static __device__ void attention_split(const sh_fused_step &f, const work &W, unsigned epoch,
+                                       int n_keys, int fresh, const u64 *q_words,
+                                       const u64 *kv_words, float *part, unsigned *counters,
+                                       u64 *out, int l_) {
+    int h, p0, p1;
+    if (!my_keys(f, n_keys, &h, &p0, &p1)) return;
+    int S = splits_for(f, n_keys), d = f.d;
+    int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
+    __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
+    float *q = W.xs;
+    ll_poll(q_words + h * FS_HD, FS_HD, epoch, q);
+    if (!fresh) TRACE(f, l_, 18);
+    if (stored < p1 && threadIdx.x < FS_HD) {
+        /* the newest key and value, rounded as the cache holds them */
+        int j = threadIdx.x, row = p1 - 1 - p0;
+        const u64 *kw = kv_words + d + h * FS_HD + j, *vw = kw + d;
+        u64 k = ll_load(kw), v = ll_load(vw);   /* both in flight at once */
+        while ((unsigned)(k >> 32) != epoch) k = ll_load(kw);
+        while ((unsigned)(v >> 32) != epoch) v = ll_load(vw);
+        ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
+        vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
+    }
+    cp_async_wait_all();
+    SYNC();
+    if (!fresh) TRACE(f, l_, 19);
+    int n = p1 - p0, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
+    /* scores: 8 lanes a key (8 dimensions a lane), 4 keys a warp at once */
+    int sub = lane / 8, sl = lane % 8;
+    float qr[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) qr[i] = q[sl * 8 + i];
+    float m = -INFINITY;
+    for (int base = warp * 4; base < n; base += nw * 4) {
+        int p = base + sub;
+        float dot = 0.0f;
+        if (p < n) {
+            uint4 raw = *(const uint4 *)(ks + (size_t)p * FS_HD + sl * 8);
+            const __half2 *kh = (const __half2 *)&raw;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 k = __half22float2(kh[i]);
+                dot += qr[2 * i] * k.x + qr[2 * i + 1] * k.y;
+            }
+        }
+        dot += __shfl_xor_sync(0xffffffffu, dot, 4);
+        dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+        dot *= 0.125f;   /* 1 / sqrt(64) */
+        if (p < n) {
+            if (sl == 0) W.sc[p] = dot;
+            m = fmaxf(m, dot);
+        }
+    }
+    m = warp_max(m);
+    if (lane == 0) W.red[warp] = m;
+    SYNC();
+    m = warp_max(lane < nw ? W.red[lane] : -INFINITY);
+    if (!fresh) TRACE(f, l_, 20);
+    /* groups of 64 threads, each a strided share of the keys; the
+     * exponentials are made where they are used */
+    int j = threadIdx.x % FS_HD, grp = threadIdx.x / FS_HD, n_grp = FS_THREADS / FS_HD;
+    float acc = 0.0f, l = 0.0f;
+    for (int p = grp; grp < n_grp && p < n; p += n_grp) {
+        float e = __expf(W.sc[p] - m);
+        l += e;
+        acc += e * __half2float(vs[(size_t)p * FS_HD + j]);
+    }
+    float *sum = W.sc + f.max_keys;   /* (n_grp, 64) */
+    if (grp < n_grp) sum[grp * FS_HD + j] = acc;
+    if (j == 0 && grp < n_grp) W.red[16 + grp] = l;
+    SYNC();
+    if (S == 1) {   /* the whole head: its output, no partial */
+        if (threadIdx.x < FS_HD) {
+            float a = 0.0f, total = 0.0f;
+            for (int g = 0; g < n_grp; g++) a += sum[g * FS_HD + threadIdx.x], total += W.red[16 + g];
+            ll_store(out + h * FS_HD + threadIdx.x, epoch, a / total);
+        }
+        return;
+    }
+    float *mine = part + (size_t)(h * S + (blockIdx.x % f.splits)) * FS_PART;
+    if (threadIdx.x < FS_HD) {
+        float a = 0.0f;
+        for (int g = 0; g < n_grp; g++) a += sum[g * FS_HD + threadIdx.x];
+        mine[2 + threadIdx.x] = n ? a : 0.0f;
+    } else if (threadIdx.x == FS_HD) {
+        float total = 0.0f;
+        for (int g = 0; g < n_grp; g++) total += W.red[16 + g];
+        mine[0] = n ? m : -INFINITY;
+        mine[1] = n ? total : 0.0f;
+    }
+    /* the last block of the head to get here merges (and resets the count) */
+    SYNC();
+    if (!fresh) TRACE(f, l_, 21);
+    int &last = *(int *)(W.red + 48);
+    if (threadIdx.x == 0) {
+        __threadfence();
+        last = atomicAdd(&counters[h], 1u) == (unsigned)S - 1;
+        if (last) {
+            counters[h] = 0;
+            __threadfence();
+        }
+    }
+    SYNC();
+    if (!last) return;
+    /* every partial of the head in one round of loads, then merged */
+    const float *ph = part + (size_t)h * S * FS_PART;
+    float *pm = (float *)W.uni;   /* this block's keys are no longer needed */
+    for (int i = threadIdx.x; i < S * FS_PART; i += FS_THREADS) pm[i] = __ldcg(ph + i);
+    SYNC();
+    if (threadIdx.x >= FS_HD) return;
+    float M = -INFINITY;
+    for (int s = 0; s < S; s++) M = fmaxf(M, pm[s * FS_PART]);
+    float L = 0.0f, a = 0.0f;
+    for (int s = 0; s < S; s++) {
+        float e = __expf(pm[s * FS_PART] - M);
+        L += pm[s * FS_PART + 1] * e;
+        a += pm[s * FS_PART + 2 + threadIdx.x] * e;
+    }
+    ll_store(out + h * FS_HD + threadIdx.x, epoch, a / L);
+}
+
+/* Offsets of one layer's words in f.ll: hand-over words, then the
+ * attention partials (plain floats) and counters of every layer. */
+struct layer_words {
+    u64 *qkv, *self_a, *x1, *cq, *cross_a, *x2, *hid, *x3;
+    float *self_part, *cross_part;
+    unsigned *self_count, *cross_count;
+};
+
+static __host__ __device__ long words_per_layer(int d, int n_head, int splits) {
+    return 14L * d + (long)n_head * splits * FS_PART + n_head;
+}
+
+static __device__ layer_words words_of(const sh_fused_step &f, int l) {
+    long d = f.d;
+    u64 *w = f.ll + (size_t)l * words_per_layer(f.d, f.n_head, f.splits);
+    layer_words L;
+    L.qkv = w, w += 3 * d;
+    L.self_a = w, w += d;
+    L.x1 = w, w += d;
+    L.cq = w, w += d;
+    L.cross_a = w, w += d;
+    L.x2 = w, w += d;
+    L.hid = w, w += 4 * d;
+    L.x3 = w, w += d;
+    long parts = (long)f.n_head * f.splits * FS_PART;
+    L.self_part = (float *)w, L.cross_part = L.self_part + parts;
+    L.self_count = (unsigned *)(L.cross_part + parts), L.cross_count = L.self_count + f.n_head;
+    return L;
+}
+
+/* The layer norm's weights for the elements this thread normalises,
+ * loaded before the wait for the input. */
+struct ln_params {
+    float g[3], b[3];
+};
+
+static __device__ ln_params ln_fetch(const float *g, const float *b, int d) {
+    ln_params p;
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int i = threadIdx.x + k * FS_THREADS;
+        p.g[k] = i < d ? g[i] : 0.0f;
+        p.b[k] = i < d ? b[i] : 0.0f;
+    }
+    return p;
+}
+
+/* Sum over the compute threads; every thread gets it. */
+static __device__ float block_sum(float v, float *red) {
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    v = warp_sum(v);
+    SYNC();
+    if (lane == 0) red[warp] = v;
+    SYNC();
+    return warp_sum(lane < FS_THREADS / WARP ? red[lane] : 0.0f);
+}
+
+/* xs = layer_norm(x) * g + b over d <= 3 * FS_THREADS (x, xs shared). */
+static __device__ void layer_norm(const float *x, int d, const ln_params &p, float *xs, float *red) {
+    float v[3], s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int i = threadIdx.x + k * FS_THREADS;
+        v[k] = i < d ? x[i] : 0.0f;
+        s += v[k];
+    }
+    float mean = block_sum(s, red) / d, var = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int i = threadIdx.x + k * FS_THREADS;
+        if (i < d) var += (v[k] - mean) * (v[k] - mean);
+    }
+    float inv = rsqrtf(block_sum(var, red) / d + 1e-5f);
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int i = threadIdx.x + k * FS_THREADS;
+        if (i < d) xs[i] = (v[k] - mean) * inv * p.g[k] + p.b[k];
+    }
+    SYNC();
+}
+
+/* Lane k of each warp holds the bias of the warp's k-th row of [r0, r1)
+ * (rows r0 + warp + k * warps), loaded before the wait. */
+static __device__ float bias_fetch(const float *bias, int n_out) {
+    int r0, r1, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    my_rows(n_out, &r0, &r1);
+    int r = r0 + warp + lane * (FS_THREADS / WARP);
+    return r < r1 ? bias[r] : 0.0f;
+}
+
+/* Shared memory: x (d), xs (4d), red (64), sc (max_keys + 8 x 64), uni,
+ * the slice table, the ring's barriers and offsets, the ring. */
+static __host__ __device__ size_t table_offset(const sh_fused_step &f) {
+    return ((size_t)5 * f.d + 64 + f.max_keys + (FS_THREADS / FS_HD) * FS_HD) * 4 + f.uni_bytes;
+}
+static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
+    size_t at = table_offset(f) + (size_t)f.n_layer * N_MATS * sizeof(slice) + FS_SLOTS * 12 + 16;
+    return (at + 127) / 128 * 128;
+}
+
+__global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int d = f.d, tid = threadIdx.x;
+    work W;
+    W.x = (float *)smem;
+    W.xs = W.x + d;
+    W.red = W.xs + 4 * d;
+    W.sc = W.red + 64;
+    W.uni = W.sc + f.max_keys + (FS_THREADS / FS_HD) * FS_HD;
+    ring R;
+    slice *table = (slice *)(smem + table_offset(f));
+    R.table = table;
+    R.mbar = (u64 *)(table + f.n_layer * N_MATS);
+    R.offs = (unsigned *)(R.mbar + FS_SLOTS);
+    R.consumed = (volatile int *)(R.offs + FS_SLOTS);
+    R.base = smem + ring_offset(f);
+    R.size = f.ring_bytes;
+    R.total = f.n_layer * N_MATS;
+    for (int j = tid; j < R.total; j += FS_BLOCK) {
+        const sh_gmat *w = mat_of(&f.layers[j / N_MATS], j % N_MATS);
+        int r0, r1;
+        my_rows(w->n_out, &r0, &r1);
+        table[j].src = (const __half *)w->w + (size_t)r0 * w->n_in;
+        table[j].bytes = (unsigned)(r1 - r0) * w->n_in * 2;
+    }
+    const unsigned epoch = *f.epoch;
+    const int pos = *f.pos0, token = *f.token;
+    if (tid == 0) {
+        for (int s = 0; s < FS_SLOTS; s++) mbar_init(&R.mbar[s]);
+        *R.consumed = 0;
+    }
+    fence_mbar_init();
+    __syncthreads();   /* the whole block, once */
+    if (tid >= FS_THREADS) {
+        if (tid == FS_THREADS) ring_produce(R);
+        return;
+    }
+    /* the embedding, every block all of it */
+    const __half *te = (const __half *)f.tok_emb + (size_t)token * d;
+    for (int i = tid; i < d; i += FS_THREADS)
+        W.x[i] = __half2float(te[i]) + f.pos_emb[(size_t)pos * d + i];
+    SYNC();
+    int used = 0;   /* weight slices consumed */
+    for (int l = 0; l < f.n_layer; l++) {
+        const sh_fused_layer Lc = f.layers[l], *L = &Lc;
+        layer_words Wd = words_of(f, l);
+        int r0, r1;
+        /* qkv = W ln(x) + b; k, v also into the cache at pos */
+        TRACE(f, l, 0);
+        attention_fetch(f, W, L->self_k, L->self_v, pos + 1, 1);
+        ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
+        float bias = bias_fetch(L->qkv_b, 3 * d);
+        if (l > 0) ll_poll(words_of(f, l - 1).x3, d, epoch, W.x);
+        SYNC();
+        TRACE(f, l, 1);
+        layer_norm(W.x, d, ln, W.xs, W.red);
+        my_rows(3 * d, &r0, &r1);
+        epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, NULL, (__half *)L->self_k,
+                      (__half *)L->self_v, pos, d};
+        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
+        SYNC();
+        ring_release(R, ++used);
+        TRACE(f, l, 2);
+        /* self-attention over positions 0..pos */
+        bias = bias_fetch(L->o_b, d);
+        attention_split(f, W, epoch, pos + 1, 1, Wd.qkv, Wd.qkv, Wd.self_part, Wd.self_count,
+                        Wd.self_a, l);
+        SYNC();
+        TRACE(f, l, 3);
+        /* x1 = x + W_o attn + b */
+        attention_fetch(f, W, L->cross_k, L->cross_v, f.n_audio, 0);
+        ll_poll(Wd.self_a, d, epoch, W.xs);
+        SYNC();
+        TRACE(f, l, 13);
+        my_rows(d, &r0, &r1);
+        e = (epilogue){EP_RESID, Wd.x1, epoch, W.x};
+        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
+        SYNC();
+        ring_release(R, ++used);
+        TRACE(f, l, 4);
+        /* cq = W ln(x1) + b */
+        ln = ln_fetch(L->ln2_g, L->ln2_b, d);
+        bias = bias_fetch(L->cq_b, d);
+        ll_poll(Wd.x1, d, epoch, W.x);
+        SYNC();
+        TRACE(f, l, 5);
+        layer_norm(W.x, d, ln, W.xs, W.red);
+        my_rows(d, &r0, &r1);
+        e = (epilogue){EP_PLAIN, Wd.cq, epoch};
+        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
+        SYNC();
+        ring_release(R, ++used);
+        TRACE(f, l, 6);
+        /* cross-attention over the window */
+        bias = bias_fetch(L->co_b, d);
+        attention_split(f, W, epoch, f.n_audio, 0, Wd.cq, NULL, Wd.cross_part, Wd.cross_count,
+                        Wd.cross_a, l);
+        SYNC();
+        TRACE(f, l, 7);
+        /* x2 = x1 + W_co attn + b */
+        ll_poll(Wd.cross_a, d, epoch, W.xs);
+        SYNC();
+        TRACE(f, l, 14);
+        my_rows(d, &r0, &r1);
+        e = (epilogue){EP_RESID, Wd.x2, epoch, W.x};
+        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
+        SYNC();
+        ring_release(R, ++used);
+        TRACE(f, l, 8);
+        /* hid = gelu(W ln(x2) + b) */
+        ln = ln_fetch(L->ln3_g, L->ln3_b, d);
+        bias = bias_fetch(L->fc1_b, 4 * d);
+        ll_poll(Wd.x2, d, epoch, W.x);
+        SYNC();
+        TRACE(f, l, 9);
+        layer_norm(W.x, d, ln, W.xs, W.red);
+        TRACE(f, l, 15);
+        my_rows(4 * d, &r0, &r1);
+        const __half *w_fc1 = ring_slice(R, used);
+        TRACE(f, l, 16);
+        e = (epilogue){EP_GELU, Wd.hid, epoch};
+        gemv_rows(w_fc1, r0, r1, d, W.xs, bias, e);
+        TRACE(f, l, 17);
+        SYNC();
+        ring_release(R, ++used);
+        TRACE(f, l, 10);
+        /* x3 = x2 + W hid + b */
+        bias = bias_fetch(L->fc2_b, d);
+        ll_poll(Wd.hid, 4 * d, epoch, W.xs);
+        SYNC();
+        TRACE(f, l, 11);
+        my_rows(d, &r0, &r1);
+        const bool last = l == f.n_layer - 1;
+        e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last ? f.x_out : NULL};
+        gemv_rows(ring_slice(R, used), r0, r1, 4 * d, W.xs, bias, e);
+        SYNC();
+        ring_release(R, ++used);
+        TRACE(f, l, 12);
+    }
+    /* every block has read the epoch: block 0 cannot get here before all
+     * blocks wrote their part of the last layer */
+    if (blockIdx.x == 0 && tid == 0) *f.epoch = epoch + 1;
+}
+
+/* ------------------------------------------------------------ the host */
+
+extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits) {
+    return (long)n_layer * words_per_layer(d, n_head, splits);
+}
+
+extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
+    int cc = 0, sms = 0, max_smem = 0;
+    if (cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+            cudaSuccess)
+        return -1;
+    if (cc < 9 || f->d % FS_HD || f->d / FS_HD != f->n_head || f->d > 3 * FS_THREADS) return -1;
+    f->grid = sms;
+    f->splits = sms / f->n_head;
+    if (f->splits < 1) return -1;
+    int keys_audio = (f->n_audio + f->splits - 1) / f->splits;
+    int keys_self = (f->n_ctx + f->splits - 1) / f->splits;
+    f->max_keys = keys_audio > keys_self ? keys_audio : keys_self;
+    f->max_keys = (f->max_keys + 31) / 32 * 32;
+    size_t kv = (size_t)2 * f->max_keys * FS_HD * 2;
+    size_t parts = (size_t)f->n_head * f->splits * FS_PART * 4;
+    f->uni_bytes = (int)(((kv > parts ? kv : parts) + 127) / 128 * 128);
+    size_t fixed = ring_offset(*f);
+    long ring = ((long)max_smem - (long)fixed) / 128 * 128;
+    /* the largest slice must fit: fc1's or fc2's rows of this block */
+    long rows_fc1 = (4L * f->d + sms - 1) / sms + 1, rows_d = ((long)f->d + sms - 1) / sms + 1;
+    long largest = rows_fc1 * f->d * 2 > rows_d * 4 * f->d * 2 ? rows_fc1 * f->d * 2 : rows_d * 4 * f->d * 2;
+    if (ring < largest) return -1;
+    f->ring_bytes = (unsigned)ring;
+    f->smem = fixed + (size_t)ring;
+    if (cudaFuncSetAttribute(k_fused_step, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)f->smem) != cudaSuccess)
+        return -1;
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_fused_step, FS_BLOCK, f->smem) !=
+            cudaSuccess ||
+        per_sm < 1)
+        return -1;
+    return 0;
+}
+
+extern "C" void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(f->grid), cfg.blockDim = dim3(FS_BLOCK);
+    cfg.dynamicSmemBytes = f->smem, cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr, cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, k_fused_step, *f);
+}

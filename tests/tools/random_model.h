@@ -1,0 +1,12 @@
+/* random_model.h - full-size models with random weights (random_model.c). */
+#ifndef SHRUTI_TESTS_RANDOM_MODEL_H
+#define SHRUTI_TESTS_RANDOM_MODEL_H
+
+/* A small random value (uniform, |x| < 0.04), from a fixed seed. */
+float sh_rand_normalish(void);
+
+/* header_path (a model-headers file) + random tensors -> out; an existing
+ * out is kept (a cache between runs). 0, or -1 when a file fails. */
+int sh_random_model_build(const char *header_path, const char *out);
+
+#endif
