@@ -28,8 +28,8 @@
 #include <math.h>
 
 #include "cuda/kernels.h"
+#include "cuda/warp.cuh"
 
-#define WARP 32
 #define FS_THREADS 480  /* the compute threads; one more warp fetches weights */
 #define FS_BLOCK (FS_THREADS + WARP)
 #define FS_SLOTS 8      /* weight slices in flight at most */
@@ -114,20 +114,6 @@ static __device__ __forceinline__ void cp_async16(void *, const void *) {}
 static __device__ __forceinline__ void cp_async_wait_all() {}
 #endif
 
-
-static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-static __device__ __forceinline__ float warp_max(float v) {
-    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-static __device__ __forceinline__ float gelu(float x) {
-    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-}
 
 /* ------------------------------------------------------------ the step */
 
@@ -274,6 +260,17 @@ static __device__ __forceinline__ void gemv_rows(const __half *W, int r0, int r1
             if (r2 != r) finish(e, r2, acc_b + bias_b);
         }
     }
+}
+
+/* A GEMV phase: this block's rows of weight slice `used` times xs, then
+ * the slice's room released to the fetching warp. */
+static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int n_in,
+                                                  const float *xs, float bias, const epilogue &e) {
+    int r0, r1;
+    my_rows(n_out, &r0, &r1);
+    gemv_rows(ring_slice(R, used), r0, r1, n_in, xs, bias, e);
+    SYNC();
+    ring_release(R, ++used);
 }
 
 /* Shared memory besides the ring. */
@@ -592,7 +589,6 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     for (int l = 0; l < f.n_layer; l++) {
         const sh_fused_layer Lc = f.layers[l], *L = &Lc;
         layer_words Wd = words_of(f, l);
-        int r0, r1;
         /* qkv = W ln(x) + b; k, v also into the cache at pos */
         TRACE(f, l, 0);
         attention_fetch(f, W, L->self_k, L->self_v, pos + 1, 1);
@@ -602,12 +598,9 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 1);
         layer_norm(W.x, d, ln, W.xs, W.red);
-        my_rows(3 * d, &r0, &r1);
         epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, NULL, (__half *)L->self_k,
                       (__half *)L->self_v, pos, d};
-        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
-        SYNC();
-        ring_release(R, ++used);
+        gemv_phase(R, used, 3 * d, d, W.xs, bias, e);
         TRACE(f, l, 2);
         /* self-attention over positions 0..pos */
         bias = bias_fetch(L->o_b, d);
@@ -620,11 +613,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         ll_poll(Wd.self_a, d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 13);
-        my_rows(d, &r0, &r1);
         e = (epilogue){EP_RESID, Wd.x1, epoch, W.x};
-        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
-        SYNC();
-        ring_release(R, ++used);
+        gemv_phase(R, used, d, d, W.xs, bias, e);
         TRACE(f, l, 4);
         /* cq = W ln(x1) + b */
         ln = ln_fetch(L->ln2_g, L->ln2_b, d);
@@ -633,11 +623,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 5);
         layer_norm(W.x, d, ln, W.xs, W.red);
-        my_rows(d, &r0, &r1);
         e = (epilogue){EP_PLAIN, Wd.cq, epoch};
-        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
-        SYNC();
-        ring_release(R, ++used);
+        gemv_phase(R, used, d, d, W.xs, bias, e);
         TRACE(f, l, 6);
         /* cross-attention over the window */
         bias = bias_fetch(L->co_b, d);
@@ -649,11 +636,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         ll_poll(Wd.cross_a, d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 14);
-        my_rows(d, &r0, &r1);
         e = (epilogue){EP_RESID, Wd.x2, epoch, W.x};
-        gemv_rows(ring_slice(R, used), r0, r1, d, W.xs, bias, e);
-        SYNC();
-        ring_release(R, ++used);
+        gemv_phase(R, used, d, d, W.xs, bias, e);
         TRACE(f, l, 8);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
@@ -663,26 +647,17 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 9);
         layer_norm(W.x, d, ln, W.xs, W.red);
         TRACE(f, l, 15);
-        my_rows(4 * d, &r0, &r1);
-        const __half *w_fc1 = ring_slice(R, used);
-        TRACE(f, l, 16);
         e = (epilogue){EP_GELU, Wd.hid, epoch};
-        gemv_rows(w_fc1, r0, r1, d, W.xs, bias, e);
-        TRACE(f, l, 17);
-        SYNC();
-        ring_release(R, ++used);
+        gemv_phase(R, used, 4 * d, d, W.xs, bias, e);
         TRACE(f, l, 10);
         /* x3 = x2 + W hid + b */
         bias = bias_fetch(L->fc2_b, d);
         ll_poll(Wd.hid, 4 * d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 11);
-        my_rows(d, &r0, &r1);
         const bool last = l == f.n_layer - 1;
         e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last ? f.x_out : NULL};
-        gemv_rows(ring_slice(R, used), r0, r1, 4 * d, W.xs, bias, e);
-        SYNC();
-        ring_release(R, ++used);
+        gemv_phase(R, used, d, 4 * d, W.xs, bias, e);
         TRACE(f, l, 12);
     }
     /* every block has read the epoch: block 0 cannot get here before all

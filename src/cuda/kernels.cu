@@ -11,18 +11,7 @@
 
 #include "cuda/kernels.h"
 #include "cuda/launch.cuh"
-
-#define WARP 32
-
-static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-static __device__ __forceinline__ float warp_max(float v) {
-    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
+#include "cuda/warp.cuh"
 
 /* Sum (or max) over a block of at most 1024 threads; every thread gets it. */
 template <bool MAX>
@@ -38,11 +27,6 @@ static __device__ float block_reduce(float v, float *shared32) {
 
 static __device__ float block_sum(float v, float *shared32) { return block_reduce<false>(v, shared32); }
 static __device__ float block_max(float v, float *shared32) { return block_reduce<true>(v, shared32); }
-
-/* Whisper's GELU, the exact erf form. */
-static __device__ __forceinline__ float gelu(float x) {
-    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-}
 
 static __device__ __forceinline__ void store_act(void *out, long i, float v, int act_half) {
     if (act_half)
