@@ -51,6 +51,18 @@ static __device__ __forceinline__ void ll_store(u64 *p, unsigned epoch, float v)
     asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(w) : "memory");
 }
 
+/* Polls *p until its epoch is this step's (w holds the first load). A
+ * word that never comes (a bug, a lost block) must not hang the process:
+ * after a few seconds the kernel traps, the launch fails, and the run
+ * moves to the CPU as after any GPU error. */
+static __device__ __forceinline__ u64 ll_wait(const u64 *p, u64 w, unsigned epoch) {
+    for (unsigned spins = 0; (unsigned)(w >> 32) != epoch; spins++) {
+        if (spins > (1u << 22)) __trap();   /* ~4 M round trips of ~1 us */
+        w = ll_load(p);
+    }
+    return w;
+}
+
 /* dst[i] = value of src[i] once its epoch is this step's, i < n; every
  * load of a round issued before any is checked. */
 #define POLL_WIDE 11   /* 11 x 480 threads cover large-v3's 5120 hidden words */
@@ -66,7 +78,7 @@ static __device__ void ll_poll(const u64 *src, int n, unsigned epoch, float *dst
 #pragma unroll
         for (int k = 0; k < POLL_WIDE; k++) {
             int i = base + threadIdx.x + k * nt;
-            while ((unsigned)(v[k] >> 32) != epoch) v[k] = ll_load(src + i);
+            if (i < n) v[k] = ll_wait(src + i, v[k], epoch);
             if (i < n) dst[i] = __uint_as_float((unsigned)v[k]);
         }
     }
@@ -339,8 +351,8 @@ static __device__ void attention_split(const sh_fused_step &f, const work &W, un
         int j = threadIdx.x, row = p1 - 1 - p0;
         const u64 *kw = kv_words + d + h * FS_HD + j, *vw = kw + d;
         u64 k = ll_load(kw), v = ll_load(vw);   /* both in flight at once */
-        while ((unsigned)(k >> 32) != epoch) k = ll_load(kw);
-        while ((unsigned)(v >> 32) != epoch) v = ll_load(vw);
+        k = ll_wait(kw, k, epoch);
+        v = ll_wait(vw, v, epoch);
         ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
         vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
     }
