@@ -861,6 +861,8 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     return 0;
 }
 
+#define FUSED_MAX_LAYERS 64   /* Whisper's largest decoder has 32 */
+
 /* Plans the fused step once (its buffers) and points its layer table at
  * the current caches and cross keys; 0 when it can run, -1 when not. */
 static int fused_prepare(sh_gpu_state *s) {
@@ -873,7 +875,7 @@ static int fused_prepare(sh_gpu_state *s) {
          * base, 2% slower for tiny) */
         const char *want = getenv("SHRUTI_CUDA_FUSED");
         int on = want ? strcmp(want, "0") != 0 : hp->n_text_state >= 512;
-        if (!on || g->mode != SH_GPU_FLOAT16) return -1;
+        if (!on || g->mode != SH_GPU_FLOAT16 || hp->n_text_layer > FUSED_MAX_LAYERS) return -1;
         sh_fused_step *f = &s->fs;
         memset(f, 0, sizeof *f);
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
@@ -903,8 +905,7 @@ static int fused_prepare(sh_gpu_state *s) {
     int d = hp->n_text_state, L = hp->n_text_layer;
     size_t layer = (size_t)s->n_beams * hp->n_text_ctx * d * 2;
     size_t cross = (size_t)hp->n_audio_ctx * d * 2;
-    sh_fused_layer table[64];
-    if (L > 64) return -1;
+    sh_fused_layer table[FUSED_MAX_LAYERS];
     for (int l = 0; l < L; l++) {
         const gblock *b = &g->dec[l];
         table[l] = (sh_fused_layer){
