@@ -158,7 +158,7 @@ typedef struct {
     unsigned long long *ll;           /* sh_fused_ll_words, zero at first */
     unsigned *epoch;                  /* device, non-zero at first */
     float *x_out;
-    unsigned long long *trace;        /* NULL, or 16 stamps a layer (block 0; bench) */
+    unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench) */
     /* set by sh_fused_plan */
     int grid, splits, max_keys, uni_bytes;
     unsigned ring_bytes;
