@@ -238,9 +238,8 @@ static __device__ __forceinline__ void finish(const epilogue &e, int r, float v)
 }
 
 /* y = W x + bias for this block's rows, W from shared memory (rows r0..r1
- * of n_in), x in shared memory, the bias from bias_fetch. One copy of the
- * code for every GEMV: the persistent kernel's body must stay small enough
- * for the instruction cache. */
+ * of n_in), x in shared memory, the bias from bias_fetch; one code for
+ * every GEMV phase, the epilogue saying what each output becomes. */
 static __device__ __forceinline__ void gemv_rows(const __half *W, int r0, int r1, int n_in,
                                               const float *x, float bias, const epilogue &e) {
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
@@ -289,7 +288,7 @@ static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out,
 struct work {
     float *x;       /* (d) the residual stream as this block last read it */
     float *xs;      /* (4d) the current GEMV input */
-    float *sc;      /* (max_keys) attention scores */
+    float *sc;      /* (max_keys) attention scores, then (groups, 64) sums */
     float *red;     /* (64) reductions */
     void *uni;      /* attention keys/values, or the partials being merged */
 };
@@ -545,7 +544,7 @@ static __device__ float bias_fetch(const float *bias, int n_out) {
     return r < r1 ? bias[r] : 0.0f;
 }
 
-/* Shared memory: x (d), xs (4d), red (64), sc (max_keys + 8 x 64), uni,
+/* Shared memory: x (d), xs (4d), red (64), sc (max_keys + 7 x 64), uni,
  * the slice table, the ring's barriers and offsets, the ring. */
 static __host__ __device__ size_t table_offset(const sh_fused_step &f) {
     return ((size_t)5 * f.d + 64 + f.max_keys + (FS_THREADS / FS_HD) * FS_HD) * 4 + f.uni_bytes;
