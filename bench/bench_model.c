@@ -27,17 +27,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "bench_util.h"
-#include "tools/random_model.h"
 #include "common/clock.h"
-#include "common/f16.h"
 #include "decode/logit_filters.h"
 #include "decode/text.h"
 #include "device.h"
 #include "shruti.h"
+#include "tools/random_model.h"
 
 
 
