@@ -432,6 +432,7 @@ struct sh_gpu_state {
     cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
+    int gemv;                       /* the GEMV's SH_K_* flags */
     /* the fused one-row step (fused_step.cu): 1 planned, -1 not possible */
     int fused;
     sh_fused_step fs;
@@ -567,6 +568,12 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     int cc_major = 0;
     cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, g->device);
     s->pdl = cc_major >= 9 && !getenv("SHRUTI_CUDA_NO_PDL");
+    /* SHRUTI_CUDA_MMA: 0 keeps half GEMVs off the tensor cores, "all"
+     * puts one-row GEMVs on them too */
+    const char *mma = getenv("SHRUTI_CUDA_MMA");
+    s->gemv = (s->pdl ? SH_K_PDL : 0) |
+              (cc_major >= 8 && !(mma && strcmp(mma, "0") == 0) ? SH_K_MMA : 0) |
+              (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
@@ -645,7 +652,7 @@ static int dec_linear(sh_gpu_state *s, const sh_gmat *w, const float *x, int row
                       const float *bias, int epilogue, char *err) {
     if (rows <= SH_GEMV_MAX_ROWS) {
         sh_k_gemv_ln(s->stream, w, x, w->n_in, rows, y, w->n_out, bias, epilogue, NULL, NULL, NULL,
-                     s->pdl);
+                     s->gemv);
         return 0;
     }
     float beta = epilogue == SH_GEMV_ACCUM ? 1.0f : 0.0f;
@@ -819,7 +826,7 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
         if (fused) {
             sh_kv_target kv = {kc, vc, pos0, n_tokens, ctx, d, ah};
             sh_k_gemv_ln(s->stream, &b->qkv, s->dx, d, rows, s->dqkv, 3 * d, b->qkv_b,
-                         SH_GEMV_STORE, b->attn_ln_w, b->attn_ln_b, &kv, s->pdl);
+                         SH_GEMV_STORE, b->attn_ln_w, b->attn_ln_b, &kv, s->gemv);
         } else {
             sh_k_layer_norm(s->stream, s->dx, rows, d, b->attn_ln_w, b->attn_ln_b, s->dh, 0);
             if ((r = dec_linear(s, &b->qkv, s->dh, rows, s->dqkv, b->qkv_b, SH_GEMV_STORE, err)) < 0)
@@ -832,7 +839,7 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
         /* x = x + cross_attn(ln(x), encoder output) */
         if (fused) {
             sh_k_gemv_ln(s->stream, &b->cq, s->dx, d, rows, s->dq, d, b->cq_b, SH_GEMV_STORE,
-                         b->cross_ln_w, b->cross_ln_b, NULL, s->pdl);
+                         b->cross_ln_w, b->cross_ln_b, NULL, s->gemv);
         } else {
             sh_k_layer_norm(s->stream, s->dx, rows, d, b->cross_ln_w, b->cross_ln_b, s->dh, 0);
             if ((r = dec_linear(s, &b->cq, s->dh, rows, s->dq, b->cq_b, SH_GEMV_STORE, err)) < 0)
@@ -847,7 +854,7 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
         /* x = x + mlp(ln(x)) */
         if (fused) {
             sh_k_gemv_ln(s->stream, &b->fc1, s->dx, d, rows, s->dm, 4 * d, b->fc1_b, SH_GEMV_GELU,
-                         b->mlp_ln_w, b->mlp_ln_b, NULL, s->pdl);
+                         b->mlp_ln_w, b->mlp_ln_b, NULL, s->gemv);
         } else {
             sh_k_layer_norm(s->stream, s->dx, rows, d, b->mlp_ln_w, b->mlp_ln_b, s->dh, 0);
             if ((r = dec_linear(s, &b->fc1, s->dh, rows, s->dm, b->fc1_b, SH_GEMV_GELU, err)) < 0)
@@ -993,8 +1000,9 @@ static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens
 static void logits_pass(sh_gpu_state *s, int row, int n) {
     const sh_gpu_model *g = s->g;
     int d = g->m->hp.n_text_state;
+    /* not a programmatic dependent: it follows the step's graph */
     sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)row * d, d, n, s->logits, g->m->hp.n_vocab,
-              NULL, SH_GEMV_STORE);
+              NULL, SH_GEMV_STORE, s->gemv & ~SH_K_PDL);
 }
 
 static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) {

@@ -117,6 +117,22 @@ static __device__ __forceinline__ void dot8(float *acc, const float *wv, const f
     }
 }
 
+/* Output o of input row n (bias added): stored, accumulated or through
+ * GELU, and for a qkv product k and v also into the caches at pos. */
+static __device__ __forceinline__ void gemv_finish(float *dst, float prev, float v, int epilogue,
+                                                   const sh_kv_target &kv, int o, int n,
+                                                   int pos) {
+    if (epilogue == SH_GEMV_ACCUM)
+        *dst = prev + v;
+    else
+        *dst = epilogue == SH_GEMV_GELU ? gelu(v) : v;
+    if (kv.k_cache && o >= kv.d) {
+        int b = n / kv.n_tokens;
+        size_t at = ((size_t)b * kv.n_ctx + pos) * kv.d + o % kv.d;
+        store_act(o < 2 * kv.d ? kv.k_cache : kv.v_cache, (long)at, v, kv.act_half);
+    }
+}
+
 /* One warp per output row; lanes take 8 columns at a time; each weight is
  * read once and used for all R rows of x. With LN the block first
  * normalises its R input rows into shared memory (the decoder's layer
@@ -203,23 +219,211 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
 #pragma unroll
         for (int r = 0; r < R; r++)
             if (r == lane) v = acc[r];
-        v += b_o;
-        if (epilogue == SH_GEMV_ACCUM)
-            *dst = prev + v;
-        else
-            *dst = epilogue == SH_GEMV_GELU ? gelu(v) : v;
-        if (kv.k_cache && o >= kv.d) {
-            int b = lane / kv.n_tokens;
-            size_t at = ((size_t)b * kv.n_ctx + pos) * kv.d + o % kv.d;
-            store_act(o < 2 * kv.d ? kv.k_cache : kv.v_cache, (long)at, v, kv.act_half);
+        gemv_finish(dst, prev, v + b_o, epilogue, kv, o, lane, pos);
+    }
+}
+
+/* ------------------------------------------------- GEMV on tensor cores */
+
+/* Half weights against 1..SH_GEMV_MAX_ROWS input rows on the tensor
+ * cores. The GEMV above does R multiply-adds and R loads of x per weight,
+ * so it turns compute-bound from two rows on (medium, 4 rows: fc1 29 us
+ * against 11 for one); here a warp's mma.m16n8k16 takes 16 weight rows
+ * against all 8 input rows at once. x goes in as two halves, hi + lo
+ * (x - hi), so it keeps about 22 bits like the float GEMV's input; the
+ * products are exact and summed in float32. A block owns 16 output rows;
+ * its warps take the 32-column chunks in turn and meet in shared memory.
+ * Column order inside a chunk is free for a dot product: lane (g, t)
+ * loads 16 contiguous bytes of weight rows g and g + 8 and of x row g,
+ * and feeds them to two mma k-steps as the fragment layout's columns. */
+#define MMA_WARPS 8
+#define MMA_UNROLL 4    /* chunks a warp loads before using the first */
+#define MMA_PAD 32      /* halves after each row of xs: no bank conflicts */
+
+static __device__ __forceinline__ void mma16816(float *c, unsigned a0, unsigned a1, unsigned a2,
+                                                unsigned a3, unsigned b0, unsigned b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+/* Eight floats as hi and lo halves, packed in pairs. */
+static __device__ __forceinline__ void split_hi_lo(const float *v, uint4 *hi, uint4 *lo) {
+    unsigned *h = (unsigned *)hi, *l = (unsigned *)lo;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 a = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+        float2 back = __half22float2(a);
+        __half2 b = __floats2half2_rn(v[2 * i] - back.x, v[2 * i + 1] - back.y);
+        h[i] = *(unsigned *)&a, l[i] = *(unsigned *)&b;
+    }
+}
+
+/* Layer norm of the block's input rows (all at once: one round of
+ * reductions for every row), into xs as hi and lo halves. */
+static __device__ void ln_rows_hi_lo(const float *x, int ldx, int rows, int n_in,
+                                     const float *ln_g, const float *ln_b, __half *xh, __half *xl,
+                                     int stride) {
+    const int PER = 6, NT = MMA_WARPS * WARP;   /* n_in <= 1536 */
+    __shared__ float part[MMA_WARPS][SH_GEMV_MAX_ROWS];
+    __shared__ float stat[SH_GEMV_MAX_ROWS];
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    float v[SH_GEMV_MAX_ROWS][PER];
+#pragma unroll
+    for (int r = 0; r < SH_GEMV_MAX_ROWS; r++)
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int i = threadIdx.x + k * NT;
+            v[r][k] = r < rows && i < n_in ? x[(size_t)r * ldx + i] : 0.0f;
+        }
+    float mean[SH_GEMV_MAX_ROWS], inv[SH_GEMV_MAX_ROWS];
+    for (int pass = 0; pass < 2; pass++) {
+#pragma unroll
+        for (int r = 0; r < SH_GEMV_MAX_ROWS; r++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                int i = threadIdx.x + k * NT;
+                float t = pass ? v[r][k] - mean[r] : v[r][k];
+                s += i < n_in ? (pass ? t * t : t) : 0.0f;
+            }
+            s = warp_sum(s);
+            if (lane == 0) part[warp][r] = s;
+        }
+        __syncthreads();
+        if (threadIdx.x < SH_GEMV_MAX_ROWS) {
+            float s = 0.0f;
+            for (int w = 0; w < MMA_WARPS; w++) s += part[w][threadIdx.x];
+            stat[threadIdx.x] = s / n_in;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < SH_GEMV_MAX_ROWS; r++) {
+            if (pass)
+                inv[r] = rsqrtf(stat[r] + 1e-5f);
+            else
+                mean[r] = stat[r];
+        }
+        __syncthreads();   /* part and stat are reused by the next pass */
+    }
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int i = threadIdx.x + k * NT;
+        if (i >= n_in) continue;
+        float g = ln_g[i], b = ln_b[i];
+#pragma unroll
+        for (int r = 0; r < SH_GEMV_MAX_ROWS; r++) {
+            if (r >= rows) break;
+            float y = (v[r][k] - mean[r]) * inv[r] * g + b;
+            __half h = __float2half_rn(y);
+            xh[(size_t)r * stride + i] = h;
+            xl[(size_t)r * stride + i] = __float2half_rn(y - __half2float(h));
         }
     }
+    __syncthreads();
+}
+
+template <int LN>
+__global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
+    k_gemv_mma(const __half *w, int n_out, int n_in, const float *x, int ldx, int rows, float *y,
+               int ldy, const float *bias, int epilogue, const float *ln_g, const float *ln_b,
+               sh_kv_target kv) {
+    extern __shared__ __align__(16) unsigned char mma_smem[];   /* LN: x as below */
+    __shared__ float sums[MMA_WARPS][16 * 8];
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
+    int o0 = blockIdx.x * 16, n_chunks = n_in / 32, stride = n_in + MMA_PAD;
+    /* rows past n_out load the last row: in bounds, never stored */
+    const __half *wa = w + (size_t)min(o0 + g, n_out - 1) * n_in + 8 * t;
+    const __half *wb = w + (size_t)min(o0 + g + 8, n_out - 1) * n_in + 8 * t;
+    uint4 ca[MMA_UNROLL], cb[MMA_UNROLL];
+    /* the first chunks of weights before the wait for x */
+#pragma unroll
+    for (int u = 0; u < MMA_UNROLL; u++) {
+        int c = warp + u * MMA_WARPS;
+        if (c < n_chunks) ca[u] = __ldg((const uint4 *)(wa + c * 32)), cb[u] = __ldg((const uint4 *)(wb + c * 32));
+    }
+    /* thread (row, n) < 128 finishes output o0 + row of input row n */
+    int e_row = threadIdx.x / 8, e_n = threadIdx.x % 8, eo = o0 + e_row;
+    bool e_out = threadIdx.x < 128 && eo < n_out && e_n < rows;
+    float b_o = bias && e_out ? bias[eo] : 0.0f;
+    int pos = kv.k_cache && e_out ? *kv.pos0 + e_n % kv.n_tokens : 0;
+    PDL_LAUNCH();
+    PDL_WAIT();
+    float *dst = e_out ? y + (size_t)e_n * ldy + eo : NULL;
+    float prev = epilogue == SH_GEMV_ACCUM && e_out ? *dst : 0.0f;
+    /* LN: the normalised rows as (rows, stride) hi halves, then lo */
+    __half *xh = (__half *)mma_smem, *xl = xh + (size_t)rows * stride;
+    if (LN) ln_rows_hi_lo(x, ldx, rows, n_in, ln_g, ln_b, xh, xl, stride);
+    bool has_row = g < rows;   /* columns of B past the rows are zero */
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int c0 = warp; c0 < n_chunks; c0 += MMA_UNROLL * MMA_WARPS) {
+        uint4 hi[MMA_UNROLL], lo[MMA_UNROLL];
+        if (c0 != warp) {   /* the first round's weights came before the wait */
+#pragma unroll
+            for (int u = 0; u < MMA_UNROLL; u++) {
+                int c = c0 + u * MMA_WARPS;
+                if (c < n_chunks)
+                    ca[u] = __ldg((const uint4 *)(wa + c * 32)), cb[u] = __ldg((const uint4 *)(wb + c * 32));
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < MMA_UNROLL; u++) {
+            int c = c0 + u * MMA_WARPS;
+            hi[u] = lo[u] = make_uint4(0, 0, 0, 0);
+            if (c >= n_chunks || !has_row) continue;
+            if (LN) {
+                hi[u] = *(const uint4 *)(xh + (size_t)g * stride + c * 32 + 8 * t);
+                lo[u] = *(const uint4 *)(xl + (size_t)g * stride + c * 32 + 8 * t);
+            } else {
+                const float4 *p = (const float4 *)(x + (size_t)g * ldx + c * 32 + 8 * t);
+                float4 a = p[0], b = p[1];
+                float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+                split_hi_lo(v, &hi[u], &lo[u]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < MMA_UNROLL; u++) {
+            if (c0 + u * MMA_WARPS >= n_chunks) break;
+            mma16816(acc, ca[u].x, cb[u].x, ca[u].y, cb[u].y, hi[u].x, hi[u].y);
+            mma16816(acc, ca[u].x, cb[u].x, ca[u].y, cb[u].y, lo[u].x, lo[u].y);
+            mma16816(acc, ca[u].z, cb[u].z, ca[u].w, cb[u].w, hi[u].z, hi[u].w);
+            mma16816(acc, ca[u].z, cb[u].z, ca[u].w, cb[u].w, lo[u].z, lo[u].w);
+        }
+    }
+    /* acc: rows g and g + 8 of the tile, input rows 2t and 2t + 1 */
+    sums[warp][g * 8 + 2 * t] = acc[0], sums[warp][g * 8 + 2 * t + 1] = acc[1];
+    sums[warp][(g + 8) * 8 + 2 * t] = acc[2], sums[warp][(g + 8) * 8 + 2 * t + 1] = acc[3];
+    __syncthreads();
+    if (!e_out) return;
+    float v = b_o;
+#pragma unroll
+    for (int k = 0; k < MMA_WARPS; k++) v += sums[k][threadIdx.x];
+    gemv_finish(dst, prev, v, epilogue, kv, eo, e_n, pos);
+}
+
+/* Whether the tensor-core GEMV takes this product (see gemv_rows). */
+static bool mma_fits(const sh_gmat *w, int rows, int ln) {
+    return w->kind == SH_GW_F16 && rows <= SH_GEMV_MAX_ROWS && w->n_in % 32 == 0 &&
+           (!ln || (w->n_in <= 6 * MMA_WARPS * WARP &&
+                    (size_t)2 * rows * (w->n_in + MMA_PAD) * sizeof(__half) <= 48 * 1024));
 }
 
 template <int KIND, int LN>
 static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
                       float *y, int ldy, const float *bias, int epilogue, const float *ln_g,
-                      const float *ln_b, sh_kv_target kv, int pdl) {
+                      const float *ln_b, sh_kv_target kv, int flags) {
+    int pdl = flags & SH_K_PDL;
+    if ((flags & SH_K_MMA) && (rows > 1 || (flags & SH_K_MMA_ONE)) && mma_fits(w, rows, LN)) {
+        size_t shm = LN ? (size_t)2 * rows * (w->n_in + MMA_PAD) * sizeof(__half) : 0;
+        launch(pdl, k_gemv_mma<LN>, blocks_for(w->n_out, 16), MMA_WARPS * WARP, shm, s,
+               (const __half *)w->w, w->n_out, w->n_in, x, ldx, rows, y, ldy, bias, epilogue, ln_g,
+               ln_b, kv);
+        return;
+    }
     const int threads = 128, per_block = threads / WARP;
     unsigned grid = blocks_for(w->n_out, per_block);
     size_t shm = LN ? (size_t)rows * w->n_in * sizeof(float) : 0;
@@ -245,30 +449,30 @@ static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
 template <int KIND>
 static void gemv_kind(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
                       float *y, int ldy, const float *bias, int epilogue, const float *ln_g,
-                      const float *ln_b, sh_kv_target kv, int pdl) {
+                      const float *ln_b, sh_kv_target kv, int flags) {
     if (ln_g)
-        gemv_rows<KIND, 1>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv, pdl);
+        gemv_rows<KIND, 1>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv, flags);
     else
-        gemv_rows<KIND, 0>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv, pdl);
+        gemv_rows<KIND, 0>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv, flags);
 }
 
 extern "C" void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
                              int rows, float *y, int ldy, const float *bias, int epilogue,
                              const float *ln_g, const float *ln_b, const sh_kv_target *kv,
-                             int pdl) {
+                             int flags) {
     sh_kv_target none = {0};
     const sh_kv_target k = kv ? *kv : none;
     if (w->kind == SH_GW_F32)
-        gemv_kind<SH_GW_F32>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, pdl);
+        gemv_kind<SH_GW_F32>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, flags);
     else if (w->kind == SH_GW_F16)
-        gemv_kind<SH_GW_F16>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, pdl);
+        gemv_kind<SH_GW_F16>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, flags);
     else
-        gemv_kind<SH_GW_I8>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, pdl);
+        gemv_kind<SH_GW_I8>(s, w, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, k, flags);
 }
 
 extern "C" void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows,
-                          float *y, int ldy, const float *bias, int epilogue) {
-    sh_k_gemv_ln(s, w, x, ldx, rows, y, ldy, bias, epilogue, NULL, NULL, NULL, 0);
+                          float *y, int ldy, const float *bias, int epilogue, int flags) {
+    sh_k_gemv_ln(s, w, x, ldx, rows, y, ldy, bias, epilogue, NULL, NULL, NULL, flags);
 }
 
 /* ------------------------------------------------------------ conversions */

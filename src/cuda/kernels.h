@@ -37,19 +37,24 @@ typedef struct {
     int n_tokens, n_ctx, d, act_half;
 } sh_kv_target;
 
+/* How a GEMV may run (flags): SH_K_PDL as a programmatic dependent of the
+ * previous kernel (Hopper and later: its weight loads overlap the previous
+ * kernel's tail); SH_K_MMA half weights on the tensor cores (compute
+ * capability 8.0 and later) for 2 rows and more, SH_K_MMA_ONE for one row
+ * too. */
+enum { SH_K_PDL = 1, SH_K_MMA = 2, SH_K_MMA_ONE = 4 };
+
 /* y (rows, n_out; row stride ldy) from x (rows, n_in; stride ldx) for
  * rows <= SH_GEMV_MAX_ROWS, each weight read once for all rows. */
 void sh_k_gemv(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows, float *y,
-               int ldy, const float *bias, int epilogue);
+               int ldy, const float *bias, int epilogue, int flags);
 
-/* pdl: launch as a programmatic dependent of the previous kernel (Hopper
- * and later): its weight loads overlap the previous kernel's tail.
- * The same with the input rows layer-normalised first (ln_g, ln_b; rows *
+/* The same with the input rows layer-normalised first (ln_g, ln_b; rows *
  * n_in floats must fit in 48 KB of shared memory) and, when kv is given,
  * the k and v columns stored into the caches too. */
 void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int rows, float *y,
                   int ldy, const float *bias, int epilogue, const float *ln_g, const float *ln_b,
-                  const sh_kv_target *kv, int pdl);
+                  const sh_kv_target *kv, int flags);
 
 /* Widens a matrix to half (for cuBLAS when rows exceed the GEMV's). */
 void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);

@@ -490,6 +490,71 @@ static void check_fused_step(int cc_major) {
     shruti_model_free(m);
 }
 
+/* The tensor-core GEMV (half weights, x as hi + lo halves) against the
+ * float GEMV: a tiny-shaped float16 model with random weights, two run
+ * states side by side (SHRUTI_CUDA_MMA=0 and =all, read when a state is
+ * made), 1 to 8 rows a step (beams of one window), a 4-token prompt (its
+ * rows too), every row's logits compared. */
+static void check_mma_gemv(int cc_major) {
+    char path[600];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/shruti-test-tiny-random.bin", tmp ? tmp : "/tmp");
+    if (sh_random_model_build(t_path("model-headers/%s", "for-tests-ggml-tiny.bin"), path) < 0) {
+        CHECK(0, "cannot build %s", path);
+        return;
+    }
+    shruti_model_params mp = shruti_model_default_params();
+    mp.compute_type = "float16";
+    mp.device = "cuda";
+    shruti_error err;
+    shruti_model *m = shruti_model_load_with_params(path, &mp, &err);
+    CHECK(m != NULL, "%s: %s", path, err.message);
+    if (!m) return;
+    int n_vocab = shruti_model_n_vocab(m), n_mel = shruti_model_n_mels(m) * 3000;
+    float *mel = malloc(sizeof(float) * (size_t)n_mel);
+    float *logits[2] = {malloc(sizeof(float) * 8 * n_vocab), malloc(sizeof(float) * 8 * n_vocab)};
+    for (int i = 0; i < n_mel; i++) mel[i] = sh_rand_normalish() * 10;
+    sh_run rt[2];
+    for (int k = 0; k < 2; k++) {
+        setenv("SHRUTI_CUDA_MMA", k ? "all" : "0", 1);
+        CHECK(sh_run_init(&rt[k], m, 8) == 0 && rt[k].gpu, "GPU run state: %s", rt[k].note);
+        CHECK(sh_encode(&rt[k], mel) == 0, "encode");
+    }
+    unsetenv("SHRUTI_CUDA_MMA");
+    const int prompt[4] = {50258, 50259, 50359, 50364}, widths[] = {1, 2, 3, 5, 8};
+    double diff = 0, range = 0;
+    int same = 0, total = 0;
+    for (int wi = 0; wi < 5; wi++) {
+        int rows = widths[wi], toks[8];
+        for (int k = 0; k < 2; k++) {
+            CHECK(sh_decoder_reserve(&rt[k], rows) == 0, "reserve %d", rows);
+            CHECK(sh_decoder_forward(&rt[k], prompt, 1, 4, 0) == 0, "prompt");
+            CHECK(sh_decoder_logits(&rt[k], 0, 4, logits[k]) == 0, "prompt logits");
+            CHECK(sh_decoder_broadcast(&rt[k], rows, 4) == 0, "broadcast");
+        }
+        for (int step = 0; step <= 12; step++) {
+            int n = step ? rows : 4;   /* step 0: the prompt's rows */
+            for (int r = 0; r < rows; r++) toks[r] = 400 + (step * 37 + r * 101) % 1000;
+            for (int k = 0; k < 2 && step; k++) {
+                CHECK(sh_decoder_forward(&rt[k], toks, rows, 1, 3 + step) == 0, "step");
+                CHECK(sh_decoder_logits(&rt[k], 0, rows, logits[k]) == 0, "logits");
+            }
+            diff = fmax(diff, t_max_abs_diff(logits[1], logits[0], (size_t)n * n_vocab));
+            for (size_t v = 0; v < (size_t)n * n_vocab; v++) range = fmax(range, fabs(logits[0][v]));
+            same += t_same_argmax(logits[1], logits[0], n, n_vocab);
+            total += n;
+        }
+    }
+    printf("tensor-core GEMV vs float GEMV (tiny shape, random weights, 1-8 rows): max diff %.3g "
+           "of logits up to %.3g, argmax %d/%d\n", diff, range, same, total);
+    CHECK(diff <= 1e-3 * range, "tensor-core GEMV: logits differ by %g (range %g)", diff, range);
+    CHECK(same == total, "tensor-core GEMV: argmax %d/%d", same, total);
+    if (cc_major >= 8) CHECK(diff > 0, "the tensor-core GEMV did not run (identical logits)");
+    sh_run_free(&rt[0]), sh_run_free(&rt[1]);
+    free(mel), free(logits[0]), free(logits[1]);
+    shruti_model_free(m);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     t_require_testdata();
@@ -526,5 +591,6 @@ int main(void) {
     check_batched();
     check_contexts_and_faults();
     check_fused_step(devs[0].cc_major);
+    check_mma_gemv(devs[0].cc_major);
     return t_finish("test_cuda");
 }
