@@ -225,8 +225,8 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
 
 /* ------------------------------------------------- GEMV on tensor cores */
 
-/* Half weights against 1..SH_GEMV_MAX_ROWS input rows on the tensor
- * cores. The GEMV above does R multiply-adds and R loads of x per weight,
+/* Half or int8 weights against 1..SH_GEMV_MAX_ROWS input rows on the
+ * tensor cores. The GEMV above does R multiply-adds and R loads of x per weight,
  * so it turns compute-bound from two rows on (medium, 4 rows: fc1 29 us
  * against 11 for one); here a warp's mma.m16n8k16 takes 16 weight rows
  * against all 8 input rows at once. x goes in as two halves, hi + lo
@@ -235,7 +235,9 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
  * its warps take the 32-column chunks in turn and meet in shared memory.
  * Column order inside a chunk is free for a dot product: lane (g, t)
  * loads 16 contiguous bytes of weight rows g and g + 8 and of x row g,
- * and feeds them to two mma k-steps as the fragment layout's columns. */
+ * and feeds them to two mma k-steps as the fragment layout's columns.
+ * Int8 weights become halves exactly; a chunk is one scale group, so each
+ * chunk's sum is scaled once. */
 #define MMA_WARPS 8
 #define MMA_UNROLL 4    /* chunks a warp loads before using the first */
 #define MMA_PAD 32      /* halves after each row of xs: no bank conflicts */
@@ -327,24 +329,72 @@ static __device__ void ln_rows_hi_lo(const float *x, int ldx, int rows, int n_in
     __syncthreads();
 }
 
-template <int LN>
+/* Four int8 weights as two half2 (exact: -128..127). */
+static __device__ __forceinline__ void int8x4_to_half2(unsigned q, unsigned *lo, unsigned *hi) {
+    /* offset binary bytes under 0x64 make halves 1024 + (q + 128); less 1152 */
+    unsigned u = q ^ 0x80808080u;
+    const __half2 bias = __floats2half2_rn(1152.0f, 1152.0f);
+    unsigned a = __byte_perm(u, 0x64646464u, 0x5150), b = __byte_perm(u, 0x64646464u, 0x5352);
+    __half2 ha = __hsub2(*(__half2 *)&a, bias), hb = __hsub2(*(__half2 *)&b, bias);
+    *lo = *(unsigned *)&ha, *hi = *(unsigned *)&hb;
+}
+
+/* This lane's 8 weights of a chunk (c: its 32-column index) as raw bits:
+ * half weights in 16 bytes; int8 weights in .x, .y and their row's scale
+ * for the chunk (one per 32 columns) in .z. */
+template <int KIND>
+static __device__ __forceinline__ uint4 mma_load(const void *w, const __half *scales, int n_in,
+                                                 int row, int c, int t) {
+    if (KIND == SH_GW_F16)
+        return __ldg((const uint4 *)((const __half *)w + (size_t)row * n_in + c * 32 + 8 * t));
+    uint2 q = __ldg((const uint2 *)((const int8_t *)w + (size_t)row * n_in + c * 32 + 8 * t));
+    return make_uint4(q.x, q.y, __half_as_ushort(scales[(size_t)row * (n_in / 32) + c]), 0);
+}
+
+/* acc += weights a (rows g), b (rows g + 8) times x (hi + lo): two mma
+ * k-steps of the lane's 8 columns, each with hi then lo. */
+template <int KIND>
+static __device__ __forceinline__ void mma_chunk(float *acc, uint4 a, uint4 b, uint4 hi, uint4 lo) {
+    if (KIND == SH_GW_F16) {
+        mma16816(acc, a.x, b.x, a.y, b.y, hi.x, hi.y);
+        mma16816(acc, a.x, b.x, a.y, b.y, lo.x, lo.y);
+        mma16816(acc, a.z, b.z, a.w, b.w, hi.z, hi.w);
+        mma16816(acc, a.z, b.z, a.w, b.w, lo.z, lo.w);
+        return;
+    }
+    /* int8: the integers exactly as halves, the chunk's sum then scaled */
+    unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+    int8x4_to_half2(a.x, &a0, &a1), int8x4_to_half2(a.y, &a2, &a3);
+    int8x4_to_half2(b.x, &b0, &b1), int8x4_to_half2(b.y, &b2, &b3);
+    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma16816(part, a0, b0, a1, b1, hi.x, hi.y);
+    mma16816(part, a0, b0, a1, b1, lo.x, lo.y);
+    mma16816(part, a2, b2, a3, b3, hi.z, hi.w);
+    mma16816(part, a2, b2, a3, b3, lo.z, lo.w);
+    float sa = __half2float(__ushort_as_half((unsigned short)a.z));
+    float sb = __half2float(__ushort_as_half((unsigned short)b.z));
+    acc[0] += sa * part[0], acc[1] += sa * part[1];
+    acc[2] += sb * part[2], acc[3] += sb * part[3];
+}
+
+template <int KIND, int LN>
 __global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
-    k_gemv_mma(const __half *w, int n_out, int n_in, const float *x, int ldx, int rows, float *y,
-               int ldy, const float *bias, int epilogue, const float *ln_g, const float *ln_b,
-               sh_kv_target kv) {
+    k_gemv_mma(const void *w, const __half *scales, int n_out, int n_in, const float *x, int ldx,
+               int rows, float *y, int ldy, const float *bias, int epilogue, const float *ln_g,
+               const float *ln_b, sh_kv_target kv) {
     extern __shared__ __align__(16) unsigned char mma_smem[];   /* LN: x as below */
     __shared__ float sums[MMA_WARPS][16 * 8];
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
     int o0 = blockIdx.x * 16, n_chunks = n_in / 32, stride = n_in + MMA_PAD;
     /* rows past n_out load the last row: in bounds, never stored */
-    const __half *wa = w + (size_t)min(o0 + g, n_out - 1) * n_in + 8 * t;
-    const __half *wb = w + (size_t)min(o0 + g + 8, n_out - 1) * n_in + 8 * t;
+    int ra = min(o0 + g, n_out - 1), rb = min(o0 + g + 8, n_out - 1);
     uint4 ca[MMA_UNROLL], cb[MMA_UNROLL];
     /* the first chunks of weights before the wait for x */
 #pragma unroll
     for (int u = 0; u < MMA_UNROLL; u++) {
         int c = warp + u * MMA_WARPS;
-        if (c < n_chunks) ca[u] = __ldg((const uint4 *)(wa + c * 32)), cb[u] = __ldg((const uint4 *)(wb + c * 32));
+        if (c < n_chunks)
+            ca[u] = mma_load<KIND>(w, scales, n_in, ra, c, t), cb[u] = mma_load<KIND>(w, scales, n_in, rb, c, t);
     }
     /* thread (row, n) < 128 finishes output o0 + row of input row n */
     int e_row = threadIdx.x / 8, e_n = threadIdx.x % 8, eo = o0 + e_row;
@@ -367,7 +417,7 @@ __global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
             for (int u = 0; u < MMA_UNROLL; u++) {
                 int c = c0 + u * MMA_WARPS;
                 if (c < n_chunks)
-                    ca[u] = __ldg((const uint4 *)(wa + c * 32)), cb[u] = __ldg((const uint4 *)(wb + c * 32));
+                    ca[u] = mma_load<KIND>(w, scales, n_in, ra, c, t), cb[u] = mma_load<KIND>(w, scales, n_in, rb, c, t);
             }
         }
 #pragma unroll
@@ -388,10 +438,7 @@ __global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
 #pragma unroll
         for (int u = 0; u < MMA_UNROLL; u++) {
             if (c0 + u * MMA_WARPS >= n_chunks) break;
-            mma16816(acc, ca[u].x, cb[u].x, ca[u].y, cb[u].y, hi[u].x, hi[u].y);
-            mma16816(acc, ca[u].x, cb[u].x, ca[u].y, cb[u].y, lo[u].x, lo[u].y);
-            mma16816(acc, ca[u].z, cb[u].z, ca[u].w, cb[u].w, hi[u].z, hi[u].w);
-            mma16816(acc, ca[u].z, cb[u].z, ca[u].w, cb[u].w, lo[u].z, lo[u].w);
+            mma_chunk<KIND>(acc, ca[u], cb[u], hi[u], lo[u]);
         }
     }
     /* acc: rows g and g + 8 of the tile, input rows 2t and 2t + 1 */
@@ -407,7 +454,8 @@ __global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
 
 /* Whether the tensor-core GEMV takes this product (see gemv_rows). */
 static bool mma_fits(const sh_gmat *w, int rows, int ln) {
-    return w->kind == SH_GW_F16 && rows <= SH_GEMV_MAX_ROWS && w->n_in % 32 == 0 &&
+    return (w->kind == SH_GW_F16 || w->kind == SH_GW_I8) && rows <= SH_GEMV_MAX_ROWS &&
+           w->n_in % 32 == 0 &&
            (!ln || (w->n_in <= 6 * MMA_WARPS * WARP &&
                     (size_t)2 * rows * (w->n_in + MMA_PAD) * sizeof(__half) <= 48 * 1024));
 }
@@ -419,9 +467,10 @@ static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
     int pdl = flags & SH_K_PDL;
     if ((flags & SH_K_MMA) && (rows > 1 || (flags & SH_K_MMA_ONE)) && mma_fits(w, rows, LN)) {
         size_t shm = LN ? (size_t)2 * rows * (w->n_in + MMA_PAD) * sizeof(__half) : 0;
-        launch(pdl, k_gemv_mma<LN>, blocks_for(w->n_out, 16), MMA_WARPS * WARP, shm, s,
-               (const __half *)w->w, w->n_out, w->n_in, x, ldx, rows, y, ldy, bias, epilogue, ln_g,
-               ln_b, kv);
+        if (KIND != SH_GW_F32)
+            launch(pdl, k_gemv_mma<KIND == SH_GW_F32 ? SH_GW_F16 : KIND, LN>, blocks_for(w->n_out, 16),
+                   MMA_WARPS * WARP, shm, s, w->w, (const __half *)w->scales, w->n_out, w->n_in, x,
+                   ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv);
         return;
     }
     const int threads = 128, per_block = threads / WARP;

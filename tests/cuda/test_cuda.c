@@ -490,12 +490,12 @@ static void check_fused_step(int cc_major) {
     shruti_model_free(m);
 }
 
-/* The tensor-core GEMV (half weights, x as hi + lo halves) against the
- * float GEMV: a tiny-shaped float16 model with random weights, two run
+/* The tensor-core GEMV (half or int8 weights, x as hi + lo halves)
+ * against the float GEMV: a tiny-shaped model with random weights, two run
  * states side by side (SHRUTI_CUDA_MMA=0 and =all, read when a state is
  * made), 1 to 8 rows a step (beams of one window), a 4-token prompt (its
  * rows too), every row's logits compared. */
-static void check_mma_gemv(int cc_major) {
+static void check_mma_gemv(int cc_major, const char *compute_type) {
     char path[600];
     const char *tmp = getenv("TMPDIR");
     snprintf(path, sizeof path, "%s/shruti-test-tiny-random.bin", tmp ? tmp : "/tmp");
@@ -504,7 +504,7 @@ static void check_mma_gemv(int cc_major) {
         return;
     }
     shruti_model_params mp = shruti_model_default_params();
-    mp.compute_type = "float16";
+    mp.compute_type = compute_type;
     mp.device = "cuda";
     shruti_error err;
     shruti_model *m = shruti_model_load_with_params(path, &mp, &err);
@@ -545,8 +545,8 @@ static void check_mma_gemv(int cc_major) {
             total += n;
         }
     }
-    printf("tensor-core GEMV vs float GEMV (tiny shape, random weights, 1-8 rows): max diff %.3g "
-           "of logits up to %.3g, argmax %d/%d\n", diff, range, same, total);
+    printf("tensor-core GEMV vs float GEMV (%s, tiny shape, random weights, 1-8 rows): max diff "
+           "%.3g of logits up to %.3g, argmax %d/%d\n", compute_type, diff, range, same, total);
     CHECK(diff <= 1e-3 * range, "tensor-core GEMV: logits differ by %g (range %g)", diff, range);
     CHECK(same == total, "tensor-core GEMV: argmax %d/%d", same, total);
     if (cc_major >= 8) CHECK(diff > 0, "the tensor-core GEMV did not run (identical logits)");
@@ -591,6 +591,7 @@ int main(void) {
     check_batched();
     check_contexts_and_faults();
     check_fused_step(devs[0].cc_major);
-    check_mma_gemv(devs[0].cc_major);
+    check_mma_gemv(devs[0].cc_major, "float16");
+    check_mma_gemv(devs[0].cc_major, "int8_float16");
     return t_finish("test_cuda");
 }
