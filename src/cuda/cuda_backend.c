@@ -433,6 +433,7 @@ struct sh_gpu_state {
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
     int gemv;                       /* the GEMV's SH_K_* flags */
+    int flash;                      /* the encoder's attention in one kernel (cc >= 8.0) */
     /* the fused one-row step (fused_step.cu): 1 planned, -1 not possible */
     int fused;
     sh_fused_step fs;
@@ -574,6 +575,9 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     s->gemv = (s->pdl ? SH_K_PDL : 0) |
               (cc_major >= 8 && !(mma && strcmp(mma, "0") == 0) ? SH_K_MMA : 0) |
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
+    /* SHRUTI_CUDA_FLASH=0: the encoder's attention through cuBLAS (A/B runs, tests) */
+    const char *flash = getenv("SHRUTI_CUDA_FLASH");
+    s->flash = cc_major >= 8 && !(flash && strcmp(flash, "0") == 0);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
@@ -691,17 +695,21 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
     sh_k_layer_norm(s->stream, s->x, n, d, b->attn_ln_w, b->attn_ln_b, s->h, ah);
     if ((r = linear_act(s, &b->qkv, s->h, n, s->y, 0.0f, err)) < 0) return r;
     sh_k_bias_act(s->stream, s->y, b->qkv_b, n, 3 * d, 0, s->big, ah);
-    /* scores(h) = q_h k_h^T / sqrt(hd), all heads in one batched GEMM */
-    const char *q = s->big, *k = (const char *)s->big + (size_t)d * a,
-               *v = (const char *)s->big + (size_t)2 * d * a;
-    if ((r = gemm(s, 1, 0, n, n, hd, 1.0f / sqrtf((float)hd), k, at, 3 * d, hd, q, at, 3 * d, hd,
-                  0.0f, s->scores, CUDA_R_32F, n, (long long)n * n, heads, err)) < 0)
-        return r;
-    sh_k_softmax_rows(s->stream, s->scores, heads * n, n, s->probs, ah);
-    /* o_h = p_h v_h, written into its hd columns of o */
-    if ((r = gemm(s, 0, 0, hd, n, n, 1.0f, v, at, 3 * d, hd, s->probs, at, n, (long long)n * n,
-                  0.0f, s->o, at, d, hd, heads, err)) < 0)
-        return r;
+    /* half activations: the whole attention in one kernel (the scores never
+     * leave the SM); else through cuBLAS and a softmax kernel */
+    if (!(ah && s->flash && sh_k_encoder_attention(s->stream, s->big, n, d, heads, s->o) == 0)) {
+        /* scores(h) = q_h k_h^T / sqrt(hd), all heads in one batched GEMM */
+        const char *q = s->big, *k = (const char *)s->big + (size_t)d * a,
+                   *v = (const char *)s->big + (size_t)2 * d * a;
+        if ((r = gemm(s, 1, 0, n, n, hd, 1.0f / sqrtf((float)hd), k, at, 3 * d, hd, q, at, 3 * d,
+                      hd, 0.0f, s->scores, CUDA_R_32F, n, (long long)n * n, heads, err)) < 0)
+            return r;
+        sh_k_softmax_rows(s->stream, s->scores, heads * n, n, s->probs, ah);
+        /* o_h = p_h v_h, written into its hd columns of o */
+        if ((r = gemm(s, 0, 0, hd, n, n, 1.0f, v, at, 3 * d, hd, s->probs, at, n,
+                      (long long)n * n, 0.0f, s->o, at, d, hd, heads, err)) < 0)
+            return r;
+    }
     if ((r = linear_act(s, &b->o, s->o, n, s->x, 1.0f, err)) < 0) return r;
     sh_k_add_bias(s->stream, s->x, b->o_b, n, d);
     sh_k_layer_norm(s->stream, s->x, n, d, b->mlp_ln_w, b->mlp_ln_b, s->h, ah);

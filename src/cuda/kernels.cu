@@ -117,19 +117,47 @@ static __device__ __forceinline__ void dot8(float *acc, const float *wv, const f
     }
 }
 
-/* Output o of input row n (bias added): stored, accumulated or through
- * GELU, and for a qkv product k and v also into the caches at pos. */
-static __device__ __forceinline__ void gemv_finish(float *dst, float prev, float v, int epilogue,
-                                                   const sh_kv_target &kv, int o, int n,
-                                                   int pos) {
+/* One output of a GEMV, o of input row n, and what its epilogue needs:
+ * the bias and the cache position (loaded before the wait for the
+ * previous kernel, gemv_out_at) and the value accumulated into (loaded
+ * right after it, gemv_out_wait: its latency hides behind the work). */
+struct gemv_out {
+    bool on;
+    int o, n, pos;
+    float bias, prev;
+    float *dst;
+};
+
+static __device__ __forceinline__ gemv_out gemv_out_at(bool on, int o, int n, const float *bias,
+                                                       const sh_kv_target &kv) {
+    gemv_out g = {on, o, n, 0, 0.0f, 0.0f, NULL};
+    g.bias = bias && on ? bias[o] : 0.0f;
+    g.pos = kv.k_cache && on ? *kv.pos0 + n % kv.n_tokens : 0;
+    return g;
+}
+
+/* The wait for the previous kernel (programmatic dependent launch). */
+static __device__ __forceinline__ void gemv_out_wait(gemv_out &g, float *y, int ldy,
+                                                     int epilogue) {
+    PDL_LAUNCH();
+    PDL_WAIT();
+    g.dst = g.on ? y + (size_t)g.n * ldy + g.o : NULL;
+    g.prev = epilogue == SH_GEMV_ACCUM && g.on ? *g.dst : 0.0f;
+}
+
+/* The output's value (bias not yet added) stored, accumulated or through
+ * GELU, and for a qkv product k and v also into the caches. */
+static __device__ __forceinline__ void gemv_finish(const gemv_out &g, float v, int epilogue,
+                                                   const sh_kv_target &kv) {
+    v += g.bias;
     if (epilogue == SH_GEMV_ACCUM)
-        *dst = prev + v;
+        *g.dst = g.prev + v;
     else
-        *dst = epilogue == SH_GEMV_GELU ? gelu(v) : v;
-    if (kv.k_cache && o >= kv.d) {
-        int b = n / kv.n_tokens;
-        size_t at = ((size_t)b * kv.n_ctx + pos) * kv.d + o % kv.d;
-        store_act(o < 2 * kv.d ? kv.k_cache : kv.v_cache, (long)at, v, kv.act_half);
+        *g.dst = epilogue == SH_GEMV_GELU ? gelu(v) : v;
+    if (kv.k_cache && g.o >= kv.d) {
+        int b = g.n / kv.n_tokens;
+        size_t at = ((size_t)b * kv.n_ctx + g.pos) * kv.d + g.o % kv.d;
+        store_act(g.o < 2 * kv.d ? kv.k_cache : kv.v_cache, (long)at, v, kv.act_half);
     }
 }
 
@@ -153,15 +181,9 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
         int c = lane * 8 + k * WARP * 8;
         if (o < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, o, c, pre[k]);
     }
-    /* the bias and the cache position do not come from the previous kernel either */
-    bool out_lane = o < n_out && lane < R;
-    float b_o = bias && out_lane ? bias[o] : 0.0f;
-    int pos = kv.k_cache && out_lane ? *kv.pos0 + lane % kv.n_tokens : 0;
-    PDL_LAUNCH();
-    PDL_WAIT();
-    /* the value accumulated into, loaded now: its latency hides behind the work */
-    float *dst = out_lane ? y + (size_t)lane * ldy + o : NULL;
-    float prev = epilogue == SH_GEMV_ACCUM && out_lane ? *dst : 0.0f;
+    /* lane r < R finishes output o of row r */
+    gemv_out out = gemv_out_at(o < n_out && lane < R, o, lane, bias, kv);
+    gemv_out_wait(out, y, ldy, epilogue);
     if (LN) {
         /* every load of a row issued before the first use: one latency */
         const int PER = 16;   /* n_in <= 16 * blockDim.x (2048 for 128 threads) */
@@ -219,7 +241,7 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
 #pragma unroll
         for (int r = 0; r < R; r++)
             if (r == lane) v = acc[r];
-        gemv_finish(dst, prev, v + b_o, epilogue, kv, o, lane, pos);
+        gemv_finish(out, v, epilogue, kv);
     }
 }
 
@@ -397,14 +419,9 @@ __global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
             ca[u] = mma_load<KIND>(w, scales, n_in, ra, c, t), cb[u] = mma_load<KIND>(w, scales, n_in, rb, c, t);
     }
     /* thread (row, n) < 128 finishes output o0 + row of input row n */
-    int e_row = threadIdx.x / 8, e_n = threadIdx.x % 8, eo = o0 + e_row;
-    bool e_out = threadIdx.x < 128 && eo < n_out && e_n < rows;
-    float b_o = bias && e_out ? bias[eo] : 0.0f;
-    int pos = kv.k_cache && e_out ? *kv.pos0 + e_n % kv.n_tokens : 0;
-    PDL_LAUNCH();
-    PDL_WAIT();
-    float *dst = e_out ? y + (size_t)e_n * ldy + eo : NULL;
-    float prev = epilogue == SH_GEMV_ACCUM && e_out ? *dst : 0.0f;
+    int eo = o0 + threadIdx.x / 8, e_n = threadIdx.x % 8;
+    gemv_out out = gemv_out_at(threadIdx.x < 128 && eo < n_out && e_n < rows, eo, e_n, bias, kv);
+    gemv_out_wait(out, y, ldy, epilogue);
     /* LN: the normalised rows as (rows, stride) hi halves, then lo */
     __half *xh = (__half *)mma_smem, *xl = xh + (size_t)rows * stride;
     if (LN) ln_rows_hi_lo(x, ldx, rows, n_in, ln_g, ln_b, xh, xl, stride);
@@ -445,11 +462,11 @@ __global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
     sums[warp][g * 8 + 2 * t] = acc[0], sums[warp][g * 8 + 2 * t + 1] = acc[1];
     sums[warp][(g + 8) * 8 + 2 * t] = acc[2], sums[warp][(g + 8) * 8 + 2 * t + 1] = acc[3];
     __syncthreads();
-    if (!e_out) return;
-    float v = b_o;
+    if (!out.on) return;
+    float v = 0.0f;
 #pragma unroll
     for (int k = 0; k < MMA_WARPS; k++) v += sums[k][threadIdx.x];
-    gemv_finish(dst, prev, v, epilogue, kv, eo, e_n, pos);
+    gemv_finish(out, v, epilogue, kv);
 }
 
 /* Whether the tensor-core GEMV takes this product (see gemv_rows). */

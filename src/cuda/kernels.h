@@ -79,6 +79,13 @@ void sh_k_layer_norm(cudaStream_t s, const float *x, int rows, int n, const floa
 /* out act (rows, n) = softmax of each float row. */
 void sh_k_softmax_rows(cudaStream_t s, const float *x, int rows, int n, void *out, int act_half);
 
+/* The encoder's self-attention of every head in one kernel on the tensor
+ * cores (encoder_attention.cu; compute 8.0 and later): qkv (n, 3d) half,
+ * q, k, v side by side, heads of 64; out (n, d) half. -1 (nothing
+ * launched) for other head widths. */
+int sh_k_encoder_attention(cudaStream_t s, const uint16_t *qkv, int n, int d, int n_head,
+                           uint16_t *out);
+
 /* Decoder embedding: x[r] = tok_emb[tokens[r]] + pos_emb[*pos0 + r % n_tokens]. */
 void sh_k_embed(cudaStream_t s, const sh_gmat *tok_emb, const float *pos_emb, const int *tokens,
                 const int *pos0, int rows, int n_tokens, float *x);

@@ -431,6 +431,46 @@ static void check_contexts_and_faults(void) {
     cJSON_Delete(man);
 }
 
+/* The verdict on two run states fed the same tokens, one through the
+ * path under test: logits within tol of their range and the same argmax;
+ * identical logits where that path should have run mean it did not. */
+static void check_agreement_within(const char *what, double diff, double range, double tol,
+                                   int same, int total, int should_run) {
+    CHECK(diff <= tol * range, "%s: logits differ by %g (range %g)", what, diff, range);
+    CHECK(same == total, "%s: argmax %d/%d", what, same, total);
+    if (should_run) CHECK(diff > 0, "%s did not run (identical logits)", what);
+}
+
+/* The same where only the order of float sums differs: within 1e-3. */
+static void check_agreement(const char *what, double diff, double range, int same, int total,
+                            int should_run) {
+    check_agreement_within(what, diff, range, 1e-3, same, total, should_run);
+}
+
+/* A tiny-shaped model with random weights (built once into TMPDIR) on
+ * the GPU in compute_type, and a random mel window for it; NULL (and a
+ * failed check) when either cannot be made. */
+static shruti_model *random_tiny_model(const char *compute_type, float **mel) {
+    char path[600];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/shruti-test-tiny-random.bin", tmp ? tmp : "/tmp");
+    if (sh_random_model_build(t_path("model-headers/%s", "for-tests-ggml-tiny.bin"), path) < 0) {
+        CHECK(0, "cannot build %s", path);
+        return NULL;
+    }
+    shruti_model_params mp = shruti_model_default_params();
+    mp.compute_type = compute_type;
+    mp.device = "cuda";
+    shruti_error err;
+    shruti_model *m = shruti_model_load_with_params(path, &mp, &err);
+    CHECK(m != NULL, "%s: %s", path, err.message);
+    if (!m) return NULL;
+    int n_mel = shruti_model_n_mels(m) * 3000;
+    *mel = malloc(sizeof(float) * (size_t)n_mel);
+    for (int i = 0; i < n_mel; i++) (*mel)[i] = sh_rand_normalish() * 10;
+    return m;
+}
+
 /* The fused one-row step (fused_step.cu: compute 9.0 and later, float16,
  * heads 64 wide; the mini models' heads are 16 wide, so a tiny-shaped
  * model with random weights) against the separate kernels, as two run
@@ -440,24 +480,11 @@ static void check_contexts_and_faults(void) {
  * of their range (tolerance 1e-3 of it) and in argmax; identical logits
  * would mean the fused step never ran, a failure where it should. */
 static void check_fused_step(int cc_major) {
-    char path[600];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/shruti-test-tiny-random.bin", tmp ? tmp : "/tmp");
-    if (sh_random_model_build(t_path("model-headers/%s", "for-tests-ggml-tiny.bin"), path) < 0) {
-        CHECK(0, "cannot build %s", path);
-        return;
-    }
-    shruti_model_params mp = shruti_model_default_params();
-    mp.compute_type = "float16";
-    mp.device = "cuda";
-    shruti_error err;
-    shruti_model *m = shruti_model_load_with_params(path, &mp, &err);
-    CHECK(m != NULL, "%s: %s", path, err.message);
+    float *mel;
+    shruti_model *m = random_tiny_model("float16", &mel);
     if (!m) return;
-    int n_vocab = shruti_model_n_vocab(m), n_mel = shruti_model_n_mels(m) * 3000;
-    float *mel = malloc(sizeof(float) * (size_t)n_mel);
+    int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * n_vocab), malloc(sizeof(float) * n_vocab)};
-    for (int i = 0; i < n_mel; i++) mel[i] = sh_rand_normalish() * 10;
     sh_run rt[2];
     double diff = 0, range = 0;
     int same = 0, steps = 448, tok = 50258;
@@ -482,9 +509,7 @@ static void check_fused_step(int cc_major) {
     }
     printf("fused step vs kernels (tiny shape, random weights, %d steps): max diff %.3g of "
            "logits up to %.3g, argmax %d/%d\n", steps, diff, range, same, steps);
-    CHECK(diff <= 1e-3 * range, "fused step: logits differ by %g (range %g)", diff, range);
-    CHECK(same == steps, "fused step: argmax %d/%d", same, steps);
-    if (cc_major >= 9) CHECK(diff > 0, "the fused step did not run (identical logits)");
+    check_agreement("the fused step", diff, range, same, steps, cc_major >= 9);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
@@ -496,24 +521,11 @@ static void check_fused_step(int cc_major) {
  * made), 1 to 8 rows a step (beams of one window), a 4-token prompt (its
  * rows too), every row's logits compared. */
 static void check_mma_gemv(int cc_major, const char *compute_type) {
-    char path[600];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/shruti-test-tiny-random.bin", tmp ? tmp : "/tmp");
-    if (sh_random_model_build(t_path("model-headers/%s", "for-tests-ggml-tiny.bin"), path) < 0) {
-        CHECK(0, "cannot build %s", path);
-        return;
-    }
-    shruti_model_params mp = shruti_model_default_params();
-    mp.compute_type = compute_type;
-    mp.device = "cuda";
-    shruti_error err;
-    shruti_model *m = shruti_model_load_with_params(path, &mp, &err);
-    CHECK(m != NULL, "%s: %s", path, err.message);
+    float *mel;
+    shruti_model *m = random_tiny_model(compute_type, &mel);
     if (!m) return;
-    int n_vocab = shruti_model_n_vocab(m), n_mel = shruti_model_n_mels(m) * 3000;
-    float *mel = malloc(sizeof(float) * (size_t)n_mel);
+    int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * 8 * n_vocab), malloc(sizeof(float) * 8 * n_vocab)};
-    for (int i = 0; i < n_mel; i++) mel[i] = sh_rand_normalish() * 10;
     sh_run rt[2];
     for (int k = 0; k < 2; k++) {
         setenv("SHRUTI_CUDA_MMA", k ? "all" : "0", 1);
@@ -547,9 +559,52 @@ static void check_mma_gemv(int cc_major, const char *compute_type) {
     }
     printf("tensor-core GEMV vs float GEMV (%s, tiny shape, random weights, 1-8 rows): max diff "
            "%.3g of logits up to %.3g, argmax %d/%d\n", compute_type, diff, range, same, total);
-    CHECK(diff <= 1e-3 * range, "tensor-core GEMV: logits differ by %g (range %g)", diff, range);
-    CHECK(same == total, "tensor-core GEMV: argmax %d/%d", same, total);
-    if (cc_major >= 8) CHECK(diff > 0, "the tensor-core GEMV did not run (identical logits)");
+    check_agreement("the tensor-core GEMV", diff, range, same, total, cc_major >= 8);
+    sh_run_free(&rt[0]), sh_run_free(&rt[1]);
+    free(mel), free(logits[0]), free(logits[1]);
+    shruti_model_free(m);
+}
+
+/* The encoder's attention in one kernel (encoder_attention.cu) against
+ * cuBLAS and the softmax kernel: two run states (SHRUTI_CUDA_FLASH=0 and
+ * unset, read when a state is made) encode the same random window of a
+ * tiny-shaped float16 model (64-wide heads; the mini models' 16-wide ones
+ * keep cuBLAS), then decode a 4-token prompt and 12 steps. Both round the
+ * probabilities to half, at different points (before and after the
+ * normalisation), so the logits differ by a few half ulps of the encoder
+ * output carried through the decoder, not the 1e-5 of a reordered sum. */
+static void check_flash_encoder(int cc_major) {
+    float *mel;
+    shruti_model *m = random_tiny_model("float16", &mel);
+    if (!m) return;
+    int n_vocab = shruti_model_n_vocab(m);
+    float *logits[2] = {malloc(sizeof(float) * 4 * n_vocab), malloc(sizeof(float) * 4 * n_vocab)};
+    sh_run rt[2];
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) setenv("SHRUTI_CUDA_FLASH", "0", 1);
+        CHECK(sh_run_init(&rt[k], m, 8) == 0 && rt[k].gpu, "GPU run state: %s", rt[k].note);
+        unsetenv("SHRUTI_CUDA_FLASH");
+        CHECK(sh_encode(&rt[k], mel) == 0 && sh_decoder_reserve(&rt[k], 1) == 0, "encode");
+    }
+    const int prompt[4] = {50258, 50259, 50359, 50364};
+    double diff = 0, range = 0;
+    int same = 0, total = 0;
+    for (int step = 0; step <= 12; step++) {
+        int n = step ? 1 : 4, tok = 400 + step * 37;
+        for (int k = 0; k < 2; k++) {
+            CHECK((step ? sh_decoder_forward(&rt[k], &tok, 1, 1, 3 + step)
+                        : sh_decoder_forward(&rt[k], prompt, 1, 4, 0)) == 0, "forward");
+            CHECK(sh_decoder_logits(&rt[k], 0, n, logits[k]) == 0, "logits");
+        }
+        diff = fmax(diff, t_max_abs_diff(logits[1], logits[0], (size_t)n * n_vocab));
+        for (size_t v = 0; v < (size_t)n * n_vocab; v++) range = fmax(range, fabs(logits[0][v]));
+        same += t_same_argmax(logits[1], logits[0], n, n_vocab);
+        total += n;
+    }
+    printf("encoder attention in one kernel vs cuBLAS (tiny shape, random weights, float16): max "
+           "diff %.3g of logits up to %.3g, argmax %d/%d\n", diff, range, same, total);
+    check_agreement_within("the encoder's attention kernel", diff, range, 1e-2, same, total,
+                           cc_major >= 8);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
@@ -593,5 +648,6 @@ int main(void) {
     check_fused_step(devs[0].cc_major);
     check_mma_gemv(devs[0].cc_major, "float16");
     check_mma_gemv(devs[0].cc_major, "int8_float16");
+    check_flash_encoder(devs[0].cc_major);
     return t_finish("test_cuda");
 }
