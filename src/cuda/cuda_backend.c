@@ -433,7 +433,7 @@ struct sh_gpu_state {
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
     int gemv;                       /* the GEMV's SH_K_* flags */
-    int flash;                      /* the encoder's attention in one kernel (cc >= 8.0) */
+    int flash;                      /* the encoder's attention in one kernel (cc >= 8.0, half) */
     /* the fused one-row step (fused_step.cu): 1 planned, -1 not possible */
     int fused;
     sh_fused_step fs;
@@ -466,7 +466,10 @@ typedef struct {
 
 #define MAX_STATE_BUFS 40
 
-static int state_buffers(const sh_hparams *hp, size_t a, sh_gpu_state *s, state_buf *out) {
+/* flash: the encoder's attention runs in one kernel, which needs no
+ * scores or probabilities in memory (medium: 216 MB less). */
+static int state_buffers(const sh_hparams *hp, size_t a, int flash, sh_gpu_state *s,
+                         state_buf *out) {
     size_t n = hp->n_audio_ctx, d = hp->n_audio_state, dt = hp->n_text_state;
     size_t cols = 3 * (size_t)(hp->n_mels > hp->n_audio_state ? hp->n_mels : hp->n_audio_state);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
@@ -482,8 +485,8 @@ static int state_buffers(const sh_hparams *hp, size_t a, sh_gpu_state *s, state_
     BUF(h, n * d * a);
     BUF(big, n * 4 * d * a);
     BUF(o, n * d * a);
-    BUF(scores, (size_t)hp->n_audio_head * n * n * 4);
-    BUF(probs, (size_t)hp->n_audio_head * n * n * a);
+    BUF(scores, flash ? 0 : (size_t)hp->n_audio_head * n * n * 4);
+    BUF(probs, flash ? 0 : (size_t)hp->n_audio_head * n * n * a);
     BUF(cross_k, (size_t)hp->n_text_layer * n * dt * a);
     BUF(cross_v, (size_t)hp->n_text_layer * n * dt * a);
     BUF(dx, rows * dt * 4);
@@ -513,7 +516,7 @@ static void state_free(sh_gpu_state *s) {
     cudaSetDevice(s->g->device);
     drop_graphs(s);
     state_buf bufs[MAX_STATE_BUFS];
-    int n = state_buffers(&s->g->m->hp, act_size(s->g), s, bufs);
+    int n = state_buffers(&s->g->m->hp, act_size(s->g), s->flash, s, bufs);
     for (int i = 0; i < n; i++)
         if (*bufs[i].ptr) cudaFree(*bufs[i].ptr);
     if (s->fused_layers) cudaFree(s->fused_layers);
@@ -536,7 +539,7 @@ static uint64_t state_bytes(const shruti_model *m, int mode) {
     uint64_t a = mode == SH_GPU_FLOAT32 ? 4 : 2, sum = 0;
     sh_gpu_state probe_state;
     state_buf bufs[MAX_STATE_BUFS];
-    int n = state_buffers(hp, a, &probe_state, bufs);
+    int n = state_buffers(hp, a, 0, &probe_state, bufs);   /* as if without: an upper bound */
     for (int i = 0; i < n; i++) sum += bufs[i].bytes;
     return sum + 3 * (uint64_t)hp->n_text_layer * 5 * hp->n_text_ctx * hp->n_text_state * a;
 }
@@ -577,7 +580,8 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     /* SHRUTI_CUDA_FLASH=0: the encoder's attention through cuBLAS (A/B runs, tests) */
     const char *flash = getenv("SHRUTI_CUDA_FLASH");
-    s->flash = cc_major >= 8 && !(flash && strcmp(flash, "0") == 0);
+    s->flash = cc_major >= 8 && !(flash && strcmp(flash, "0") == 0) && g->act_half &&
+               hp->n_audio_state == 64 * hp->n_audio_head;
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
@@ -587,7 +591,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     if (r == 0 && bs != CUBLAS_STATUS_SUCCESS) r = blas_fail(err, bs, "creating a cuBLAS handle");
     if (r == 0) cublasSetStream(s->blas, s->stream);
     state_buf bufs[MAX_STATE_BUFS];
-    int n_bufs = state_buffers(hp, act_size(g), s, bufs);
+    int n_bufs = state_buffers(hp, act_size(g), s->flash, s, bufs);
     for (int i = 0; i < n_bufs && r == 0; i++)
         if (bufs[i].bytes) r = state_alloc(bufs[i].ptr, bufs[i].bytes, err);
     s->n_windows = 1;
@@ -695,9 +699,12 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
     sh_k_layer_norm(s->stream, s->x, n, d, b->attn_ln_w, b->attn_ln_b, s->h, ah);
     if ((r = linear_act(s, &b->qkv, s->h, n, s->y, 0.0f, err)) < 0) return r;
     sh_k_bias_act(s->stream, s->y, b->qkv_b, n, 3 * d, 0, s->big, ah);
-    /* half activations: the whole attention in one kernel (the scores never
-     * leave the SM); else through cuBLAS and a softmax kernel */
-    if (!(ah && s->flash && sh_k_encoder_attention(s->stream, s->big, n, d, heads, s->o) == 0)) {
+    /* half activations, 64-wide heads: the whole attention in one kernel
+     * (the scores never leave the SM); else through cuBLAS and a softmax */
+    if (s->flash) {
+        if (sh_k_encoder_attention(s->stream, s->big, n, d, heads, s->o) < 0)
+            return fail(err, SHRUTI_ERR_DEVICE, "encoder attention: bad shape");
+    } else {
         /* scores(h) = q_h k_h^T / sqrt(hd), all heads in one batched GEMM */
         const char *q = s->big, *k = (const char *)s->big + (size_t)d * a,
                    *v = (const char *)s->big + (size_t)2 * d * a;
