@@ -431,20 +431,32 @@ static void check_contexts_and_faults(void) {
     cJSON_Delete(man);
 }
 
-/* The verdict on two run states fed the same tokens, one through the
- * path under test: logits within tol of their range and the same argmax;
- * identical logits where that path should have run mean it did not. */
-static void check_agreement_within(const char *what, double diff, double range, double tol,
-                                   int same, int total, int should_run) {
-    CHECK(diff <= tol * range, "%s: logits differ by %g (range %g)", what, diff, range);
-    CHECK(same == total, "%s: argmax %d/%d", what, same, total);
-    if (should_run) CHECK(diff > 0, "%s did not run (identical logits)", what);
+/* Two run states fed the same tokens, one through the path under test:
+ * how far apart their logits came (the largest difference, the largest
+ * logit) and how often their argmax agreed. */
+typedef struct {
+    double diff, range;
+    int same, total;
+} agreement;
+
+static void agreement_add(agreement *a, const float *tested, const float *base, int rows,
+                          int n_vocab) {
+    size_t n = (size_t)rows * n_vocab;
+    a->diff = fmax(a->diff, t_max_abs_diff(tested, base, n));
+    for (size_t v = 0; v < n; v++) a->range = fmax(a->range, fabs(base[v]));
+    a->same += t_same_argmax(tested, base, rows, n_vocab);
+    a->total += rows;
 }
 
-/* The same where only the order of float sums differs: within 1e-3. */
-static void check_agreement(const char *what, double diff, double range, int same, int total,
+/* The verdict: logits within tol of their range and the same argmax;
+ * identical logits where the path should have run mean it did not. */
+static void check_agreement(const char *what, const char *setup, const agreement *a, double tol,
                             int should_run) {
-    check_agreement_within(what, diff, range, 1e-3, same, total, should_run);
+    printf("%s (%s): max diff %.3g of logits up to %.3g, argmax %d/%d\n", what, setup, a->diff,
+           a->range, a->same, a->total);
+    CHECK(a->diff <= tol * a->range, "%s: logits differ by %g (range %g)", what, a->diff, a->range);
+    CHECK(a->same == a->total, "%s: argmax %d/%d", what, a->same, a->total);
+    if (should_run) CHECK(a->diff > 0, "%s did not run (identical logits)", what);
 }
 
 /* A tiny-shaped model with random weights (built once into TMPDIR) on
@@ -486,8 +498,8 @@ static void check_fused_step(int cc_major) {
     int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * n_vocab), malloc(sizeof(float) * n_vocab)};
     sh_run rt[2];
-    double diff = 0, range = 0;
-    int same = 0, steps = 448, tok = 50258;
+    agreement agree = {0};
+    int steps = 448, tok = 50258;
     for (int fused = 0; fused < 2; fused++) {
         /* read when a state captures its first step */
         setenv("SHRUTI_CUDA_FUSED", fused ? "1" : "0", 1);
@@ -502,14 +514,12 @@ static void check_fused_step(int cc_major) {
             if (i > 0) CHECK(sh_decoder_forward(&rt[k], &tok, 1, 1, i) == 0, "step %d", i);
             CHECK(sh_decoder_logits(&rt[k], 0, 1, logits[k]) == 0, "logits");
         }
-        diff = fmax(diff, t_max_abs_diff(logits[1], logits[0], (size_t)n_vocab));
-        for (int v = 0; v < n_vocab; v++) range = fmax(range, fabs(logits[0][v]));
-        same += t_same_argmax(logits[1], logits[0], 1, n_vocab);
+        agreement_add(&agree, logits[1], logits[0], 1, n_vocab);
         tok = 400 + (i * 37) % 1000;   /* text tokens, the same for both */
     }
-    printf("fused step vs kernels (tiny shape, random weights, %d steps): max diff %.3g of "
-           "logits up to %.3g, argmax %d/%d\n", steps, diff, range, same, steps);
-    check_agreement("the fused step", diff, range, same, steps, cc_major >= 9);
+    /* only the order of float sums differs: within 1e-3 */
+    check_agreement("fused step vs kernels", "tiny shape, random weights, 448 steps", &agree, 1e-3,
+                    cc_major >= 9);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
@@ -534,8 +544,7 @@ static void check_mma_gemv(int cc_major, const char *compute_type) {
     }
     unsetenv("SHRUTI_CUDA_MMA");
     const int prompt[4] = {50258, 50259, 50359, 50364}, widths[] = {1, 2, 3, 5, 8};
-    double diff = 0, range = 0;
-    int same = 0, total = 0;
+    agreement agree = {0};
     for (int wi = 0; wi < 5; wi++) {
         int rows = widths[wi], toks[8];
         for (int k = 0; k < 2; k++) {
@@ -551,15 +560,12 @@ static void check_mma_gemv(int cc_major, const char *compute_type) {
                 CHECK(sh_decoder_forward(&rt[k], toks, rows, 1, 3 + step) == 0, "step");
                 CHECK(sh_decoder_logits(&rt[k], 0, rows, logits[k]) == 0, "logits");
             }
-            diff = fmax(diff, t_max_abs_diff(logits[1], logits[0], (size_t)n * n_vocab));
-            for (size_t v = 0; v < (size_t)n * n_vocab; v++) range = fmax(range, fabs(logits[0][v]));
-            same += t_same_argmax(logits[1], logits[0], n, n_vocab);
-            total += n;
+            agreement_add(&agree, logits[1], logits[0], n, n_vocab);
         }
     }
-    printf("tensor-core GEMV vs float GEMV (%s, tiny shape, random weights, 1-8 rows): max diff "
-           "%.3g of logits up to %.3g, argmax %d/%d\n", compute_type, diff, range, same, total);
-    check_agreement("the tensor-core GEMV", diff, range, same, total, cc_major >= 8);
+    char setup[96];
+    snprintf(setup, sizeof setup, "%s, tiny shape, random weights, 1-8 rows", compute_type);
+    check_agreement("tensor-core GEMV vs float GEMV", setup, &agree, 1e-3, cc_major >= 8);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
@@ -587,8 +593,7 @@ static void check_flash_encoder(int cc_major) {
         CHECK(sh_encode(&rt[k], mel) == 0 && sh_decoder_reserve(&rt[k], 1) == 0, "encode");
     }
     const int prompt[4] = {50258, 50259, 50359, 50364};
-    double diff = 0, range = 0;
-    int same = 0, total = 0;
+    agreement agree = {0};
     for (int step = 0; step <= 12; step++) {
         int n = step ? 1 : 4, tok = 400 + step * 37;
         for (int k = 0; k < 2; k++) {
@@ -596,15 +601,10 @@ static void check_flash_encoder(int cc_major) {
                         : sh_decoder_forward(&rt[k], prompt, 1, 4, 0)) == 0, "forward");
             CHECK(sh_decoder_logits(&rt[k], 0, n, logits[k]) == 0, "logits");
         }
-        diff = fmax(diff, t_max_abs_diff(logits[1], logits[0], (size_t)n * n_vocab));
-        for (size_t v = 0; v < (size_t)n * n_vocab; v++) range = fmax(range, fabs(logits[0][v]));
-        same += t_same_argmax(logits[1], logits[0], n, n_vocab);
-        total += n;
+        agreement_add(&agree, logits[1], logits[0], n, n_vocab);
     }
-    printf("encoder attention in one kernel vs cuBLAS (tiny shape, random weights, float16): max "
-           "diff %.3g of logits up to %.3g, argmax %d/%d\n", diff, range, same, total);
-    check_agreement_within("the encoder's attention kernel", diff, range, 1e-2, same, total,
-                           cc_major >= 8);
+    check_agreement("encoder attention in one kernel vs cuBLAS",
+                    "tiny shape, random weights, float16", &agree, 1e-2, cc_major >= 8);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
