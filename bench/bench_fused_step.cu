@@ -11,6 +11,8 @@
  * its merged heads; cross o; the wait for x2; layer norm; fc1; the wait
  * for fc1's output; fc2.
  *
+ * Last, medium with int8 weights (int8_float16), the step only.
+ *
  * usage: bench_fused_step (compute capability 9.0 or later) */
 #include "cuda/fused_step.cu"   /* the kernel itself, static in that file */
 
@@ -22,15 +24,20 @@
 
 static void *dz(size_t bytes) { void *p; cudaMalloc(&p, bytes); cudaMemset(p, 0, bytes); return p; }
 
-static void run(const char *name, int d, int H, int L) {
+static void run(const char *name, int d, int H, int L, int kind) {
     sh_fused_step f = {};
-    f.n_layer = L, f.d = d, f.n_head = H, f.n_ctx = 448, f.n_audio = 1500;
+    f.n_layer = L, f.d = d, f.n_head = H, f.n_ctx = 448, f.n_audio = 1500, f.kind = kind;
     if (sh_fused_plan(0, &f) < 0) {
         printf("%s: the fused step cannot run on this device\n", name);
         return;
     }
     std::vector<sh_fused_layer> ls(L);
-    auto mat = [&](int o, int i) { sh_gmat m = {}; m.w = dz((size_t)o * i * 2); m.kind = SH_GW_F16; m.n_out = o; m.n_in = i; return m; };
+    int esize = kind == SH_GW_I8 ? 1 : 2;
+    auto mat = [&](int o, int i) {
+        sh_gmat m = {}; m.w = dz((size_t)o * i * esize); m.kind = kind; m.n_out = o; m.n_in = i;
+        if (kind == SH_GW_I8) m.scales = (uint16_t *)dz((size_t)o * (i / 32) * 2);
+        return m;
+    };
     for (int l = 0; l < L; l++) {
         sh_fused_layer &x = ls[l];
         x.ln1_g = x.ln1_b = x.ln2_g = x.ln2_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
@@ -42,7 +49,7 @@ static void run(const char *name, int d, int H, int L) {
     }
     sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
     cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
-    f.layers = dl; f.tok_emb = dz(d * 2); f.pos_emb = (const float *)dz(448 * d * 4);
+    f.layers = dl; f.tok_emb = dz(d * 2); f.tok_scales = (const uint16_t *)dz(d); f.pos_emb = (const float *)dz(448 * d * 4);
     int *io = (int *)dz(8); int pos = 100; cudaMemcpy(io + 1, &pos, 4, cudaMemcpyHostToDevice);
     f.token = io; f.pos0 = io + 1;
     size_t words = sh_fused_ll_words(L, d, H, f.splits) * 8;
@@ -84,10 +91,11 @@ static void run(const char *name, int d, int H, int L) {
 
 int main() {
     setvbuf(stdout, NULL, _IONBF, 0);
-    run("tiny", 384, 6, 4);
-    run("base", 512, 8, 6);
-    run("small", 768, 12, 12);
-    run("medium", 1024, 16, 24);
-    run("large", 1280, 20, 32);
+    run("tiny", 384, 6, 4, SH_GW_F16);
+    run("base", 512, 8, 6, SH_GW_F16);
+    run("small", 768, 12, 12, SH_GW_F16);
+    run("medium", 1024, 16, 24, SH_GW_F16);
+    run("large", 1280, 20, 32, SH_GW_F16);
+    run("medium int8", 1024, 16, 24, SH_GW_I8);
     return 0;
 }

@@ -897,10 +897,11 @@ static int fused_prepare(sh_gpu_state *s) {
          * base, 2% slower for tiny) */
         const char *want = getenv("SHRUTI_CUDA_FUSED");
         int on = want ? strcmp(want, "0") != 0 : hp->n_text_state >= 512;
-        if (!on || g->mode != SH_GPU_FLOAT16 || hp->n_text_layer > FUSED_MAX_LAYERS) return -1;
+        if (!on || g->mode == SH_GPU_FLOAT32 || hp->n_text_layer > FUSED_MAX_LAYERS) return -1;
         sh_fused_step *f = &s->fs;
         memset(f, 0, sizeof *f);
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
+        f->kind = g->tok_emb.kind, f->tok_scales = g->tok_emb.scales;
         f->n_ctx = hp->n_text_ctx, f->n_audio = hp->n_audio_ctx;
         if (sh_fused_plan(g->device, f) < 0) {
             cudaGetLastError();   /* a refused attribute must not fail the next step */

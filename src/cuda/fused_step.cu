@@ -17,7 +17,8 @@
  *     ranges as shared memory holds; the last of a head's blocks to finish
  *     (a counter per head) merges its partial softmaxes; a head that fits
  *     one block needs no merge.
- * Phases of a layer: qkv (layer norm inside), self-attention, o (+x),
+ * Half weights, or int8 ones with their per-32 scales fetched behind each
+ * slice (int8_float16). Phases of a layer: qkv (layer norm inside), self-attention, o (+x),
  * cross q (layer norm inside), cross-attention, cross o (+x), fc1 (layer
  * norm inside, GELU), fc2 (+x). The final layer norm, logits and pick stay
  * separate kernels. All blocks must be resident: launched cooperatively.
@@ -158,10 +159,11 @@ static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L,
     }
 }
 
-/* A weight slice to fetch: this block's rows of one matrix. */
+/* A weight slice to fetch: this block's rows of one matrix, and for int8
+ * weights their scales (one half per 32), fetched right behind them. */
 struct slice {
-    const void *src;
-    unsigned bytes;
+    const void *src, *scales;
+    unsigned bytes, scale_bytes;
 };
 
 /* The ring of weight slices in shared memory. The fetching warp's lane 0
@@ -182,21 +184,23 @@ static __device__ void ring_produce(const ring &R) {
     int seen = 0;
     for (int j = 0; j < R.total; j++) {
         slice sl = R.table[j];
-        unsigned start;
+        unsigned start, total = sl.bytes + sl.scale_bytes;
         for (;;) {
             int c = *R.consumed;
             for (; seen < c; seen++) tail = ends[seen % FS_SLOTS];
             start = head;
-            if (start % R.size + sl.bytes > R.size) start += R.size - start % R.size;
-            if (j - c < FS_SLOTS && start + sl.bytes - tail <= R.size) break;
+            if (start % R.size + total > R.size) start += R.size - start % R.size;
+            if (j - c < FS_SLOTS && start + total - tail <= R.size) break;
             __nanosleep(32);
         }
         int slot = j % FS_SLOTS;
-        ends[slot] = start + sl.bytes;
-        head = start + sl.bytes;
+        ends[slot] = start + total;
+        head = start + total;
         R.offs[slot] = start % R.size;
-        mbar_expect(&R.mbar[slot], sl.bytes);
+        mbar_expect(&R.mbar[slot], total);
         bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot]);
+        if (sl.scale_bytes)
+            bulk_copy(R.base + start % R.size + sl.bytes, sl.scales, sl.scale_bytes, &R.mbar[slot]);
     }
 }
 
@@ -207,9 +211,9 @@ static __device__ __forceinline__ void ring_release(const ring &R, int consumed)
 }
 
 /* Waits for slice j and returns it. */
-static __device__ const __half *ring_slice(ring &R, int j) {
+static __device__ const unsigned char *ring_slice(ring &R, int j) {
     mbar_wait(&R.mbar[j % FS_SLOTS], (j / FS_SLOTS) & 1);
-    return (const __half *)(R.base + R.offs[j % FS_SLOTS]);
+    return R.base + R.offs[j % FS_SLOTS];
 }
 
 /* What a GEMV does with each output: a hand-over word, after GELU or
@@ -237,30 +241,58 @@ static __device__ __forceinline__ void finish(const epilogue &e, int r, float v)
     }
 }
 
+/* Eight weights at column c of a row in shared memory as floats: half
+ * weights, or int8 ones (unscaled; the caller scales their sum). */
+template <int KIND>
+static __device__ __forceinline__ void widen8(const unsigned char *row, int c, float *w) {
+    if (KIND == SH_GW_F16) {
+        uint4 raw = *(const uint4 *)(row + (size_t)c * 2);
+        const __half2 *h = (const __half2 *)&raw;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __half22float2(h[i]);
+            w[2 * i] = f.x, w[2 * i + 1] = f.y;
+        }
+    } else {
+        uint2 raw = *(const uint2 *)(row + c);
+        const int8_t *q = (const int8_t *)&raw;
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = (float)q[i];
+    }
+}
+
 /* y = W x + bias for this block's rows, W from shared memory (rows r0..r1
- * of n_in), x in shared memory, the bias from bias_fetch; one code for
- * every GEMV phase, the epilogue saying what each output becomes. */
-static __device__ __forceinline__ void gemv_rows(const __half *W, int r0, int r1, int n_in,
-                                              const float *x, float bias, const epilogue &e) {
+ * of n_in; int8 rows followed by their scales), x in shared memory, the
+ * bias from bias_fetch; one code for every GEMV phase, the epilogue saying
+ * what each output becomes. */
+template <int KIND>
+static __device__ __forceinline__ void gemv_rows(const unsigned char *W, int r0, int r1, int n_in,
+                                                 const float *x, float bias, const epilogue &e) {
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
+    const int esize = KIND == SH_GW_F16 ? 2 : 1, groups = n_in / 32;
+    const __half *scales = (const __half *)(W + (size_t)(r1 - r0) * n_in);   /* int8 */
     /* rows r0 + warp + k * nw, two at a time: each load of x serves both */
     int pair = r1 - r0 > nw;
     for (int r = r0 + warp, k = 0; r < r1; r += (1 + pair) * nw, k += 1 + pair) {
         int r2 = pair && r + nw < r1 ? r + nw : r;   /* a lone row is done twice */
-        const __half *wa = W + (size_t)(r - r0) * n_in, *wb = W + (size_t)(r2 - r0) * n_in;
+        const unsigned char *wa = W + (size_t)(r - r0) * n_in * esize;
+        const unsigned char *wb = W + (size_t)(r2 - r0) * n_in * esize;
         float acc_a = 0.0f, acc_b = 0.0f;
         for (int c = lane * 8; c < n_in; c += WARP * 8) {
             float4 xa = *(const float4 *)(x + c), xb = *(const float4 *)(x + c + 4);
-            uint4 ra = *(const uint4 *)(wa + c), rb = *(const uint4 *)(wb + c);
-            const __half2 *ha = (const __half2 *)&ra, *hb = (const __half2 *)&rb;
-            float2 a0 = __half22float2(ha[0]), a1 = __half22float2(ha[1]);
-            float2 a2 = __half22float2(ha[2]), a3 = __half22float2(ha[3]);
-            float2 b0 = __half22float2(hb[0]), b1 = __half22float2(hb[1]);
-            float2 b2 = __half22float2(hb[2]), b3 = __half22float2(hb[3]);
-            acc_a += a0.x * xa.x + a0.y * xa.y + a1.x * xa.z + a1.y * xa.w + a2.x * xb.x +
-                     a2.y * xb.y + a3.x * xb.z + a3.y * xb.w;
-            acc_b += b0.x * xa.x + b0.y * xa.y + b1.x * xa.z + b1.y * xa.w + b2.x * xb.x +
-                     b2.y * xb.y + b3.x * xb.z + b3.y * xb.w;
+            float a[8], b[8];
+            widen8<KIND>(wa, c, a);
+            widen8<KIND>(wb, c, b);
+            float da = a[0] * xa.x + a[1] * xa.y + a[2] * xa.z + a[3] * xa.w + a[4] * xb.x +
+                       a[5] * xb.y + a[6] * xb.z + a[7] * xb.w;
+            float db = b[0] * xa.x + b[1] * xa.y + b[2] * xa.z + b[3] * xa.w + b[4] * xb.x +
+                       b[5] * xb.y + b[6] * xb.z + b[7] * xb.w;
+            if (KIND == SH_GW_I8) {   /* each lane's 8 columns lie in one scale group */
+                da *= __half2float(scales[(size_t)(r - r0) * groups + c / 32]);
+                db *= __half2float(scales[(size_t)(r2 - r0) * groups + c / 32]);
+            }
+            acc_a += da;
+            acc_b += db;
         }
         acc_a = warp_sum(acc_a);
         acc_b = warp_sum(acc_b);
@@ -275,11 +307,12 @@ static __device__ __forceinline__ void gemv_rows(const __half *W, int r0, int r1
 
 /* A GEMV phase: this block's rows of weight slice `used` times xs, then
  * the slice's room released to the fetching warp. */
+template <int KIND>
 static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int n_in,
                                                   const float *xs, float bias, const epilogue &e) {
     int r0, r1;
     my_rows(n_out, &r0, &r1);
-    gemv_rows(ring_slice(R, used), r0, r1, n_in, xs, bias, e);
+    gemv_rows<KIND>(ring_slice(R, used), r0, r1, n_in, xs, bias, e);
     SYNC();
     ring_release(R, ++used);
 }
@@ -554,6 +587,7 @@ static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
     return (at + 127) / 128 * 128;
 }
 
+template <int KIND>
 __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int d = f.d, tid = threadIdx.x;
@@ -576,8 +610,11 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         const sh_gmat *w = mat_of(&f.layers[j / N_MATS], j % N_MATS);
         int r0, r1;
         my_rows(w->n_out, &r0, &r1);
-        table[j].src = (const __half *)w->w + (size_t)r0 * w->n_in;
-        table[j].bytes = (unsigned)(r1 - r0) * w->n_in * 2;
+        int esize = KIND == SH_GW_F16 ? 2 : 1, groups = w->n_in / 32;
+        table[j].src = (const unsigned char *)w->w + (size_t)r0 * w->n_in * esize;
+        table[j].bytes = (unsigned)(r1 - r0) * w->n_in * esize;
+        table[j].scales = KIND == SH_GW_I8 ? w->scales + (size_t)r0 * groups : NULL;
+        table[j].scale_bytes = KIND == SH_GW_I8 ? (unsigned)(r1 - r0) * groups * 2 : 0;
     }
     const unsigned epoch = *f.epoch;
     const int pos = *f.pos0, token = *f.token;
@@ -592,9 +629,13 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         return;
     }
     /* the embedding, every block all of it */
-    const __half *te = (const __half *)f.tok_emb + (size_t)token * d;
-    for (int i = tid; i < d; i += FS_THREADS)
-        W.x[i] = __half2float(te[i]) + f.pos_emb[(size_t)pos * d + i];
+    for (int i = tid; i < d; i += FS_THREADS) {
+        size_t at = (size_t)token * d + i;
+        float e = KIND == SH_GW_F16 ? __half2float(((const __half *)f.tok_emb)[at])
+                                    : (float)((const int8_t *)f.tok_emb)[at] *
+                                          __half2float(((const __half *)f.tok_scales)[at / 32]);
+        W.x[i] = e + f.pos_emb[(size_t)pos * d + i];
+    }
     SYNC();
     int used = 0;   /* weight slices consumed */
     for (int l = 0; l < f.n_layer; l++) {
@@ -611,7 +652,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_norm(W.x, d, ln, W.xs, W.red);
         epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, NULL, (__half *)L->self_k,
                       (__half *)L->self_v, pos, d};
-        gemv_phase(R, used, 3 * d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, 3 * d, d, W.xs, bias, e);
         TRACE(f, l, 2);
         /* self-attention over positions 0..pos */
         bias = bias_fetch(L->o_b, d);
@@ -625,7 +666,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 13);
         e = (epilogue){EP_RESID, Wd.x1, epoch, W.x};
-        gemv_phase(R, used, d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, d, W.xs, bias, e);
         TRACE(f, l, 4);
         /* cq = W ln(x1) + b */
         ln = ln_fetch(L->ln2_g, L->ln2_b, d);
@@ -635,7 +676,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 5);
         layer_norm(W.x, d, ln, W.xs, W.red);
         e = (epilogue){EP_PLAIN, Wd.cq, epoch};
-        gemv_phase(R, used, d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, d, W.xs, bias, e);
         TRACE(f, l, 6);
         /* cross-attention over the window */
         bias = bias_fetch(L->co_b, d);
@@ -648,7 +689,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 14);
         e = (epilogue){EP_RESID, Wd.x2, epoch, W.x};
-        gemv_phase(R, used, d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, d, W.xs, bias, e);
         TRACE(f, l, 8);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
@@ -659,7 +700,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_norm(W.x, d, ln, W.xs, W.red);
         TRACE(f, l, 15);
         e = (epilogue){EP_GELU, Wd.hid, epoch};
-        gemv_phase(R, used, 4 * d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, 4 * d, d, W.xs, bias, e);
         TRACE(f, l, 10);
         /* x3 = x2 + W hid + b */
         bias = bias_fetch(L->fc2_b, d);
@@ -668,7 +709,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 11);
         const bool last = l == f.n_layer - 1;
         e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last ? f.x_out : NULL};
-        gemv_phase(R, used, d, 4 * d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, 4 * d, W.xs, bias, e);
         TRACE(f, l, 12);
     }
     /* every block has read the epoch: block 0 cannot get here before all
@@ -690,6 +731,9 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
             cudaSuccess)
         return -1;
     if (cc < 9 || f->d % FS_HD || f->d / FS_HD != f->n_head || f->d > 3 * FS_THREADS) return -1;
+    /* int8 slices' scales must start and end on 16 bytes for the bulk
+     * copies: n_in / 16 bytes a row, so n_in a multiple of 256 */
+    if (f->kind != SH_GW_F16 && !(f->kind == SH_GW_I8 && f->d % 256 == 0)) return -1;
     f->grid = sms;
     f->splits = sms / f->n_head;
     if (f->splits < 1) return -1;
@@ -708,11 +752,13 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     if (ring < largest) return -1;
     f->ring_bytes = (unsigned)ring;
     f->smem = fixed + (size_t)ring;
-    if (cudaFuncSetAttribute(k_fused_step, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)f->smem) != cudaSuccess)
+    void (*kernel)(sh_fused_step) =
+        f->kind == SH_GW_I8 ? k_fused_step<SH_GW_I8> : k_fused_step<SH_GW_F16>;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)f->smem) !=
+        cudaSuccess)
         return -1;
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_fused_step, FS_BLOCK, f->smem) !=
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, FS_BLOCK, f->smem) !=
             cudaSuccess ||
         per_sm < 1)
         return -1;
@@ -727,5 +773,8 @@ extern "C" void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f) {
     attr[0].id = cudaLaunchAttributeCooperative;
     attr[0].val.cooperative = 1;
     cfg.attrs = attr, cfg.numAttrs = 1;
-    cudaLaunchKernelEx(&cfg, k_fused_step, *f);
+    if (f->kind == SH_GW_I8)
+        cudaLaunchKernelEx(&cfg, k_fused_step<SH_GW_I8>, *f);
+    else
+        cudaLaunchKernelEx(&cfg, k_fused_step<SH_GW_F16>, *f);
 }

@@ -151,7 +151,7 @@ long sh_pick_scratch_bytes(int n_rows);
 #define SH_PICK_MAX_VOCAB 131072
 
 /* The fused one-row decoder step (fused_step.cu; compute capability 9.0+,
- * half weights, head width 64): embedding, every layer, the final
+ * half or int8 weights, head width 64): embedding, every layer, the final
  * residual into x_out (d floats); the final layer norm is not in it. */
 typedef struct {
     const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
@@ -163,8 +163,10 @@ typedef struct {
 
 typedef struct {
     int n_layer, d, n_head, n_ctx, n_audio;
+    int kind;                         /* the weights: SH_GW_F16, or SH_GW_I8 (d % 256 == 0) */
     const sh_fused_layer *layers;     /* device memory, n_layer */
-    const void *tok_emb;              /* half (n_vocab, d) */
+    const void *tok_emb;              /* (n_vocab, d) of kind */
+    const uint16_t *tok_scales;       /* int8: half (n_vocab, d / 32) */
     const float *pos_emb;             /* (n_ctx, d) */
     const int *token, *pos0;          /* device */
     unsigned long long *ll;           /* sh_fused_ll_words, zero at first */

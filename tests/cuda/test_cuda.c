@@ -459,14 +459,15 @@ static void check_agreement(const char *what, const char *setup, const agreement
     if (should_run) CHECK(a->diff > 0, "%s did not run (identical logits)", what);
 }
 
-/* A tiny-shaped model with random weights (built once into TMPDIR) on
- * the GPU in compute_type, and a random mel window for it; NULL (and a
+/* A model of size's shape with random weights (built once into TMPDIR)
+ * on the GPU in compute_type, and a random mel window for it; NULL (and a
  * failed check) when either cannot be made. */
-static shruti_model *random_tiny_model(const char *compute_type, float **mel) {
-    char path[600];
+static shruti_model *random_model(const char *size, const char *compute_type, float **mel) {
+    char path[600], header[64];
     const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/shruti-test-tiny-random.bin", tmp ? tmp : "/tmp");
-    if (sh_random_model_build(t_path("model-headers/%s", "for-tests-ggml-tiny.bin"), path) < 0) {
+    snprintf(path, sizeof path, "%s/shruti-test-%s-random.bin", tmp ? tmp : "/tmp", size);
+    snprintf(header, sizeof header, "for-tests-ggml-%s.bin", size);
+    if (sh_random_model_build(t_path("model-headers/%s", header), path) < 0) {
         CHECK(0, "cannot build %s", path);
         return NULL;
     }
@@ -483,17 +484,19 @@ static shruti_model *random_tiny_model(const char *compute_type, float **mel) {
     return m;
 }
 
-/* The fused one-row step (fused_step.cu: compute 9.0 and later, float16,
- * heads 64 wide; the mini models' heads are 16 wide, so a tiny-shaped
- * model with random weights) against the separate kernels, as two run
- * states side by side fed the same tokens: logits at every position of
- * the text context (self-attention splits over 1 to 5 blocks as it grows).
- * Only the order of the float sums differs, so the logits agree to ~1e-5
- * of their range (tolerance 1e-3 of it) and in argmax; identical logits
- * would mean the fused step never ran, a failure where it should. */
-static void check_fused_step(int cc_major) {
+/* The fused one-row step (fused_step.cu: compute 9.0 and later, heads 64
+ * wide; the mini models' heads are 16 wide, so a model of a real size's
+ * shape with random weights: tiny for float16, base for int8_float16,
+ * whose scales need d a multiple of 256) against the separate kernels, as
+ * two run states side by side fed the same tokens: logits at every
+ * position of the text context (self-attention splits over 1 to 5 blocks
+ * as it grows). Only the order of the float sums differs, so the logits
+ * agree to ~1e-5 of their range (tolerance 1e-3 of it) and in argmax;
+ * identical logits would mean the fused step never ran, a failure where
+ * it should. */
+static void check_fused_step(int cc_major, const char *size, const char *compute_type) {
     float *mel;
-    shruti_model *m = random_tiny_model("float16", &mel);
+    shruti_model *m = random_model(size, compute_type, &mel);
     if (!m) return;
     int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * n_vocab), malloc(sizeof(float) * n_vocab)};
@@ -518,8 +521,9 @@ static void check_fused_step(int cc_major) {
         tok = 400 + (i * 37) % 1000;   /* text tokens, the same for both */
     }
     /* only the order of float sums differs: within 1e-3 */
-    check_agreement("fused step vs kernels", "tiny shape, random weights, 448 steps", &agree, 1e-3,
-                    cc_major >= 9);
+    char setup[96];
+    snprintf(setup, sizeof setup, "%s, %s shape, random weights, 448 steps", compute_type, size);
+    check_agreement("fused step vs kernels", setup, &agree, 1e-3, cc_major >= 9);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
@@ -532,7 +536,7 @@ static void check_fused_step(int cc_major) {
  * rows too), every row's logits compared. */
 static void check_mma_gemv(int cc_major, const char *compute_type) {
     float *mel;
-    shruti_model *m = random_tiny_model(compute_type, &mel);
+    shruti_model *m = random_model("tiny", compute_type, &mel);
     if (!m) return;
     int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * 8 * n_vocab), malloc(sizeof(float) * 8 * n_vocab)};
@@ -581,7 +585,7 @@ static void check_mma_gemv(int cc_major, const char *compute_type) {
  * output carried through the decoder, not the 1e-5 of a reordered sum. */
 static void check_flash_encoder(int cc_major) {
     float *mel;
-    shruti_model *m = random_tiny_model("float16", &mel);
+    shruti_model *m = random_model("tiny", "float16", &mel);
     if (!m) return;
     int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * 4 * n_vocab), malloc(sizeof(float) * 4 * n_vocab)};
@@ -645,7 +649,8 @@ int main(void) {
     check_bound_rows();
     check_batched();
     check_contexts_and_faults();
-    check_fused_step(devs[0].cc_major);
+    check_fused_step(devs[0].cc_major, "tiny", "float16");
+    check_fused_step(devs[0].cc_major, "base", "int8_float16");
     check_mma_gemv(devs[0].cc_major, "float16");
     check_mma_gemv(devs[0].cc_major, "int8_float16");
     check_flash_encoder(devs[0].cc_major);
