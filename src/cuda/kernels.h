@@ -39,7 +39,7 @@ typedef struct {
 
 /* How a GEMV may run (flags): SH_K_PDL as a programmatic dependent of the
  * previous kernel (Hopper and later: its weight loads overlap the previous
- * kernel's tail); SH_K_MMA half weights on the tensor cores (compute
+ * kernel's tail); SH_K_MMA half or int8 weights on the tensor cores (compute
  * capability 8.0 and later) for 2 rows and more, SH_K_MMA_ONE for one row
  * too. */
 enum { SH_K_PDL = 1, SH_K_MMA = 2, SH_K_MMA_ONE = 4 };
