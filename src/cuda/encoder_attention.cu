@@ -19,48 +19,27 @@
 #include <math.h>
 
 #include "cuda/kernels.h"
+#include "cuda/ptx.cuh"
 
 #define EA_HD 64      /* head width */
 #define EA_Q 64       /* queries a block: 4 warps of 16 */
 #define EA_K 64       /* keys a tile */
 #define EA_STRIDE 72  /* halves a row of a tile in shared memory: ldmatrix without bank conflicts */
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-static __device__ __forceinline__ unsigned ea_smem(const void *p) {
-    return (unsigned)__cvta_generic_to_shared(p);
-}
-
-static __device__ __forceinline__ void ea_mma(float *c, const unsigned *a, unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
+/* Four 8 x 8 half matrices from shared memory (one row address a lane),
+ * transposed or not, into the fragment layout of mma.m16n8k16. */
 static __device__ __forceinline__ void ea_ldmatrix(unsigned *r, const __half *p, bool trans) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     if (trans)
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(ea_smem(p)));
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
     else
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(ea_smem(p)));
-}
-
-static __device__ __forceinline__ void ea_cp16(__half *dst, const __half *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(ea_smem(dst)), "l"(src) : "memory");
-}
-static __device__ __forceinline__ void ea_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-static __device__ __forceinline__ void ea_wait_older() {
-    asm volatile("cp.async.wait_group 1;" ::: "memory");
-}
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
 #else   /* never launched below 8.0 (sh_k_encoder_attention) */
-static __device__ __forceinline__ void ea_mma(float *, const unsigned *, unsigned, unsigned) {}
-static __device__ __forceinline__ void ea_ldmatrix(unsigned *r, const __half *, bool) { r[0] = r[1] = r[2] = r[3] = 0; }
-static __device__ __forceinline__ void ea_cp16(__half *, const __half *) {}
-static __device__ __forceinline__ void ea_commit() {}
-static __device__ __forceinline__ void ea_wait_older() {}
+    r[0] = r[1] = r[2] = r[3] = 0;
 #endif
+}
 
 static __device__ __forceinline__ unsigned ea_pack(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);
@@ -74,10 +53,10 @@ static __device__ __forceinline__ void ea_load_tile(const __half *qkv, int n, in
     for (int i = threadIdx.x; i < EA_K * EA_HD / 8; i += blockDim.x) {
         int r = i / (EA_HD / 8), c = (i % (EA_HD / 8)) * 8, j = min(j0 + r, n - 1);
         const __half *row = qkv + (size_t)j * 3 * d + h * EA_HD + c;
-        ea_cp16(ks + r * EA_STRIDE + c, row + d);
-        ea_cp16(vs + r * EA_STRIDE + c, row + 2 * d);
+        cp_async16(ks + r * EA_STRIDE + c, row + d);
+        cp_async16(vs + r * EA_STRIDE + c, row + 2 * d);
     }
-    ea_commit();
+    cp_async_commit();
 }
 
 __global__ void __launch_bounds__(128) k_encoder_attention(const __half *qkv, int n, int d,
@@ -109,8 +88,8 @@ __global__ void __launch_bounds__(128) k_encoder_attention(const __half *qkv, in
         if (tile + 1 < n_tiles)
             ea_load_tile(qkv, n, d, h, j0 + EA_K, ks[buf ^ 1], vs[buf ^ 1]);
         else
-            ea_commit();   /* an empty group keeps wait_group 1 meaning "this tile" */
-        ea_wait_older();
+            cp_async_commit();   /* an empty group keeps wait_group 1 meaning "this tile" */
+        cp_async_wait<1>();   /* this tile's group */
         __syncthreads();
         const __half *kt = ks[buf], *vt = vs[buf];
         /* s = q k^T: 8 tiles of 8 keys, c[0..1] row g, c[2..3] row g + 8 */
@@ -126,8 +105,8 @@ __global__ void __launch_bounds__(128) k_encoder_attention(const __half *qkv, in
                 int m = lane / 8, key = np * 16 + (lane % 8) + (m >> 1) * 8, dim = kk * 16 + (m & 1) * 8;
                 unsigned b[4];
                 ea_ldmatrix(b, kt + key * EA_STRIDE + dim, false);
-                ea_mma(s[2 * np], qa[kk], b[0], b[1]);
-                ea_mma(s[2 * np + 1], qa[kk], b[2], b[3]);
+                mma16816(s[2 * np], qa[kk], b[0], b[1]);
+                mma16816(s[2 * np + 1], qa[kk], b[2], b[3]);
             }
         }
         /* the online softmax, rows g and g + 8 (a row's 64 scores over 4 lanes) */
@@ -172,8 +151,8 @@ __global__ void __launch_bounds__(128) k_encoder_attention(const __half *qkv, in
                 int m = lane / 8, key = ks16 * 16 + (lane % 8) + (m & 1) * 8, dim = dp * 16 + (m >> 1) * 8;
                 unsigned b[4];
                 ea_ldmatrix(b, vt + key * EA_STRIDE + dim, true);
-                ea_mma(o[2 * dp], pa, b[0], b[1]);
-                ea_mma(o[2 * dp + 1], pa, b[2], b[3]);
+                mma16816(o[2 * dp], pa, b[0], b[1]);
+                mma16816(o[2 * dp + 1], pa, b[2], b[3]);
             }
         }
         __syncthreads();   /* this buffer is refilled two tiles on */

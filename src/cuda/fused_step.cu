@@ -29,6 +29,7 @@
 #include <math.h>
 
 #include "cuda/kernels.h"
+#include "cuda/ptx.cuh"
 #include "cuda/warp.cuh"
 
 #define FS_THREADS 480  /* the compute threads; one more warp fetches weights */
@@ -89,10 +90,6 @@ static __device__ void ll_poll(const u64 *src, int n, unsigned epoch, float *dst
 #define SYNC() asm volatile("bar.sync 1, %0;" ::"n"(FS_THREADS) : "memory")
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-static __device__ __forceinline__ unsigned smem_u32(const void *p) {
-    return (unsigned)__cvta_generic_to_shared(p);
-}
-
 static __device__ __forceinline__ void mbar_init(u64 *m) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(m)) : "memory");
 }
@@ -111,20 +108,12 @@ static __device__ __forceinline__ void mbar_wait(u64 *m, unsigned parity) {
 static __device__ __forceinline__ void fence_mbar_init() {
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
-static __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src) : "memory");
-}
-static __device__ __forceinline__ void cp_async_wait_all() {
-    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
-}
 #else   /* never launched below 9.0 (sh_fused_plan) */
 static __device__ __forceinline__ void mbar_init(u64 *) {}
 static __device__ __forceinline__ void mbar_expect(u64 *, unsigned) {}
 static __device__ __forceinline__ void bulk_copy(void *, const void *, unsigned, u64 *) {}
 static __device__ __forceinline__ void mbar_wait(u64 *, unsigned) {}
 static __device__ __forceinline__ void fence_mbar_init() {}
-static __device__ __forceinline__ void cp_async16(void *, const void *) {}
-static __device__ __forceinline__ void cp_async_wait_all() {}
 #endif
 
 
@@ -388,7 +377,8 @@ static __device__ void attention_split(const sh_fused_step &f, const work &W, un
         ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
         vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
     }
-    cp_async_wait_all();
+    cp_async_commit();
+    cp_async_wait<0>();
     SYNC();
     if (!fresh) TRACE(f, l_, 19);
     int n = p1 - p0, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;

@@ -11,6 +11,7 @@
 
 #include "cuda/kernels.h"
 #include "cuda/launch.cuh"
+#include "cuda/ptx.cuh"
 #include "cuda/warp.cuh"
 
 /* Sum (or max) over a block of at most 1024 threads; every thread gets it. */
@@ -39,7 +40,6 @@ static unsigned blocks_for(long n, int threads) { return (unsigned)((n + threads
 
 /* ------------------------------------------------------------------ GEMV */
 
-/* Eight weights of row o starting at column c, widened to float. */
 /* Raw bits of eight weights of row o at column c (and the int8 scale). */
 template <int KIND>
 static __device__ __forceinline__ void load_raw(const void *w, const __half *scales, int n_in,
@@ -264,17 +264,6 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
 #define MMA_UNROLL 4    /* chunks a warp loads before using the first */
 #define MMA_PAD 32      /* halves after each row of xs: no bank conflicts */
 
-static __device__ __forceinline__ void mma16816(float *c, unsigned a0, unsigned a1, unsigned a2,
-                                                unsigned a3, unsigned b0, unsigned b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
-
 /* Eight floats as hi and lo halves, packed in pairs. */
 static __device__ __forceinline__ void split_hi_lo(const float *v, uint4 *hi, uint4 *lo) {
     unsigned *h = (unsigned *)hi, *l = (unsigned *)lo;
@@ -469,12 +458,17 @@ __global__ void __launch_bounds__(MMA_WARPS *WARP, 2)
     gemv_finish(out, v, epilogue, kv);
 }
 
+/* The tensor-core GEMV's dynamic shared memory: with LN, the rows'
+ * normalised hi and lo halves. */
+static size_t mma_shared_bytes(const sh_gmat *w, int rows, int ln) {
+    return ln ? (size_t)2 * rows * (w->n_in + MMA_PAD) * sizeof(__half) : 0;
+}
+
 /* Whether the tensor-core GEMV takes this product (see gemv_rows). */
 static bool mma_fits(const sh_gmat *w, int rows, int ln) {
     return (w->kind == SH_GW_F16 || w->kind == SH_GW_I8) && rows <= SH_GEMV_MAX_ROWS &&
-           w->n_in % 32 == 0 &&
-           (!ln || (w->n_in <= 6 * MMA_WARPS * WARP &&
-                    (size_t)2 * rows * (w->n_in + MMA_PAD) * sizeof(__half) <= 48 * 1024));
+           w->n_in % 32 == 0 && (!ln || w->n_in <= 6 * MMA_WARPS * WARP) &&
+           mma_shared_bytes(w, rows, ln) <= 48 * 1024;
 }
 
 template <int KIND, int LN>
@@ -483,7 +477,7 @@ static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
                       const float *ln_b, sh_kv_target kv, int flags) {
     int pdl = flags & SH_K_PDL;
     if ((flags & SH_K_MMA) && (rows > 1 || (flags & SH_K_MMA_ONE)) && mma_fits(w, rows, LN)) {
-        size_t shm = LN ? (size_t)2 * rows * (w->n_in + MMA_PAD) * sizeof(__half) : 0;
+        size_t shm = mma_shared_bytes(w, rows, LN);
         if (KIND != SH_GW_F32)
             launch(pdl, k_gemv_mma<KIND == SH_GW_F32 ? SH_GW_F16 : KIND, LN>, blocks_for(w->n_out, 16),
                    MMA_WARPS * WARP, shm, s, w->w, (const __half *)w->scales, w->n_out, w->n_in, x,

@@ -1,0 +1,54 @@
+/* ptx.cuh - the PTX the kernels (kernels.cu), the fused decoder step
+ * (fused_step.cu) and the encoder's attention (encoder_attention.cu) share:
+ * shared-memory addresses, 16-byte asynchronous copies into shared memory
+ * and the half tensor-core product. The copies and the product exist from
+ * compute capability 8.0; below it they are empty, for kernels that are
+ * never launched there. */
+#ifndef SHRUTI_CUDA_PTX_CUH
+#define SHRUTI_CUDA_PTX_CUH
+
+/* A shared-memory pointer as the 32-bit address PTX wants. */
+static __device__ __forceinline__ unsigned smem_u32(const void *p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+/* 16 bytes from global into shared memory, asynchronously (cp.async). */
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+}
+/* Closes the group of copies issued since the last commit. */
+static __device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+/* Waits until at most N committed groups are still in flight. */
+template <int N>
+static __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+/* c += a b: a 16 x 16 half (row), b 16 x 8 half (col), c 16 x 8 float,
+ * in the fragment layout of mma.m16n8k16. */
+static __device__ __forceinline__ void mma16816(float *c, unsigned a0, unsigned a1, unsigned a2,
+                                                unsigned a3, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#else
+static __device__ __forceinline__ void cp_async16(void *, const void *) {}
+static __device__ __forceinline__ void cp_async_commit() {}
+template <int N>
+static __device__ __forceinline__ void cp_async_wait() {}
+static __device__ __forceinline__ void mma16816(float *, unsigned, unsigned, unsigned, unsigned,
+                                                unsigned, unsigned) {}
+#endif
+
+/* The same with a's four registers in an array. */
+static __device__ __forceinline__ void mma16816(float *c, const unsigned *a, unsigned b0,
+                                                unsigned b1) {
+    mma16816(c, a[0], a[1], a[2], a[3], b0, b1);
+}
+
+#endif
