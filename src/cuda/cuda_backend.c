@@ -903,6 +903,10 @@ static int fused_prepare(sh_gpu_state *s) {
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
         f->kind = g->tok_emb.kind, f->tok_scales = g->tok_emb.scales;
         f->n_ctx = hp->n_text_ctx, f->n_audio = hp->n_audio_ctx;
+        /* SHRUTI_CUDA_FUSED_GRID: fewer blocks than SMs (tests: the slice
+         * sizes of a smaller part) */
+        const char *grid = getenv("SHRUTI_CUDA_FUSED_GRID");
+        f->grid = grid ? atoi(grid) : 0;
         if (sh_fused_plan(g->device, f) < 0) {
             cudaGetLastError();   /* a refused attribute must not fail the next step */
             return -1;

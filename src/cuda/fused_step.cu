@@ -101,9 +101,16 @@ static __device__ __forceinline__ void bulk_copy(void *dst, const void *src, uns
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
                  ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(m)) : "memory");
 }
+static __device__ __forceinline__ bool mbar_try(u64 *m, unsigned parity) {
+    unsigned done;
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 " selp.u32 %0, 1, 0, p;\n}" : "=r"(done) : "r"(smem_u32(m)), "r"(parity) : "memory");
+    return done;
+}
+/* A slice that never arrives traps like a word that never comes. */
 static __device__ __forceinline__ void mbar_wait(u64 *m, unsigned parity) {
-    asm volatile("{\n .reg .pred p;\n FS_WAIT: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-                 " @!p bra FS_WAIT;\n}" ::"r"(smem_u32(m)), "r"(parity) : "memory");
+    for (unsigned spins = 0; !mbar_try(m, parity); spins++)
+        if (spins > (1u << 22)) __trap();
 }
 static __device__ __forceinline__ void fence_mbar_init() {
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -169,7 +176,7 @@ struct ring {
 };
 
 static __device__ void ring_produce(const ring &R) {
-    unsigned head = 0, tail = 0, ends[FS_SLOTS];
+    unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
     int seen = 0;
     for (int j = 0; j < R.total; j++) {
         slice sl = R.table[j];
@@ -179,7 +186,12 @@ static __device__ void ring_produce(const ring &R) {
             for (; seen < c; seen++) tail = ends[seen % FS_SLOTS];
             start = head;
             if (start % R.size + total > R.size) start += R.size - start % R.size;
-            if (j - c < FS_SLOTS && start + total - tail <= R.size) break;
+            /* room past the last slice not yet consumed, or none left to
+             * consume: then the gap skipped to the ring's start is free too
+             * (counted as used, a slice larger than the ring less that gap
+             * could never be placed: large on 144-170 SMs, medium on 108) */
+            if (j - c < FS_SLOTS && (start + total - tail <= R.size || c == j)) break;
+            if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
             __nanosleep(32);
         }
         int slot = j % FS_SLOTS;
@@ -721,6 +733,7 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
             cudaSuccess)
         return -1;
     if (cc < 9 || f->d % FS_HD || f->d / FS_HD != f->n_head || f->d > 3 * FS_THREADS) return -1;
+    if (f->grid > 0 && f->grid < sms) sms = f->grid;   /* fewer blocks: as on a smaller part */
     /* int8 slices' scales must start and end on 16 bytes for the bulk
      * copies: n_in / 16 bytes a row, so n_in a multiple of 256 */
     if (f->kind != SH_GW_F16 && !(f->kind == SH_GW_I8 && f->d % 256 == 0)) return -1;

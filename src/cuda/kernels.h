@@ -173,8 +173,9 @@ typedef struct {
     unsigned *epoch;                  /* device, non-zero at first */
     float *x_out;
     unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench) */
+    int grid;   /* blocks: 0 for one an SM; fewer plans as on a part with that many SMs */
     /* set by sh_fused_plan */
-    int grid, splits, max_keys, uni_bytes;
+    int splits, max_keys, uni_bytes;
     unsigned ring_bytes;
     size_t smem;
 } sh_fused_step;

@@ -493,8 +493,9 @@ static shruti_model *random_model(const char *size, const char *compute_type, fl
  * as it grows). Only the order of the float sums differs, so the logits
  * agree to ~1e-5 of their range (tolerance 1e-3 of it) and in argmax;
  * identical logits would mean the fused step never ran, a failure where
- * it should. */
-static void check_fused_step(int cc_major, const char *size, const char *compute_type) {
+ * it should. grid > 0 runs it on that many blocks, as on a part with that
+ * many SMs. */
+static void check_fused_step(int cc_major, const char *size, const char *compute_type, int grid) {
     float *mel;
     shruti_model *m = random_model(size, compute_type, &mel);
     if (!m) return;
@@ -506,12 +507,16 @@ static void check_fused_step(int cc_major, const char *size, const char *compute
     for (int fused = 0; fused < 2; fused++) {
         /* read when a state captures its first step */
         setenv("SHRUTI_CUDA_FUSED", fused ? "1" : "0", 1);
+        char blocks[16];
+        snprintf(blocks, sizeof blocks, "%d", grid);
+        setenv("SHRUTI_CUDA_FUSED_GRID", blocks, 1);
         CHECK(sh_run_init(&rt[fused], m, 2) == 0 && rt[fused].gpu, "GPU run state: %s",
               rt[fused].note);
         CHECK(sh_encode(&rt[fused], mel) == 0, "encode");
         CHECK(sh_decoder_forward(&rt[fused], &tok, 1, 1, 0) == 0, "first step");
     }
     unsetenv("SHRUTI_CUDA_FUSED");
+    unsetenv("SHRUTI_CUDA_FUSED_GRID");
     for (int i = 0; i < steps; i++) {
         for (int k = 0; k < 2; k++) {
             if (i > 0) CHECK(sh_decoder_forward(&rt[k], &tok, 1, 1, i) == 0, "step %d", i);
@@ -522,8 +527,11 @@ static void check_fused_step(int cc_major, const char *size, const char *compute
     }
     /* only the order of float sums differs: within 1e-3 */
     char setup[96];
-    snprintf(setup, sizeof setup, "%s, %s shape, random weights, 448 steps", compute_type, size);
+    snprintf(setup, sizeof setup, "%s, %s shape, random weights, 448 steps, %d blocks", compute_type,
+             size, grid);
     check_agreement("fused step vs kernels", setup, &agree, 1e-3, cc_major >= 9);
+    /* a trapped kernel would have moved the run to the CPU, not failed it */
+    for (int k = 0; k < 2; k++) CHECK(rt[k].gpu != NULL, "the run left the GPU: %s", rt[k].note);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
@@ -614,8 +622,11 @@ static void check_flash_encoder(int cc_major) {
     shruti_model_free(m);
 }
 
-int main(void) {
+/* test_cuda [fused]: with "fused", only the fused step's checks (a quick
+ * run while working on fused_step.cu). */
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    int only_fused = argc > 1 && strcmp(argv[1], "fused") == 0;
     t_require_testdata();
     printf("backends: %s\n", shruti_backends());
     check_bad_names();
@@ -636,6 +647,7 @@ int main(void) {
         printf("SKIP: no usable CUDA device; the GPU checks need one\n");
         return SKIP_CODE;
     }
+    if (only_fused) goto fused;
     const char *computes[] = {"float32", "float16", "int8_float16"};
     const double tols[] = {1e-2, 0.15, 1.5}, argmax[] = {1.0, 1.0, 0.9};
     const char *files[] = {"ggml-mini.bin", "ggml-mini.en.bin", "ggml-mini-v3.bin"};
@@ -649,8 +661,13 @@ int main(void) {
     check_bound_rows();
     check_batched();
     check_contexts_and_faults();
-    check_fused_step(devs[0].cc_major, "tiny", "float16");
-    check_fused_step(devs[0].cc_major, "base", "int8_float16");
+fused:
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 0);
+    check_fused_step(devs[0].cc_major, "base", "int8_float16", 0);
+    /* 22 blocks: tiny's slices where skipping to the ring's start used to
+     * leave too little room for ever (a hang before the fix) */
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 22);
+    if (only_fused) return t_finish("test_cuda");
     check_mma_gemv(devs[0].cc_major, "float16");
     check_mma_gemv(devs[0].cc_major, "int8_float16");
     check_flash_encoder(devs[0].cc_major);
