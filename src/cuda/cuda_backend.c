@@ -18,6 +18,9 @@
 #include "gpu/gpu_api.h"
 
 #define MAX_BEAMS 64
+/* cuBLAS's workspace, given so that a captured step never allocates
+ * (NVIDIA's advice for Hopper: 32 MiB) */
+#define BLAS_WORKSPACE ((size_t)32 << 20)
 
 /* --------------------------------------------------------------- errors */
 
@@ -429,7 +432,9 @@ struct sh_gpu_state {
     double *host_topk_logprobs;
     sh_pick_result *pick;           /* mapped host memory (device view): the greedy choices */
     sh_pick_result *host_pick;      /* the same, the host's view */
-    cudaGraphExec_t step[SH_GEMV_MAX_ROWS + 1];   /* one-token steps by rows */
+    cudaGraphExec_t step[MAX_BEAMS + 1];   /* one-token steps by rows */
+    signed char eager[MAX_BEAMS + 1];   /* rows whose step could not be captured */
+    void *blas_ws;                  /* cuBLAS's workspace: none is allocated inside a capture */
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
     int gemv;                       /* the GEMV's SH_K_* flags */
@@ -449,7 +454,7 @@ struct sh_gpu_state {
 static size_t act_size(const sh_gpu_model *g) { return g->act_half ? 2 : 4; }
 
 static void drop_graphs(sh_gpu_state *s) {
-    for (int i = 0; i <= SH_GEMV_MAX_ROWS; i++)
+    for (int i = 0; i <= MAX_BEAMS; i++)
         if (s->step[i]) {
             cudaGraphExecDestroy(s->step[i]);
             s->step[i] = NULL;
@@ -501,6 +506,7 @@ static int state_buffers(const sh_hparams *hp, size_t a, int flash, sh_gpu_state
     BUF(half_w, 4 * dt * dt * 2);
     BUF(logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
     BUF(io, N_IO * sizeof(int));
+    BUF(blas_ws, BLAS_WORKSPACE);
     BUF(pick_ids, (size_t)hp->n_vocab * sizeof(int));
     BUF(pick_scratch, (size_t)sh_pick_scratch_bytes(SH_GEMV_MAX_ROWS));
     BUF(topk_scratch, (size_t)sh_topk_scratch_bytes(SH_GEMV_MAX_ROWS));
@@ -594,6 +600,8 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     int n_bufs = state_buffers(hp, act_size(g), s->flash, s, bufs);
     for (int i = 0; i < n_bufs && r == 0; i++)
         if (bufs[i].bytes) r = state_alloc(bufs[i].ptr, bufs[i].bytes, err);
+    if (r == 0 && (bs = cublasSetWorkspace(s->blas, s->blas_ws, BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS)
+        r = blas_fail(err, bs, "giving cuBLAS its workspace");
     s->n_windows = 1;
     s->n_pick_ids = -1;
     if (r == 0 && !(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))))
@@ -965,26 +973,31 @@ static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     return decoder_layers(s, rows, n_tokens, err);
 }
 
-/* One-token steps of up to SH_GEMV_MAX_ROWS rows replay a captured graph:
- * the steps differ only in the tokens and position, which live in io. */
+/* One-token steps replay a captured graph, one per row count (beams,
+ * batched windows: over SH_GEMV_MAX_ROWS rows their GEMMs are cuBLAS's,
+ * ~25 launches a layer that the graph launches at once): the steps
+ * differ only in the tokens and position, which live in io. */
 static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
     while (!s->step[rows]) {
+        /* a step cuBLAS would not let be captured runs launch by launch */
+        if (s->eager[rows]) return enqueue_step(s, rows, 1, err);
         /* a fused step that cannot be captured falls back to the kernels */
         int fused = rows == 1 && fused_prepare(s) == 0;
         cudaGraph_t graph;
         CU(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "capturing a graph");
         int r = enqueue_step(s, rows, 1, err);
         cudaError_t e = cudaStreamEndCapture(s->stream, &graph);
-        if (r < 0) return r;
-        if (e == cudaSuccess) {
+        if (r < 0 && rows <= SH_GEMV_MAX_ROWS) return r;
+        if (r == 0 && e == cudaSuccess) {
             e = cudaGraphInstantiate(&s->step[rows], graph, 0);
             cudaGraphDestroy(graph);
         }
-        if (e == cudaSuccess) break;
+        if (r == 0 && e == cudaSuccess) break;
         s->step[rows] = NULL;
-        if (!fused) return cuda_fail(err, e, "capturing the decoder step");
         cudaGetLastError();
-        s->fused = -1;
+        if (rows > SH_GEMV_MAX_ROWS) s->eager[rows] = 1;
+        else if (!fused) return cuda_fail(err, e, "capturing the decoder step");
+        else s->fused = -1;
     }
     CU(cudaGraphLaunch(s->step[rows], s->stream), "launching the decoder step");
     return 0;
@@ -1009,8 +1022,8 @@ static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens
     memcpy(s->host_io + IO_TOKENS, tokens, (size_t)rows * sizeof(int));
     CU(cudaMemcpyAsync(s->io, s->host_io, (size_t)(IO_TOKENS + rows) * sizeof(int),
                        cudaMemcpyHostToDevice, s->stream), "copying tokens");
-    int r = n_tokens == 1 && rows <= SH_GEMV_MAX_ROWS ? run_step_graph(s, rows, err)
-                                                     : enqueue_step(s, rows, n_tokens, err);
+    int r = n_tokens == 1 && rows <= MAX_BEAMS ? run_step_graph(s, rows, err)
+                                              : enqueue_step(s, rows, n_tokens, err);
     if (r < 0) return r;
     CU(cudaGetLastError(), "running the decoder");
     return 0;
