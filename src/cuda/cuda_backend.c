@@ -539,13 +539,30 @@ static void state_free(sh_gpu_state *s) {
     free(s);
 }
 
-/* The run state's buffers, the caches of 5 beams included. */
+/* Whether the encoder's attention runs in one kernel (encoder_attention.cu:
+ * compute 8.0+, half activations, 64-wide heads); SHRUTI_CUDA_FLASH=0 keeps
+ * cuBLAS (A/B runs, tests). */
+static int flash_wanted(int cc_major, int act_half, const sh_hparams *hp) {
+    const char *flash = getenv("SHRUTI_CUDA_FLASH");
+    return cc_major >= 8 && !(flash && strcmp(flash, "0") == 0) && act_half &&
+           hp->n_audio_state == 64 * hp->n_audio_head;
+}
+
+/* The run state's buffers, the caches of 5 beams included, on the current
+ * device (the probe selected it): the scores only where the encoder's
+ * attention kernel will not run (counted always, they had made medium
+ * look 216 MB bigger than it is). */
 static uint64_t state_bytes(const shruti_model *m, int mode) {
     const sh_hparams *hp = &m->hp;
     uint64_t a = mode == SH_GPU_FLOAT32 ? 4 : 2, sum = 0;
+    int dev = 0, cc_major = 0;   /* unknown: counted as without the kernel, an upper bound */
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+        cc_major = 0;
     sh_gpu_state probe_state;
     state_buf bufs[MAX_STATE_BUFS];
-    int n = state_buffers(hp, a, 0, &probe_state, bufs);   /* as if without: an upper bound */
+    int n = state_buffers(hp, a, flash_wanted(cc_major, mode != SH_GPU_FLOAT32, hp), &probe_state,
+                          bufs);
     for (int i = 0; i < n; i++) sum += bufs[i].bytes;
     return sum + 3 * (uint64_t)hp->n_text_layer * 5 * hp->n_text_ctx * hp->n_text_state * a;
 }
@@ -584,10 +601,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     s->gemv = (s->pdl ? SH_K_PDL : 0) |
               (cc_major >= 8 && !(mma && strcmp(mma, "0") == 0) ? SH_K_MMA : 0) |
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
-    /* SHRUTI_CUDA_FLASH=0: the encoder's attention through cuBLAS (A/B runs, tests) */
-    const char *flash = getenv("SHRUTI_CUDA_FLASH");
-    s->flash = cc_major >= 8 && !(flash && strcmp(flash, "0") == 0) && g->act_half &&
-               hp->n_audio_state == 64 * hp->n_audio_head;
+    s->flash = flash_wanted(cc_major, g->act_half, hp);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
