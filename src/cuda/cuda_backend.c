@@ -3,6 +3,7 @@
  * handle, activations, KV caches), the encoder as cuBLAS GEMMs and the
  * decoder as GEMV kernels replayed from a CUDA graph per batch size. The
  * core loads this module with dlopen and calls it through gpu_api.h. */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -389,6 +390,20 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
 
 /* ------------------------------------------------------------ run state */
 
+/* cuBLASLt's plan for one GEMM shape of the encoder: y = x w^T + bias
+ * (+ y), the bias added in the GEMM's epilogue instead of a pass of its
+ * own; made at first use, ok 0 where cuBLASLt has none (then the GEMM and
+ * the bias pass as before). */
+typedef struct {
+    int m, n, k, half_out, accumulate, bias;   /* the shape it is for */
+    int ok;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+#define MAX_LT_PLANS 16
+
 struct sh_gpu_state {
     sh_gpu_model *g;
     cudaStream_t stream;
@@ -435,6 +450,9 @@ struct sh_gpu_state {
     cudaGraphExec_t step[MAX_BEAMS + 1];   /* one-token steps by rows */
     signed char eager[MAX_BEAMS + 1];   /* rows whose step could not be captured */
     void *blas_ws;                  /* cuBLAS's workspace: none is allocated inside a capture */
+    cublasLtHandle_t lt;            /* the encoder's GEMMs with their bias (half activations) */
+    lt_plan lt_plans[MAX_LT_PLANS];
+    int n_lt_plans;
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
     int gemv;                       /* the GEMV's SH_K_* flags */
@@ -534,6 +552,14 @@ static void state_free(sh_gpu_state *s) {
     if (s->host_topk_tokens) cudaFreeHost(s->host_topk_tokens);
     if (s->host_topk_logprobs) cudaFreeHost(s->host_topk_logprobs);
     free(s->pick_ids_host);
+    for (int i = 0; i < s->n_lt_plans; i++) {
+        lt_plan *p = &s->lt_plans[i];
+        if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+        if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+        if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+        if (p->d) cublasLtMatrixLayoutDestroy(p->d);
+    }
+    if (s->lt) cublasLtDestroy(s->lt);
     if (s->blas) cublasDestroy(s->blas);
     if (s->stream) cudaStreamDestroy(s->stream);
     free(s);
@@ -616,6 +642,8 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
         if (bufs[i].bytes) r = state_alloc(bufs[i].ptr, bufs[i].bytes, err);
     if (r == 0 && (bs = cublasSetWorkspace(s->blas, s->blas_ws, BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS)
         r = blas_fail(err, bs, "giving cuBLAS its workspace");
+    /* without cuBLASLt the encoder keeps its separate bias passes */
+    if (r == 0 && g->act_half && cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) s->lt = NULL;
     s->n_windows = 1;
     s->n_pick_ids = -1;
     if (r == 0 && !(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))))
@@ -675,6 +703,89 @@ static int linear_act(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows
                 act_type(s), w->n_in, 0, beta, y, CUDA_R_32F, w->n_out, 0, 1, err);
 }
 
+/* The plan for an (m x k) x (k x n) GEMM of half operands into a half or
+ * float y, NULL where cuBLASLt offers none. */
+static lt_plan *lt_plan_for(sh_gpu_state *s, int m, int n, int k, int half_out, int accumulate,
+                            int bias) {
+    for (int i = 0; i < s->n_lt_plans; i++) {
+        lt_plan *p = &s->lt_plans[i];
+        if (p->m == m && p->n == n && p->k == k && p->half_out == half_out &&
+            p->accumulate == accumulate && p->bias == bias)
+            return p->ok ? p : NULL;
+    }
+    if (s->n_lt_plans == MAX_LT_PLANS) return NULL;
+    lt_plan *p = &s->lt_plans[s->n_lt_plans++];
+    *p = (lt_plan){.m = m, .n = n, .k = k, .half_out = half_out, .accumulate = accumulate, .bias = bias};
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cudaDataType bias_type = CUDA_R_32F, out_type = half_out ? CUDA_R_16F : CUDA_R_32F;
+    uint64_t ws = BLAS_WORKSPACE;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t found;
+    int n_found = 0;
+    /* w (m rows of k) is column-major k x m, taken transposed; x column-major k x n */
+    int made = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == 0 &&
+               cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
+               cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
+               cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == 0 &&
+               (!bias || cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                        &bias_type, sizeof bias_type) == 0) &&
+               cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16F, k, m, k) == 0 &&
+               cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16F, k, n, k) == 0 &&
+               cublasLtMatrixLayoutCreate(&p->d, out_type, m, n, m) == 0 &&
+               cublasLtMatmulPreferenceCreate(&pref) == 0 &&
+               cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                    sizeof ws) == 0 &&
+               cublasLtMatmulAlgoGetHeuristic(s->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &found,
+                                              &n_found) == 0 &&
+               n_found > 0;
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (made) p->algo = found.algo;
+    p->ok = made;
+    return made ? p : NULL;
+}
+
+/* y (rows, n_out) = x (rows, n_in) @ w^T + bias, + y when accumulating, y
+ * half or float; half weights and x, the bias in cuBLASLt's epilogue. -1,
+ * with nothing enqueued, where that cannot run: the caller takes the
+ * GEMM and a bias pass. */
+static int lt_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *y,
+                     int half_out, const float *bias, int accumulate) {
+    if (!s->lt || w->kind != SH_GW_F16) return -1;
+    lt_plan *p = lt_plan_for(s, w->n_out, rows, w->n_in, half_out, accumulate, bias != NULL);
+    if (!p) return -1;
+    float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (bias && cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                               sizeof bias) != CUBLAS_STATUS_SUCCESS)
+        return -1;
+    cublasStatus_t st = cublasLtMatmul(s->lt, p->desc, &alpha, w->w, p->a, x, p->b, &beta, y, p->d,
+                                       y, p->d, &p->algo, s->blas_ws, BLAS_WORKSPACE, s->stream);
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+}
+
+/* The encoder's linear layers: y = x w^T + bias into half (out_half), or
+ * added to the float residual; cuBLASLt with the bias in its epilogue
+ * where it can, else cuBLAS and a bias pass. gelu: the GEMM's float output
+ * through GELU to half in one pass. */
+static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *out_half,
+                      float *residual, const float *bias, int gelu, char *err) {
+    int r;
+    if (residual) {
+        if (lt_linear(s, w, x, rows, residual, 0, bias, 1) == 0) return 0;
+        if ((r = linear_act(s, w, x, rows, residual, 1.0f, err)) < 0) return r;
+        if (bias) sh_k_add_bias(s->stream, residual, bias, rows, w->n_out);
+        return 0;
+    }
+    if (!gelu && lt_linear(s, w, x, rows, out_half, 1, bias, 0) == 0) return 0;
+    if (gelu && lt_linear(s, w, x, rows, s->y, 0, bias, 0) == 0) {
+        sh_k_bias_act(s->stream, s->y, NULL, rows, w->n_out, 1, out_half, s->g->act_half);
+        return 0;
+    }
+    if ((r = linear_act(s, w, x, rows, s->y, 0.0f, err)) < 0) return r;
+    sh_k_bias_act(s->stream, s->y, bias, rows, w->n_out, gelu, out_half, s->g->act_half);
+    return 0;
+}
+
 /* The decoder's linear layer on float32 rows: the GEMV up to
  * SH_GEMV_MAX_ROWS rows, cuBLAS beyond (half operands for half and int8
  * weights). */
@@ -719,8 +830,7 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
     size_t a = act_size(s->g);
     int r;
     sh_k_layer_norm(s->stream, s->x, n, d, b->attn_ln_w, b->attn_ln_b, s->h, ah);
-    if ((r = linear_act(s, &b->qkv, s->h, n, s->y, 0.0f, err)) < 0) return r;
-    sh_k_bias_act(s->stream, s->y, b->qkv_b, n, 3 * d, 0, s->big, ah);
+    if ((r = enc_linear(s, &b->qkv, s->h, n, s->big, NULL, b->qkv_b, 0, err)) < 0) return r;
     /* half activations, 64-wide heads: the whole attention in one kernel
      * (the scores never leave the SM); else through cuBLAS and a softmax */
     if (s->flash) {
@@ -739,13 +849,10 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
                       (long long)n * n, 0.0f, s->o, at, d, hd, heads, err)) < 0)
             return r;
     }
-    if ((r = linear_act(s, &b->o, s->o, n, s->x, 1.0f, err)) < 0) return r;
-    sh_k_add_bias(s->stream, s->x, b->o_b, n, d);
+    if ((r = enc_linear(s, &b->o, s->o, n, NULL, s->x, b->o_b, 0, err)) < 0) return r;
     sh_k_layer_norm(s->stream, s->x, n, d, b->mlp_ln_w, b->mlp_ln_b, s->h, ah);
-    if ((r = linear_act(s, &b->fc1, s->h, n, s->y, 0.0f, err)) < 0) return r;
-    sh_k_bias_act(s->stream, s->y, b->fc1_b, n, 4 * d, 1, s->big, ah);
-    if ((r = linear_act(s, &b->fc2, s->big, n, s->x, 1.0f, err)) < 0) return r;
-    sh_k_add_bias(s->stream, s->x, b->fc2_b, n, d);
+    if ((r = enc_linear(s, &b->fc1, s->h, n, s->big, NULL, b->fc1_b, 1, err)) < 0) return r;
+    if ((r = enc_linear(s, &b->fc2, s->big, n, NULL, s->x, b->fc2_b, 0, err)) < 0) return r;
     return 0;
 }
 
@@ -774,10 +881,8 @@ static int encode_window(sh_gpu_state *s, const float *mel, int slot, char *err)
     char *cv = (char *)s->cross_v + (size_t)slot * hp->n_text_layer * layer;
     for (int l = 0; l < hp->n_text_layer; l++) {
         const gblock *b = &g->dec[l];
-        if ((r = linear_act(s, &b->ck, s->h, n, s->y, 0.0f, err)) < 0) return r;
-        sh_k_bias_act(s->stream, s->y, NULL, n, hp->n_text_state, 0, ck + l * layer, ah);
-        if ((r = linear_act(s, &b->cv, s->h, n, s->y, 0.0f, err)) < 0) return r;
-        sh_k_bias_act(s->stream, s->y, b->cv_b, n, hp->n_text_state, 0, cv + l * layer, ah);
+        if ((r = enc_linear(s, &b->ck, s->h, n, ck + l * layer, NULL, NULL, 0, err)) < 0) return r;
+        if ((r = enc_linear(s, &b->cv, s->h, n, cv + l * layer, NULL, b->cv_b, 0, err)) < 0) return r;
     }
     CU(cudaGetLastError(), "running the encoder");
     /* errors of the encoder's kernels belong to this call */
