@@ -1,8 +1,10 @@
 /* cuda_backend.c - the CUDA backend module (libshruti_cuda.so): weights
- * uploaded once per model, a run state per context (stream, cuBLAS
- * handle, activations, KV caches), the encoder as cuBLAS GEMMs and the
- * decoder as GEMV kernels replayed from a CUDA graph per batch size. The
- * core loads this module with dlopen and calls it through gpu_api.h. */
+ * uploaded once per model, a run state per context (stream, cuBLAS and
+ * cuBLASLt handles, activations, KV caches), the encoder as cuBLASLt GEMMs
+ * with their bias in the epilogue (cuBLAS for float32) and the decoder as
+ * GEMV kernels (cuBLAS GEMMs over 8 rows) replayed from a CUDA graph per
+ * row count. The core loads this module with dlopen and calls it through
+ * gpu_api.h. */
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
