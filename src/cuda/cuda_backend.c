@@ -765,11 +765,12 @@ static int lt_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows,
     return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
 }
 
-/* The encoder's linear layers: y = x w^T + bias into half (out_half), or
- * added to the float residual; cuBLASLt with the bias in its epilogue
- * where it can, else cuBLAS and a bias pass. gelu: the GEMM's float output
- * through GELU to half in one pass. */
-static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *out_half,
+/* The encoder's linear layers: y = x w^T + bias into activations of the
+ * run's type (out_act: half, or float in float32), or added to the float
+ * residual; cuBLASLt with the bias in its epilogue where it can (half
+ * activations only), else cuBLAS and a bias pass. gelu: the GEMM's float
+ * output through GELU to out_act in one pass. */
+static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *out_act,
                       float *residual, const float *bias, int gelu, char *err) {
     int r;
     if (residual) {
@@ -778,13 +779,13 @@ static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows
         if (bias) sh_k_add_bias(s->stream, residual, bias, rows, w->n_out);
         return 0;
     }
-    if (!gelu && lt_linear(s, w, x, rows, out_half, 1, bias, 0) == 0) return 0;
+    if (!gelu && lt_linear(s, w, x, rows, out_act, 1, bias, 0) == 0) return 0;
     if (gelu && lt_linear(s, w, x, rows, s->y, 0, bias, 0) == 0) {
-        sh_k_bias_act(s->stream, s->y, NULL, rows, w->n_out, 1, out_half, s->g->act_half);
+        sh_k_bias_act(s->stream, s->y, NULL, rows, w->n_out, 1, out_act, s->g->act_half);
         return 0;
     }
     if ((r = linear_act(s, w, x, rows, s->y, 0.0f, err)) < 0) return r;
-    sh_k_bias_act(s->stream, s->y, bias, rows, w->n_out, gelu, out_half, s->g->act_half);
+    sh_k_bias_act(s->stream, s->y, bias, rows, w->n_out, gelu, out_act, s->g->act_half);
     return 0;
 }
 
