@@ -24,7 +24,11 @@
  * separate kernels. All blocks must be resident: launched cooperatively.
  * H200, float16, against the kernels' step (SHRUTI_CUDA_FUSED=0): small,
  * medium and large steps 8% faster, base even, tiny 2% slower (so the
- * backend uses it from base up); bench/bench_fused_step traces its phases. */
+ * backend uses it from base up); bench/bench_fused_step traces its phases.
+ * Its layer loop is ~125 KB of code, and fetching it bounds the step:
+ * instructions added there cost (branch wip-fused-lanes), instructions
+ * taken out gain (the trace's stamps and the GEMV's unrolling: medium
+ * 804 -> 784 us, tiny 100 -> 95). */
 #include <cuda_fp16.h>
 #include <math.h>
 
@@ -126,10 +130,13 @@ static __device__ __forceinline__ void fence_mbar_init() {}
 
 /* ------------------------------------------------------------ the step */
 
-/* A time stamp of block 0 for the trace (benchmarks only). */
+/* A time stamp of block 0 for the trace, in the kernel launched with a
+ * trace buffer only (TRACED): the step is bound by fetching its own
+ * instructions, and the stamps' ~180 cost it 1-3% even when off (H200:
+ * without them medium 799 -> 789 us, tiny 100 -> 97). */
 #define TRACE(f, l, k)                                                              \
     do {                                                                            \
-        if ((f).trace && blockIdx.x == 0 && threadIdx.x == 0) {                     \
+        if (TRACED && (f).trace && blockIdx.x == 0 && threadIdx.x == 0) {           \
             u64 t;                                                                  \
             asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));                   \
             (f).trace[(l) * 24 + (k)] = t;                                          \
@@ -262,6 +269,21 @@ static __device__ __forceinline__ void widen8(const unsigned char *row, int c, f
     }
 }
 
+/* Two rows' dot products with x over the 8 columns from c (int8 rows
+ * unscaled). */
+template <int KIND>
+static __device__ __forceinline__ void dot8_pair(const unsigned char *wa, const unsigned char *wb,
+                                                 const float *x, int c, float *da, float *db) {
+    float4 xa = *(const float4 *)(x + c), xb = *(const float4 *)(x + c + 4);
+    float a[8], b[8];
+    widen8<KIND>(wa, c, a);
+    widen8<KIND>(wb, c, b);
+    *da = a[0] * xa.x + a[1] * xa.y + a[2] * xa.z + a[3] * xa.w + a[4] * xb.x + a[5] * xb.y +
+          a[6] * xb.z + a[7] * xb.w;
+    *db = b[0] * xa.x + b[1] * xa.y + b[2] * xa.z + b[3] * xa.w + b[4] * xb.x + b[5] * xb.y +
+          b[6] * xb.z + b[7] * xb.w;
+}
+
 /* y = W x + bias for this block's rows, W from shared memory (rows r0..r1
  * of n_in; int8 rows followed by their scales), x in shared memory, the
  * bias from bias_fetch; one code for every GEMV phase, the epilogue saying
@@ -279,21 +301,24 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *W, int r0,
         const unsigned char *wa = W + (size_t)(r - r0) * n_in * esize;
         const unsigned char *wb = W + (size_t)(r2 - r0) * n_in * esize;
         float acc_a = 0.0f, acc_b = 0.0f;
-        for (int c = lane * 8; c < n_in; c += WARP * 8) {
-            float4 xa = *(const float4 *)(x + c), xb = *(const float4 *)(x + c + 4);
-            float a[8], b[8];
-            widen8<KIND>(wa, c, a);
-            widen8<KIND>(wb, c, b);
-            float da = a[0] * xa.x + a[1] * xa.y + a[2] * xa.z + a[3] * xa.w + a[4] * xb.x +
-                       a[5] * xb.y + a[6] * xb.z + a[7] * xb.w;
-            float db = b[0] * xa.x + b[1] * xa.y + b[2] * xa.z + b[3] * xa.w + b[4] * xb.x +
-                       b[5] * xb.y + b[6] * xb.z + b[7] * xb.w;
-            if (KIND == SH_GW_I8) {   /* each lane's 8 columns lie in one scale group */
-                da *= __half2float(scales[(size_t)(r - r0) * groups + c / 32]);
-                db *= __half2float(scales[(size_t)(r2 - r0) * groups + c / 32]);
+        if (KIND == SH_GW_F16) {
+            /* not unrolled: fewer instructions to fetch (H200: medium 789 ->
+             * 780 us a step, tiny 97 -> 95; int8 so went 791 -> 805 us) */
+#pragma unroll 1
+            for (int c = lane * 8; c < n_in; c += WARP * 8) {
+                float da, db;
+                dot8_pair<KIND>(wa, wb, x, c, &da, &db);
+                acc_a += da;
+                acc_b += db;
             }
-            acc_a += da;
-            acc_b += db;
+        } else {
+            for (int c = lane * 8; c < n_in; c += WARP * 8) {
+                float da, db;
+                dot8_pair<KIND>(wa, wb, x, c, &da, &db);
+                /* each lane's 8 columns lie in one scale group */
+                acc_a += da * __half2float(scales[(size_t)(r - r0) * groups + c / 32]);
+                acc_b += db * __half2float(scales[(size_t)(r2 - r0) * groups + c / 32]);
+            }
         }
         acc_a = warp_sum(acc_a);
         acc_b = warp_sum(acc_b);
@@ -367,6 +392,7 @@ static __device__ void attention_fetch(const sh_fused_step &f, const work &W, co
  * the qkv words), the query from q_words. The partial softmax goes to
  * part; the last of a head's blocks to finish merges the head's partials
  * into its 64 output words (out). */
+template <bool TRACED>
 static __device__ void attention_split(const sh_fused_step &f, const work &W, unsigned epoch,
                                        int n_keys, int fresh, const u64 *q_words,
                                        const u64 *kv_words, float *part, unsigned *counters,
@@ -589,7 +615,7 @@ static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
     return (at + 127) / 128 * 128;
 }
 
-template <int KIND>
+template <int KIND, bool TRACED>
 __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int d = f.d, tid = threadIdx.x;
@@ -658,8 +684,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 2);
         /* self-attention over positions 0..pos */
         bias = bias_fetch(L->o_b, d);
-        attention_split(f, W, epoch, pos + 1, 1, Wd.qkv, Wd.qkv, Wd.self_part, Wd.self_count,
-                        Wd.self_a, l);
+        attention_split<TRACED>(f, W, epoch, pos + 1, 1, Wd.qkv, Wd.qkv, Wd.self_part,
+                                Wd.self_count, Wd.self_a, l);
         SYNC();
         TRACE(f, l, 3);
         /* x1 = x + W_o attn + b */
@@ -682,8 +708,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 6);
         /* cross-attention over the window */
         bias = bias_fetch(L->co_b, d);
-        attention_split(f, W, epoch, f.n_audio, 0, Wd.cq, NULL, Wd.cross_part, Wd.cross_count,
-                        Wd.cross_a, l);
+        attention_split<TRACED>(f, W, epoch, f.n_audio, 0, Wd.cq, NULL, Wd.cross_part,
+                                Wd.cross_count, Wd.cross_a, l);
         SYNC();
         TRACE(f, l, 7);
         /* x2 = x1 + W_co attn + b */
@@ -725,6 +751,12 @@ extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits) {
     return (long)n_layer * words_per_layer(d, n_head, splits);
 }
 
+/* The kernel for the weights' kind, with the trace's stamps or without. */
+static void (*step_kernel(int kind, int traced))(sh_fused_step) {
+    if (kind == SH_GW_I8) return traced ? k_fused_step<SH_GW_I8, true> : k_fused_step<SH_GW_I8, false>;
+    return traced ? k_fused_step<SH_GW_F16, true> : k_fused_step<SH_GW_F16, false>;
+}
+
 extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     int cc = 0, sms = 0, max_smem = 0;
     if (cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
@@ -755,16 +787,17 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     if (ring < largest) return -1;
     f->ring_bytes = (unsigned)ring;
     f->smem = fixed + (size_t)ring;
-    void (*kernel)(sh_fused_step) =
-        f->kind == SH_GW_I8 ? k_fused_step<SH_GW_I8> : k_fused_step<SH_GW_F16>;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)f->smem) !=
-        cudaSuccess)
-        return -1;
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, FS_BLOCK, f->smem) !=
-            cudaSuccess ||
-        per_sm < 1)
-        return -1;
+    for (int traced = 0; traced < 2; traced++) {
+        void (*kernel)(sh_fused_step) = step_kernel(f->kind, traced);
+        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)f->smem) != cudaSuccess)
+            return -1;
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, FS_BLOCK, f->smem) !=
+                cudaSuccess ||
+            per_sm < 1)
+            return -1;
+    }
     return 0;
 }
 
@@ -776,8 +809,5 @@ extern "C" void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f) {
     attr[0].id = cudaLaunchAttributeCooperative;
     attr[0].val.cooperative = 1;
     cfg.attrs = attr, cfg.numAttrs = 1;
-    if (f->kind == SH_GW_I8)
-        cudaLaunchKernelEx(&cfg, k_fused_step<SH_GW_I8>, *f);
-    else
-        cudaLaunchKernelEx(&cfg, k_fused_step<SH_GW_F16>, *f);
+    cudaLaunchKernelEx(&cfg, step_kernel(f->kind, f->trace != NULL), *f);
 }

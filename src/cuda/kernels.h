@@ -172,7 +172,8 @@ typedef struct {
     unsigned long long *ll;           /* sh_fused_ll_words, zero at first */
     unsigned *epoch;                  /* device, non-zero at first */
     float *x_out;
-    unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench) */
+    unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench: a
+                                         second build of the kernel, stamps and all) */
     int grid;   /* blocks: 0 for one an SM; fewer plans as on a part with that many SMs */
     /* set by sh_fused_plan */
     int splits, max_keys, uni_bytes;
