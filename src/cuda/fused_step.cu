@@ -28,7 +28,8 @@
  * Its layer loop is ~125 KB of code, and fetching it bounds the step:
  * instructions added there cost (branch wip-fused-lanes), instructions
  * taken out gain (the trace's stamps and the GEMV's unrolling: medium
- * 804 -> 784 us, tiny 100 -> 95). */
+ * 804 -> 784 us, tiny 100 -> 95; polls no wider than their vectors: 781
+ * -> 751 us, tiny 95 -> 88), calls instead cost more than they save. */
 #include <cuda_fp16.h>
 #include <math.h>
 
@@ -70,19 +71,23 @@ static __device__ __forceinline__ u64 ll_wait(const u64 *p, u64 w, unsigned epoc
 }
 
 /* dst[i] = value of src[i] once its epoch is this step's, i < n; every
- * load of a round issued before any is checked. */
-#define POLL_WIDE 11   /* 11 x 480 threads cover large-v3's 5120 hidden words */
+ * load of a round (WIDE a thread) issued before any is checked. WIDE to
+ * fit the vector in one round, no wider: each of the seven polls a layer
+ * is inlined, and its unrolled waits are code the step must fetch. */
+#define POLL_D 3        /* 3 x 480 threads cover d <= 1440 (sh_fused_plan) */
+#define POLL_HIDDEN 11  /* 11 x 480 threads cover large-v3's 5120 hidden words */
+template <int WIDE>
 static __device__ void ll_poll(const u64 *src, int n, unsigned epoch, float *dst) {
     const int nt = FS_THREADS;
-    for (int base = 0; base < n; base += POLL_WIDE * nt) {
-        u64 v[POLL_WIDE];
+    for (int base = 0; base < n; base += WIDE * nt) {
+        u64 v[WIDE];
 #pragma unroll
-        for (int k = 0; k < POLL_WIDE; k++) {
+        for (int k = 0; k < WIDE; k++) {
             int i = base + threadIdx.x + k * nt;
             v[k] = i < n ? ll_load(src + i) : (u64)epoch << 32;
         }
 #pragma unroll
-        for (int k = 0; k < POLL_WIDE; k++) {
+        for (int k = 0; k < WIDE; k++) {
             int i = base + threadIdx.x + k * nt;
             if (i < n) v[k] = ll_wait(src + i, v[k], epoch);
             if (i < n) dst[i] = __uint_as_float((unsigned)v[k]);
@@ -403,7 +408,7 @@ static __device__ void attention_split(const sh_fused_step &f, const work &W, un
     int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
     __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
     float *q = W.xs;
-    ll_poll(q_words + h * FS_HD, FS_HD, epoch, q);
+    ll_poll<1>(q_words + h * FS_HD, FS_HD, epoch, q);
     if (!fresh) TRACE(f, l_, 18);
     if (stored < p1 && threadIdx.x < FS_HD) {
         /* the newest key and value, rounded as the cache holds them */
@@ -674,7 +679,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         attention_fetch(f, W, L->self_k, L->self_v, pos + 1, 1);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
         float bias = bias_fetch(L->qkv_b, 3 * d);
-        if (l > 0) ll_poll(words_of(f, l - 1).x3, d, epoch, W.x);
+        if (l > 0) ll_poll<POLL_D>(words_of(f, l - 1).x3, d, epoch, W.x);
         SYNC();
         TRACE(f, l, 1);
         layer_norm(W.x, d, ln, W.xs, W.red);
@@ -690,7 +695,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 3);
         /* x1 = x + W_o attn + b */
         attention_fetch(f, W, L->cross_k, L->cross_v, f.n_audio, 0);
-        ll_poll(Wd.self_a, d, epoch, W.xs);
+        ll_poll<POLL_D>(Wd.self_a, d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 13);
         e = (epilogue){EP_RESID, Wd.x1, epoch, W.x};
@@ -699,7 +704,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         /* cq = W ln(x1) + b */
         ln = ln_fetch(L->ln2_g, L->ln2_b, d);
         bias = bias_fetch(L->cq_b, d);
-        ll_poll(Wd.x1, d, epoch, W.x);
+        ll_poll<POLL_D>(Wd.x1, d, epoch, W.x);
         SYNC();
         TRACE(f, l, 5);
         layer_norm(W.x, d, ln, W.xs, W.red);
@@ -713,7 +718,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 7);
         /* x2 = x1 + W_co attn + b */
-        ll_poll(Wd.cross_a, d, epoch, W.xs);
+        ll_poll<POLL_D>(Wd.cross_a, d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 14);
         e = (epilogue){EP_RESID, Wd.x2, epoch, W.x};
@@ -722,7 +727,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
         bias = bias_fetch(L->fc1_b, 4 * d);
-        ll_poll(Wd.x2, d, epoch, W.x);
+        ll_poll<POLL_D>(Wd.x2, d, epoch, W.x);
         SYNC();
         TRACE(f, l, 9);
         layer_norm(W.x, d, ln, W.xs, W.red);
@@ -732,7 +737,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 10);
         /* x3 = x2 + W hid + b */
         bias = bias_fetch(L->fc2_b, d);
-        ll_poll(Wd.hid, 4 * d, epoch, W.xs);
+        ll_poll<POLL_HIDDEN>(Wd.hid, 4 * d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 11);
         const bool last = l == f.n_layer - 1;
