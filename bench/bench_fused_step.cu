@@ -11,6 +11,10 @@
  * its merged heads; cross o; the wait for x2; layer norm; fc1; the wait
  * for fc1's output; fc2.
  *
+ * The step times are the library's kernel's; the trace comes from its
+ * second build with the stamps (launched when f.trace is set), a little
+ * slower, so its phases sum to a little more than the step.
+ *
  * Last, medium with int8 weights (int8_float16), the step only.
  *
  * usage: bench_fused_step (compute capability 9.0 or later) */
