@@ -15,7 +15,8 @@
  * second build with the stamps (launched when f.trace is set), a little
  * slower, so its phases sum to a little more than the step.
  *
- * Last, medium with int8 weights (int8_float16), the step only.
+ * Last, medium with int8 weights (int8_float16), the step only. The step
+ * is at position 100, or $BENCH_POS (self-attention over that many keys).
  *
  * usage: bench_fused_step (compute capability 9.0 or later) */
 #include "cuda/fused_step.cu"   /* the kernel itself, static in that file */
@@ -54,7 +55,7 @@ static void run(const char *name, int d, int H, int L, int kind) {
     sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
     cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
     f.layers = dl; f.tok_emb = dz(d * 2); f.tok_scales = (const uint16_t *)dz(d); f.pos_emb = (const float *)dz(448 * d * 4);
-    int *io = (int *)dz(8); int pos = 100; cudaMemcpy(io + 1, &pos, 4, cudaMemcpyHostToDevice);
+    int *io = (int *)dz(8); int pos = getenv("BENCH_POS") ? atoi(getenv("BENCH_POS")) : 100; cudaMemcpy(io + 1, &pos, 4, cudaMemcpyHostToDevice);
     f.token = io; f.pos0 = io + 1;
     size_t words = sh_fused_ll_words(L, d, H, f.splits) * 8;
     f.ll = (unsigned long long *)dz(words + 256); cudaMemset((char *)f.ll + words, 1, 256);

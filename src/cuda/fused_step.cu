@@ -152,8 +152,8 @@ enum { M_QKV, M_O, M_CQ, M_CO, M_FC1, M_FC2, N_MATS };
 
 /* This block's rows of a matrix with n_out rows. */
 static __device__ __forceinline__ void my_rows(int n_out, int *r0, int *r1) {
-    *r0 = (int)((long)n_out * blockIdx.x / gridDim.x);
-    *r1 = (int)((long)n_out * (blockIdx.x + 1) / gridDim.x);
+    *r0 = (int)((unsigned)n_out * blockIdx.x / gridDim.x);
+    *r1 = (int)((unsigned)n_out * (blockIdx.x + 1) / gridDim.x);
 }
 
 static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L, int m) {
@@ -370,7 +370,7 @@ static __device__ bool my_keys(const sh_fused_step &f, int n_keys, int *h, int *
     int S = splits_for(f, n_keys), b = blockIdx.x, s = b % f.splits;
     if (b >= f.n_head * f.splits || s >= S) return false;
     *h = b / f.splits;
-    *p0 = (int)((long)n_keys * s / S), *p1 = (int)((long)n_keys * (s + 1) / S);
+    *p0 = (int)((unsigned)n_keys * s / S), *p1 = (int)((unsigned)n_keys * (s + 1) / S);
     return true;
 }
 
