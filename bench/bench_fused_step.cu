@@ -18,11 +18,13 @@
  * Last, medium with int8 weights (int8_float16), the step only. The step
  * is at position 100, or $BENCH_POS (self-attention over that many keys).
  *
- * usage: bench_fused_step (compute capability 9.0 or later) */
+ * usage: bench_fused_step [size] (compute capability 9.0 or later; one size,
+ *        e.g. "medium", for a profiler) */
 #include "cuda/fused_step.cu"   /* the kernel itself, static in that file */
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <algorithm>
 #include <vector>
@@ -94,13 +96,13 @@ static void run(const char *name, int d, int H, int L, int kind) {
     printf(" total %.0f\n", tot);
 }
 
-int main() {
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
-    run("tiny", 384, 6, 4, SH_GW_F16);
-    run("base", 512, 8, 6, SH_GW_F16);
-    run("small", 768, 12, 12, SH_GW_F16);
-    run("medium", 1024, 16, 24, SH_GW_F16);
-    run("large", 1280, 20, 32, SH_GW_F16);
-    run("medium int8", 1024, 16, 24, SH_GW_I8);
+    struct { const char *name; int d, H, L, kind; } sizes[] = {
+        {"tiny", 384, 6, 4, SH_GW_F16},       {"base", 512, 8, 6, SH_GW_F16},
+        {"small", 768, 12, 12, SH_GW_F16},    {"medium", 1024, 16, 24, SH_GW_F16},
+        {"large", 1280, 20, 32, SH_GW_F16},   {"medium int8", 1024, 16, 24, SH_GW_I8}};
+    for (const auto &z : sizes)   /* all, or the one named (for a profiler) */
+        if (argc < 2 || strcmp(argv[1], z.name) == 0) run(z.name, z.d, z.H, z.L, z.kind);
     return 0;
 }

@@ -567,32 +567,37 @@ static __device__ ln_params ln_fetch(const float *g, const float *b, int d) {
     return p;
 }
 
-/* Sum over the compute threads; every thread gets it. */
-static __device__ float block_sum(float v, float *red) {
+/* Sums of a and b over the compute threads; every thread gets both. Called
+ * right after a barrier of the compute threads (no one still reads red). */
+static __device__ float2 block_sum2(float a, float b, float *red) {
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    v = warp_sum(v);
+    a = warp_sum(a);
+    b = warp_sum(b);
+    if (lane == 0) red[warp] = a, red[WARP + warp] = b;
     SYNC();
-    if (lane == 0) red[warp] = v;
-    SYNC();
-    return warp_sum(lane < FS_THREADS / WARP ? red[lane] : 0.0f);
+    bool in = lane < FS_THREADS / WARP;
+    return make_float2(warp_sum(in ? red[lane] : 0.0f), warp_sum(in ? red[WARP + lane] : 0.0f));
 }
 
-/* xs = layer_norm(x) * g + b over d <= 3 * FS_THREADS (x, xs shared). */
+/* xs = layer_norm(x) * g + b over d <= 3 * FS_THREADS (x, xs shared; called
+ * after a barrier). Mean and variance from one reduction of the sums of
+ * (x - x0) and its squares: one barrier where two passes took four; the
+ * shift by an element of x keeps E[c^2] - E[c]^2 from cancelling when the
+ * mean is large against the spread. */
 static __device__ void layer_norm(const float *x, int d, const ln_params &p, float *xs, float *red) {
-    float v[3], s = 0.0f;
+    const float x0 = x[0];
+    float v[3], s = 0.0f, q = 0.0f;
 #pragma unroll
     for (int k = 0; k < 3; k++) {
         int i = threadIdx.x + k * FS_THREADS;
         v[k] = i < d ? x[i] : 0.0f;
-        s += v[k];
+        float c = i < d ? v[k] - x0 : 0.0f;
+        s += c;
+        q += c * c;
     }
-    float mean = block_sum(s, red) / d, var = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 3; k++) {
-        int i = threadIdx.x + k * FS_THREADS;
-        if (i < d) var += (v[k] - mean) * (v[k] - mean);
-    }
-    float inv = rsqrtf(block_sum(var, red) / d + 1e-5f);
+    float2 t = block_sum2(s, q, red);
+    float ms = t.x / d, mean = x0 + ms, var = fmaxf(t.y / d - ms * ms, 0.0f);
+    float inv = rsqrtf(var + 1e-5f);
 #pragma unroll
     for (int k = 0; k < 3; k++) {
         int i = threadIdx.x + k * FS_THREADS;
