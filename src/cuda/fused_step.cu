@@ -457,18 +457,22 @@ static __device__ void attention_split(const sh_fused_step &f, const work &W, un
     SYNC();
     m = warp_max(lane < nw ? W.red[lane] : -INFINITY);
     if (!fresh) TRACE(f, l_, 20);
-    /* groups of 64 threads, each a strided share of the keys; the
+    /* a warp a group, each a strided share of the keys, two of the 64
+     * dimensions a lane (15 keys deep where 64-thread groups were 27); the
      * exponentials are made where they are used */
-    int j = threadIdx.x % FS_HD, grp = threadIdx.x / FS_HD, n_grp = FS_THREADS / FS_HD;
-    float acc = 0.0f, l = 0.0f;
-    for (int p = grp; grp < n_grp && p < n; p += n_grp) {
+    int pr = threadIdx.x % WARP, grp = threadIdx.x / WARP, n_grp = FS_THREADS / WARP;
+    float2 acc = make_float2(0.0f, 0.0f);
+    float l = 0.0f;
+    for (int p = grp; p < n; p += n_grp) {
         float e = __expf(W.sc[p] - m);
         l += e;
-        acc += e * __half2float(vs[(size_t)p * FS_HD + j]);
+        float2 v = __half22float2(((const __half2 *)(vs + (size_t)p * FS_HD))[pr]);
+        acc.x += e * v.x;
+        acc.y += e * v.y;
     }
     float *sum = W.sc + f.max_keys;   /* (n_grp, 64) */
-    if (grp < n_grp) sum[grp * FS_HD + j] = acc;
-    if (j == 0 && grp < n_grp) W.red[16 + grp] = l;
+    ((float2 *)(sum + grp * FS_HD))[pr] = acc;
+    if (pr == 0) W.red[16 + grp] = l;
     SYNC();
     if (S == 1) {   /* the whole head: its output, no partial */
         if (threadIdx.x < FS_HD) {
@@ -615,10 +619,10 @@ static __device__ float bias_fetch(const float *bias, int n_out) {
     return r < r1 ? bias[r] : 0.0f;
 }
 
-/* Shared memory: x (d), xs (4d), red (64), sc (max_keys + 7 x 64), uni,
+/* Shared memory: x (d), xs (4d), red (64), sc (max_keys + 15 x 64), uni,
  * the slice table, the ring's barriers and offsets, the ring. */
 static __host__ __device__ size_t table_offset(const sh_fused_step &f) {
-    return ((size_t)5 * f.d + 64 + f.max_keys + (FS_THREADS / FS_HD) * FS_HD) * 4 + f.uni_bytes;
+    return ((size_t)5 * f.d + 64 + f.max_keys + (FS_THREADS / WARP) * FS_HD) * 4 + f.uni_bytes;
 }
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
     size_t at = table_offset(f) + (size_t)f.n_layer * N_MATS * sizeof(slice) + FS_SLOTS * 12 + 16;
@@ -634,7 +638,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     W.xs = W.x + d;
     W.red = W.xs + 4 * d;
     W.sc = W.red + 64;
-    W.uni = W.sc + f.max_keys + (FS_THREADS / FS_HD) * FS_HD;
+    W.uni = W.sc + f.max_keys + (FS_THREADS / WARP) * FS_HD;
     ring R;
     slice *table = (slice *)(smem + table_offset(f));
     R.table = table;
