@@ -461,6 +461,7 @@ struct sh_gpu_state {
     int flash;                      /* the encoder's attention in one kernel (cc >= 8.0, half) */
     /* the fused one-row step (fused_step.cu): 1 planned, -1 not possible */
     int fused;
+    int logits_fused;               /* the last step was fused: row 0's logits are made */
     sh_fused_step fs;
     sh_fused_layer *fused_layers;   /* device: the layer table the graph's kernel reads */
     void *fused_words;              /* device: its hand-over words and epoch */
@@ -1022,16 +1023,27 @@ static int fused_prepare(sh_gpu_state *s) {
     const sh_hparams *hp = &g->m->hp;
     if (s->fused == 0) {
         s->fused = -1;
-        /* SHRUTI_CUDA_FUSED: 0 never, 1 wherever it can run; unset, from
-         * base up (H200: 8% off a small, medium or large step, 1-2% off
-         * base, 2% slower for tiny) */
+        /* SHRUTI_CUDA_FUSED=0: never (the kernels' step); else wherever
+         * it can run (H200, twelfth session: tiny's greedy step 0.147 ->
+         * 0.130 ms, medium's 0.97 -> 0.73 ms since the fifth session) */
         const char *want = getenv("SHRUTI_CUDA_FUSED");
-        int on = want ? strcmp(want, "0") != 0 : hp->n_text_state >= 512;
+        int on = !want || strcmp(want, "0") != 0;
         if (!on || g->mode == SH_GPU_FLOAT32 || hp->n_text_layer > FUSED_MAX_LAYERS) return -1;
         sh_fused_step *f = &s->fs;
         memset(f, 0, sizeof *f);
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
         f->kind = g->tok_emb.kind, f->tok_scales = g->tok_emb.scales;
+        /* tiny's step ends with the final layer norm and row 0's logits
+         * (its vocabulary rows stream through the ring after the last
+         * layer: no kernel boundary, no separate GEMV launch). H200, 60 s
+         * of audio, two rounds: tiny 42.3 / 41.5 -> 40.0 / 41.0 ms; but
+         * medium 232.0 / 232.7 -> 232.9 / 234.8 and large 358.4 / 358.0 ->
+         * 359.6 / 361.2 (a block's ~800 KB and more of rows stream slower
+         * through its ring than the GEMV kernel reads them), base even. */
+        if (hp->n_text_state < 512) {
+            f->logits = s->logits, f->n_vocab = hp->n_vocab;
+            f->ln_g = g->dec_ln_w, f->ln_b = g->dec_ln_b;
+        }
         f->n_ctx = hp->n_text_ctx, f->n_audio = hp->n_audio_ctx;
         /* SHRUTI_CUDA_FUSED_GRID: fewer blocks than SMs (tests: the slice
          * sizes of a smaller part) */
@@ -1086,8 +1098,9 @@ static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     const sh_gpu_model *g = s->g;
     if (rows == 1 && n_tokens == 1 && s->fused > 0) {
         sh_k_fused_step(s->stream, &s->fs);
-        sh_k_layer_norm(s->stream, s->dx, 1, g->m->hp.n_text_state, g->dec_ln_w, g->dec_ln_b,
-                        s->dx, 0);
+        if (!s->fs.logits)   /* else the step made the final layer norm and the logits */
+            sh_k_layer_norm(s->stream, s->dx, 1, g->m->hp.n_text_state, g->dec_ln_w, g->dec_ln_b,
+                            s->dx, 0);
         return 0;
     }
     sh_k_embed(s->stream, &g->tok_emb, g->dec_pos, s->io + IO_TOKENS, s->io + IO_POS, rows,
@@ -1144,15 +1157,19 @@ static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens
     memcpy(s->host_io + IO_TOKENS, tokens, (size_t)rows * sizeof(int));
     CU(cudaMemcpyAsync(s->io, s->host_io, (size_t)(IO_TOKENS + rows) * sizeof(int),
                        cudaMemcpyHostToDevice, s->stream), "copying tokens");
+    s->logits_fused = 0;
     int r = n_tokens == 1 && rows <= MAX_BEAMS ? run_step_graph(s, rows, err)
                                               : enqueue_step(s, rows, n_tokens, err);
     if (r < 0) return r;
+    s->logits_fused = rows == 1 && n_tokens == 1 && s->fused > 0 && s->fs.logits;
     CU(cudaGetLastError(), "running the decoder");
     return 0;
 }
 
 /* Logits of up to SH_GEMV_MAX_ROWS rows from row, into s->logits. */
 static void logits_pass(sh_gpu_state *s, int row, int n) {
+    if (s->logits_fused && row == 0 && n == 1) return;   /* the fused step made them */
+    s->logits_fused = 0;
     const sh_gpu_model *g = s->g;
     int d = g->m->hp.n_text_state;
     /* not a programmatic dependent: it follows the step's graph */

@@ -230,8 +230,9 @@ static __device__ const unsigned char *ring_slice(ring &R, int j) {
 }
 
 /* What a GEMV does with each output: a hand-over word, after GELU or
- * with the residual added; for qkv also the cache store of k and v. */
-enum { EP_PLAIN, EP_GELU, EP_RESID, EP_QKV };
+ * with the residual added; for qkv also the cache store of k and v; for
+ * the logits a plain float (read after the kernel). */
+enum { EP_PLAIN, EP_GELU, EP_RESID, EP_QKV, EP_LOGIT };
 
 struct epilogue {
     int kind;
@@ -244,6 +245,10 @@ struct epilogue {
 };
 
 static __device__ __forceinline__ void finish(const epilogue &e, int r, float v) {
+    if (e.kind == EP_LOGIT) {
+        e.x_out[r] = v;
+        return;
+    }
     if (e.kind == EP_GELU) v = gelu(v);
     if (e.kind == EP_RESID) v += e.resid[r];
     ll_store(e.out + r, e.epoch, v);
@@ -619,13 +624,19 @@ static __device__ float bias_fetch(const float *bias, int n_out) {
     return r < r1 ? bias[r] : 0.0f;
 }
 
+/* Weight slices a block consumes at most: N_MATS a layer, then its
+ * vocabulary rows in parts when the step makes the logits too. */
+static __host__ __device__ int slices_max(const sh_fused_step &f) {
+    return f.n_layer * N_MATS + (f.logits ? f.max_parts : 0);
+}
+
 /* Shared memory: x (d), xs (4d), red (64), sc (max_keys + 15 x 64), uni,
  * the slice table, the ring's barriers and offsets, the ring. */
 static __host__ __device__ size_t table_offset(const sh_fused_step &f) {
     return ((size_t)5 * f.d + 64 + f.max_keys + (FS_THREADS / WARP) * FS_HD) * 4 + f.uni_bytes;
 }
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
-    size_t at = table_offset(f) + (size_t)f.n_layer * N_MATS * sizeof(slice) + FS_SLOTS * 12 + 16;
+    size_t at = table_offset(f) + (size_t)slices_max(f) * sizeof(slice) + FS_SLOTS * 12 + 16;
     return (at + 127) / 128 * 128;
 }
 
@@ -642,20 +653,32 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     ring R;
     slice *table = (slice *)(smem + table_offset(f));
     R.table = table;
-    R.mbar = (u64 *)(table + f.n_layer * N_MATS);
+    R.mbar = (u64 *)(table + slices_max(f));
     R.offs = (unsigned *)(R.mbar + FS_SLOTS);
     R.consumed = (volatile int *)(R.offs + FS_SLOTS);
     R.base = smem + ring_offset(f);
     R.size = f.ring_bytes;
-    R.total = f.n_layer * N_MATS;
+    int v0 = 0, v1 = 0;   /* this block's vocabulary rows, when it makes logits */
+    if (f.logits) my_rows(f.n_vocab, &v0, &v1);
+    const int n_parts = (v1 - v0 + f.part_rows - 1) / (f.part_rows > 0 ? f.part_rows : 1);
+    R.total = f.n_layer * N_MATS + n_parts;
     for (int j = tid; j < R.total; j += FS_BLOCK) {
-        const sh_gmat *w = mat_of(&f.layers[j / N_MATS], j % N_MATS);
-        int r0, r1;
-        my_rows(w->n_out, &r0, &r1);
-        int esize = KIND == SH_GW_F16 ? 2 : 1, groups = w->n_in / 32;
-        table[j].src = (const unsigned char *)w->w + (size_t)r0 * w->n_in * esize;
-        table[j].bytes = (unsigned)(r1 - r0) * w->n_in * esize;
-        table[j].scales = KIND == SH_GW_I8 ? w->scales + (size_t)r0 * groups : NULL;
+        const int esize = KIND == SH_GW_F16 ? 2 : 1;
+        const void *w, *scales;
+        int r0, r1, n_in;
+        if (j < f.n_layer * N_MATS) {
+            const sh_gmat *m = mat_of(&f.layers[j / N_MATS], j % N_MATS);
+            my_rows(m->n_out, &r0, &r1);
+            w = m->w, scales = m->scales, n_in = m->n_in;
+        } else {   /* a part of the token embedding, the logits' weights */
+            r0 = v0 + (j - f.n_layer * N_MATS) * f.part_rows;
+            r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
+            w = f.tok_emb, scales = f.tok_scales, n_in = d;
+        }
+        int groups = n_in / 32;
+        table[j].src = (const unsigned char *)w + (size_t)r0 * n_in * esize;
+        table[j].bytes = (unsigned)(r1 - r0) * n_in * esize;
+        table[j].scales = KIND == SH_GW_I8 ? (const uint16_t *)scales + (size_t)r0 * groups : NULL;
         table[j].scale_bytes = KIND == SH_GW_I8 ? (unsigned)(r1 - r0) * groups * 2 : 0;
     }
     const unsigned epoch = *f.epoch;
@@ -750,9 +773,27 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 11);
         const bool last = l == f.n_layer - 1;
-        e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last ? f.x_out : NULL};
+        e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !f.logits ? f.x_out : NULL};
         gemv_phase<KIND>(R, used, d, 4 * d, W.xs, bias, e);
         TRACE(f, l, 12);
+    }
+    if (f.logits) {
+        /* the final layer norm (block 0 keeps its output in x_out), then
+         * logits = token_embedding x, this block's rows part by part */
+        ln_params ln = ln_fetch(f.ln_g, f.ln_b, d);
+        ll_poll<POLL_D>(words_of(f, f.n_layer - 1).x3, d, epoch, W.x);
+        SYNC();
+        layer_norm(W.x, d, ln, W.xs, W.red);
+        if (blockIdx.x == 0)
+            for (int i = tid; i < d; i += FS_THREADS) f.x_out[i] = W.xs[i];
+        epilogue e = {EP_LOGIT};
+        e.x_out = f.logits;
+        for (int r0 = v0; r0 < v1; r0 += f.part_rows) {
+            int r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
+            gemv_rows<KIND>(ring_slice(R, used), r0, r1, d, W.xs, 0.0f, e);
+            SYNC();
+            ring_release(R, ++used);
+        }
     }
     /* every block has read the epoch: block 0 cannot get here before all
      * blocks wrote their part of the last layer */
@@ -790,6 +831,13 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     int keys_self = (f->n_ctx + f->splits - 1) / f->splits;
     f->max_keys = keys_audio > keys_self ? keys_audio : keys_self;
     f->max_keys = (f->max_keys + 31) / 32 * 32;
+    /* the logits' weights (the token embedding) in parts of about 64 KB:
+     * a block's ~400 rows are 300 KB (tiny) to 1 MB (large), more than
+     * the ring; parts stream through it like the layers' slices */
+    long row_bytes = f->kind == SH_GW_I8 ? f->d + f->d / 16 : 2L * f->d;
+    f->part_rows = (int)(65536 / row_bytes);
+    int vocab_rows = (f->n_vocab + sms - 1) / sms;
+    f->max_parts = f->logits ? (vocab_rows + f->part_rows - 1) / f->part_rows : 0;
     size_t kv = (size_t)2 * f->max_keys * FS_HD * 2;
     size_t parts = (size_t)f->n_head * f->splits * FS_PART * 4;
     f->uni_bytes = (int)(((kv > parts ? kv : parts) + 127) / 128 * 128);
@@ -798,6 +846,7 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     /* the largest slice must fit: fc1's or fc2's rows of this block */
     long rows_fc1 = (4L * f->d + sms - 1) / sms + 1, rows_d = ((long)f->d + sms - 1) / sms + 1;
     long largest = rows_fc1 * f->d * 2 > rows_d * 4 * f->d * 2 ? rows_fc1 * f->d * 2 : rows_d * 4 * f->d * 2;
+    if (f->logits && f->part_rows * row_bytes > largest) largest = f->part_rows * row_bytes;
     if (ring < largest) return -1;
     f->ring_bytes = (unsigned)ring;
     f->smem = fixed + (size_t)ring;

@@ -152,7 +152,8 @@ long sh_pick_scratch_bytes(int n_rows);
 
 /* The fused one-row decoder step (fused_step.cu; compute capability 9.0+,
  * half or int8 weights, head width 64): embedding, every layer, the final
- * residual into x_out (d floats); the final layer norm is not in it. */
+ * residual into x_out (d floats); or, given logits, the final layer norm
+ * (into x_out) and the logits too. */
 typedef struct {
     const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
     const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
@@ -171,12 +172,18 @@ typedef struct {
     const int *token, *pos0;          /* device */
     unsigned long long *ll;           /* sh_fused_ll_words, zero at first */
     unsigned *epoch;                  /* device, non-zero at first */
-    float *x_out;
+    float *x_out;                     /* the last residual, or with logits the normed one */
+    /* NULL, or the step ends with the final layer norm (ln_g, ln_b) and
+     * the logits (n_vocab floats) from tok_emb */
+    float *logits;
+    const float *ln_g, *ln_b;
+    int n_vocab;
     unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench: a
                                          second build of the kernel, stamps and all) */
     int grid;   /* blocks: 0 for one an SM; fewer plans as on a part with that many SMs */
     /* set by sh_fused_plan */
     int splits, max_keys, uni_bytes;
+    int part_rows, max_parts;         /* the logits' weight rows a slice, slices a block */
     unsigned ring_bytes;
     size_t smem;
 } sh_fused_step;
