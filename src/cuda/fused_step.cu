@@ -20,16 +20,21 @@
  * Half weights, or int8 ones with their per-32 scales fetched behind each
  * slice (int8_float16). Phases of a layer: qkv (layer norm inside), self-attention, o (+x),
  * cross q (layer norm inside), cross-attention, cross o (+x), fc1 (layer
- * norm inside, GELU), fc2 (+x). The final layer norm, logits and pick stay
- * separate kernels. All blocks must be resident: launched cooperatively.
- * H200, float16, against the kernels' step (SHRUTI_CUDA_FUSED=0): small,
- * medium and large steps 8% faster, base even, tiny 2% slower (so the
- * backend uses it from base up); bench/bench_fused_step traces its phases.
- * Its layer loop is ~125 KB of code, and fetching it bounds the step:
- * instructions added there cost (branch wip-fused-lanes), instructions
- * taken out gain (the trace's stamps and the GEMV's unrolling: medium
- * 804 -> 784 us, tiny 100 -> 95; polls no wider than their vectors: 781
- * -> 751 us, tiny 95 -> 88), calls instead cost more than they save. */
+ * norm inside, GELU), fc2 (+x). Given a logits buffer (the backend: tiny),
+ * the final layer norm and the logits too, the token embedding's rows
+ * streamed through the ring in parts; else they and the pick stay separate
+ * kernels. All blocks must be resident: launched cooperatively.
+ * H200, twelfth session: a medium step ~700 us (the kernels' 0.97 ms),
+ * tiny ~80 us; bench/bench_fused_step traces its phases. What bounds it is
+ * the chain of hand-overs and the serial work between them (ncu, medium:
+ * 12 cycles a warp between issues, stalls on barriers 24%, on global
+ * loads (the polls) 21%, on the instruction cache 2%): what is taken off
+ * the chain gains (64-bit divisions after each wait: medium 749 -> 730
+ * us; the layer norm's four barriers down to one: 730 -> 720; attention's
+ * weighted sums 27 -> 13 keys deep: 720 -> 701), while code size alone
+ * does not (the six GEMV phases as one loop, 108 -> 59 KB of code: medium
+ * 2% slower in bench_model). Calls instead of inlining cost more than
+ * they save. */
 #include <cuda_fp16.h>
 #include <math.h>
 
