@@ -141,9 +141,8 @@ static __device__ __forceinline__ void fence_mbar_init() {}
 /* ------------------------------------------------------------ the step */
 
 /* A time stamp of block 0 for the trace, in the kernel launched with a
- * trace buffer only (TRACED): the step is bound by fetching its own
- * instructions, and the stamps' ~180 cost it 1-3% even when off (H200:
- * without them medium 799 -> 789 us, tiny 100 -> 97). */
+ * trace buffer only (TRACED): the stamps' ~180 cost the step 1-3% even
+ * when off (H200: without them medium 799 -> 789 us, tiny 100 -> 97). */
 #define TRACE(f, l, k)                                                              \
     do {                                                                            \
         if (TRACED && (f).trace && blockIdx.x == 0 && threadIdx.x == 0) {           \
