@@ -31,7 +31,7 @@
 
 static void *dz(size_t bytes) { void *p; cudaMalloc(&p, bytes); cudaMemset(p, 0, bytes); return p; }
 
-static void run(const char *name, int d, int H, int L, int kind) {
+static void run(const char *name, int d, int H, int L, int kind, int pos) {
     sh_fused_step f = {};
     f.n_layer = L, f.d = d, f.n_head = H, f.n_ctx = 448, f.n_audio = 1500, f.kind = kind;
     if (sh_fused_plan(0, &f) < 0) {
@@ -57,7 +57,7 @@ static void run(const char *name, int d, int H, int L, int kind) {
     sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
     cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
     f.layers = dl; f.tok_emb = dz(d * 2); f.tok_scales = (const uint16_t *)dz(d); f.pos_emb = (const float *)dz(448 * d * 4);
-    int *io = (int *)dz(8); int pos = getenv("BENCH_POS") ? atoi(getenv("BENCH_POS")) : 100; cudaMemcpy(io + 1, &pos, 4, cudaMemcpyHostToDevice);
+    int *io = (int *)dz(8); cudaMemcpy(io + 1, &pos, 4, cudaMemcpyHostToDevice);
     f.token = io; f.pos0 = io + 1;
     size_t words = sh_fused_ll_words(L, d, H, f.splits) * 8;
     f.ll = (unsigned long long *)dz(words + 256); cudaMemset((char *)f.ll + words, 1, 256);
@@ -102,7 +102,13 @@ int main(int argc, char **argv) {
         {"tiny", 384, 6, 4, SH_GW_F16},       {"base", 512, 8, 6, SH_GW_F16},
         {"small", 768, 12, 12, SH_GW_F16},    {"medium", 1024, 16, 24, SH_GW_F16},
         {"large", 1280, 20, 32, SH_GW_F16},   {"medium int8", 1024, 16, 24, SH_GW_I8}};
+    const char *at = getenv("BENCH_POS");
+    int pos = at ? atoi(at) : 100;
+    if (pos < 0 || pos > 447) {   /* the caches hold 448 positions */
+        fprintf(stderr, "BENCH_POS must be 0..447\n");
+        return 2;
+    }
     for (const auto &z : sizes)   /* all, or the one named (for a profiler) */
-        if (argc < 2 || strcmp(argv[1], z.name) == 0) run(z.name, z.d, z.H, z.L, z.kind);
+        if (argc < 2 || strcmp(argv[1], z.name) == 0) run(z.name, z.d, z.H, z.L, z.kind, pos);
     return 0;
 }

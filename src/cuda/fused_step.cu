@@ -345,16 +345,23 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *W, int r0,
     }
 }
 
-/* A GEMV phase: this block's rows of weight slice `used` times xs, then
- * the slice's room released to the fetching warp. */
+/* Rows r0..r1 of weight slice `used` times xs, then the slice's room
+ * released to the fetching warp. */
+template <int KIND>
+static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, int r1, int n_in,
+                                                  const float *xs, float bias, const epilogue &e) {
+    gemv_rows<KIND>(ring_slice(R, used), r0, r1, n_in, xs, bias, e);
+    SYNC();
+    ring_release(R, ++used);
+}
+
+/* A GEMV phase: this block's rows of a matrix of n_out rows. */
 template <int KIND>
 static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int n_in,
                                                   const float *xs, float bias, const epilogue &e) {
     int r0, r1;
     my_rows(n_out, &r0, &r1);
-    gemv_rows<KIND>(ring_slice(R, used), r0, r1, n_in, xs, bias, e);
-    SYNC();
-    ring_release(R, ++used);
+    gemv_slice<KIND>(R, used, r0, r1, n_in, xs, bias, e);
 }
 
 /* Shared memory besides the ring. */
@@ -664,7 +671,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     R.size = f.ring_bytes;
     int v0 = 0, v1 = 0;   /* this block's vocabulary rows, when it makes logits */
     if (f.logits) my_rows(f.n_vocab, &v0, &v1);
-    const int n_parts = (v1 - v0 + f.part_rows - 1) / (f.part_rows > 0 ? f.part_rows : 1);
+    const int n_parts = f.logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
     R.total = f.n_layer * N_MATS + n_parts;
     for (int j = tid; j < R.total; j += FS_BLOCK) {
         const int esize = KIND == SH_GW_F16 ? 2 : 1;
@@ -794,9 +801,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         e.x_out = f.logits;
         for (int r0 = v0; r0 < v1; r0 += f.part_rows) {
             int r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
-            gemv_rows<KIND>(ring_slice(R, used), r0, r1, d, W.xs, 0.0f, e);
-            SYNC();
-            ring_release(R, ++used);
+            gemv_slice<KIND>(R, used, r0, r1, d, W.xs, 0.0f, e);
         }
     }
     /* every block has read the epoch: block 0 cannot get here before all
