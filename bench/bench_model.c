@@ -10,16 +10,21 @@
  * where the logits are, as transcribe() decodes) and as a 5-beam step
  * (each beam's 6 best tokens chosen the same way), the
  * end-to-end time of 60 s of audio (two windows of 150 greedy tokens:
- * encoder, prompt, steps) and peak RSS.
+ * encoder, prompt, steps) and peak RSS. Greedy steps feed each choice back
+ * in, as the greedy decoder does (whatever token the random weights
+ * choose: a step costs the same for any token); on the GPU that lets the
+ * next step run ahead of the host (SHRUTI_CUDA_SPECULATE=0: not).
  *
  * With --throughput: batched windows (as `--batch-size`): 32 windows of
  * 150 tokens each, decoded 1, 8 and 32 at a time, in audio seconds per
  * wall second; and 60 s with its two windows decoded as one batch.
  * With --screen-ab (CPU, float16): greedy and 5-beam steps with the logit
- * screen off and on, alternating in one process.
+ * screen off and on, alternating in one process. With --speculate-ab
+ * (GPU): greedy steps and 60 s with the speculated step off and on.
  *
  * usage: bench_model [--device cpu|cuda] [--threads N] [--runs N] [--tokens N]
  *                    [--compute-type T] [--host-pick] [--throughput] [--screen-ab]
+ *                    [--speculate-ab]
  *                    [size ...]
  *        (sizes: tiny base small medium large; default tiny base small) */
 #include <math.h>
@@ -59,8 +64,7 @@ static double throughput(sh_run *rt, const float *mel, int batch, int n_windows,
         sh_decoder_forward(rt, rows, nb, 4, 0);
         for (int b = 0; b < nb; b++) sh_decoder_greedy(rt, 4 * b + 3, 1, mk, &best[b], &lps[b]);
         for (int s = 0; s < 150; s++) {
-            for (int b = 0; b < nb; b++)
-                toks[b] = 400 + (best[b] + s + b) % 1000;   /* random weights: text tokens */
+            for (int b = 0; b < nb; b++) toks[b] = best[b];   /* each row's own choice, as greedy */
             sh_decoder_forward(rt, toks, nb, 1, 4 + s);
             sh_decoder_greedy(rt, 0, nb, masks, best, lps);
         }
@@ -135,7 +139,7 @@ static double greedy_ms_per_token(sh_run *rt, int n_tokens, const sh_logit_mask 
     for (int s = 0; s < n_tokens; s++) {
         sh_decoder_forward(rt, &tok, 1, 1, 4 + s);
         pick(rt, 0, mk, &lp_tok, &lp);
-        tok = 400 + (lp_tok + s) % 1000;   /* random weights: keep to text tokens */
+        tok = lp_tok;   /* the choice goes back in, as the greedy decoder does */
     }
     return (sh_now_s() - t0) * 1000.0 / n_tokens;
 }
@@ -199,7 +203,7 @@ static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
         double lp;
         pick(rt, 3, mk, &best, &lp);
         for (int s = 0; s < 150; s++) {
-            int tok = 400 + (best + s) % 1000;   /* random weights: keep to text tokens */
+            int tok = best;   /* the choice goes back in, as the greedy decoder does */
             sh_decoder_forward(rt, &tok, 1, 1, 4 + s);
             pick(rt, 0, mk, &best, &lp);
         }
@@ -207,10 +211,38 @@ static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
     return (sh_now_s() - t0) * 1000.0;
 }
 
+/* --speculate-ab (GPU): a second run state made with
+ * SHRUTI_CUDA_SPECULATE=0 (no step run ahead of the host), greedy steps
+ * and 60 s of audio alternating between the two run by run. */
+static void speculate_ab(sh_run *rt, const shruti_model *m, int threads, int runs, int tokens,
+                         const float *mel, const sh_logit_mask *mk, const char *size) {
+    sh_run off;
+    setenv("SHRUTI_CUDA_SPECULATE", "0", 1);
+    int r0 = sh_run_init(&off, m, threads);
+    unsetenv("SHRUTI_CUDA_SPECULATE");
+    if (r0 < 0 || !off.gpu) {
+        fprintf(stderr, "no second GPU run state\n");
+        if (r0 == 0) sh_run_free(&off);
+        return;
+    }
+    sh_run *states[2] = {&off, rt};
+    double g[2][64], minute[2][64];
+    for (int on = 0; on < 2; on++) minute_ms(states[on], mel, mk);   /* warm-up */
+    for (int r = 0; r < runs; r++)
+        for (int on = 0; on < 2; on++) {
+            g[on][r] = greedy_ms_per_token(states[on], tokens, mk);
+            minute[on][r] = minute_ms(states[on], mel, mk);
+        }
+    printf("  %s speculated steps off / on, alternating: greedy %.3f / %.3f ms, 60 s %.1f / %.1f ms\n",
+           size, bench_median(g[0], runs), bench_median(g[1], runs), bench_median(minute[0], runs),
+           bench_median(minute[1], runs));
+    sh_run_free(&off);
+}
+
 int main(int argc, char **argv) {
     int threads = 2, runs = 5, tokens = 64;
     const char *compute_type = "auto", *device = "cpu";
-    int do_throughput = 0, do_screen_ab = 0;
+    int do_throughput = 0, do_screen_ab = 0, do_speculate_ab = 0;
     const char *sizes[16];
     int n_sizes = 0;
     for (int i = 1; i < argc; i++) {
@@ -222,6 +254,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--host-pick") == 0) g_host_pick = 1;
         else if (strcmp(argv[i], "--throughput") == 0) do_throughput = 1;
         else if (strcmp(argv[i], "--screen-ab") == 0) do_screen_ab = 1;
+        else if (strcmp(argv[i], "--speculate-ab") == 0) do_speculate_ab = 1;
         else if (n_sizes < 16) sizes[n_sizes++] = argv[i];
     }
     if (n_sizes == 0) {
@@ -290,6 +323,7 @@ int main(int argc, char **argv) {
                bench_median(dec, runs), bench_median(greedy, runs), bench_median(beam, runs),
                bench_median(minute, runs), peak_rss_mb());
         if (do_screen_ab && m->logit_screen) screen_ab(&rt, m, runs, tokens, &mk, sizes[s]);
+        if (do_speculate_ab && rt.gpu) speculate_ab(&rt, m, threads, runs, tokens, mel, &mk, sizes[s]);
         if (do_throughput) {
             const int batches[] = {1, 8, 32};
             for (int b = 0; b < 3; b++)

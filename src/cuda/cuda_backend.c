@@ -465,6 +465,17 @@ struct sh_gpu_state {
     sh_fused_step fs;
     sh_fused_layer *fused_layers;   /* device: the layer table the graph's kernel reads */
     void *fused_words;              /* device: its hand-over words and epoch */
+    /* the speculated step (see greedy): a one-row greedy pick writes its
+     * token into io and the next step runs on it at once, while the host
+     * reads the token and builds the next mask; the host's forward of that
+     * token then finds it done */
+    int speculate;                  /* allowed (SHRUTI_CUDA_SPECULATE is not 0) */
+    cudaEvent_t picked;             /* the pick's end, ahead of the speculated step */
+    int spec_live;                  /* a step of spec_token at spec_pos is enqueued */
+    int spec_token, spec_pos;
+    int stale;                      /* that step overwrote the last forward's outputs */
+    int last_rows, last_tokens;     /* the last forward's shape; its input stays in host_io */
+    long n_speculated, n_wasted;    /* speculated steps the host took, and did not */
 };
 
 #define IO_POS 0
@@ -474,7 +485,15 @@ struct sh_gpu_state {
 
 static size_t act_size(const sh_gpu_model *g) { return g->act_half ? 2 : 4; }
 
+/* The speculated step will not be the host's (another token or position,
+ * or the caches or windows change): it ran for nothing. */
+static void spec_drop(sh_gpu_state *s) {
+    s->n_wasted += s->spec_live;
+    s->spec_live = 0;
+}
+
 static void drop_graphs(sh_gpu_state *s) {
+    cudaStreamSynchronize(s->stream);   /* a speculated step may be running one */
     for (int i = 0; i <= MAX_BEAMS; i++)
         if (s->step[i]) {
             cudaGraphExecDestroy(s->step[i]);
@@ -564,6 +583,7 @@ static void state_free(sh_gpu_state *s) {
     }
     if (s->lt) cublasLtDestroy(s->lt);
     if (s->blas) cublasDestroy(s->blas);
+    if (s->picked) cudaEventDestroy(s->picked);
     if (s->stream) cudaStreamDestroy(s->stream);
     free(s);
 }
@@ -631,6 +651,8 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
               (cc_major >= 8 && !(mma && strcmp(mma, "0") == 0) ? SH_K_MMA : 0) |
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     s->flash = flash_wanted(cc_major, g->act_half, hp);
+    const char *spec = getenv("SHRUTI_CUDA_SPECULATE");
+    s->speculate = !(spec && strcmp(spec, "0") == 0);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
@@ -647,6 +669,8 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
         r = blas_fail(err, bs, "giving cuBLAS its workspace");
     /* without cuBLASLt the encoder keeps its separate bias passes */
     if (r == 0 && g->act_half && cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) s->lt = NULL;
+    if (r == 0 && (e = cudaEventCreateWithFlags(&s->picked, cudaEventDisableTiming)) != cudaSuccess)
+        r = cuda_fail(err, e, "creating a CUDA event");
     s->n_windows = 1;
     s->n_pick_ids = -1;
     if (r == 0 && !(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))))
@@ -865,6 +889,7 @@ static int encode_window(sh_gpu_state *s, const float *mel, int slot, char *err)
     const sh_hparams *hp = &g->m->hp;
     int n = hp->n_audio_ctx, d = hp->n_audio_state, n_in = 2 * n, ah = g->act_half, r;
     size_t a = act_size(g);
+    spec_drop(s);
     CU(cudaSetDevice(g->device), "selecting the CUDA device");
     CU(cudaMemcpyAsync(s->mel, mel, (size_t)hp->n_mels * 3000 * 4, cudaMemcpyHostToDevice,
                        s->stream), "copying the mel window");
@@ -901,6 +926,7 @@ static int encode(sh_gpu_state *s, const float *mel, char *err) {
 /* Room for n windows' cross keys and values (batched windows). */
 static int reserve_windows(sh_gpu_state *s, int n, char *err) {
     if (n < 1 || n > MAX_BEAMS) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad window count");
+    spec_drop(s);
     if (n <= s->n_windows) return 0;
     if (fault_is("windows:") && n > atoi(getenv("SHRUTI_CUDA_FAULT") + 8))
         return fail(err, SHRUTI_ERR_NOMEM, "injected fault: out of memory for %d windows", n);
@@ -924,6 +950,7 @@ static int reserve_windows(sh_gpu_state *s, int n, char *err) {
 /* bound: decoder row b (beam b) attends to window b; else all to window 0. */
 static int bind_windows(sh_gpu_state *s, int bound, char *err) {
     (void)err;
+    spec_drop(s);
     if (s->bound != bound) drop_graphs(s);   /* the graphs hold the cross strides */
     s->bound = bound;
     return 0;
@@ -933,6 +960,7 @@ static int bind_windows(sh_gpu_state *s, int bound, char *err) {
 
 static int reserve(sh_gpu_state *s, int n_beams, char *err) {
     if (n_beams < 1 || n_beams > MAX_BEAMS) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad beam count");
+    spec_drop(s);
     if (n_beams <= s->n_beams) return 0;
     const sh_hparams *hp = &s->g->m->hp;
     size_t bytes = (size_t)hp->n_text_layer * n_beams * hp->n_text_ctx * hp->n_text_state *
@@ -1138,6 +1166,24 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
     return 0;
 }
 
+/* Whether a step of rows x n_tokens leaves row 0's logits made. */
+static int step_fuses_logits(const sh_gpu_state *s, int rows, int n_tokens) {
+    return rows == 1 && n_tokens == 1 && s->fused > 0 && s->fs.logits;
+}
+
+/* The step whose input host_io holds, enqueued. */
+static int launch_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
+    CU(cudaMemcpyAsync(s->io, s->host_io, (size_t)(IO_TOKENS + rows) * sizeof(int),
+                       cudaMemcpyHostToDevice, s->stream), "copying tokens");
+    s->logits_fused = 0;
+    int r = n_tokens == 1 && rows <= MAX_BEAMS ? run_step_graph(s, rows, err)
+                                              : enqueue_step(s, rows, n_tokens, err);
+    if (r < 0) return r;
+    s->logits_fused = step_fuses_logits(s, rows, n_tokens);
+    CU(cudaGetLastError(), "running the decoder");
+    return 0;
+}
+
 static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens, int pos0,
                    char *err) {
     const sh_hparams *hp = &s->g->m->hp;
@@ -1151,19 +1197,35 @@ static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens
     if (s->fail_at && ++s->n_forward == s->fail_at)
         return fail(err, SHRUTI_ERR_DEVICE, "injected fault: a failed kernel");
     CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
+    if (s->spec_live && rows == 1 && pos0 == s->spec_pos && tokens[0] == s->spec_token) {
+        /* speculated: enqueued behind the pick, which wrote its input to
+         * io; host_io's last copy ended before the pick */
+        s->spec_live = s->stale = 0;
+        s->n_speculated++;
+        s->host_io[IO_POS] = pos0, s->host_io[IO_TOKENS] = tokens[0];
+        s->last_rows = s->last_tokens = 1;
+        s->logits_fused = step_fuses_logits(s, 1, 1);
+        return 0;
+    }
+    spec_drop(s);
+    s->stale = 0;
     /* the previous step's copy of io must be done before io is rewritten */
     CU(cudaStreamSynchronize(s->stream), "running the decoder");
     s->host_io[IO_POS] = pos0;
     memcpy(s->host_io + IO_TOKENS, tokens, (size_t)rows * sizeof(int));
-    CU(cudaMemcpyAsync(s->io, s->host_io, (size_t)(IO_TOKENS + rows) * sizeof(int),
-                       cudaMemcpyHostToDevice, s->stream), "copying tokens");
-    s->logits_fused = 0;
-    int r = n_tokens == 1 && rows <= MAX_BEAMS ? run_step_graph(s, rows, err)
-                                              : enqueue_step(s, rows, n_tokens, err);
-    if (r < 0) return r;
-    s->logits_fused = rows == 1 && n_tokens == 1 && s->fused > 0 && s->fs.logits;
-    CU(cudaGetLastError(), "running the decoder");
-    return 0;
+    s->last_rows = rows, s->last_tokens = n_tokens;
+    return launch_step(s, rows, n_tokens, err);
+}
+
+/* A read of the last forward's outputs (logits, choices): when a
+ * speculated step has overwritten them, that forward runs again (its input
+ * is still in host_io; the positions it writes hold what they held). */
+static int settle(sh_gpu_state *s, char *err) {
+    spec_drop(s);
+    if (!s->stale) return 0;
+    s->stale = 0;
+    CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
+    return launch_step(s, s->last_rows, s->last_tokens, err);
 }
 
 /* Logits of up to SH_GEMV_MAX_ROWS rows from row, into s->logits. */
@@ -1183,6 +1245,8 @@ static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) 
     if (row0 < 0 || n_rows < 1 || row0 + n_rows > s->max_rows)
         return fail(err, SHRUTI_ERR_INVALID_ARG, "bad logit rows");
     CU(cudaSetDevice(g->device), "selecting the CUDA device");
+    int r = settle(s, err);
+    if (r < 0) return r;
     /* logits = x @ token_embedding^T, at most SH_GEMV_MAX_ROWS rows a pass */
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
@@ -1232,21 +1296,46 @@ static int send_masks(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask
     return 0;
 }
 
+/* Where the step after a greedy pick of rows row0 .. may be speculated
+ * (its position), or -1: one row, the last of a one-sequence forward, the
+ * one-row step's graph already made, room left in the text context. The
+ * greedy decoder feeds the token it was given back next, all but once a
+ * window (at its end), so the step is rarely for nothing. */
+static int speculation_pos(const sh_gpu_state *s, int row0, int n_rows) {
+    int next = s->host_io[IO_POS] + s->last_tokens;
+    int one_sequence = s->last_rows == s->last_tokens;
+    if (!s->speculate || n_rows != 1 || !one_sequence || row0 != s->last_rows - 1 || !s->step[1] ||
+        next >= s->g->m->hp.n_text_ctx)
+        return -1;
+    return next;
+}
+
 /* Greedy choices on the device: logits of the rows, the masks, argmax and
  * log-softmax there; 16 bytes a row come back instead of the logits. */
 static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
                   int *tokens, double *logprobs, char *err) {
-    int n_vocab = s->g->m->hp.n_vocab, r = send_masks(s, row0, n_rows, masks, err);
+    int n_vocab = s->g->m->hp.n_vocab, r = settle(s, err);
+    if (r == 0) r = send_masks(s, row0, n_rows, masks, err);
     if (r < 0) return r;
+    int next_pos = speculation_pos(s, row0, n_rows);
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
         logits_pass(s, row0 + r0, n);
         sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids,
-                         s->pick_scratch, s->pick + r0, s->pdl);
+                         s->pick_scratch, s->pick + r0, next_pos >= 0 ? s->io : NULL, next_pos,
+                         s->pdl);
     }
     /* the choices land in mapped host memory */
     const sh_pick_result *host = s->host_pick;
-    CU(cudaStreamSynchronize(s->stream), "choosing the next tokens");
+    if (next_pos >= 0) {
+        CU(cudaEventRecord(s->picked, s->stream), "choosing the next token");
+        CU(cudaGraphLaunch(s->step[1], s->stream), "launching the decoder step");
+        CU(cudaEventSynchronize(s->picked), "choosing the next token");
+        s->spec_live = s->stale = 1;
+        s->spec_token = host[0].token, s->spec_pos = next_pos;
+    } else {
+        CU(cudaStreamSynchronize(s->stream), "choosing the next tokens");
+    }
     for (int k = 0; k < n_rows; k++) tokens[k] = host[k].token, logprobs[k] = host[k].logprob;
     return 0;
 }
@@ -1257,7 +1346,8 @@ static int topk(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *mask
                 int *tokens, double *logprobs, char *err) {
     int n_vocab = s->g->m->hp.n_vocab;
     if (k < 1 || k > SH_GPU_TOP_MAX) return fail(err, SHRUTI_ERR_INVALID_ARG, "bad k");
-    int r = send_masks(s, row0, n_rows, masks, err);
+    int r = settle(s, err);
+    if (r == 0) r = send_masks(s, row0, n_rows, masks, err);
     if (r < 0) return r;
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
@@ -1278,6 +1368,7 @@ static int move_caches(sh_gpu_state *s, const int *src, int n_beams, int n_pos, 
     const sh_hparams *hp = &s->g->m->hp;
     if (n_beams < 1 || n_beams > s->n_beams || n_pos < 0 || n_pos > hp->n_text_ctx)
         return fail(err, SHRUTI_ERR_INVALID_ARG, "bad cache move");
+    spec_drop(s);
     if (n_pos == 0) return 0;
     CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
     void *caches[2] = {s->self_k, s->self_v};
@@ -1308,6 +1399,10 @@ static int reorder(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char
 
 static int broadcast(sh_gpu_state *s, int n_beams, int n_pos, char *err) {
     return n_beams < 2 ? 0 : move_caches(s, NULL, n_beams, n_pos, err);
+}
+
+static void speculated(const sh_gpu_state *s, long *taken, long *wasted) {
+    *taken = s->n_speculated, *wasted = s->n_wasted + s->spec_live;
 }
 
 /* ------------------------------------------------------ devices, probe */
@@ -1399,6 +1494,7 @@ static const sh_gpu_api api = {
     .topk = topk,
     .reorder = reorder,
     .broadcast = broadcast,
+    .speculated = speculated,
 };
 
 __attribute__((visibility("default"))) const sh_gpu_api *shruti_gpu_backend_v2(void) { return &api; }

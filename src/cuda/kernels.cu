@@ -1204,7 +1204,7 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab, const sh_pi
  * (timestamps likelier together than any text token: text is out), the
  * greedy token and its log-probability written to out[row]. */
 __global__ void k_pick_final(const pick_acc *partial, int n_chunks, const sh_pick_mask *masks,
-                             sh_pick_result *results) {
+                             sh_pick_result *results, int *next_io, int next_pos) {
     int row = blockIdx.x, lane = threadIdx.x;
     int ts_begin = masks[row].ts_begin;   /* the masks are the host's, there before the logits */
     PDL_WAIT();
@@ -1225,6 +1225,7 @@ __global__ void k_pick_final(const pick_acc *partial, int n_chunks, const sh_pic
     if (best_i == INT_MAX) best_i = 0;   /* everything masked: as a scan, the first */
     results[row].token = best_i;
     results[row].logprob = (double)best_v - (log(s) + m);
+    if (next_io) next_io[0] = next_pos, next_io[1 + row] = best_i;
 }
 
 extern "C" long sh_pick_scratch_bytes(int n_rows) {
@@ -1233,13 +1234,14 @@ extern "C" long sh_pick_scratch_bytes(int n_rows) {
 
 extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
                                  const sh_pick_mask *masks, const int *ids, void *scratch,
-                                 sh_pick_result *out, int pdl) {
+                                 sh_pick_result *out, int *next_io, int next_pos, int pdl) {
     int n_chunks = (n_vocab + PICK_CHUNK - 1) / PICK_CHUNK;
     if (n_chunks > PICK_MAX_CHUNKS) return;   /* the caller checks the vocabulary */
     pick_acc *partial = (pick_acc *)scratch;
     launch(pdl, k_pick_partial, dim3(n_chunks, n_rows), dim3(PICK_THREADS), 0, s, logits, n_vocab,
            masks, ids, partial);
-    launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, masks, out);
+    launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, masks, out,
+           next_io, next_pos);
 }
 
 /* ------------------------------------------------------------- beam top-k */

@@ -123,7 +123,10 @@ void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n
  * n_vocab): ids (n_ids, on the device) and the row's ranges become -inf,
  * then the timestamp rule when ts_begin >= 0; out[row] gets the token and
  * its log-probability. masks and out are device memory or mapped host
- * memory (the backend's: the host writes masks and reads out in place). */
+ * memory (the backend's: the host writes masks and reads out in place).
+ * Given next_io (a step's input as the decoder reads it: the position,
+ * then a token a row), the choices also go there, at next_pos, so that the
+ * next step can run before the host has seen them. */
 typedef struct {
     int n_ids, n_ranges;
     int ranges[8][2];
@@ -137,7 +140,7 @@ typedef struct {
 
 void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
                       const sh_pick_mask *masks, const int *ids, void *scratch,
-                      sh_pick_result *out, int pdl);
+                      sh_pick_result *out, int *next_io, int next_pos, int pdl);
 /* Beam search: the k (<= 33) best tokens of each row after its mask (best
  * first, ties to the lower id) and their log-probabilities, into tokens
  * and logprobs (n_rows x k, device memory). */

@@ -10,7 +10,7 @@
 
 #include "model/model.h"
 
-#define SH_GPU_ABI_VERSION 2
+#define SH_GPU_ABI_VERSION 3
 #define SH_GPU_ENTRY "shruti_gpu_backend_v2"
 
 /* How the model computes on the GPU (faster-whisper's compute types). */
@@ -91,6 +91,9 @@ typedef struct {
                 int *tokens, double *logprobs, char *err);
     int (*reorder)(sh_gpu_state *s, const int *src, int n_beams, int n_pos, char *err);
     int (*broadcast)(sh_gpu_state *s, int n_beams, int n_pos, char *err);
+    /* Steps run ahead of the host after a one-row greedy choice (on the
+     * chosen token): those its next forward took, and those it did not. */
+    void (*speculated)(const sh_gpu_state *s, long *taken, long *wasted);
 } sh_gpu_api;
 
 typedef const sh_gpu_api *(*sh_gpu_entry_fn)(void);

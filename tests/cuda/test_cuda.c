@@ -537,6 +537,100 @@ static void check_fused_step(int cc_major, const char *size, const char *compute
     shruti_model_free(m);
 }
 
+/* The two run states of check_speculation, fed alike. */
+typedef struct {
+    sh_run rt[2];               /* [0] waits for the host, [1] runs ahead */
+    sh_logit_mask mk;
+    int n_vocab, tok[2];
+    double lp[2];
+    int steps, differ;
+} spec_pair;
+
+static void spec_greedy(spec_pair *p, int row) {
+    for (int k = 0; k < 2; k++)
+        CHECK(sh_decoder_greedy(&p->rt[k], row, 1, &p->mk, &p->tok[k], &p->lp[k]) == 0,
+              "greedy: %s", p->rt[k].note);
+    p->differ += p->tok[0] != p->tok[1] || p->lp[0] != p->lp[1];
+    p->steps++;
+}
+
+static void spec_forward(spec_pair *p, int tok, int pos) {
+    for (int k = 0; k < 2; k++)
+        CHECK(sh_decoder_forward(&p->rt[k], &tok, 1, 1, pos) == 0, "step at %d", pos);
+}
+
+/* A window: its encoding, a 4-token prompt, the first choice. */
+static void spec_window(spec_pair *p, const float *mel) {
+    int prompt[4] = {50258, 50259, 50359, 50364};
+    for (int k = 0; k < 2; k++) {
+        CHECK(sh_encode(&p->rt[k], mel) == 0, "encode");
+        CHECK(sh_decoder_forward(&p->rt[k], prompt, 1, 4, 0) == 0, "prompt");
+    }
+    spec_greedy(p, 3);
+}
+
+/* The step run ahead of the host after a one-row greedy choice (on the
+ * chosen token, SHRUTI_CUDA_SPECULATE unset) against a run state that
+ * waits for the host (=0), both fed the same: the choices fed back as the
+ * greedy decoder does, up to the end of the text context, and every way
+ * the host can leave a speculated step unused: another token, another
+ * position, the step's own logits read, a second choice from them, a new
+ * window. The same kernels on the same inputs: choices, log-probabilities
+ * and logits identical; the steps taken and wasted as many as made so. */
+static void check_speculation(shruti_model *m, const float *mel, const char *what) {
+    spec_pair p = {.n_vocab = shruti_model_n_vocab(m)};
+    p.mk = (sh_logit_mask){.n_ranges = 1, .ts_begin = m->sp.timestamp_begin,
+                           .ranges = {{m->sp.no_timestamps, m->sp.no_timestamps + 1}}};
+    for (int k = 0; k < 2; k++) {
+        setenv("SHRUTI_CUDA_SPECULATE", k ? "1" : "0", 1);
+        CHECK(sh_run_init(&p.rt[k], m, 2) == 0 && p.rt[k].gpu, "GPU run state: %s", p.rt[k].note);
+    }
+    unsetenv("SHRUTI_CUDA_SPECULATE");
+    if (!p.rt[0].gpu || !p.rt[1].gpu) return;
+    int n_ctx = m->hp.n_text_ctx, wasted = 0, taken = 0;
+    float *logits[2] = {malloc(sizeof(float) * p.n_vocab), malloc(sizeof(float) * p.n_vocab)};
+    spec_window(&p, mel);
+    /* the first step captures the one-row graph: nothing runs ahead of it */
+    for (int pos = 4; pos < n_ctx; pos++) {
+        taken += pos > 4;
+        spec_forward(&p, p.tok[0], pos);
+        spec_greedy(&p, 0);
+    }
+    /* the last choice had no room after it; another token, then another
+     * position (the step before again) */
+    spec_forward(&p, 400, 40);
+    spec_greedy(&p, 0);
+    spec_forward(&p, (p.tok[0] + 1) % p.n_vocab, 41), wasted++;
+    spec_greedy(&p, 0);
+    spec_forward(&p, p.tok[0], 41), wasted++;
+    spec_greedy(&p, 0);
+    /* the step's own logits, then a second choice from them */
+    for (int k = 0; k < 2; k++) CHECK(sh_decoder_logits(&p.rt[k], 0, 1, logits[k]) == 0, "logits");
+    wasted++;
+    CHECK(memcmp(logits[0], logits[1], sizeof(float) * p.n_vocab) == 0,
+          "%s: the logits read after a speculated step differ", what);
+    spec_greedy(&p, 0);   /* runs ahead again, and a second choice takes it back */
+    p.mk.n_ranges = 0;
+    spec_greedy(&p, 0), wasted++;
+    spec_forward(&p, p.tok[0], 42), taken++;
+    spec_greedy(&p, 0);
+    /* a new window while a step runs ahead */
+    spec_window(&p, mel), wasted++;
+    spec_forward(&p, p.tok[0], 4);
+    spec_greedy(&p, 0), taken++;
+    long got[2][2];
+    for (int k = 0; k < 2; k++) p.rt[k].gpu_api->speculated(p.rt[k].gpu, &got[k][0], &got[k][1]);
+    printf("%s: %d choices, %d differ; steps run ahead: %ld taken, %ld wasted (%d / %d expected)\n",
+           what, p.steps, p.differ, got[1][0], got[1][1], taken, wasted + 1);
+    CHECK(p.differ == 0, "%s: %d choices differ with the step run ahead", what, p.differ);
+    /* the last choice's step is still ahead, unused */
+    CHECK(got[1][0] == taken && got[1][1] == wasted + 1, "%s: steps run ahead %ld / %ld", what,
+          got[1][0], got[1][1]);
+    CHECK(got[0][0] == 0 && got[0][1] == 0, "%s: SHRUTI_CUDA_SPECULATE=0 ran ahead", what);
+    free(logits[0]), free(logits[1]);
+    sh_run_free(&p.rt[0]), sh_run_free(&p.rt[1]);
+}
+
 /* The tensor-core GEMV (half or int8 weights, x as hi + lo halves)
  * against the float GEMV: a tiny-shaped model with random weights, two run
  * states side by side (SHRUTI_CUDA_MMA=0 and =all, read when a state is
@@ -624,9 +718,29 @@ static void check_flash_encoder(int cc_major) {
 
 /* test_cuda [fused]: with "fused", only the fused step's checks (a quick
  * run while working on fused_step.cu). */
+/* Speculation over the kernels (mini, float32: heads 16 wide) and over
+ * the fused step where it runs (tiny's shape, float16). */
+static void check_speculation_models(void) {
+    cJSON *man = t_manifest("mini");
+    size_t n_mel;
+    float *mel = t_read_f32(cJSON_GetObjectItem(cJSON_GetObjectItem(man, "audio"), "jfk_mel80"), &n_mel);
+    shruti_error err;
+    shruti_model *m = load("ggml-mini.bin", "float32", "cuda", &err);
+    CHECK(m != NULL, "%s", err.message);
+    if (m) check_speculation(m, mel, "speculation, mini float32");
+    shruti_model_free(m);
+    free(mel);
+    cJSON_Delete(man);
+    m = random_model("tiny", "float16", &mel);
+    if (m) check_speculation(m, mel, "speculation, tiny shape float16");
+    shruti_model_free(m);
+    free(mel);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int only_fused = argc > 1 && strcmp(argv[1], "fused") == 0;
+    int only_speculation = argc > 1 && strcmp(argv[1], "speculation") == 0;
     t_require_testdata();
     printf("backends: %s\n", shruti_backends());
     check_bad_names();
@@ -648,6 +762,10 @@ int main(int argc, char **argv) {
         return SKIP_CODE;
     }
     if (only_fused) goto fused;
+    if (only_speculation) {
+        check_speculation_models();
+        return t_finish("test_cuda");
+    }
     const char *computes[] = {"float32", "float16", "int8_float16"};
     const double tols[] = {1e-2, 0.15, 1.5}, argmax[] = {1.0, 1.0, 0.9};
     const char *files[] = {"ggml-mini.bin", "ggml-mini.en.bin", "ggml-mini-v3.bin"};
@@ -660,6 +778,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 3; i++) check_longform(T_MODELS[i], files[i], computes[c]);
     check_bound_rows();
     check_batched();
+    check_speculation_models();
     check_contexts_and_faults();
 fused:
     check_fused_step(devs[0].cc_major, "tiny", "float16", 0);
