@@ -196,8 +196,16 @@ static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows
     out->kind = kind, out->n_out = n_out, out->n_in = n_in, out->scales = NULL;
     size_t wbytes = kind == SH_GW_I8 ? (size_t)n_out * n_in : gmat_bytes(kind, n_out, n_in);
     size_t sbytes = (size_t)n_out * (n_in / 32) * 2;
-    int r = dev_alloc(g, wbytes, &out->w, err);
-    if (r == 0 && kind == SH_GW_I8) r = dev_alloc(g, sbytes, (void **)&out->scales, err);
+    /* int8 rows of an odd count get a zero row after them: the fused step
+     * fetches rows in pairs where the scales' rows are not 16 bytes long
+     * (the vocabulary of tiny's token embedding) */
+    size_t pad_w = kind == SH_GW_I8 && n_out % 2 ? (size_t)n_in : 0, pad_s = pad_w / 16;
+    int r = dev_alloc(g, wbytes + pad_w, &out->w, err);
+    if (r == 0 && kind == SH_GW_I8) r = dev_alloc(g, sbytes + pad_s, (void **)&out->scales, err);
+    if (r == 0 && pad_w &&
+        (cudaMemset((char *)out->w + wbytes, 0, pad_w) != cudaSuccess ||
+         cudaMemset((char *)out->scales + sbytes, 0, pad_s) != cudaSuccess))
+        r = fail(err, SHRUTI_ERR_DEVICE, "clearing the weights' padding row");
     if (r < 0) return r;
     size_t el = kind == SH_GW_F32 ? 4 : kind == SH_GW_F16 ? 2 : 1;
     if (direct) {

@@ -155,9 +155,16 @@ static __device__ __forceinline__ void fence_mbar_init() {}
 enum { M_QKV, M_O, M_CQ, M_CO, M_FC1, M_FC2, N_MATS };
 
 /* This block's rows of a matrix with n_out rows. */
-static __device__ __forceinline__ void my_rows(int n_out, int *r0, int *r1) {
-    *r0 = (int)((unsigned)n_out * blockIdx.x / gridDim.x);
-    *r1 = (int)((unsigned)n_out * (blockIdx.x + 1) / gridDim.x);
+static __device__ __forceinline__ void my_rows(int n_out, int shift, int *r0, int *r1) {
+    if (shift == 0) {
+        *r0 = (int)((unsigned)n_out * blockIdx.x / gridDim.x);
+        *r1 = (int)((unsigned)n_out * (blockIdx.x + 1) / gridDim.x);
+        return;
+    }
+    /* in units of 1 << shift rows (n_out a multiple of them) */
+    unsigned units = (unsigned)n_out >> shift;
+    *r0 = (int)(units * blockIdx.x / gridDim.x) << shift;
+    *r1 = (int)(units * (blockIdx.x + 1) / gridDim.x) << shift;
 }
 
 static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L, int m) {
@@ -250,7 +257,7 @@ struct epilogue {
 
 static __device__ __forceinline__ void finish(const epilogue &e, int r, float v) {
     if (e.kind == EP_LOGIT) {
-        e.x_out[r] = v;
+        if (r < e.d) e.x_out[r] = v;   /* d: the vocabulary (a padding row past it) */
         return;
     }
     if (e.kind == EP_GELU) v = gelu(v);
@@ -357,10 +364,11 @@ static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, in
 
 /* A GEMV phase: this block's rows of a matrix of n_out rows. */
 template <int KIND>
-static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int n_in,
-                                                  const float *xs, float bias, const epilogue &e) {
+static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int shift,
+                                                  int n_in, const float *xs, float bias,
+                                                  const epilogue &e) {
     int r0, r1;
-    my_rows(n_out, &r0, &r1);
+    my_rows(n_out, shift, &r0, &r1);
     gemv_slice<KIND>(R, used, r0, r1, n_in, xs, bias, e);
 }
 
@@ -628,9 +636,9 @@ static __device__ void layer_norm(const float *x, int d, const ln_params &p, flo
 
 /* Lane k of each warp holds the bias of the warp's k-th row of [r0, r1)
  * (rows r0 + warp + k * warps), loaded before the wait. */
-static __device__ float bias_fetch(const float *bias, int n_out) {
+static __device__ float bias_fetch(const float *bias, int n_out, int shift) {
     int r0, r1, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    my_rows(n_out, &r0, &r1);
+    my_rows(n_out, shift, &r0, &r1);
     int r = r0 + warp + lane * (FS_THREADS / WARP);
     return r < r1 ? bias[r] : 0.0f;
 }
@@ -651,10 +659,13 @@ static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
     return (at + 127) / 128 * 128;
 }
 
-template <int KIND, bool TRACED>
+/* RS: rows dealt in units of 1 << RS (sh_fused_step.row_shift), a
+ * constant so that each instance keeps its own code (a run-time shift cost
+ * medium int8 2.5% a step). */
+template <int KIND, int RS, bool TRACED>
 __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     extern __shared__ __align__(128) unsigned char smem[];
-    const int d = f.d, tid = threadIdx.x;
+    const int d = f.d, tid = threadIdx.x, rs = RS;
     work W;
     W.x = (float *)smem;
     W.xs = W.x + d;
@@ -670,7 +681,9 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     R.base = smem + ring_offset(f);
     R.size = f.ring_bytes;
     int v0 = 0, v1 = 0;   /* this block's vocabulary rows, when it makes logits */
-    if (f.logits) my_rows(f.n_vocab, &v0, &v1);
+    /* in pairs the vocabulary takes its padding row (int8 weights of an
+     * odd row count have one, zero) */
+    if (f.logits) my_rows(RS ? (f.n_vocab + 1) & ~1 : f.n_vocab, RS, &v0, &v1);
     const int n_parts = f.logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
     R.total = f.n_layer * N_MATS + n_parts;
     for (int j = tid; j < R.total; j += FS_BLOCK) {
@@ -679,7 +692,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         int r0, r1, n_in;
         if (j < f.n_layer * N_MATS) {
             const sh_gmat *m = mat_of(&f.layers[j / N_MATS], j % N_MATS);
-            my_rows(m->n_out, &r0, &r1);
+            my_rows(m->n_out, rs, &r0, &r1);
             w = m->w, scales = m->scales, n_in = m->n_in;
         } else {   /* a part of the token embedding, the logits' weights */
             r0 = v0 + (j - f.n_layer * N_MATS) * f.part_rows;
@@ -721,17 +734,17 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 0);
         attention_fetch(f, W, L->self_k, L->self_v, pos + 1, 1);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
-        float bias = bias_fetch(L->qkv_b, 3 * d);
+        float bias = bias_fetch(L->qkv_b, 3 * d, rs);
         if (l > 0) ll_poll<POLL_D>(words_of(f, l - 1).x3, d, epoch, W.x);
         SYNC();
         TRACE(f, l, 1);
         layer_norm(W.x, d, ln, W.xs, W.red);
         epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, NULL, (__half *)L->self_k,
                       (__half *)L->self_v, pos, d};
-        gemv_phase<KIND>(R, used, 3 * d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, 3 * d, rs, d, W.xs, bias, e);
         TRACE(f, l, 2);
         /* self-attention over positions 0..pos */
-        bias = bias_fetch(L->o_b, d);
+        bias = bias_fetch(L->o_b, d, rs);
         attention_split<TRACED>(f, W, epoch, pos + 1, 1, Wd.qkv, Wd.qkv, Wd.self_part,
                                 Wd.self_count, Wd.self_a, l);
         SYNC();
@@ -742,20 +755,20 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 13);
         e = (epilogue){EP_RESID, Wd.x1, epoch, W.x};
-        gemv_phase<KIND>(R, used, d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 4);
         /* cq = W ln(x1) + b */
         ln = ln_fetch(L->ln2_g, L->ln2_b, d);
-        bias = bias_fetch(L->cq_b, d);
+        bias = bias_fetch(L->cq_b, d, rs);
         ll_poll<POLL_D>(Wd.x1, d, epoch, W.x);
         SYNC();
         TRACE(f, l, 5);
         layer_norm(W.x, d, ln, W.xs, W.red);
         e = (epilogue){EP_PLAIN, Wd.cq, epoch};
-        gemv_phase<KIND>(R, used, d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 6);
         /* cross-attention over the window */
-        bias = bias_fetch(L->co_b, d);
+        bias = bias_fetch(L->co_b, d, rs);
         attention_split<TRACED>(f, W, epoch, f.n_audio, 0, Wd.cq, NULL, Wd.cross_part,
                                 Wd.cross_count, Wd.cross_a, l);
         SYNC();
@@ -765,27 +778,27 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 14);
         e = (epilogue){EP_RESID, Wd.x2, epoch, W.x};
-        gemv_phase<KIND>(R, used, d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 8);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
-        bias = bias_fetch(L->fc1_b, 4 * d);
+        bias = bias_fetch(L->fc1_b, 4 * d, rs);
         ll_poll<POLL_D>(Wd.x2, d, epoch, W.x);
         SYNC();
         TRACE(f, l, 9);
         layer_norm(W.x, d, ln, W.xs, W.red);
         TRACE(f, l, 15);
         e = (epilogue){EP_GELU, Wd.hid, epoch};
-        gemv_phase<KIND>(R, used, 4 * d, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, 4 * d, rs, d, W.xs, bias, e);
         TRACE(f, l, 10);
         /* x3 = x2 + W hid + b */
-        bias = bias_fetch(L->fc2_b, d);
+        bias = bias_fetch(L->fc2_b, d, rs);
         ll_poll<POLL_HIDDEN>(Wd.hid, 4 * d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 11);
         const bool last = l == f.n_layer - 1;
         e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !f.logits ? f.x_out : NULL};
-        gemv_phase<KIND>(R, used, d, 4 * d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, rs, 4 * d, W.xs, bias, e);
         TRACE(f, l, 12);
     }
     if (f.logits) {
@@ -798,7 +811,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         if (blockIdx.x == 0)
             for (int i = tid; i < d; i += FS_THREADS) f.x_out[i] = W.xs[i];
         epilogue e = {EP_LOGIT};
-        e.x_out = f.logits;
+        e.x_out = f.logits, e.d = f.n_vocab;
         for (int r0 = v0; r0 < v1; r0 += f.part_rows) {
             int r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
             gemv_slice<KIND>(R, used, r0, r1, d, W.xs, 0.0f, e);
@@ -815,10 +828,14 @@ extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits) {
     return (long)n_layer * words_per_layer(d, n_head, splits);
 }
 
-/* The kernel for the weights' kind, with the trace's stamps or without. */
-static void (*step_kernel(int kind, int traced))(sh_fused_step) {
-    if (kind == SH_GW_I8) return traced ? k_fused_step<SH_GW_I8, true> : k_fused_step<SH_GW_I8, false>;
-    return traced ? k_fused_step<SH_GW_F16, true> : k_fused_step<SH_GW_F16, false>;
+/* The kernel for the weights' kind and row unit, with the trace's stamps
+ * or without. */
+static void (*step_kernel(int kind, int row_shift, int traced))(sh_fused_step) {
+    if (kind == SH_GW_I8 && row_shift)
+        return traced ? k_fused_step<SH_GW_I8, 1, true> : k_fused_step<SH_GW_I8, 1, false>;
+    if (kind == SH_GW_I8)
+        return traced ? k_fused_step<SH_GW_I8, 0, true> : k_fused_step<SH_GW_I8, 0, false>;
+    return traced ? k_fused_step<SH_GW_F16, 0, true> : k_fused_step<SH_GW_F16, 0, false>;
 }
 
 extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
@@ -831,8 +848,12 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     if (cc < 9 || f->d % FS_HD || f->d / FS_HD != f->n_head || f->d > 3 * FS_THREADS) return -1;
     if (f->grid > 0 && f->grid < sms) sms = f->grid;   /* fewer blocks: as on a smaller part */
     /* int8 slices' scales must start and end on 16 bytes for the bulk
-     * copies: n_in / 16 bytes a row, so n_in a multiple of 256 */
-    if (f->kind != SH_GW_F16 && !(f->kind == SH_GW_I8 && f->d % 256 == 0)) return -1;
+     * copies: n_in / 16 bytes a row, a multiple of 16 when n_in is of 256;
+     * d % 256 == 128 (tiny's 384) deals rows in pairs, 16-byte multiples
+     * for every matrix (the odd vocabulary with the padding row the upload
+     * gives int8 matrices of odd rows) */
+    if (f->kind != SH_GW_F16 && !(f->kind == SH_GW_I8 && f->d % 128 == 0)) return -1;
+    f->row_shift = f->kind == SH_GW_I8 && f->d % 256 != 0;
     f->grid = sms;
     f->splits = sms / f->n_head;
     if (f->splits < 1) return -1;
@@ -844,8 +865,9 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
      * a block's ~400 rows are 300 KB (tiny) to 1 MB (large), more than
      * the ring; parts stream through it like the layers' slices */
     long row_bytes = f->kind == SH_GW_I8 ? f->d + f->d / 16 : 2L * f->d;
-    f->part_rows = (int)(65536 / row_bytes);
-    int vocab_rows = (f->n_vocab + sms - 1) / sms;
+    f->part_rows = (int)(65536 / row_bytes) >> f->row_shift << f->row_shift;
+    int unit = 1 << f->row_shift, units = (f->n_vocab + unit - 1) / unit;
+    int vocab_rows = (units + sms - 1) / sms * unit;
     f->max_parts = f->logits ? (vocab_rows + f->part_rows - 1) / f->part_rows : 0;
     size_t kv = (size_t)2 * f->max_keys * FS_HD * 2;
     size_t parts = (size_t)f->n_head * f->splits * FS_PART * 4;
@@ -860,7 +882,7 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     f->ring_bytes = (unsigned)ring;
     f->smem = fixed + (size_t)ring;
     for (int traced = 0; traced < 2; traced++) {
-        void (*kernel)(sh_fused_step) = step_kernel(f->kind, traced);
+        void (*kernel)(sh_fused_step) = step_kernel(f->kind, f->row_shift, traced);
         if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)f->smem) != cudaSuccess)
             return -1;
@@ -881,5 +903,5 @@ extern "C" void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f) {
     attr[0].id = cudaLaunchAttributeCooperative;
     attr[0].val.cooperative = 1;
     cfg.attrs = attr, cfg.numAttrs = 1;
-    cudaLaunchKernelEx(&cfg, step_kernel(f->kind, f->trace != NULL), *f);
+    cudaLaunchKernelEx(&cfg, step_kernel(f->kind, f->row_shift, f->trace != NULL), *f);
 }

@@ -167,9 +167,9 @@ typedef struct {
 
 typedef struct {
     int n_layer, d, n_head, n_ctx, n_audio;
-    int kind;                         /* the weights: SH_GW_F16, or SH_GW_I8 (d % 256 == 0) */
+    int kind;                         /* the weights: SH_GW_F16, or SH_GW_I8 (d % 128 == 0) */
     const sh_fused_layer *layers;     /* device memory, n_layer */
-    const void *tok_emb;              /* (n_vocab, d) of kind */
+    const void *tok_emb;              /* (n_vocab, d) of kind (int8: a zero row after an odd n_vocab) */
     const uint16_t *tok_scales;       /* int8: half (n_vocab, d / 32) */
     const float *pos_emb;             /* (n_ctx, d) */
     const int *token, *pos0;          /* device */
@@ -189,6 +189,7 @@ typedef struct {
     int part_rows, max_parts;         /* the logits' weight rows a slice, slices a block */
     unsigned ring_bytes;
     size_t smem;
+    int row_shift;                    /* a block's rows in units of 1 << row_shift */
 } sh_fused_step;
 
 /* Fills in f's launch shape from its sizes; -1 where the device or the

@@ -486,8 +486,9 @@ static shruti_model *random_model(const char *size, const char *compute_type, fl
 
 /* The fused one-row step (fused_step.cu: compute 9.0 and later, heads 64
  * wide; the mini models' heads are 16 wide, so a model of a real size's
- * shape with random weights: tiny for float16, base for int8_float16,
- * whose scales need d a multiple of 256) against the separate kernels, as
+ * shape with random weights: tiny for float16, base and tiny for
+ * int8_float16, base's rows one by one, tiny's in pairs to keep their
+ * scales on 16 bytes) against the separate kernels, as
  * two run states side by side fed the same tokens: logits at every
  * position of the text context (self-attention splits over 1 to 5 blocks
  * as it grows). Only the order of the float sums differs, so the logits
@@ -783,6 +784,8 @@ int main(int argc, char **argv) {
 fused:
     check_fused_step(devs[0].cc_major, "tiny", "float16", 0);
     check_fused_step(devs[0].cc_major, "base", "int8_float16", 0);
+    /* tiny int8: rows in pairs (24 bytes of scales a row of 384) */
+    check_fused_step(devs[0].cc_major, "tiny", "int8_float16", 0);
     /* 22 blocks: tiny's slices where skipping to the ring's start used to
      * leave too little room for ever (a hang before the fix) */
     check_fused_step(devs[0].cc_major, "tiny", "float16", 22);
