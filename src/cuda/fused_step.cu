@@ -111,9 +111,21 @@ static __device__ __forceinline__ void mbar_expect(u64 *m, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(m)),
                  "r"(bytes) : "memory");
 }
-static __device__ __forceinline__ void bulk_copy(void *dst, const void *src, unsigned bytes, u64 *m) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                 ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(m)) : "memory");
+static __device__ __forceinline__ void bulk_copy(void *dst, const void *src, unsigned bytes, u64 *m,
+                                                 u64 policy) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+                 " [%0], [%1], %2, [%3], %4;"
+                 ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(m)), "l"(policy) : "memory");
+}
+static __device__ __forceinline__ u64 policy_evict_first() {
+    u64 p;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+static __device__ __forceinline__ u64 policy_evict_normal() {
+    u64 p;
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
+    return p;
 }
 static __device__ __forceinline__ bool mbar_try(u64 *m, unsigned parity) {
     unsigned done;
@@ -132,7 +144,9 @@ static __device__ __forceinline__ void fence_mbar_init() {
 #else   /* never launched below 9.0 (sh_fused_plan) */
 static __device__ __forceinline__ void mbar_init(u64 *) {}
 static __device__ __forceinline__ void mbar_expect(u64 *, unsigned) {}
-static __device__ __forceinline__ void bulk_copy(void *, const void *, unsigned, u64 *) {}
+static __device__ __forceinline__ void bulk_copy(void *, const void *, unsigned, u64 *, u64) {}
+static __device__ __forceinline__ u64 policy_evict_first() { return 0; }
+static __device__ __forceinline__ u64 policy_evict_normal() { return 0; }
 static __device__ __forceinline__ void mbar_wait(u64 *, unsigned) {}
 static __device__ __forceinline__ void fence_mbar_init() {}
 #endif
@@ -198,11 +212,17 @@ struct ring {
     const slice *table;   /* (total) in shared memory */
 };
 
-static __device__ void ring_produce(const ring &R) {
+static __device__ void ring_produce(const ring &R, int n_layer_slices) {
     unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
     int seen = 0;
+    /* the token embedding's parts (the logits' weights, past the layers'
+     * slices) are read once a step and outweigh the layers' weights: first
+     * out of L2, they leave the layers' there for the next step (H200, 60 s
+     * of audio: tiny 37.2 / 38.3 -> 34.9 / 34.2 ms, its int8 40.4 -> 37.5) */
+    const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
     for (int j = 0; j < R.total; j++) {
         slice sl = R.table[j];
+        const u64 pol = j < n_layer_slices ? layers : vocab;
         unsigned start, total = sl.bytes + sl.scale_bytes;
         for (;;) {
             int c = *R.consumed;
@@ -222,9 +242,9 @@ static __device__ void ring_produce(const ring &R) {
         head = start + total;
         R.offs[slot] = start % R.size;
         mbar_expect(&R.mbar[slot], total);
-        bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot]);
+        bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot], pol);
         if (sl.scale_bytes)
-            bulk_copy(R.base + start % R.size + sl.bytes, sl.scales, sl.scale_bytes, &R.mbar[slot]);
+            bulk_copy(R.base + start % R.size + sl.bytes, sl.scales, sl.scale_bytes, &R.mbar[slot], pol);
     }
 }
 
@@ -714,7 +734,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     fence_mbar_init();
     __syncthreads();   /* the whole block, once */
     if (tid >= FS_THREADS) {
-        if (tid == FS_THREADS) ring_produce(R);
+        if (tid == FS_THREADS) ring_produce(R, f.n_layer * N_MATS);
         return;
     }
     /* the embedding, every block all of it */
