@@ -91,10 +91,25 @@ static __device__ void ll_poll(const u64 *src, int n, unsigned epoch, float *dst
             int i = base + threadIdx.x + k * nt;
             v[k] = i < n ? ll_load(src + i) : (u64)epoch << 32;
         }
+        /* the first word waited for alone, then every word still stale
+         * loaded again at once, round by round: the rest cost one round
+         * trip after the first, not one each (waited for one by one, each
+         * early load found stale cost a round trip of its own) */
+        if (base + (int)threadIdx.x < n) v[0] = ll_wait(src + base + threadIdx.x, v[0], epoch);
+        for (unsigned spins = 0;; spins++) {
+            bool stale = false;
+#pragma unroll
+            for (int k = 1; k < WIDE; k++)
+                if ((unsigned)(v[k] >> 32) != epoch) {   /* past n: never */
+                    stale = true;
+                    v[k] = ll_load(src + base + threadIdx.x + k * nt);
+                }
+            if (!stale) break;
+            if (spins > (1u << 22)) __trap();   /* as ll_wait */
+        }
 #pragma unroll
         for (int k = 0; k < WIDE; k++) {
             int i = base + threadIdx.x + k * nt;
-            if (i < n) v[k] = ll_wait(src + i, v[k], epoch);
             if (i < n) dst[i] = __uint_as_float((unsigned)v[k]);
         }
     }
