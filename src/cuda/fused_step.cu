@@ -58,6 +58,15 @@ static __device__ __forceinline__ u64 ll_load(const u64 *p) {
     return v;
 }
 
+/* *p += 1, returning the old value: a release of what this thread (and,
+ * after a barrier, its block) wrote and an acquire of what the earlier
+ * adders released, at GPU scope. */
+static __device__ __forceinline__ unsigned atomic_add_acq_rel(unsigned *p) {
+    unsigned old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(p) : "memory");
+    return old;
+}
+
 static __device__ __forceinline__ void ll_store(u64 *p, unsigned epoch, float v) {
     u64 w = ((u64)epoch << 32) | __float_as_uint(v);
     asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(w) : "memory");
@@ -557,12 +566,10 @@ static __device__ void attention_split(const sh_fused_step &f, const work &W, un
     if (!fresh) TRACE(f, l_, 21);
     int &last = *(int *)(W.red + 48);
     if (threadIdx.x == 0) {
-        __threadfence();
-        last = atomicAdd(&counters[h], 1u) == (unsigned)S - 1;
-        if (last) {
-            counters[h] = 0;
-            __threadfence();
-        }
+        /* after the barrier, a release of the block's partial and an
+         * acquire of the others' in one atomic (no full fences) */
+        last = atomic_add_acq_rel(&counters[h]) == (unsigned)S - 1;
+        if (last) counters[h] = 0;   /* read again in the next step only */
     }
     SYNC();
     if (!last) return;
