@@ -24,7 +24,7 @@
  * the final layer norm and the logits too, the token embedding's rows
  * streamed through the ring in parts; else they and the pick stay separate
  * kernels. All blocks must be resident: launched cooperatively.
- * H200, thirteenth session: a medium step ~690 us (the kernels' 0.97 ms),
+ * H200, thirteenth session: a medium step ~685 us (the kernels' 0.97 ms),
  * tiny ~80 us; bench/bench_fused_step traces its phases. What bounds it is
  * the chain of hand-overs and the serial work between them (ncu, medium:
  * 12 cycles a warp between issues, stalls on barriers 24%, on global
