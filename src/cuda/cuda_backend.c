@@ -114,9 +114,15 @@ static int upload_floats(sh_gpu_model *g, const float *src, size_t n, float **ou
     return 0;
 }
 
+/* int8 rows of an odd count get a zero row after them: the fused step
+ * fetches rows in pairs where the scales' rows are not 16 bytes long (the
+ * vocabulary of tiny's token embedding). */
+static size_t padding_rows(int kind, size_t n_out) { return kind == SH_GW_I8 && n_out % 2; }
+
 static size_t gmat_bytes(int kind, size_t n_out, size_t n_in) {
     if (kind == SH_GW_F32) return n_out * n_in * 4;
     if (kind == SH_GW_F16) return n_out * n_in * 2;
+    n_out += padding_rows(kind, n_out);
     return n_out * n_in + n_out * (n_in / 32) * 2;
 }
 
@@ -196,10 +202,7 @@ static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows
     out->kind = kind, out->n_out = n_out, out->n_in = n_in, out->scales = NULL;
     size_t wbytes = kind == SH_GW_I8 ? (size_t)n_out * n_in : gmat_bytes(kind, n_out, n_in);
     size_t sbytes = (size_t)n_out * (n_in / 32) * 2;
-    /* int8 rows of an odd count get a zero row after them: the fused step
-     * fetches rows in pairs where the scales' rows are not 16 bytes long
-     * (the vocabulary of tiny's token embedding) */
-    size_t pad_w = kind == SH_GW_I8 && n_out % 2 ? (size_t)n_in : 0, pad_s = pad_w / 16;
+    size_t pad_w = padding_rows(kind, (size_t)n_out) * n_in, pad_s = pad_w / 16;
     int r = dev_alloc(g, wbytes + pad_w, &out->w, err);
     if (r == 0 && kind == SH_GW_I8) r = dev_alloc(g, sbytes + pad_s, (void **)&out->scales, err);
     if (r == 0 && pad_w &&
