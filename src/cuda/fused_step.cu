@@ -194,11 +194,6 @@ enum { M_QKV, M_O, M_CQ, M_CO, M_FC1, M_FC2, N_MATS };
 
 /* This block's rows of a matrix with n_out rows. */
 static __device__ __forceinline__ void my_rows(int n_out, int shift, int *r0, int *r1) {
-    if (shift == 0) {
-        *r0 = (int)((unsigned)n_out * blockIdx.x / gridDim.x);
-        *r1 = (int)((unsigned)n_out * (blockIdx.x + 1) / gridDim.x);
-        return;
-    }
     /* in units of 1 << shift rows (n_out a multiple of them) */
     unsigned units = (unsigned)n_out >> shift;
     *r0 = (int)(units * blockIdx.x / gridDim.x) << shift;
