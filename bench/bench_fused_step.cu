@@ -4,12 +4,12 @@
  * traced by block 0 phase by phase (mean over layers 1..), the figures
  * behind the README's account of where a fused step's time goes.
  *
- * Phases: the wait for the layer's input; layer norm + qkv; self-attention;
- * the wait for its merged heads; o; the wait for x1; layer norm + cross q;
- * cross-attention (c:) in parts: the wait for q, for the keys, the scores
- * and softmax, the weighted values, the hand-in and merge; the wait for
- * its merged heads; cross o; the wait for x2; layer norm; fc1; the wait
- * for fc1's output; fc2.
+ * Phases: the wait for the layer's input; layer norm + qkv; self-attention
+ * with its heads' columns of o; the wait for x1's sums; layer norm + cross
+ * q; cross-attention (c:) in parts: the wait for q, for the keys, the
+ * scores and softmax, the weighted values and the exchange and merge of the
+ * head's partials, the head's columns of cross o; the wait for x2's sums;
+ * layer norm; fc1; the wait for fc1's output; fc2.
  *
  * The step times are the library's kernel's; the trace comes from its
  * second build with the stamps (launched when f.trace is set), a little
@@ -50,7 +50,7 @@ static void run(const char *name, int d, int H, int L, int kind, int pos) {
         x.ln1_g = x.ln1_b = x.ln2_g = x.ln2_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
         x.qkv_b = (const float *)dz(3 * d * 4); x.o_b = x.cq_b = x.co_b = x.fc2_b = (const float *)dz(d * 4);
         x.fc1_b = (const float *)dz(4 * d * 4);
-        x.qkv = mat(3 * d, d); x.o = mat(d, d); x.cq = mat(d, d); x.co = mat(d, d); x.fc1 = mat(4 * d, d); x.fc2 = mat(d, 4 * d);
+        x.qkv = mat(3 * d, d); x.o = mat(d, d); x.cq = mat(d, d); x.co = mat(d, d); x.fc1 = mat(4 * d, d); x.fc2 = mat(d, 4 * d); x.o_heads = mat(d, d); x.co_heads = mat(d, d);
         x.self_k = dz((size_t)448 * d * 2); x.self_v = dz((size_t)448 * d * 2);
         x.cross_k = dz((size_t)1500 * d * 2); x.cross_v = dz((size_t)1500 * d * 2);
     }
@@ -83,9 +83,9 @@ static void run(const char *name, int d, int H, int L, int kind, int pos) {
     std::vector<unsigned long long> h(L * 24);
     cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost);
     // order of stamps within a layer
-    int order[] = {0, 1, 2, 3, 13, 4, 5, 6, 18, 19, 20, 21, 7, 14, 8, 9, 15, 10, 11, 12};
-    const char *lab[] = {"poll x+sync", "ln+qkv", "self-attn", "self-merge", "o", "poll x1", "ln+cq", "c:poll q", "c:kv wait", "c:softmax", "c:part", "c:fence+merge", "cross-merge", "co", "poll x2", "ln", "fc1", "poll hid", "fc2"};
-    const int NK = 19;
+    int order[] = {0, 1, 2, 3, 5, 6, 18, 19, 20, 21, 7, 9, 15, 10, 11, 12};
+    const char *lab[] = {"poll x+sync", "ln+qkv", "self head+o", "wait x1", "ln+cq", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1", "poll hid", "fc2"};
+    const int NK = 15;
     double acc[NK] = {0};
     int n = 0;
     for (int l = 1; l < L; l++, n++)

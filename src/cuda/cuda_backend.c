@@ -80,6 +80,7 @@ typedef struct {
     float *mlp_ln_w, *mlp_ln_b;
     sh_gmat fc1, fc2;
     float *fc1_b, *fc2_b;
+    sh_gmat o_heads, co_heads;   /* the fused step's o and co head by head, or none */
 } gblock;
 
 struct sh_gpu_model {
@@ -330,9 +331,34 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
                        (gmat_bytes(dk, 3 * dt, dt) + 3 * gmat_bytes(dk, dt, dt) +
                         2 * gmat_bytes(ak, dt, dt) + 2 * gmat_bytes(dk, 4 * dt, dt)) +
                    gmat_bytes(dk, hp->n_vocab, dt);
+    if (mode != SH_GPU_FLOAT32)   /* o and co head by head too, for the fused step */
+        dec += (uint64_t)hp->n_text_layer * 2 * gmat_bytes(dk, dt, dt);
     uint64_t vec = ((uint64_t)hp->n_audio_ctx * da + (uint64_t)hp->n_text_ctx * dt) * 4 +
                    (uint64_t)(hp->n_audio_layer + hp->n_text_layer) * 20 * dt * 4;
     return enc + dec + vec;
+}
+
+/* Whether the fused step (half or int8 weights, Hopper and later, heads
+ * of 64) may run this model: it then reads o and co head by head. */
+static int fused_may_run(const sh_gpu_model *g) {
+    const sh_hparams *hp = &g->m->hp;
+    int cc = 0;
+    return g->mode != SH_GPU_FLOAT32 && hp->n_text_state == 64 * hp->n_text_head &&
+           cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, g->device) == cudaSuccess &&
+           cc >= 9;
+}
+
+/* A (d, d) matrix's copy head by head (sh_k_head_major): the fused step's
+ * block of a head multiplies that head's output by its columns alone. */
+static int upload_head_major(sh_gpu_model *g, const sh_gmat *w, sh_gmat *out, char *err) {
+    *out = *w;
+    int r = dev_alloc(g, (size_t)w->n_out * w->n_in * (w->kind == SH_GW_I8 ? 1 : 2), &out->w, err);
+    if (r == 0 && w->kind == SH_GW_I8)
+        r = dev_alloc(g, (size_t)w->n_out * (w->n_in / 32) * 2, (void **)&out->scales, err);
+    if (r < 0) return r;
+    sh_k_head_major(0, w, out);
+    CU(cudaStreamSynchronize(0), "copying o head by head");
+    return 0;
 }
 
 static void model_free(sh_gpu_model *g) {
@@ -392,6 +418,10 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
         UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, &g->dec[l], err));
     UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
+    for (int l = 0; l < hp->n_text_layer && fused_may_run(g); l++) {
+        UP(upload_head_major(g, &g->dec[l].o, &g->dec[l].o_heads, err));
+        UP(upload_head_major(g, &g->dec[l].co, &g->dec[l].co_heads, err));
+    }
 #undef UP
     if (r < 0) {
         model_free(g);
@@ -1067,7 +1097,9 @@ static int fused_prepare(sh_gpu_state *s) {
          * 0.130 ms, medium's 0.97 -> 0.73 ms since the fifth session) */
         const char *want = getenv("SHRUTI_CUDA_FUSED");
         int on = !want || strcmp(want, "0") != 0;
-        if (!on || g->mode == SH_GPU_FLOAT32 || hp->n_text_layer > FUSED_MAX_LAYERS) return -1;
+        if (!on || g->mode == SH_GPU_FLOAT32 || hp->n_text_layer > FUSED_MAX_LAYERS ||
+            !g->dec[0].o_heads.w)
+            return -1;
         sh_fused_step *f = &s->fs;
         memset(f, 0, sizeof *f);
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
@@ -1119,7 +1151,7 @@ static int fused_prepare(sh_gpu_state *s) {
         table[l] = (sh_fused_layer){
             b->attn_ln_w, b->attn_ln_b, b->qkv_b, b->o_b, b->cross_ln_w, b->cross_ln_b, b->cq_b,
             b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->o, b->cq, b->co,
-            b->fc1, b->fc2, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
+            b->fc1, b->fc2, b->o_heads, b->co_heads, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
             (char *)s->cross_k + l * cross, (char *)s->cross_v + l * cross};
     }
     /* a graph dropped for new caches may still be reading the old table */

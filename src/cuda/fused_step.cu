@@ -13,19 +13,30 @@
  *     that readers poll until the epoch is this step's: no grid barrier,
  *     one memory round trip per phase (the "LL" scheme of NCCL's
  *     low-latency protocol);
- *   - attention is split over the blocks (head x key range) into as few
- *     ranges as shared memory holds; the last of a head's blocks to finish
- *     (a counter per head) merges its partial softmaxes; a head that fits
- *     one block needs no merge.
+ *   - attention runs on f.splits blocks a head: a head whose keys fit one
+ *     block's shared memory (self-attention's short contexts) on each of
+ *     them whole, else split over key ranges, the partial softmaxes handed
+ *     to all the head's blocks and merged by each;
+ *   - then each block multiplies its head's output by its share of the
+ *     head's columns of o (a copy of o head by head) and adds the products
+ *     into fixed-point sums in L2 that count their adds: x1 and x2 arrive
+ *     without a hand-over of the attention's output and a GEMV phase.
  * Half weights, or int8 ones with their per-32 scales fetched behind each
- * slice (int8_float16). Phases of a layer: qkv (layer norm inside), self-attention, o (+x),
- * cross q (layer norm inside), cross-attention, cross o (+x), fc1 (layer
- * norm inside, GELU), fc2 (+x). Given a logits buffer (the backend: tiny),
+ * slice (int8_float16). Phases of a layer: qkv (layer norm inside),
+ * self-attention with o's head columns (x1 from sums), cross q (layer norm
+ * inside), cross-attention with cross o's head columns (x2 from sums), fc1
+ * (layer norm inside, GELU), fc2 (+x). Given a logits buffer (the backend: tiny),
  * the final layer norm and the logits too, the token embedding's rows
  * streamed through the ring in parts; else they and the pick stay separate
  * kernels. All blocks must be resident: launched cooperatively.
- * H200, thirteenth session: a medium step ~685 us (the kernels' 0.97 ms),
- * tiny ~80 us; bench/bench_fused_step traces its phases. What bounds it is
+ * H200, fourteenth session: a medium step ~664 us (the kernels' 0.97 ms),
+ * tiny ~72 us; bench/bench_fused_step traces its phases. The sums took
+ * 685 -> 664 us (medium), 80 -> 72 (tiny): a hand-over of the heads'
+ * outputs and the o phase less; with a separate counter of adds (a
+ * release, then an acquire and a second round trip to read) they had lost
+ * (medium 727 us), and fc2 the same way (each block's hidden rows times
+ * their fc2 columns: 132 adds a sum) lost to the adds' own rate in L2
+ * (medium 810 us). What bounds it is
  * the chain of hand-overs and the serial work between them (ncu, medium:
  * 12 cycles a warp between issues, stalls on barriers 24%, on global
  * loads (the polls) 21%, on the instruction cache 2%): what is taken off
@@ -58,13 +69,22 @@ static __device__ __forceinline__ u64 ll_load(const u64 *p) {
     return v;
 }
 
-/* *p += 1, returning the old value: a release of what this thread (and,
- * after a barrier, its block) wrote and an acquire of what the earlier
- * adders released, at GPU scope. */
-static __device__ __forceinline__ unsigned atomic_add_acq_rel(unsigned *p) {
-    unsigned old;
-    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(p) : "memory");
-    return old;
+/* Sums that one block of each head adds its product into (o and cross o:
+ * a head's output times the head's columns): 64-bit integer adds in L2,
+ * each a value at 2^-24 plus one at bit 48, so a sum is the same whatever
+ * order its adds arrive in (float adds would not be) and says itself when
+ * all have come: readers poll it as they poll a hand-over word. Values to
+ * +-2^23 (a sum's part of the residual stream). */
+#define FX_ONE 16777216.0f
+#define FX_COUNT (1ULL << 48)
+static __device__ __forceinline__ void fx_add(long long *p, float v) {
+    u64 q = (u64)__float2ll_rn(v * FX_ONE) + FX_COUNT;
+    asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;" ::"l"(p), "l"(q) : "memory");
+}
+/* The count of adds in a sum word (its value is below 2^47 either way). */
+static __device__ __forceinline__ unsigned fx_count(u64 w) { return (unsigned)((w + (FX_COUNT >> 1)) >> 48); }
+static __device__ __forceinline__ float fx_value(u64 w, unsigned adds) {
+    return __ll2float_rn((long long)(w - adds * FX_COUNT)) * (1.0f / FX_ONE);
 }
 
 static __device__ __forceinline__ void ll_store(u64 *p, unsigned epoch, float v) {
@@ -260,8 +280,8 @@ static __device__ void ring_produce(const ring &R, int n_layer_slices) {
         ends[slot] = start + total;
         head = start + total;
         R.offs[slot] = start % R.size;
-        mbar_expect(&R.mbar[slot], total);
-        bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot], pol);
+        mbar_expect(&R.mbar[slot], total);   /* none: arrived at once */
+        if (sl.bytes) bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot], pol);
         if (sl.scale_bytes)
             bulk_copy(R.base + start % R.size + sl.bytes, sl.scales, sl.scale_bytes, &R.mbar[slot], pol);
     }
@@ -415,9 +435,10 @@ static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out,
 struct work {
     float *x;       /* (d) the residual stream as this block last read it */
     float *xs;      /* (4d) the current GEMV input */
-    float *sc;      /* (max_keys) attention scores, then (groups, 64) sums */
+    float *sc;      /* (max_keys) attention scores, then (groups, 64) sums, then
+                       the head's partial softmaxes being merged */
     float *red;     /* (64) reductions */
-    void *uni;      /* attention keys/values, or the partials being merged */
+    void *uni;      /* attention keys and values */
 };
 
 /* Blocks a head's keys are split over: as few as hold them (short
@@ -427,14 +448,30 @@ static __device__ __forceinline__ int splits_for(const sh_fused_step &f, int n_k
     return s < f.splits ? s : f.splits;
 }
 
+/* Every head has f.splits blocks (f.n_head * f.splits <= the grid). A
+ * head's keys in one range (short self-attention contexts): each of its
+ * blocks takes all of them, so none waits for another's. Else its first
+ * S blocks take a range each and hand their partial softmaxes to all. */
+static __device__ __forceinline__ bool my_head(const sh_fused_step &f, int *h, int *s) {
+    *h = blockIdx.x / f.splits, *s = blockIdx.x % f.splits;
+    return (int)blockIdx.x < f.n_head * f.splits;
+}
+
 /* This block's head and key range [p0, p1) of n_keys; false when the
- * block takes no part in attention. */
+ * block scores no keys. */
 static __device__ bool my_keys(const sh_fused_step &f, int n_keys, int *h, int *p0, int *p1) {
-    int S = splits_for(f, n_keys), b = blockIdx.x, s = b % f.splits;
-    if (b >= f.n_head * f.splits || s >= S) return false;
-    *h = b / f.splits;
+    int S = splits_for(f, n_keys), s;
+    if (!my_head(f, h, &s) || (S > 1 && s >= S)) return false;
+    if (S == 1) s = 0;
     *p0 = (int)((unsigned)n_keys * s / S), *p1 = (int)((unsigned)n_keys * (s + 1) / S);
     return true;
+}
+
+/* The rows of o (or cross o) whose head columns block s of a head
+ * multiplies: in units of 4 (int8 rows' scales then fill 16 bytes). */
+static __device__ __forceinline__ void my_out_rows(const sh_fused_step &f, int s, int *c0, int *c1) {
+    unsigned units = (unsigned)f.d / 4;
+    *c0 = (int)(units * s / f.splits) * 4, *c1 = (int)(units * (s + 1) / f.splits) * 4;
 }
 
 /* Starts copying this block's keys and values into shared memory (a
@@ -455,146 +492,181 @@ static __device__ void attention_fetch(const sh_fused_step &f, const work &W, co
     }
 }
 
-/* One (head, key range) of attention over the keys attention_fetch
- * started (for self-attention, fresh, the newest key and value come from
- * the qkv words), the query from q_words. The partial softmax goes to
- * part; the last of a head's blocks to finish merges the head's partials
- * into its 64 output words (out). */
-template <bool TRACED>
-static __device__ void attention_split(const sh_fused_step &f, const work &W, unsigned epoch,
-                                       int n_keys, int fresh, const u64 *q_words,
-                                       const u64 *kv_words, float *part, unsigned *counters,
-                                       u64 *out, int l_) {
-    int h, p0, p1;
-    if (!my_keys(f, n_keys, &h, &p0, &p1)) return;
-    int S = splits_for(f, n_keys), d = f.d;
-    int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
-    __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
-    float *q = W.xs;
-    ll_poll<1>(q_words + h * FS_HD, FS_HD, epoch, q);
-    if (!fresh) TRACE(f, l_, 18);
-    if (stored < p1 && threadIdx.x < FS_HD) {
-        /* the newest key and value, rounded as the cache holds them */
-        int j = threadIdx.x, row = p1 - 1 - p0;
-        const u64 *kw = kv_words + d + h * FS_HD + j, *vw = kw + d;
-        u64 k = ll_load(kw), v = ll_load(vw);   /* both in flight at once */
-        k = ll_wait(kw, k, epoch);
-        v = ll_wait(vw, v, epoch);
-        ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
-        vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
-    }
-    cp_async_commit();
-    cp_async_wait<0>();
-    SYNC();
-    if (!fresh) TRACE(f, l_, 19);
-    int n = p1 - p0, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
-    /* scores: 8 lanes a key (8 dimensions a lane), 4 keys a warp at once */
-    int sub = lane / 8, sl = lane % 8;
-    float qr[8];
+/* sums[c0 + j] += Wh[j] . a for this block's rows of a head's columns of o
+ * (Wh: the rows in shared memory, 64 weights each, int8 ones followed by
+ * their 2 scales a row), a the head's output (64, shared); 8 lanes a row. */
+template <int KIND>
+static __device__ void head_columns_add(const unsigned char *Wh, int c0, int c1, const float *a,
+                                        long long *sums) {
+    const int esize = KIND == SH_GW_F16 ? 2 : 1, n = c1 - c0;
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, sub = lane / 8, sl = lane % 8;
+    const __half *scales = (const __half *)(Wh + (size_t)n * FS_HD * esize);
+    float ar[8];
 #pragma unroll
-    for (int i = 0; i < 8; i++) qr[i] = q[sl * 8 + i];
-    float m = -INFINITY;
-    for (int base = warp * 4; base < n; base += nw * 4) {
-        int p = base + sub;
-        float dot = 0.0f;
-        if (p < n) {
-            uint4 raw = *(const uint4 *)(ks + (size_t)p * FS_HD + sl * 8);
-            const __half2 *kh = (const __half2 *)&raw;
+    for (int i = 0; i < 8; i++) ar[i] = a[sl * 8 + i];
+    for (int base = warp * 4; base < n; base += FS_THREADS / WARP * 4) {
+        int r = base + sub;
+        float v = 0.0f;
+        if (r < n) {
+            float w[8];
+            widen8<KIND>(Wh + (size_t)r * FS_HD * esize, sl * 8, w);
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                float2 k = __half22float2(kh[i]);
-                dot += qr[2 * i] * k.x + qr[2 * i + 1] * k.y;
-            }
+            for (int i = 0; i < 8; i++) v += w[i] * ar[i];
+            if (KIND == SH_GW_I8) v *= __half2float(scales[r * 2 + sl / 4]);
         }
-        dot += __shfl_xor_sync(0xffffffffu, dot, 4);
-        dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-        dot *= 0.125f;   /* 1 / sqrt(64) */
-        if (p < n) {
-            if (sl == 0) W.sc[p] = dot;
-            m = fmaxf(m, dot);
-        }
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        if (r < n && sl == 0) fx_add(sums + c0 + r, v);
     }
-    m = warp_max(m);
-    if (lane == 0) W.red[warp] = m;
-    SYNC();
-    m = warp_max(lane < nw ? W.red[lane] : -INFINITY);
-    if (!fresh) TRACE(f, l_, 20);
-    /* a warp a group, each a strided share of the keys, two of the 64
-     * dimensions a lane (15 keys deep where 64-thread groups were 27); the
-     * exponentials are made where they are used */
-    int pr = threadIdx.x % WARP, grp = threadIdx.x / WARP, n_grp = FS_THREADS / WARP;
-    float2 acc = make_float2(0.0f, 0.0f);
-    float l = 0.0f;
-    for (int p = grp; p < n; p += n_grp) {
-        float e = __expf(W.sc[p] - m);
-        l += e;
-        float2 v = __half22float2(((const __half2 *)(vs + (size_t)p * FS_HD))[pr]);
-        acc.x += e * v.x;
-        acc.y += e * v.y;
-    }
-    float *sum = W.sc + f.max_keys;   /* (n_grp, 64) */
-    ((float2 *)(sum + grp * FS_HD))[pr] = acc;
-    if (pr == 0) W.red[16 + grp] = l;
-    SYNC();
-    if (S == 1) {   /* the whole head: its output, no partial */
-        if (threadIdx.x < FS_HD) {
-            float a = 0.0f, total = 0.0f;
-            for (int g = 0; g < n_grp; g++) a += sum[g * FS_HD + threadIdx.x], total += W.red[16 + g];
-            ll_store(out + h * FS_HD + threadIdx.x, epoch, a / total);
-        }
-        return;
-    }
-    float *mine = part + (size_t)(h * S + (blockIdx.x % f.splits)) * FS_PART;
-    if (threadIdx.x < FS_HD) {
-        float a = 0.0f;
-        for (int g = 0; g < n_grp; g++) a += sum[g * FS_HD + threadIdx.x];
-        mine[2 + threadIdx.x] = n ? a : 0.0f;
-    } else if (threadIdx.x == FS_HD) {
-        float total = 0.0f;
-        for (int g = 0; g < n_grp; g++) total += W.red[16 + g];
-        mine[0] = n ? m : -INFINITY;
-        mine[1] = n ? total : 0.0f;
-    }
-    /* the last block of the head to get here merges (and resets the count) */
-    SYNC();
-    if (!fresh) TRACE(f, l_, 21);
-    int &last = *(int *)(W.red + 48);
-    if (threadIdx.x == 0) {
-        /* after the barrier, a release of the block's partial and an
-         * acquire of the others' in one atomic (no full fences) */
-        last = atomic_add_acq_rel(&counters[h]) == (unsigned)S - 1;
-        if (last) counters[h] = 0;   /* read again in the next step only */
-    }
-    SYNC();
-    if (!last) return;
-    /* every partial of the head in one round of loads, then merged */
-    const float *ph = part + (size_t)h * S * FS_PART;
-    float *pm = (float *)W.uni;   /* this block's keys are no longer needed */
-    for (int i = threadIdx.x; i < S * FS_PART; i += FS_THREADS) pm[i] = __ldcg(ph + i);
-    SYNC();
-    if (threadIdx.x >= FS_HD) return;
-    float M = -INFINITY;
-    for (int s = 0; s < S; s++) M = fmaxf(M, pm[s * FS_PART]);
-    float L = 0.0f, a = 0.0f;
-    for (int s = 0; s < S; s++) {
-        float e = __expf(pm[s * FS_PART] - M);
-        L += pm[s * FS_PART + 1] * e;
-        a += pm[s * FS_PART + 2 + threadIdx.x] * e;
-    }
-    ll_store(out + h * FS_HD + threadIdx.x, epoch, a / L);
 }
 
-/* Offsets of one layer's words in f.ll: hand-over words, then the
- * attention partials (plain floats) and counters of every layer. */
+/* One head of attention over the keys attention_fetch started (for
+ * self-attention, fresh, the newest key and value come from the qkv
+ * words), the query from q_words: this block's key range as a partial
+ * softmax; with the head's keys in more than one range, the partials
+ * handed over as words (parts) and merged by every block of the head; then
+ * the head's output times this block's rows of the head's columns of o
+ * (the next weight slice), added into sums (n_head adds a sum). Every
+ * block consumes the slice, heads or not. */
+template <int KIND, bool TRACED>
+static __device__ void attention_head(const sh_fused_step &f, const work &W, ring &R, int &used,
+                                      unsigned epoch, int n_keys, int fresh, const u64 *q_words,
+                                      const u64 *kv_words, u64 *parts, long long *sums,
+                                      const void *next_k, const void *next_v, int l_) {
+    int h, s, p0, p1;
+    bool fetched = false;
+    const int S = splits_for(f, n_keys), d = f.d;
+    float *a = W.xs + FS_HD;   /* the head's output */
+    if (my_keys(f, n_keys, &h, &p0, &p1)) {
+        int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
+        __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
+        float *q = W.xs;
+        ll_poll<1>(q_words + h * FS_HD, FS_HD, epoch, q);
+        if (!fresh) TRACE(f, l_, 18);
+        if (stored < p1 && threadIdx.x < FS_HD) {
+            /* the newest key and value, rounded as the cache holds them */
+            int j = threadIdx.x, row = p1 - 1 - p0;
+            const u64 *kw = kv_words + d + h * FS_HD + j, *vw = kw + d;
+            u64 k = ll_load(kw), v = ll_load(vw);   /* both in flight at once */
+            k = ll_wait(kw, k, epoch);
+            v = ll_wait(vw, v, epoch);
+            ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
+            vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
+        SYNC();
+        if (!fresh) TRACE(f, l_, 19);
+        int n = p1 - p0, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
+        /* scores: 8 lanes a key (8 dimensions a lane), 4 keys a warp at once */
+        int sub = lane / 8, sl = lane % 8;
+        float qr[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) qr[i] = q[sl * 8 + i];
+        float m = -INFINITY;
+        for (int base = warp * 4; base < n; base += nw * 4) {
+            int p = base + sub;
+            float dot = 0.0f;
+            if (p < n) {
+                uint4 raw = *(const uint4 *)(ks + (size_t)p * FS_HD + sl * 8);
+                const __half2 *kh = (const __half2 *)&raw;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float2 k = __half22float2(kh[i]);
+                    dot += qr[2 * i] * k.x + qr[2 * i + 1] * k.y;
+                }
+            }
+            dot += __shfl_xor_sync(0xffffffffu, dot, 4);
+            dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+            dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+            dot *= 0.125f;   /* 1 / sqrt(64) */
+            if (p < n) {
+                if (sl == 0) W.sc[p] = dot;
+                m = fmaxf(m, dot);
+            }
+        }
+        m = warp_max(m);
+        if (lane == 0) W.red[warp] = m;
+        SYNC();
+        m = warp_max(lane < nw ? W.red[lane] : -INFINITY);
+        if (!fresh) TRACE(f, l_, 20);
+        /* a warp a group, each a strided share of the keys, two of the 64
+         * dimensions a lane (15 keys deep where 64-thread groups were 27);
+         * the exponentials are made where they are used */
+        int pr = threadIdx.x % WARP, grp = threadIdx.x / WARP, n_grp = FS_THREADS / WARP;
+        float2 acc = make_float2(0.0f, 0.0f);
+        float l = 0.0f;
+        for (int p = grp; p < n; p += n_grp) {
+            float e = __expf(W.sc[p] - m);
+            l += e;
+            float2 v = __half22float2(((const __half2 *)(vs + (size_t)p * FS_HD))[pr]);
+            acc.x += e * v.x;
+            acc.y += e * v.y;
+        }
+        float *sum = W.sc + f.max_keys;   /* (n_grp, 64) */
+        ((float2 *)(sum + grp * FS_HD))[pr] = acc;
+        if (pr == 0) W.red[16 + grp] = l;
+        SYNC();
+        /* the keys and values read: the cross-attention's may come */
+        if (next_k) attention_fetch(f, W, next_k, next_v, f.n_audio, 0);
+        fetched = true;
+        if (threadIdx.x < FS_HD) {
+            float t = 0.0f, total = 0.0f;
+            for (int g = 0; g < n_grp; g++) t += sum[g * FS_HD + threadIdx.x], total += W.red[16 + g];
+            if (S == 1) {
+                a[threadIdx.x] = t / total;   /* the whole head: no partial */
+            } else {
+                u64 *mine = parts + (size_t)(h * f.splits + (blockIdx.x % f.splits)) * FS_PART;
+                ll_store(mine + 2 + threadIdx.x, epoch, n ? t : 0.0f);
+                if (threadIdx.x == 0) {
+                    ll_store(mine, epoch, n ? m : -INFINITY);
+                    ll_store(mine + 1, epoch, n ? total : 0.0f);
+                }
+            }
+        }
+    }
+    if (next_k && !fetched) attention_fetch(f, W, next_k, next_v, f.n_audio, 0);
+    if (S > 1 && my_head(f, &h, &s)) {
+        /* every partial of the head, merged here (after a barrier: the
+         * room of the scores and sums; sh_fused_plan checks it holds them) */
+        float *pm = W.sc;
+        SYNC();
+        ll_poll<2>(parts + (size_t)h * f.splits * FS_PART, S * FS_PART, epoch, pm);
+        SYNC();
+        if (threadIdx.x < FS_HD) {
+            float M = -INFINITY;
+            for (int k = 0; k < S; k++) M = fmaxf(M, pm[k * FS_PART]);
+            float L = 0.0f, t = 0.0f;
+            for (int k = 0; k < S; k++) {
+                float e = __expf(pm[k * FS_PART] - M);
+                L += pm[k * FS_PART + 1] * e;
+                t += pm[k * FS_PART + 2 + threadIdx.x] * e;
+            }
+            a[threadIdx.x] = t / L;
+        }
+    }
+    SYNC();
+    if (!fresh) TRACE(f, l_, 21);
+    const unsigned char *Wh = ring_slice(R, used);
+    if (my_head(f, &h, &s)) {
+        int c0, c1;
+        my_out_rows(f, s, &c0, &c1);
+        head_columns_add<KIND>(Wh, c0, c1, a, sums);
+    }
+    SYNC();
+    ring_release(R, ++used);
+}
+
+/* Offsets of one layer's hand-over words in f.ll, the attention
+ * partials' among them. */
 struct layer_words {
-    u64 *qkv, *self_a, *x1, *cq, *cross_a, *x2, *hid, *x3;
-    float *self_part, *cross_part;
-    unsigned *self_count, *cross_count;
+    u64 *qkv, *cq, *hid, *x3;
+    u64 *self_part, *cross_part;   /* (n_head, splits, FS_PART) */
 };
 
 static __host__ __device__ long words_per_layer(int d, int n_head, int splits) {
-    return 14L * d + (long)n_head * splits * FS_PART + n_head;
+    return 9L * d + 2L * n_head * splits * FS_PART;
 }
 
 static __device__ layer_words words_of(const sh_fused_step &f, int l) {
@@ -602,17 +674,33 @@ static __device__ layer_words words_of(const sh_fused_step &f, int l) {
     u64 *w = f.ll + (size_t)l * words_per_layer(f.d, f.n_head, f.splits);
     layer_words L;
     L.qkv = w, w += 3 * d;
-    L.self_a = w, w += d;
-    L.x1 = w, w += d;
     L.cq = w, w += d;
-    L.cross_a = w, w += d;
-    L.x2 = w, w += d;
     L.hid = w, w += 4 * d;
     L.x3 = w, w += d;
-    long parts = (long)f.n_head * f.splits * FS_PART;
-    L.self_part = (float *)w, L.cross_part = L.self_part + parts;
-    L.self_count = (unsigned *)(L.cross_part + parts), L.cross_count = L.self_count + f.n_head;
+    L.self_part = w, L.cross_part = w + (long)f.n_head * f.splits * FS_PART;
     return L;
+}
+
+/* A layer's sums (x1 - x and x2 - x1 less their biases) and their
+ * counts, for one parity of the epoch: a step adds into its own parity's
+ * and clears the other's for the next step (the last one's, all read);
+ * after every layer's words in f.ll. */
+struct layer_sums {
+    long long *x1, *x2;
+};
+
+#define SUM_WORDS(d) (2L * (d))
+
+static __device__ long long *sums_base(const sh_fused_step &f, unsigned parity) {
+    return (long long *)f.ll + (size_t)f.n_layer * words_per_layer(f.d, f.n_head, f.splits) +
+           (size_t)parity * f.n_layer * SUM_WORDS(f.d);
+}
+
+static __device__ layer_sums sums_of(const sh_fused_step &f, unsigned parity, int l) {
+    long long *w = sums_base(f, parity) + (size_t)l * SUM_WORDS(f.d);
+    layer_sums S;
+    S.x1 = w, S.x2 = w + f.d;
+    return S;
 }
 
 /* The layer norm's weights for the elements this thread normalises,
@@ -680,16 +768,51 @@ static __device__ float bias_fetch(const float *bias, int n_out, int shift) {
     return r < r1 ? bias[r] : 0.0f;
 }
 
+/* x[i] += bias[i] + sums[i] once `adds` blocks have added theirs (each
+ * thread its own elements, i < d <= 3 * FS_THREADS; bias loaded before
+ * the wait). */
+struct vec3 {
+    float v[3];
+};
+static __device__ vec3 vec_fetch(const float *p, int d) {
+    vec3 r;
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int i = threadIdx.x + k * FS_THREADS;
+        r.v[k] = i < d ? p[i] : 0.0f;
+    }
+    return r;
+}
+static __device__ void sums_wait(const long long *sums, unsigned adds, const vec3 &bias, int d,
+                                 float *x) {
+    const u64 *w = (const u64 *)sums;
+    u64 q[3];
+#pragma unroll
+    for (int k = 0; k < 3; k++) {   /* the three loads in flight at once */
+        int i = threadIdx.x + k * FS_THREADS;
+        q[k] = i < d ? ll_load(w + i) : adds * FX_COUNT;
+    }
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int i = threadIdx.x + k * FS_THREADS;
+        for (unsigned spins = 0; fx_count(q[k]) != adds; spins++) {
+            if (spins > (1u << 22)) __trap();   /* as ll_wait */
+            q[k] = ll_load(w + i);
+        }
+        if (i < d) x[i] += bias.v[k] + fx_value(q[k], adds);
+    }
+}
+
 /* Weight slices a block consumes at most: N_MATS a layer, then its
  * vocabulary rows in parts when the step makes the logits too. */
 static __host__ __device__ int slices_max(const sh_fused_step &f) {
     return f.n_layer * N_MATS + (f.logits ? f.max_parts : 0);
 }
 
-/* Shared memory: x (d), xs (4d), red (64), sc (max_keys + 15 x 64), uni,
- * the slice table, the ring's barriers and offsets, the ring. */
+/* Shared memory: x (d), xs (4d), red (64), sc (sc_floats), uni, the
+ * slice table, the ring's barriers and offsets, the ring. */
 static __host__ __device__ size_t table_offset(const sh_fused_step &f) {
-    return ((size_t)5 * f.d + 64 + f.max_keys + (FS_THREADS / WARP) * FS_HD) * 4 + f.uni_bytes;
+    return ((size_t)5 * f.d + 64 + f.sc_floats) * 4 + f.uni_bytes;
 }
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
     size_t at = table_offset(f) + (size_t)slices_max(f) * sizeof(slice) + FS_SLOTS * 12 + 16;
@@ -708,7 +831,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     W.xs = W.x + d;
     W.red = W.xs + 4 * d;
     W.sc = W.red + 64;
-    W.uni = W.sc + f.max_keys + (FS_THREADS / WARP) * FS_HD;
+    W.uni = W.sc + f.sc_floats;
     ring R;
     slice *table = (slice *)(smem + table_offset(f));
     R.table = table;
@@ -727,8 +850,20 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         const int esize = KIND == SH_GW_F16 ? 2 : 1;
         const void *w, *scales;
         int r0, r1, n_in;
-        if (j < f.n_layer * N_MATS) {
-            const sh_gmat *m = mat_of(&f.layers[j / N_MATS], j % N_MATS);
+        const int mi = j % N_MATS;
+        if (j < f.n_layer * N_MATS && (mi == M_O || mi == M_CO)) {
+            /* the rows of the head's columns this block multiplies */
+            const sh_fused_layer *Lj = &f.layers[j / N_MATS];
+            const sh_gmat *m = mi == M_O ? &Lj->o_heads : &Lj->co_heads;
+            int h, sp;
+            r0 = r1 = 0;
+            if (my_head(f, &h, &sp)) {
+                my_out_rows(f, sp, &r0, &r1);
+                r0 += h * d, r1 += h * d;
+            }
+            w = m->w, scales = m->scales, n_in = FS_HD;
+        } else if (j < f.n_layer * N_MATS) {
+            const sh_gmat *m = mat_of(&f.layers[j / N_MATS], mi);
             my_rows(m->n_out, rs, &r0, &r1);
             w = m->w, scales = m->scales, n_in = m->n_in;
         } else {   /* a part of the token embedding, the logits' weights */
@@ -753,6 +888,13 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     if (tid >= FS_THREADS) {
         if (tid == FS_THREADS) ring_produce(R, f.n_layer * N_MATS);
         return;
+    }
+    const unsigned parity = epoch & 1;
+    {   /* the next step's sums cleared (this parity's last use, all read) */
+        long long *next = sums_base(f, parity ^ 1);
+        long n = (long)f.n_layer * SUM_WORDS(d);
+        for (long i = (long)blockIdx.x * FS_THREADS + tid; i < n; i += (long)gridDim.x * FS_THREADS)
+            next[i] = 0;
     }
     /* the embedding, every block all of it */
     for (int i = tid; i < d; i += FS_THREADS) {
@@ -780,47 +922,30 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
                       (__half *)L->self_v, pos, d};
         gemv_phase<KIND>(R, used, 3 * d, rs, d, W.xs, bias, e);
         TRACE(f, l, 2);
-        /* self-attention over positions 0..pos */
-        bias = bias_fetch(L->o_b, d, rs);
-        attention_split<TRACED>(f, W, epoch, pos + 1, 1, Wd.qkv, Wd.qkv, Wd.self_part,
-                                Wd.self_count, Wd.self_a, l);
-        SYNC();
+        /* self-attention over positions 0..pos: x1 = x + b + the heads'
+         * outputs times o's columns of them (added into sums) */
+        layer_sums Sm = sums_of(f, parity, l);
+        attention_head<KIND, TRACED>(f, W, R, used, epoch, pos + 1, 1, Wd.qkv, Wd.qkv, Wd.self_part,
+                                     Sm.x1, L->cross_k, L->cross_v, l);
         TRACE(f, l, 3);
-        /* x1 = x + W_o attn + b */
-        attention_fetch(f, W, L->cross_k, L->cross_v, f.n_audio, 0);
-        ll_poll<POLL_D>(Wd.self_a, d, epoch, W.xs);
-        SYNC();
-        TRACE(f, l, 13);
-        e = (epilogue){EP_RESID, Wd.x1, epoch, W.x};
-        gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
-        TRACE(f, l, 4);
         /* cq = W ln(x1) + b */
         ln = ln_fetch(L->ln2_g, L->ln2_b, d);
         bias = bias_fetch(L->cq_b, d, rs);
-        ll_poll<POLL_D>(Wd.x1, d, epoch, W.x);
+        sums_wait(Sm.x1, f.n_head, vec_fetch(L->o_b, d), d, W.x);
         SYNC();
         TRACE(f, l, 5);
         layer_norm(W.x, d, ln, W.xs, W.red);
         e = (epilogue){EP_PLAIN, Wd.cq, epoch};
         gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 6);
-        /* cross-attention over the window */
-        bias = bias_fetch(L->co_b, d, rs);
-        attention_split<TRACED>(f, W, epoch, f.n_audio, 0, Wd.cq, NULL, Wd.cross_part,
-                                Wd.cross_count, Wd.cross_a, l);
-        SYNC();
+        /* cross-attention over the window: x2 = x1 + b + its heads' part */
+        attention_head<KIND, TRACED>(f, W, R, used, epoch, f.n_audio, 0, Wd.cq, NULL, Wd.cross_part,
+                                     Sm.x2, NULL, NULL, l);
         TRACE(f, l, 7);
-        /* x2 = x1 + W_co attn + b */
-        ll_poll<POLL_D>(Wd.cross_a, d, epoch, W.xs);
-        SYNC();
-        TRACE(f, l, 14);
-        e = (epilogue){EP_RESID, Wd.x2, epoch, W.x};
-        gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
-        TRACE(f, l, 8);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
         bias = bias_fetch(L->fc1_b, 4 * d, rs);
-        ll_poll<POLL_D>(Wd.x2, d, epoch, W.x);
+        sums_wait(Sm.x2, f.n_head, vec_fetch(L->co_b, d), d, W.x);
         SYNC();
         TRACE(f, l, 9);
         layer_norm(W.x, d, ln, W.xs, W.red);
@@ -862,7 +987,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
 /* ------------------------------------------------------------ the host */
 
 extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits) {
-    return (long)n_layer * words_per_layer(d, n_head, splits);
+    return (long)n_layer * (words_per_layer(d, n_head, splits) + 2 * SUM_WORDS(d));
 }
 
 /* The kernel for the weights' kind and row unit, with the trace's stamps
@@ -898,6 +1023,12 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     int keys_self = (f->n_ctx + f->splits - 1) / f->splits;
     f->max_keys = keys_audio > keys_self ? keys_audio : keys_self;
     f->max_keys = (f->max_keys + 31) / 32 * 32;
+    /* a head's partials are merged where its scores and sums were: room
+     * for the most ranges a head's keys take */
+    int ranges = (f->n_audio > f->n_ctx ? f->n_audio : f->n_ctx) / f->max_keys + 1;
+    if (ranges > f->splits) ranges = f->splits;
+    f->sc_floats = f->max_keys + (FS_THREADS / WARP) * FS_HD;
+    if (f->sc_floats < ranges * FS_PART) f->sc_floats = ranges * FS_PART;
     /* the logits' weights (the token embedding) in parts of about 64 KB:
      * a block's ~400 rows are 300 KB (tiny) to 1 MB (large), more than
      * the ring; parts stream through it like the layers' slices */
@@ -907,8 +1038,7 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     int vocab_rows = (units + sms - 1) / sms * unit;
     f->max_parts = f->logits ? (vocab_rows + f->part_rows - 1) / f->part_rows : 0;
     size_t kv = (size_t)2 * f->max_keys * FS_HD * 2;
-    size_t parts = (size_t)f->n_head * f->splits * FS_PART * 4;
-    f->uni_bytes = (int)(((kv > parts ? kv : parts) + 127) / 128 * 128);
+    f->uni_bytes = (int)((kv + 127) / 128 * 128);
     size_t fixed = ring_offset(*f);
     long ring = ((long)max_smem - (long)fixed) / 128 * 128;
     /* the largest slice must fit: fc1's or fc2's rows of this block */

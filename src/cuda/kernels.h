@@ -58,6 +58,10 @@ void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int
 
 /* Widens a matrix to half (for cuBLAS when rows exceed the GEMV's). */
 void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
+/* out: w's columns head by head (heads of 64), for the fused step: row
+ * h * n_out + j holds w's row j, columns h * 64 .. h * 64 + 63 (half or
+ * int8, with its 2 scales a row a head); out->w and out->scales allocated. */
+void sh_k_head_major(cudaStream_t s, const sh_gmat *w, sh_gmat *out);
 void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
 
 /* col (out_len, n_ch * 3) act from in: channel-major (n_ch, in_len) when
@@ -161,6 +165,7 @@ typedef struct {
     const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
     const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
     sh_gmat qkv, o, cq, co, fc1, fc2;
+    sh_gmat o_heads, co_heads;        /* o and co head by head (sh_k_head_major) */
     void *self_k, *self_v;            /* this layer's caches (beam 0 first), half */
     const void *cross_k, *cross_v;    /* this layer's window 0, half (n_audio, d) */
 } sh_fused_layer;
@@ -185,7 +190,7 @@ typedef struct {
                                          second build of the kernel, stamps and all) */
     int grid;   /* blocks: 0 for one an SM; fewer plans as on a part with that many SMs */
     /* set by sh_fused_plan */
-    int splits, max_keys, uni_bytes;
+    int splits, max_keys, uni_bytes, sc_floats;
     int part_rows, max_parts;         /* the logits' weight rows a slice, slices a block */
     unsigned ring_bytes;
     size_t smem;
