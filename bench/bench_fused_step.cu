@@ -83,9 +83,9 @@ static void run(const char *name, int d, int H, int L, int kind, int pos) {
     std::vector<unsigned long long> h(L * 24);
     cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost);
     // order of stamps within a layer
-    int order[] = {0, 1, 2, 3, 5, 6, 18, 19, 20, 21, 7, 9, 15, 10, 11, 12};
-    const char *lab[] = {"poll x+sync", "ln+qkv", "self head+o", "wait x1", "ln+cq", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1", "poll hid", "fc2"};
-    const int NK = 15;
+    int order[] = {0, 1, 22, 2, 3, 5, 23, 6, 18, 19, 20, 21, 7, 9, 15, 16, 10, 11, 17, 12};
+    const char *lab[] = {"poll x+sync", "ln+qkv slice", "qkv", "self head+o", "wait x1", "ln+cq slice", "cq", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1 slice", "fc1", "poll hid", "fc2 slice", "fc2"};
+    const int NK = 19;
     double acc[NK] = {0};
     int n = 0;
     for (int l = 1; l < L; l++, n++)

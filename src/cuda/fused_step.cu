@@ -918,6 +918,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 1);
         layer_norm(W.x, d, ln, W.xs, W.red);
+        if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 22); }   /* slice wait (trace) */
         epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, NULL, (__half *)L->self_k,
                       (__half *)L->self_v, pos, d};
         gemv_phase<KIND>(R, used, 3 * d, rs, d, W.xs, bias, e);
@@ -935,6 +936,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         SYNC();
         TRACE(f, l, 5);
         layer_norm(W.x, d, ln, W.xs, W.red);
+        if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 23); }
         e = (epilogue){EP_PLAIN, Wd.cq, epoch};
         gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 6);
@@ -950,6 +952,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 9);
         layer_norm(W.x, d, ln, W.xs, W.red);
         TRACE(f, l, 15);
+        if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 16); }
         e = (epilogue){EP_GELU, Wd.hid, epoch};
         gemv_phase<KIND>(R, used, 4 * d, rs, d, W.xs, bias, e);
         TRACE(f, l, 10);
@@ -958,6 +961,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         ll_poll<POLL_HIDDEN>(Wd.hid, 4 * d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 11);
+        if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 17); }
         const bool last = l == f.n_layer - 1;
         e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !f.logits ? f.x_out : NULL};
         gemv_phase<KIND>(R, used, d, rs, 4 * d, W.xs, bias, e);
