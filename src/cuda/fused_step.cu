@@ -212,6 +212,20 @@ static __device__ __forceinline__ void fence_mbar_init() {}
 
 enum { M_QKV, M_O, M_CQ, M_CO, M_FC1, M_FC2, N_MATS };
 
+/* A layer's weight slices in the ring, in the order they are used: qkv,
+ * o, cq, co, then fc1 and fc2 in two halves each. A whole 62-64 KB slice
+ * (medium) could be placed only once the one before it was used: the
+ * ring's free room was there but split at its end, and fc2's came just
+ * in time; halves fit the gaps and come a phase or two early. */
+#define LAYER_SLICES 8
+static __device__ __forceinline__ int slice_mat(int k) { return k < 4 ? k : k < 6 ? M_FC1 : M_FC2; }
+static __device__ __forceinline__ int slice_half(int k) { return k < 4 ? -1 : (k - 4) & 1; }
+
+/* Where rows r0..r1 split into halves (in units of 1 << shift rows). */
+static __device__ __forceinline__ int half_row(int r0, int r1, int shift) {
+    return r0 + (((r1 - r0) >> shift) / 2 << shift);
+}
+
 /* This block's rows of a matrix with n_out rows. */
 static __device__ __forceinline__ void my_rows(int n_out, int shift, int *r0, int *r1) {
     /* in units of 1 << shift rows (n_out a multiple of them) */
@@ -236,10 +250,11 @@ static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L,
 struct slice {
     const void *src, *scales;
     unsigned bytes, scale_bytes;
+    unsigned pair;   /* a first half: the bytes of the second, wanted with it */
 };
 
 /* The ring of weight slices in shared memory. The fetching warp's lane 0
- * issues bulk copies in consumption order (layer by layer, N_MATS a
+ * issues bulk copies in consumption order (layer by layer, LAYER_SLICES a
  * layer) while there is room; thread 0 counts the slices consumed. */
 struct ring {
     unsigned char *base;
@@ -248,10 +263,58 @@ struct ring {
     u64 *mbar;
     unsigned *offs;
     volatile int *consumed;
-    const slice *table;   /* (total) in shared memory */
 };
 
-static __device__ void ring_produce(const ring &R, int n_layer_slices) {
+static __device__ __forceinline__ bool my_head(const sh_fused_step &f, int *h, int *s);
+static __device__ __forceinline__ void my_out_rows(const sh_fused_step &f, int s, int *c0, int *c1);
+
+/* Slice j of this block (the fetching warp makes each as it goes: a
+ * table of them in shared memory took 5-8 KB of the ring): a layer's
+ * LAYER_SLICES, then the parts of its vocabulary rows v0..v1. */
+template <int KIND, int RS>
+static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) {
+    const int esize = KIND == SH_GW_F16 ? 2 : 1, layer_slices = f.n_layer * LAYER_SLICES;
+    const void *w, *scales;
+    int r0, r1, n_in, rows_all = 0;
+    const int mi = slice_mat(j % LAYER_SLICES), half = slice_half(j % LAYER_SLICES);
+    if (j < layer_slices && (mi == M_O || mi == M_CO)) {
+        /* the rows of the head's columns this block multiplies */
+        const sh_fused_layer *Lj = &f.layers[j / LAYER_SLICES];
+        const sh_gmat *m = mi == M_O ? &Lj->o_heads : &Lj->co_heads;
+        int h, sp;
+        r0 = r1 = 0;
+        if (my_head(f, &h, &sp)) {
+            my_out_rows(f, sp, &r0, &r1);
+            r0 += h * f.d, r1 += h * f.d;
+        }
+        w = m->w, scales = m->scales, n_in = FS_HD;
+    } else if (j < layer_slices) {
+        const sh_gmat *m = mat_of(&f.layers[j / LAYER_SLICES], mi);
+        my_rows(m->n_out, RS, &r0, &r1);
+        rows_all = r1;
+        if (half == 0) r1 = half_row(r0, r1, RS);
+        if (half == 1) r0 = half_row(r0, r1, RS);
+        w = m->w, scales = m->scales, n_in = m->n_in;
+    } else {   /* a part of the token embedding, the logits' weights */
+        r0 = v0 + (j - layer_slices) * f.part_rows;
+        r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
+        w = f.tok_emb, scales = f.tok_scales, n_in = f.d;
+    }
+    const int groups = n_in / 32;
+    const unsigned row_bytes = n_in * esize + (KIND == SH_GW_I8 ? groups * 2 : 0);
+    slice sl;
+    sl.src = (const unsigned char *)w + (size_t)r0 * n_in * esize;
+    sl.bytes = (unsigned)(r1 - r0) * n_in * esize;
+    sl.scales = KIND == SH_GW_I8 ? (const uint16_t *)scales + (size_t)r0 * groups : NULL;
+    sl.scale_bytes = KIND == SH_GW_I8 ? (unsigned)(r1 - r0) * groups * 2 : 0;
+    /* a first half: the second's rows, r1 on */
+    sl.pair = j < layer_slices && half == 0 ? (unsigned)(rows_all - r1) * row_bytes : 0;
+    return sl;
+}
+
+template <int KIND, int RS>
+static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1) {
+    const int n_layer_slices = f.n_layer * LAYER_SLICES;
     unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
     int seen = 0;
     /* the token embedding's parts (the logits' weights, past the layers'
@@ -260,19 +323,32 @@ static __device__ void ring_produce(const ring &R, int n_layer_slices) {
      * of audio: tiny 37.2 / 38.3 -> 34.9 / 34.2 ms, its int8 40.4 -> 37.5) */
     const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
     for (int j = 0; j < R.total; j++) {
-        slice sl = R.table[j];
+        slice sl = slice_at<KIND, RS>(f, j, v0, v1);
         const u64 pol = j < n_layer_slices ? layers : vocab;
         unsigned start, total = sl.bytes + sl.scale_bytes;
+        /* where bytes go from at: there, or the next lap's start if they
+         * would cross the ring's end */
+        auto place = [&](unsigned at, unsigned bytes) {
+            return at % R.size + bytes > R.size ? at + R.size - at % R.size : at;
+        };
         for (;;) {
             int c = *R.consumed;
             for (; seen < c; seen++) tail = ends[seen % FS_SLOTS];
-            start = head;
-            if (start % R.size + total > R.size) start += R.size - start % R.size;
-            /* room past the last slice not yet consumed, or none left to
-             * consume: then the gap skipped to the ring's start is free too
-             * (counted as used, a slice larger than the ring less that gap
-             * could never be placed: large on 144-170 SMs, medium on 108) */
-            if (j - c < FS_SLOTS && (start + total - tail <= R.size || c == j)) break;
+            /* a first half is placed only with room for the second too:
+             * they are used together */
+            start = place(head, total);
+            unsigned end = start + total;
+            if (sl.pair) end = place(end, sl.pair) + sl.pair;
+            if (c == j) {
+                /* none left to consume: the whole ring is free, the gap
+                 * skipped to its start too (counted as used, a slice larger
+                 * than the ring less that gap could never be placed: large
+                 * on 144-170 SMs, medium on 108); a pair that would not fit
+                 * before the end starts a lap */
+                if (end - start > R.size) start = place(head, R.size), end = start + total + sl.pair;
+                tail = start;
+            }
+            if (j - c < FS_SLOTS - (sl.pair != 0) && end - tail <= R.size) break;
             if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
             __nanosleep(32);
         }
@@ -365,21 +441,28 @@ static __device__ __forceinline__ void dot8_pair(const unsigned char *wa, const 
 }
 
 /* y = W x + bias for this block's rows, W from shared memory (rows r0..r1
- * of n_in; int8 rows followed by their scales), x in shared memory, the
- * bias from bias_fetch; one code for every GEMV phase, the epilogue saying
- * what each output becomes. */
+ * of n_in, those from rm on in a second slice Wb; int8 rows followed by
+ * their scales), x in shared memory, the bias from bias_fetch; one code
+ * for every GEMV phase, the epilogue saying what each output becomes. */
 template <int KIND>
-static __device__ __forceinline__ void gemv_rows(const unsigned char *W, int r0, int r1, int n_in,
-                                                 const float *x, float bias, const epilogue &e) {
+static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const unsigned char *Wb,
+                                                 int r0, int rm, int r1, int n_in, const float *x,
+                                                 float bias, const epilogue &e) {
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
     const int esize = KIND == SH_GW_F16 ? 2 : 1, groups = n_in / 32;
-    const __half *scales = (const __half *)(W + (size_t)(r1 - r0) * n_in);   /* int8 */
+    /* a row's weights and (int8) scales in whichever slice holds it */
+    auto row_at = [&](int r) {
+        return r < rm ? Wa + (size_t)(r - r0) * n_in * esize : Wb + (size_t)(r - rm) * n_in * esize;
+    };
+    auto scales_at = [&](int r) {
+        return r < rm ? (const __half *)(Wa + (size_t)(rm - r0) * n_in) + (size_t)(r - r0) * groups
+                      : (const __half *)(Wb + (size_t)(r1 - rm) * n_in) + (size_t)(r - rm) * groups;
+    };
     /* rows r0 + warp + k * nw, two at a time: each load of x serves both */
     int pair = r1 - r0 > nw;
     for (int r = r0 + warp, k = 0; r < r1; r += (1 + pair) * nw, k += 1 + pair) {
         int r2 = pair && r + nw < r1 ? r + nw : r;   /* a lone row is done twice */
-        const unsigned char *wa = W + (size_t)(r - r0) * n_in * esize;
-        const unsigned char *wb = W + (size_t)(r2 - r0) * n_in * esize;
+        const unsigned char *wa = row_at(r), *wb = row_at(r2);
         float acc_a = 0.0f, acc_b = 0.0f;
         if (KIND == SH_GW_F16) {
             /* not unrolled: fewer instructions to fetch (H200: medium 789 ->
@@ -392,12 +475,13 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *W, int r0,
                 acc_b += db;
             }
         } else {
+            const __half *sa = scales_at(r), *sb = scales_at(r2);
             for (int c = lane * 8; c < n_in; c += WARP * 8) {
                 float da, db;
                 dot8_pair<KIND>(wa, wb, x, c, &da, &db);
                 /* each lane's 8 columns lie in one scale group */
-                acc_a += da * __half2float(scales[(size_t)(r - r0) * groups + c / 32]);
-                acc_b += db * __half2float(scales[(size_t)(r2 - r0) * groups + c / 32]);
+                acc_a += da * __half2float(sa[c / 32]);
+                acc_b += db * __half2float(sb[c / 32]);
             }
         }
         acc_a = warp_sum(acc_a);
@@ -416,9 +500,24 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *W, int r0,
 template <int KIND>
 static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, int r1, int n_in,
                                                   const float *xs, float bias, const epilogue &e) {
-    gemv_rows<KIND>(ring_slice(R, used), r0, r1, n_in, xs, bias, e);
+    const unsigned char *W = ring_slice(R, used);
+    gemv_rows<KIND>(W, W, r0, r1, r1, n_in, xs, bias, e);
     SYNC();
     ring_release(R, ++used);
+}
+
+/* A GEMV phase whose rows come in two slices (fc1, fc2: LAYER_SLICES). */
+template <int KIND>
+static __device__ __forceinline__ void gemv_halves(ring &R, int &used, int n_out, int shift,
+                                                   int n_in, const float *xs, float bias,
+                                                   const epilogue &e) {
+    int r0, r1;
+    my_rows(n_out, shift, &r0, &r1);
+    const unsigned char *Wa = ring_slice(R, used), *Wb = ring_slice(R, used + 1);
+    gemv_rows<KIND>(Wa, Wb, r0, half_row(r0, r1, shift), r1, n_in, xs, bias, e);
+    SYNC();
+    used += 2;
+    ring_release(R, used);
 }
 
 /* A GEMV phase: this block's rows of a matrix of n_out rows. */
@@ -803,19 +902,13 @@ static __device__ void sums_wait(const long long *sums, unsigned adds, const vec
     }
 }
 
-/* Weight slices a block consumes at most: N_MATS a layer, then its
- * vocabulary rows in parts when the step makes the logits too. */
-static __host__ __device__ int slices_max(const sh_fused_step &f) {
-    return f.n_layer * N_MATS + (f.logits ? f.max_parts : 0);
-}
-
 /* Shared memory: x (d), xs (4d), red (64), sc (sc_floats), uni, the
- * slice table, the ring's barriers and offsets, the ring. */
-static __host__ __device__ size_t table_offset(const sh_fused_step &f) {
+ * ring's barriers and offsets, the ring. */
+static __host__ __device__ size_t barriers_offset(const sh_fused_step &f) {
     return ((size_t)5 * f.d + 64 + f.sc_floats) * 4 + f.uni_bytes;
 }
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
-    size_t at = table_offset(f) + (size_t)slices_max(f) * sizeof(slice) + FS_SLOTS * 12 + 16;
+    size_t at = barriers_offset(f) + FS_SLOTS * 12 + 16;
     return (at + 127) / 128 * 128;
 }
 
@@ -833,9 +926,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     W.sc = W.red + 64;
     W.uni = W.sc + f.sc_floats;
     ring R;
-    slice *table = (slice *)(smem + table_offset(f));
-    R.table = table;
-    R.mbar = (u64 *)(table + slices_max(f));
+    R.mbar = (u64 *)(smem + barriers_offset(f));
     R.offs = (unsigned *)(R.mbar + FS_SLOTS);
     R.consumed = (volatile int *)(R.offs + FS_SLOTS);
     R.base = smem + ring_offset(f);
@@ -845,38 +936,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
      * odd row count have one, zero) */
     if (f.logits) my_rows(RS ? (f.n_vocab + 1) & ~1 : f.n_vocab, RS, &v0, &v1);
     const int n_parts = f.logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
-    R.total = f.n_layer * N_MATS + n_parts;
-    for (int j = tid; j < R.total; j += FS_BLOCK) {
-        const int esize = KIND == SH_GW_F16 ? 2 : 1;
-        const void *w, *scales;
-        int r0, r1, n_in;
-        const int mi = j % N_MATS;
-        if (j < f.n_layer * N_MATS && (mi == M_O || mi == M_CO)) {
-            /* the rows of the head's columns this block multiplies */
-            const sh_fused_layer *Lj = &f.layers[j / N_MATS];
-            const sh_gmat *m = mi == M_O ? &Lj->o_heads : &Lj->co_heads;
-            int h, sp;
-            r0 = r1 = 0;
-            if (my_head(f, &h, &sp)) {
-                my_out_rows(f, sp, &r0, &r1);
-                r0 += h * d, r1 += h * d;
-            }
-            w = m->w, scales = m->scales, n_in = FS_HD;
-        } else if (j < f.n_layer * N_MATS) {
-            const sh_gmat *m = mat_of(&f.layers[j / N_MATS], mi);
-            my_rows(m->n_out, rs, &r0, &r1);
-            w = m->w, scales = m->scales, n_in = m->n_in;
-        } else {   /* a part of the token embedding, the logits' weights */
-            r0 = v0 + (j - f.n_layer * N_MATS) * f.part_rows;
-            r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
-            w = f.tok_emb, scales = f.tok_scales, n_in = d;
-        }
-        int groups = n_in / 32;
-        table[j].src = (const unsigned char *)w + (size_t)r0 * n_in * esize;
-        table[j].bytes = (unsigned)(r1 - r0) * n_in * esize;
-        table[j].scales = KIND == SH_GW_I8 ? (const uint16_t *)scales + (size_t)r0 * groups : NULL;
-        table[j].scale_bytes = KIND == SH_GW_I8 ? (unsigned)(r1 - r0) * groups * 2 : 0;
-    }
+    R.total = f.n_layer * LAYER_SLICES + n_parts;
     const unsigned epoch = *f.epoch;
     const int pos = *f.pos0, token = *f.token;
     if (tid == 0) {
@@ -886,7 +946,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     fence_mbar_init();
     __syncthreads();   /* the whole block, once */
     if (tid >= FS_THREADS) {
-        if (tid == FS_THREADS) ring_produce(R, f.n_layer * N_MATS);
+        if (tid == FS_THREADS) ring_produce<KIND, RS>(R, f, v0, v1);
         return;
     }
     const unsigned parity = epoch & 1;
@@ -954,7 +1014,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 15);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 16); }
         e = (epilogue){EP_GELU, Wd.hid, epoch};
-        gemv_phase<KIND>(R, used, 4 * d, rs, d, W.xs, bias, e);
+        gemv_halves<KIND>(R, used, 4 * d, rs, d, W.xs, bias, e);
         TRACE(f, l, 10);
         /* x3 = x2 + W hid + b */
         bias = bias_fetch(L->fc2_b, d, rs);
@@ -964,7 +1024,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 17); }
         const bool last = l == f.n_layer - 1;
         e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !f.logits ? f.x_out : NULL};
-        gemv_phase<KIND>(R, used, d, rs, 4 * d, W.xs, bias, e);
+        gemv_halves<KIND>(R, used, d, rs, 4 * d, W.xs, bias, e);
         TRACE(f, l, 12);
     }
     if (f.logits) {
