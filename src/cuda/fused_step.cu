@@ -29,10 +29,11 @@
  * the final layer norm and the logits too, the token embedding's rows
  * streamed through the ring in parts; else they and the pick stay separate
  * kernels. All blocks must be resident: launched cooperatively.
- * H200, fourteenth session: a medium step ~664 us (the kernels' 0.97 ms),
- * tiny ~72 us; bench/bench_fused_step traces its phases. The sums took
+ * H200, fourteenth session: a medium step ~605 us (the kernels' 0.97 ms),
+ * tiny ~71 us; bench/bench_fused_step traces its phases. The sums took
  * 685 -> 664 us (medium), 80 -> 72 (tiny): a hand-over of the heads'
- * outputs and the o phase less; with a separate counter of adds (a
+ * outputs and the o phase less; fc1's and fc2's slices in halves (see
+ * LAYER_SLICES) 662 -> 605; with a separate counter of adds (a
  * release, then an acquire and a second round trip to read) they had lost
  * (medium 727 us), and fc2 the same way (each block's hidden rows times
  * their fc2 columns: 132 adds a sum) lost to the adds' own rate in L2
