@@ -507,28 +507,23 @@ static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, in
     ring_release(R, ++used);
 }
 
-/* A GEMV phase whose rows come in two slices (fc1, fc2: LAYER_SLICES). */
+/* A GEMV phase: this block's rows of a matrix of n_out rows, from one
+ * slice, or (halves: fc1, fc2) from two (LAYER_SLICES). */
 template <int KIND>
-static __device__ __forceinline__ void gemv_halves(ring &R, int &used, int n_out, int shift,
-                                                   int n_in, const float *xs, float bias,
-                                                   const epilogue &e) {
+static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int shift,
+                                                  int n_in, const float *xs, float bias,
+                                                  const epilogue &e, bool halves = false) {
     int r0, r1;
     my_rows(n_out, shift, &r0, &r1);
+    if (!halves) {
+        gemv_slice<KIND>(R, used, r0, r1, n_in, xs, bias, e);
+        return;
+    }
     const unsigned char *Wa = ring_slice(R, used), *Wb = ring_slice(R, used + 1);
     gemv_rows<KIND>(Wa, Wb, r0, half_row(r0, r1, shift), r1, n_in, xs, bias, e);
     SYNC();
     used += 2;
     ring_release(R, used);
-}
-
-/* A GEMV phase: this block's rows of a matrix of n_out rows. */
-template <int KIND>
-static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int shift,
-                                                  int n_in, const float *xs, float bias,
-                                                  const epilogue &e) {
-    int r0, r1;
-    my_rows(n_out, shift, &r0, &r1);
-    gemv_slice<KIND>(R, used, r0, r1, n_in, xs, bias, e);
 }
 
 /* Shared memory besides the ring. */
@@ -1015,7 +1010,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 15);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 16); }
         e = (epilogue){EP_GELU, Wd.hid, epoch};
-        gemv_halves<KIND>(R, used, 4 * d, rs, d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, 4 * d, rs, d, W.xs, bias, e, true);
         TRACE(f, l, 10);
         /* x3 = x2 + W hid + b */
         bias = bias_fetch(L->fc2_b, d, rs);
@@ -1025,7 +1020,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 17); }
         const bool last = l == f.n_layer - 1;
         e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !f.logits ? f.x_out : NULL};
-        gemv_halves<KIND>(R, used, d, rs, 4 * d, W.xs, bias, e);
+        gemv_phase<KIND>(R, used, d, rs, 4 * d, W.xs, bias, e, true);
         TRACE(f, l, 12);
     }
     if (f.logits) {
