@@ -339,11 +339,14 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
 }
 
 /* Whether the fused step (half or int8 weights, Hopper and later, heads
- * of 64) may run this model: it then reads o and co head by head. */
+ * of 64; not turned off by SHRUTI_CUDA_FUSED=0) may run this model: it
+ * then reads o and co head by head. */
 static int fused_may_run(const sh_gpu_model *g) {
     const sh_hparams *hp = &g->m->hp;
+    const char *want = getenv("SHRUTI_CUDA_FUSED");
     int cc = 0;
-    return g->mode != SH_GPU_FLOAT32 && hp->n_text_state == 64 * hp->n_text_head &&
+    return (!want || strcmp(want, "0") != 0) && g->mode != SH_GPU_FLOAT32 &&
+           hp->n_text_state == 64 * hp->n_text_head &&
            cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, g->device) == cudaSuccess &&
            cc >= 9;
 }
@@ -1150,8 +1153,8 @@ static int fused_prepare(sh_gpu_state *s) {
         const gblock *b = &g->dec[l];
         table[l] = (sh_fused_layer){
             b->attn_ln_w, b->attn_ln_b, b->qkv_b, b->o_b, b->cross_ln_w, b->cross_ln_b, b->cq_b,
-            b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->o, b->cq, b->co,
-            b->fc1, b->fc2, b->o_heads, b->co_heads, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
+            b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->cq, b->fc1, b->fc2,
+            b->o_heads, b->co_heads, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
             (char *)s->cross_k + l * cross, (char *)s->cross_v + l * cross};
     }
     /* a graph dropped for new caches may still be reading the old table */

@@ -235,12 +235,11 @@ static __device__ __forceinline__ void my_rows(int n_out, int shift, int *r0, in
     *r1 = (int)(units * (blockIdx.x + 1) / gridDim.x) << shift;
 }
 
+/* The matrix of a row-sliced phase (o and co come head by head: slice_at). */
 static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L, int m) {
     switch (m) {
     case M_QKV: return &L->qkv;
-    case M_O: return &L->o;
     case M_CQ: return &L->cq;
-    case M_CO: return &L->co;
     case M_FC1: return &L->fc1;
     default: return &L->fc2;
     }

@@ -164,8 +164,8 @@ long sh_pick_scratch_bytes(int n_rows);
 typedef struct {
     const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
     const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
-    sh_gmat qkv, o, cq, co, fc1, fc2;
-    sh_gmat o_heads, co_heads;        /* o and co head by head (sh_k_head_major) */
+    sh_gmat qkv, cq, fc1, fc2;
+    sh_gmat o_heads, co_heads;        /* o and cross o head by head (sh_k_head_major) */
     void *self_k, *self_v;            /* this layer's caches (beam 0 first), half */
     const void *cross_k, *cross_v;    /* this layer's window 0, half (n_audio, d) */
 } sh_fused_layer;
