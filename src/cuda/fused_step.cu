@@ -723,7 +723,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
     if (next_k && !fetched) attention_fetch(f, W, next_k, next_v, f.n_audio, 0);
     if (S > 1 && my_head(f, &h, &s)) {
         /* every partial of the head, merged here (after a barrier: the
-         * room of the scores and sums; sh_fused_plan checks it holds them) */
+         * room of the scores and sums; sh_fused_plan sizes it to hold them) */
         float *pm = W.sc;
         SYNC();
         ll_poll<2>(parts + (size_t)h * f.splits * FS_PART, S * FS_PART, epoch, pm);
@@ -775,10 +775,10 @@ static __device__ layer_words words_of(const sh_fused_step &f, int l) {
     return L;
 }
 
-/* A layer's sums (x1 - x and x2 - x1 less their biases) and their
- * counts, for one parity of the epoch: a step adds into its own parity's
- * and clears the other's for the next step (the last one's, all read);
- * after every layer's words in f.ll. */
+/* A layer's sums (x1 - x and x2 - x1 less their biases, each word
+ * counting its adds: fx_add), for one parity of the epoch: a step adds
+ * into its own parity's and clears the other's for the next step (the
+ * last one's, all read); after every layer's words in f.ll. */
 struct layer_sums {
     long long *x1, *x2;
 };
