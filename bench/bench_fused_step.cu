@@ -16,7 +16,9 @@
  * slower, so its phases sum to a little more than the step.
  *
  * Last, medium with int8 weights (int8_float16), the step only. The step
- * is at position 100, or $BENCH_POS (self-attention over that many keys).
+ * is at position 100, or $BENCH_POS (self-attention over that many keys);
+ * of one row, or $BENCH_ROWS (2: two rows, each its own window, as batched
+ * windows).
  *
  * usage: bench_fused_step [size] (compute capability 9.0 or later; one size,
  *        e.g. "medium", for a profiler) */
@@ -31,9 +33,11 @@
 
 static void *dz(size_t bytes) { void *p; cudaMalloc(&p, bytes); cudaMemset(p, 0, bytes); return p; }
 
-static void run(const char *name, int d, int H, int L, int kind, int pos) {
+static void run(const char *name, int d, int H, int L, int kind, int pos, int rows) {
     sh_fused_step f = {};
     f.n_layer = L, f.d = d, f.n_head = H, f.n_ctx = 448, f.n_audio = 1500, f.kind = kind;
+    f.rows = rows;
+    f.cache_stride = (long)448 * d, f.cross_stride = (long)L * 1500 * d;
     if (sh_fused_plan(0, &f) < 0) {
         printf("%s: the fused step cannot run on this device\n", name);
         return;
@@ -45,6 +49,9 @@ static void run(const char *name, int d, int H, int L, int kind, int pos) {
         if (kind == SH_GW_I8) m.scales = (uint16_t *)dz((size_t)o * (i / 32) * 2);
         return m;
     };
+    /* every layer's cross keys of row 0's window, then row 1's, as the
+     * backend's batched windows */
+    char *ck = (char *)dz((size_t)rows * L * 1500 * d * 2), *cv = (char *)dz((size_t)rows * L * 1500 * d * 2);
     for (int l = 0; l < L; l++) {
         sh_fused_layer &x = ls[l];
         x.ln1_g = x.ln1_b = x.ln2_g = x.ln2_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
@@ -52,18 +59,18 @@ static void run(const char *name, int d, int H, int L, int kind, int pos) {
         x.fc1_b = (const float *)dz(4 * d * 4);
         x.qkv = mat(3 * d, d); x.cq = mat(d, d); x.fc1 = mat(4 * d, d); x.fc2 = mat(d, 4 * d);
         x.o_heads = mat(d, d); x.co_heads = mat(d, d);
-        x.self_k = dz((size_t)448 * d * 2); x.self_v = dz((size_t)448 * d * 2);
-        x.cross_k = dz((size_t)1500 * d * 2); x.cross_v = dz((size_t)1500 * d * 2);
+        x.self_k = dz((size_t)rows * 448 * d * 2); x.self_v = dz((size_t)rows * 448 * d * 2);
+        x.cross_k = ck + (size_t)l * 1500 * d * 2; x.cross_v = cv + (size_t)l * 1500 * d * 2;
     }
     sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
     cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
     f.layers = dl; f.tok_emb = dz(d * 2); f.tok_scales = (const uint16_t *)dz(d); f.pos_emb = (const float *)dz(448 * d * 4);
-    int *io = (int *)dz(8); cudaMemcpy(io + 1, &pos, 4, cudaMemcpyHostToDevice);
-    f.token = io; f.pos0 = io + 1;
-    size_t words = sh_fused_ll_words(L, d, H, f.splits) * 8;
+    int *io = (int *)dz(16); cudaMemcpy(io, &pos, 4, cudaMemcpyHostToDevice);
+    f.pos0 = io; f.token = io + 1;   /* tokens 0 */
+    size_t words = sh_fused_ll_words(L, d, H, f.splits, f.rows) * 8;
     f.ll = (unsigned long long *)dz(words + 256); cudaMemset((char *)f.ll + words, 1, 256);
     f.epoch = (unsigned *)((char *)f.ll + words);
-    f.x_out = (float *)dz(d * 4);
+    f.x_out = (float *)dz(rows * d * 4);
     unsigned long long *tr = (unsigned long long *)dz(L * 24 * 8);
     cudaStream_t s; cudaStreamCreate(&s);
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
@@ -78,7 +85,7 @@ static void run(const char *name, int d, int H, int L, int kind, int pos) {
         float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms * 1000 / 20);
     }
     std::sort(t.begin(), t.end());
-    printf("%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
+    printf("%s%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, rows > 1 ? ", 2 rows" : "", f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
     f.trace = tr;
     sh_k_fused_step(s, &f); cudaStreamSynchronize(s);
     std::vector<unsigned long long> h(L * 24);
@@ -109,7 +116,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "BENCH_POS must be 0..447\n");
         return 2;
     }
+    const char *r = getenv("BENCH_ROWS");
+    int rows = r ? atoi(r) : 1;
+    if (rows < 1 || rows > SH_FUSED_MAX_ROWS) {
+        fprintf(stderr, "BENCH_ROWS must be 1..%d\n", SH_FUSED_MAX_ROWS);
+        return 2;
+    }
     for (const auto &z : sizes)   /* all, or the one named (for a profiler) */
-        if (argc < 2 || strcmp(argv[1], z.name) == 0) run(z.name, z.d, z.H, z.L, z.kind, pos);
+        if (argc < 2 || strcmp(argv[1], z.name) == 0) run(z.name, z.d, z.H, z.L, z.kind, pos, rows);
     return 0;
 }

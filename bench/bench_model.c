@@ -16,7 +16,7 @@
  * next step run ahead of the host (SHRUTI_CUDA_SPECULATE=0: not).
  *
  * With --throughput: batched windows (as `--batch-size`): 32 windows of
- * 150 tokens each, decoded 1, 8 and 32 at a time, in audio seconds per
+ * 150 tokens each, decoded 1, 2, 8 and 32 at a time, in audio seconds per
  * wall second; and 60 s with its two windows decoded as one batch.
  * With --screen-ab (CPU, float16): greedy and 5-beam steps with the logit
  * screen off and on, alternating in one process. With --speculate-ab
@@ -325,8 +325,8 @@ int main(int argc, char **argv) {
         if (do_screen_ab && m->logit_screen) screen_ab(&rt, m, runs, tokens, &mk, sizes[s]);
         if (do_speculate_ab && rt.gpu) speculate_ab(&rt, m, threads, runs, tokens, mel, &mk, sizes[s]);
         if (do_throughput) {
-            const int batches[] = {1, 8, 32};
-            for (int b = 0; b < 3; b++)
+            const int batches[] = {1, 2, 8, 32};
+            for (int b = 0; b < 4; b++)
                 printf("  %s batched windows: batch %2d: %.1f audio s per s\n", sizes[s], batches[b],
                        throughput(&rt, mel, batches[b], 32, &mk));
             double two[64];

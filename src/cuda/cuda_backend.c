@@ -450,6 +450,14 @@ typedef struct {
 
 #define MAX_LT_PLANS 16
 
+/* The fused step for one row count: 0 not planned yet, 1 planned, -1
+ * not possible (the step stays separate kernels). */
+typedef struct {
+    int state;
+    sh_fused_step fs;
+    void *words;                    /* device: its hand-over words and epoch */
+} fused_plan;
+
 struct sh_gpu_state {
     sh_gpu_model *g;
     cudaStream_t stream;
@@ -503,12 +511,11 @@ struct sh_gpu_state {
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
     int gemv;                       /* the GEMV's SH_K_* flags */
     int flash;                      /* the encoder's attention in one kernel (cc >= 8.0, half) */
-    /* the fused one-row step (fused_step.cu): 1 planned, -1 not possible */
-    int fused;
+    /* the fused step (fused_step.cu) of one row and of two, each planned
+     * when first captured */
+    fused_plan fused[SH_FUSED_MAX_ROWS];   /* by rows - 1 */
     int logits_fused;               /* the last step was fused: row 0's logits are made */
-    sh_fused_step fs;
-    sh_fused_layer *fused_layers;   /* device: the layer table the graph's kernel reads */
-    void *fused_words;              /* device: its hand-over words and epoch */
+    sh_fused_layer *fused_layers;   /* device: the layer table the graphs' kernels read */
     /* the speculated step (see greedy): a one-row greedy pick writes its
      * token into io and the next step runs on it at once, while the host
      * reads the token and builds the next mask; the host's forward of that
@@ -610,7 +617,8 @@ static void state_free(sh_gpu_state *s) {
     for (int i = 0; i < n; i++)
         if (*bufs[i].ptr) cudaFree(*bufs[i].ptr);
     if (s->fused_layers) cudaFree(s->fused_layers);
-    if (s->fused_words) cudaFree(s->fused_words);
+    for (int r = 0; r < SH_FUSED_MAX_ROWS; r++)
+        if (s->fused[r].words) cudaFree(s->fused[r].words);
     if (s->host_io) cudaFreeHost(s->host_io);
     if (s->host_logits) cudaFreeHost(s->host_logits);
     if (s->host_masks) cudaFreeHost(s->host_masks);
@@ -1088,13 +1096,15 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
 
 #define FUSED_MAX_LAYERS 64   /* Whisper's largest decoder has 32 */
 
-/* Plans the fused step once (its buffers) and points its layer table at
- * the current caches and cross keys; 0 when it can run, -1 when not. */
-static int fused_prepare(sh_gpu_state *s) {
+/* Plans the fused step of `rows` rows once (its buffers) and points the
+ * layer table at the current caches and cross keys; 0 when it can run,
+ * -1 when not. */
+static int fused_prepare(sh_gpu_state *s, int rows) {
     const sh_gpu_model *g = s->g;
     const sh_hparams *hp = &g->m->hp;
-    if (s->fused == 0) {
-        s->fused = -1;
+    fused_plan *p = &s->fused[rows - 1];
+    if (p->state == 0) {
+        p->state = -1;
         /* SHRUTI_CUDA_FUSED=0: never (the kernels' step); else wherever
          * it can run (H200, twelfth session: tiny's greedy step 0.147 ->
          * 0.130 ms, medium's 0.97 -> 0.73 ms since the fifth session) */
@@ -1103,9 +1113,10 @@ static int fused_prepare(sh_gpu_state *s) {
         if (!on || g->mode == SH_GPU_FLOAT32 || hp->n_text_layer > FUSED_MAX_LAYERS ||
             !g->dec[0].o_heads.w)
             return -1;
-        sh_fused_step *f = &s->fs;
+        sh_fused_step *f = &p->fs;
         memset(f, 0, sizeof *f);
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
+        f->rows = rows;
         f->kind = g->tok_emb.kind, f->tok_scales = g->tok_emb.scales;
         /* tiny's step ends with the final layer norm and row 0's logits
          * (its vocabulary rows stream through the ring after the last
@@ -1114,7 +1125,7 @@ static int fused_prepare(sh_gpu_state *s) {
          * medium 232.0 / 232.7 -> 232.9 / 234.8 and large 358.4 / 358.0 ->
          * 359.6 / 361.2 (a block's ~800 KB and more of rows stream slower
          * through its ring than the GEMV kernel reads them), base even. */
-        if (hp->n_text_state < 512) {
+        if (hp->n_text_state < 512 && rows == 1) {
             f->logits = s->logits, f->n_vocab = hp->n_vocab;
             f->ln_g = g->dec_ln_w, f->ln_b = g->dec_ln_b;
         }
@@ -1127,25 +1138,31 @@ static int fused_prepare(sh_gpu_state *s) {
             cudaGetLastError();   /* a refused attribute must not fail the next step */
             return -1;
         }
-        size_t words = (size_t)sh_fused_ll_words(f->n_layer, f->d, f->n_head, f->splits) * 8;
-        if (cudaMalloc(&s->fused_words, words + 256) != cudaSuccess ||
-            cudaMalloc((void **)&s->fused_layers, (size_t)f->n_layer * sizeof(sh_fused_layer)) !=
-                cudaSuccess ||
-            cudaMemset(s->fused_words, 0, words) != cudaSuccess ||
-            cudaMemset((char *)s->fused_words + words, 1, 256) != cudaSuccess) {
+        size_t words =
+            (size_t)sh_fused_ll_words(f->n_layer, f->d, f->n_head, f->splits, rows) * 8;
+        if (cudaMalloc(&p->words, words + 256) != cudaSuccess ||
+            (!s->fused_layers &&
+             cudaMalloc((void **)&s->fused_layers,
+                        (size_t)f->n_layer * sizeof(sh_fused_layer)) != cudaSuccess) ||
+            cudaMemset(p->words, 0, words) != cudaSuccess ||
+            cudaMemset((char *)p->words + words, 1, 256) != cudaSuccess) {
             cudaGetLastError();
             return -1;
         }
-        f->ll = s->fused_words;
-        f->epoch = (unsigned *)((char *)s->fused_words + words);
+        f->ll = p->words;
+        f->epoch = (unsigned *)((char *)p->words + words);
         f->layers = s->fused_layers;
         f->tok_emb = g->tok_emb.w, f->pos_emb = g->dec_pos;
         f->token = s->io + IO_TOKENS, f->pos0 = s->io + IO_POS;
         f->x_out = s->dx;
-        s->fused = 1;
+        p->state = 1;
     }
-    if (s->fused < 0) return -1;
+    if (p->state < 0) return -1;
     int d = hp->n_text_state, L = hp->n_text_layer;
+    /* rows' caches ctx positions apart; their windows' cross keys (bound:
+     * batched windows), or one window for all (beams) */
+    p->fs.cache_stride = (long)hp->n_text_ctx * d;
+    p->fs.cross_stride = s->bound ? (long)L * hp->n_audio_ctx * d : 0;
     size_t layer = (size_t)s->n_beams * hp->n_text_ctx * d * 2;
     size_t cross = (size_t)hp->n_audio_ctx * d * 2;
     sh_fused_layer table[FUSED_MAX_LAYERS];
@@ -1162,7 +1179,7 @@ static int fused_prepare(sh_gpu_state *s) {
         cudaMemcpy(s->fused_layers, table, (size_t)L * sizeof table[0], cudaMemcpyHostToDevice) !=
             cudaSuccess) {
         cudaGetLastError();
-        s->fused = -1;
+        p->state = -1;
         return -1;
     }
     return 0;
@@ -1170,11 +1187,12 @@ static int fused_prepare(sh_gpu_state *s) {
 
 static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     const sh_gpu_model *g = s->g;
-    if (rows == 1 && n_tokens == 1 && s->fused > 0) {
-        sh_k_fused_step(s->stream, &s->fs);
-        if (!s->fs.logits)   /* else the step made the final layer norm and the logits */
-            sh_k_layer_norm(s->stream, s->dx, 1, g->m->hp.n_text_state, g->dec_ln_w, g->dec_ln_b,
-                            s->dx, 0);
+    if (n_tokens == 1 && rows <= SH_FUSED_MAX_ROWS && s->fused[rows - 1].state > 0) {
+        const sh_fused_step *f = &s->fused[rows - 1].fs;
+        sh_k_fused_step(s->stream, f);
+        if (!f->logits)   /* else the step made the final layer norm and the logits */
+            sh_k_layer_norm(s->stream, s->dx, rows, g->m->hp.n_text_state, g->dec_ln_w,
+                            g->dec_ln_b, s->dx, 0);
         return 0;
     }
     sh_k_embed(s->stream, &g->tok_emb, g->dec_pos, s->io + IO_TOKENS, s->io + IO_POS, rows,
@@ -1191,7 +1209,7 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
         /* a step cuBLAS would not let be captured runs launch by launch */
         if (s->eager[rows]) return enqueue_step(s, rows, 1, err);
         /* a fused step that cannot be captured falls back to the kernels */
-        int fused = rows == 1 && fused_prepare(s) == 0;
+        int fused = rows <= SH_FUSED_MAX_ROWS && fused_prepare(s, rows) == 0;
         cudaGraph_t graph;
         CU(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "capturing a graph");
         int r = enqueue_step(s, rows, 1, err);
@@ -1206,7 +1224,7 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
         cudaGetLastError();
         if (rows > SH_GEMV_MAX_ROWS) s->eager[rows] = 1;
         else if (!fused) return cuda_fail(err, e, "capturing the decoder step");
-        else s->fused = -1;
+        else s->fused[rows - 1].state = -1;
     }
     CU(cudaGraphLaunch(s->step[rows], s->stream), "launching the decoder step");
     return 0;
@@ -1214,7 +1232,7 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
 
 /* Whether a step of rows x n_tokens leaves row 0's logits made. */
 static int step_fuses_logits(const sh_gpu_state *s, int rows, int n_tokens) {
-    return rows == 1 && n_tokens == 1 && s->fused > 0 && s->fs.logits;
+    return rows == 1 && n_tokens == 1 && s->fused[0].state > 0 && s->fused[0].fs.logits;
 }
 
 /* The step whose input host_io holds, enqueued. */

@@ -388,19 +388,22 @@ struct epilogue {
     float *x_out;              /* or NULL: a plain copy too */
     __half *k_cache, *v_cache; /* EP_QKV */
     int pos, d;
+    int n_out;                 /* words from one row's outputs to the next's */
+    long cache_stride;         /* EP_QKV: halves from one row's caches to the next's */
 };
 
-static __device__ __forceinline__ void finish(const epilogue &e, int r, float v) {
+/* Output r of row q (resid and x_out d floats a row). */
+static __device__ __forceinline__ void finish(const epilogue &e, int q, int r, float v) {
     if (e.kind == EP_LOGIT) {
         if (r < e.d) e.x_out[r] = v;   /* d: the vocabulary (a padding row past it) */
         return;
     }
     if (e.kind == EP_GELU) v = gelu(v);
-    if (e.kind == EP_RESID) v += e.resid[r];
-    ll_store(e.out + r, e.epoch, v);
-    if (e.x_out) e.x_out[r] = v;
+    if (e.kind == EP_RESID) v += e.resid[q * e.d + r];
+    ll_store(e.out + q * e.n_out + r, e.epoch, v);
+    if (e.x_out) e.x_out[q * e.d + r] = v;
     if (e.kind == EP_QKV && r >= e.d) {
-        __half *cache = r < 2 * e.d ? e.k_cache : e.v_cache;
+        __half *cache = (r < 2 * e.d ? e.k_cache : e.v_cache) + q * e.cache_stride;
         cache[(size_t)e.pos * e.d + r % e.d] = __float2half_rn(v);
     }
 }
@@ -425,29 +428,34 @@ static __device__ __forceinline__ void widen8(const unsigned char *row, int c, f
     }
 }
 
-/* Two rows' dot products with x over the 8 columns from c (int8 rows
- * unscaled). */
-template <int KIND>
+/* Two rows' dot products with each of ROWS inputs x (xstride floats
+ * apart) over the 8 columns from c (int8 rows unscaled). */
+template <int KIND, int ROWS>
 static __device__ __forceinline__ void dot8_pair(const unsigned char *wa, const unsigned char *wb,
-                                                 const float *x, int c, float *da, float *db) {
-    float4 xa = *(const float4 *)(x + c), xb = *(const float4 *)(x + c + 4);
+                                                 const float *x, int xstride, int c, float *da,
+                                                 float *db) {
     float a[8], b[8];
     widen8<KIND>(wa, c, a);
     widen8<KIND>(wb, c, b);
-    *da = a[0] * xa.x + a[1] * xa.y + a[2] * xa.z + a[3] * xa.w + a[4] * xb.x + a[5] * xb.y +
-          a[6] * xb.z + a[7] * xb.w;
-    *db = b[0] * xa.x + b[1] * xa.y + b[2] * xa.z + b[3] * xa.w + b[4] * xb.x + b[5] * xb.y +
-          b[6] * xb.z + b[7] * xb.w;
+#pragma unroll
+    for (int q = 0; q < ROWS; q++) {
+        float4 xa = *(const float4 *)(x + q * xstride + c), xb = *(const float4 *)(x + q * xstride + c + 4);
+        da[q] = a[0] * xa.x + a[1] * xa.y + a[2] * xa.z + a[3] * xa.w + a[4] * xb.x + a[5] * xb.y +
+                a[6] * xb.z + a[7] * xb.w;
+        db[q] = b[0] * xa.x + b[1] * xa.y + b[2] * xa.z + b[3] * xa.w + b[4] * xb.x + b[5] * xb.y +
+                b[6] * xb.z + b[7] * xb.w;
+    }
 }
 
 /* y = W x + bias for this block's rows, W from shared memory (rows r0..r1
  * of n_in, those from rm on in a second slice Wb; int8 rows followed by
- * their scales), x in shared memory, the bias from bias_fetch; one code
- * for every GEMV phase, the epilogue saying what each output becomes. */
-template <int KIND>
+ * their scales), x in shared memory (ROWS inputs 4d floats apart: xs),
+ * the bias from bias_fetch; one code for every GEMV phase, the epilogue
+ * saying what each output becomes. */
+template <int KIND, int ROWS>
 static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const unsigned char *Wb,
                                                  int r0, int rm, int r1, int n_in, const float *x,
-                                                 float bias, const epilogue &e) {
+                                                 int xstride, float bias, const epilogue &e) {
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
     const int esize = KIND == SH_GW_F16 ? 2 : 1, groups = n_in / 32;
     /* a row's weights and (int8) scales in whichever slice holds it */
@@ -463,63 +471,69 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const 
     for (int r = r0 + warp, k = 0; r < r1; r += (1 + pair) * nw, k += 1 + pair) {
         int r2 = pair && r + nw < r1 ? r + nw : r;   /* a lone row is done twice */
         const unsigned char *wa = row_at(r), *wb = row_at(r2);
-        float acc_a = 0.0f, acc_b = 0.0f;
+        float acc_a[ROWS], acc_b[ROWS];
+#pragma unroll
+        for (int q = 0; q < ROWS; q++) acc_a[q] = acc_b[q] = 0.0f;
         if (KIND == SH_GW_F16) {
             /* not unrolled: fewer instructions to fetch (H200: medium 789 ->
              * 780 us a step, tiny 97 -> 95; int8 so went 791 -> 805 us) */
 #pragma unroll 1
             for (int c = lane * 8; c < n_in; c += WARP * 8) {
-                float da, db;
-                dot8_pair<KIND>(wa, wb, x, c, &da, &db);
-                acc_a += da;
-                acc_b += db;
+                float da[ROWS], db[ROWS];
+                dot8_pair<KIND, ROWS>(wa, wb, x, xstride, c, da, db);
+#pragma unroll
+                for (int q = 0; q < ROWS; q++) acc_a[q] += da[q], acc_b[q] += db[q];
             }
         } else {
             const __half *sa = scales_at(r), *sb = scales_at(r2);
             for (int c = lane * 8; c < n_in; c += WARP * 8) {
-                float da, db;
-                dot8_pair<KIND>(wa, wb, x, c, &da, &db);
+                float da[ROWS], db[ROWS];
+                dot8_pair<KIND, ROWS>(wa, wb, x, xstride, c, da, db);
                 /* each lane's 8 columns lie in one scale group */
-                acc_a += da * __half2float(sa[c / 32]);
-                acc_b += db * __half2float(sb[c / 32]);
+                float ga = __half2float(sa[c / 32]), gb = __half2float(sb[c / 32]);
+#pragma unroll
+                for (int q = 0; q < ROWS; q++) acc_a[q] += da[q] * ga, acc_b[q] += db[q] * gb;
             }
         }
-        acc_a = warp_sum(acc_a);
-        acc_b = warp_sum(acc_b);
+#pragma unroll
+        for (int q = 0; q < ROWS; q++) acc_a[q] = warp_sum(acc_a[q]), acc_b[q] = warp_sum(acc_b[q]);
         float bias_a = __shfl_sync(0xffffffffu, bias, k);
         float bias_b = __shfl_sync(0xffffffffu, bias, (k + 1) & (WARP - 1));
         if (lane == 0) {
-            finish(e, r, acc_a + bias_a);
-            if (r2 != r) finish(e, r2, acc_b + bias_b);
+#pragma unroll
+            for (int q = 0; q < ROWS; q++) {
+                finish(e, q, r, acc_a[q] + bias_a);
+                if (r2 != r) finish(e, q, r2, acc_b[q] + bias_b);
+            }
         }
     }
 }
 
 /* Rows r0..r1 of weight slice `used` times xs, then the slice's room
  * released to the fetching warp. */
-template <int KIND>
+template <int KIND, int ROWS>
 static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, int r1, int n_in,
                                                   const float *xs, float bias, const epilogue &e) {
     const unsigned char *W = ring_slice(R, used);
-    gemv_rows<KIND>(W, W, r0, r1, r1, n_in, xs, bias, e);
+    gemv_rows<KIND, ROWS>(W, W, r0, r1, r1, n_in, xs, 4 * e.d, bias, e);
     SYNC();
     ring_release(R, ++used);
 }
 
 /* A GEMV phase: this block's rows of a matrix of n_out rows, from one
  * slice, or (halves: fc1, fc2) from two (LAYER_SLICES). */
-template <int KIND>
+template <int KIND, int ROWS>
 static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int shift,
                                                   int n_in, const float *xs, float bias,
                                                   const epilogue &e, bool halves = false) {
     int r0, r1;
     my_rows(n_out, shift, &r0, &r1);
     if (!halves) {
-        gemv_slice<KIND>(R, used, r0, r1, n_in, xs, bias, e);
+        gemv_slice<KIND, ROWS>(R, used, r0, r1, n_in, xs, bias, e);
         return;
     }
     const unsigned char *Wa = ring_slice(R, used), *Wb = ring_slice(R, used + 1);
-    gemv_rows<KIND>(Wa, Wb, r0, half_row(r0, r1, shift), r1, n_in, xs, bias, e);
+    gemv_rows<KIND, ROWS>(Wa, Wb, r0, half_row(r0, r1, shift), r1, n_in, xs, 4 * e.d, bias, e);
     SYNC();
     used += 2;
     ring_release(R, used);
@@ -568,80 +582,113 @@ static __device__ __forceinline__ void my_out_rows(const sh_fused_step &f, int s
     *c0 = (int)(units * s / f.splits) * 4, *c1 = (int)(units * (s + 1) / f.splits) * 4;
 }
 
-/* Starts copying this block's keys and values into shared memory (a
- * phase before they are needed); the newest key of a self-attention
+/* Row q's keys and values in shared memory (f.uni_bytes a row). */
+static __device__ __forceinline__ __half *keys_of(const sh_fused_step &f, const work &W, int q) {
+    return (__half *)((unsigned char *)W.uni + (size_t)q * f.uni_bytes);
+}
+
+/* Row q's caches (stride: f.cache_stride, or f.cross_stride: 0 when the
+ * rows share a window) from row 0's. */
+static __device__ __forceinline__ const __half *row_mem(const void *mem, long stride, int q) {
+    return (const __half *)mem + q * stride;
+}
+
+/* Starts copying this block's keys and values of row q into shared memory
+ * (a phase before they are needed); the newest key of a self-attention
  * (fresh) is not in memory yet and is left out. */
-static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const void *kmem,
-                                       const void *vmem, int n_keys, int fresh) {
+static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const __half *kmem,
+                                       const __half *vmem, int n_keys, int fresh, int q) {
     int h, p0, p1;
     if (!my_keys(f, n_keys, &h, &p0, &p1)) return;
     int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
-    __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
+    __half *ks = keys_of(f, W, q), *vs = ks + (size_t)f.max_keys * FS_HD;
     /* 8 chunks of 16 bytes a key row of the head */
     for (int i = threadIdx.x; i < (stored - p0) * 8; i += FS_THREADS) {
         int p = p0 + i / 8, c = (i % 8) * 8;
         size_t at = (size_t)p * f.d + h * FS_HD + c;
-        cp_async16(ks + (size_t)(p - p0) * FS_HD + c, (const __half *)kmem + at);
-        cp_async16(vs + (size_t)(p - p0) * FS_HD + c, (const __half *)vmem + at);
+        cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kmem + at);
+        cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vmem + at);
     }
 }
 
-/* sums[c0 + j] += Wh[j] . a for this block's rows of a head's columns of o
- * (Wh: the rows in shared memory, 64 weights each, int8 ones followed by
- * their 2 scales a row), a the head's output (64, shared); 8 lanes a row. */
-template <int KIND>
+/* sums[q d + c0 + j] += Wh[j] . a[q] for this block's rows of a head's
+ * columns of o (Wh: the rows in shared memory, 64 weights each, int8 ones
+ * followed by their 2 scales a row), a[q] row q's output of the head (64
+ * floats a row, shared); 8 lanes a row of Wh. */
+template <int KIND, int ROWS>
 static __device__ void head_columns_add(const unsigned char *Wh, int c0, int c1, const float *a,
-                                        long long *sums) {
+                                        long long *sums, int d) {
     const int esize = KIND == SH_GW_F16 ? 2 : 1, n = c1 - c0;
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, sub = lane / 8, sl = lane % 8;
     const __half *scales = (const __half *)(Wh + (size_t)n * FS_HD * esize);
-    float ar[8];
+    float ar[ROWS][8];
 #pragma unroll
-    for (int i = 0; i < 8; i++) ar[i] = a[sl * 8 + i];
+    for (int q = 0; q < ROWS; q++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) ar[q][i] = a[q * FS_HD + sl * 8 + i];
     for (int base = warp * 4; base < n; base += FS_THREADS / WARP * 4) {
         int r = base + sub;
-        float v = 0.0f;
+        float v[ROWS];
+#pragma unroll
+        for (int q = 0; q < ROWS; q++) v[q] = 0.0f;
         if (r < n) {
             float w[8];
             widen8<KIND>(Wh + (size_t)r * FS_HD * esize, sl * 8, w);
+            float g = KIND == SH_GW_I8 ? __half2float(scales[r * 2 + sl / 4]) : 1.0f;
 #pragma unroll
-            for (int i = 0; i < 8; i++) v += w[i] * ar[i];
-            if (KIND == SH_GW_I8) v *= __half2float(scales[r * 2 + sl / 4]);
+            for (int q = 0; q < ROWS; q++) {
+#pragma unroll
+                for (int i = 0; i < 8; i++) v[q] += w[i] * ar[q][i];
+                if (KIND == SH_GW_I8) v[q] *= g;
+            }
         }
-        v += __shfl_xor_sync(0xffffffffu, v, 4);
-        v += __shfl_xor_sync(0xffffffffu, v, 2);
-        v += __shfl_xor_sync(0xffffffffu, v, 1);
-        if (r < n && sl == 0) fx_add(sums + c0 + r, v);
+#pragma unroll
+        for (int q = 0; q < ROWS; q++) {
+            v[q] += __shfl_xor_sync(0xffffffffu, v[q], 4);
+            v[q] += __shfl_xor_sync(0xffffffffu, v[q], 2);
+            v[q] += __shfl_xor_sync(0xffffffffu, v[q], 1);
+            if (r < n && sl == 0) fx_add(sums + q * d + c0 + r, v[q]);
+        }
     }
 }
 
-/* One head of attention over the keys attention_fetch started (for
- * self-attention, fresh, the newest key and value come from the qkv
- * words), the query from q_words: this block's key range as a partial
- * softmax; with the head's keys in more than one range, the partials
- * handed over as words (parts) and merged by every block of the head; then
- * the head's output times this block's rows of the head's columns of o
- * (the next weight slice), added into sums (n_head adds a sum). Every
- * block consumes the slice, heads or not. */
-template <int KIND, bool TRACED>
+/* One head of attention, row by row, over the keys attention_fetch
+ * started (for self-attention, fresh, the newest key and value come from
+ * the qkv words, 3d a row), the queries from q_words (n_q words a row):
+ * this block's key range as a partial softmax; with the head's keys in
+ * more than one range, the partials handed over as words (parts) and
+ * merged by every block of the head; then the head's outputs times this
+ * block's rows of the head's columns of o (the next weight slice), added
+ * into sums (n_head adds a sum). Every block consumes the slice, heads or
+ * not. Once a row's keys are read, the next attention's keys of that row
+ * (next_k, next_v: row 0's, next_stride halves a row) come into their room. */
+template <int KIND, int ROWS, bool TRACED>
 static __device__ void attention_head(const sh_fused_step &f, const work &W, ring &R, int &used,
                                       unsigned epoch, int n_keys, int fresh, const u64 *q_words,
-                                      const u64 *kv_words, u64 *parts, long long *sums,
-                                      const void *next_k, const void *next_v, int l_) {
+                                      int n_q, const u64 *kv_words, u64 *parts, long long *sums,
+                                      const void *next_k, const void *next_v, long next_stride,
+                                      int l_) {
     int h, s, p0, p1;
-    bool fetched = false;
     const int S = splits_for(f, n_keys), d = f.d;
-    float *a = W.xs + FS_HD;   /* the head's output */
-    if (my_keys(f, n_keys, &h, &p0, &p1)) {
+    const bool mine = my_keys(f, n_keys, &h, &p0, &p1);
+    const size_t part_row = (size_t)f.n_head * f.splits * FS_PART;   /* a row's partials */
+    float *a = W.xs + FS_HD;   /* the head's output, FS_HD floats a row */
+    for (int q = 0; q < ROWS; q++) {
+        if (!mine) {
+            if (next_k)
+                attention_fetch(f, W, row_mem(next_k, next_stride, q),
+                                row_mem(next_v, next_stride, q), f.n_audio, 0, q);
+            continue;
+        }
         int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
-        __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
-        float *q = W.xs;
-        ll_poll<1>(q_words + h * FS_HD, FS_HD, epoch, q);
+        __half *ks = keys_of(f, W, q), *vs = ks + (size_t)f.max_keys * FS_HD;
+        float *qv = W.xs;
+        ll_poll<1>(q_words + (size_t)q * n_q + h * FS_HD, FS_HD, epoch, qv);
         if (!fresh) TRACE(f, l_, 18);
         if (stored < p1 && threadIdx.x < FS_HD) {
             /* the newest key and value, rounded as the cache holds them */
             int j = threadIdx.x, row = p1 - 1 - p0;
-            const u64 *kw = kv_words + d + h * FS_HD + j, *vw = kw + d;
+            const u64 *kw = kv_words + (size_t)q * 3 * d + d + h * FS_HD + j, *vw = kw + d;
             u64 k = ll_load(kw), v = ll_load(vw);   /* both in flight at once */
             k = ll_wait(kw, k, epoch);
             v = ll_wait(vw, v, epoch);
@@ -657,7 +704,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         int sub = lane / 8, sl = lane % 8;
         float qr[8];
 #pragma unroll
-        for (int i = 0; i < 8; i++) qr[i] = q[sl * 8 + i];
+        for (int i = 0; i < 8; i++) qr[i] = qv[sl * 8 + i];
         float m = -INFINITY;
         for (int base = warp * 4; base < n; base += nw * 4) {
             int p = base + sub;
@@ -702,42 +749,44 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         ((float2 *)(sum + grp * FS_HD))[pr] = acc;
         if (pr == 0) W.red[16 + grp] = l;
         SYNC();
-        /* the keys and values read: the cross-attention's may come */
-        if (next_k) attention_fetch(f, W, next_k, next_v, f.n_audio, 0);
-        fetched = true;
+        /* the row's keys and values read: the next attention's may come */
+        if (next_k)
+            attention_fetch(f, W, row_mem(next_k, next_stride, q), row_mem(next_v, next_stride, q),
+                            f.n_audio, 0, q);
         if (threadIdx.x < FS_HD) {
             float t = 0.0f, total = 0.0f;
             for (int g = 0; g < n_grp; g++) t += sum[g * FS_HD + threadIdx.x], total += W.red[16 + g];
             if (S == 1) {
-                a[threadIdx.x] = t / total;   /* the whole head: no partial */
+                a[q * FS_HD + threadIdx.x] = t / total;   /* the whole head: no partial */
             } else {
-                u64 *mine = parts + (size_t)(h * f.splits + (blockIdx.x % f.splits)) * FS_PART;
-                ll_store(mine + 2 + threadIdx.x, epoch, n ? t : 0.0f);
+                u64 *mine_p = parts + q * part_row + (size_t)(h * f.splits + (blockIdx.x % f.splits)) * FS_PART;
+                ll_store(mine_p + 2 + threadIdx.x, epoch, n ? t : 0.0f);
                 if (threadIdx.x == 0) {
-                    ll_store(mine, epoch, n ? m : -INFINITY);
-                    ll_store(mine + 1, epoch, n ? total : 0.0f);
+                    ll_store(mine_p, epoch, n ? m : -INFINITY);
+                    ll_store(mine_p + 1, epoch, n ? total : 0.0f);
                 }
             }
         }
     }
-    if (next_k && !fetched) attention_fetch(f, W, next_k, next_v, f.n_audio, 0);
     if (S > 1 && my_head(f, &h, &s)) {
         /* every partial of the head, merged here (after a barrier: the
          * room of the scores and sums; sh_fused_plan sizes it to hold them) */
         float *pm = W.sc;
-        SYNC();
-        ll_poll<2>(parts + (size_t)h * f.splits * FS_PART, S * FS_PART, epoch, pm);
-        SYNC();
-        if (threadIdx.x < FS_HD) {
-            float M = -INFINITY;
-            for (int k = 0; k < S; k++) M = fmaxf(M, pm[k * FS_PART]);
-            float L = 0.0f, t = 0.0f;
-            for (int k = 0; k < S; k++) {
-                float e = __expf(pm[k * FS_PART] - M);
-                L += pm[k * FS_PART + 1] * e;
-                t += pm[k * FS_PART + 2 + threadIdx.x] * e;
+        for (int q = 0; q < ROWS; q++) {
+            SYNC();
+            ll_poll<2>(parts + q * part_row + (size_t)h * f.splits * FS_PART, S * FS_PART, epoch, pm);
+            SYNC();
+            if (threadIdx.x < FS_HD) {
+                float M = -INFINITY;
+                for (int k = 0; k < S; k++) M = fmaxf(M, pm[k * FS_PART]);
+                float L = 0.0f, t = 0.0f;
+                for (int k = 0; k < S; k++) {
+                    float e = __expf(pm[k * FS_PART] - M);
+                    L += pm[k * FS_PART + 1] * e;
+                    t += pm[k * FS_PART + 2 + threadIdx.x] * e;
+                }
+                a[q * FS_HD + threadIdx.x] = t / L;
             }
-            a[threadIdx.x] = t / L;
         }
     }
     SYNC();
@@ -746,54 +795,55 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
     if (my_head(f, &h, &s)) {
         int c0, c1;
         my_out_rows(f, s, &c0, &c1);
-        head_columns_add<KIND>(Wh, c0, c1, a, sums);
+        head_columns_add<KIND, ROWS>(Wh, c0, c1, a, sums, d);
     }
     SYNC();
     ring_release(R, ++used);
 }
 
 /* Offsets of one layer's hand-over words in f.ll, the attention
- * partials' among them. */
+ * partials' among them; each vector once a row, row after row. */
 struct layer_words {
     u64 *qkv, *cq, *hid, *x3;
-    u64 *self_part, *cross_part;   /* (n_head, splits, FS_PART) */
+    u64 *self_part, *cross_part;   /* (rows, n_head, splits, FS_PART) */
 };
 
-static __host__ __device__ long words_per_layer(int d, int n_head, int splits) {
-    return 9L * d + 2L * n_head * splits * FS_PART;
+static __host__ __device__ long words_per_layer(int d, int n_head, int splits, int rows) {
+    return rows * (9L * d + 2L * n_head * splits * FS_PART);
 }
 
 static __device__ layer_words words_of(const sh_fused_step &f, int l) {
-    long d = f.d;
-    u64 *w = f.ll + (size_t)l * words_per_layer(f.d, f.n_head, f.splits);
+    long d = f.d, rows = f.rows;
+    u64 *w = f.ll + (size_t)l * words_per_layer(f.d, f.n_head, f.splits, f.rows);
     layer_words L;
-    L.qkv = w, w += 3 * d;
-    L.cq = w, w += d;
-    L.hid = w, w += 4 * d;
-    L.x3 = w, w += d;
-    L.self_part = w, L.cross_part = w + (long)f.n_head * f.splits * FS_PART;
+    L.qkv = w, w += rows * 3 * d;
+    L.cq = w, w += rows * d;
+    L.hid = w, w += rows * 4 * d;
+    L.x3 = w, w += rows * d;
+    L.self_part = w, L.cross_part = w + rows * f.n_head * f.splits * FS_PART;
     return L;
 }
 
 /* A layer's sums (x1 - x and x2 - x1 less their biases, each word
- * counting its adds: fx_add), for one parity of the epoch: a step adds
- * into its own parity's and clears the other's for the next step (the
- * last one's, all read); after every layer's words in f.ll. */
+ * counting its adds: fx_add; d words a row), for one parity of the epoch:
+ * a step adds into its own parity's and clears the other's for the next
+ * step (the last one's, all read); after every layer's words in f.ll. */
 struct layer_sums {
     long long *x1, *x2;
 };
 
-#define SUM_WORDS(d) (2L * (d))
+#define SUM_WORDS(d, rows) (2L * (d) * (rows))
 
 static __device__ long long *sums_base(const sh_fused_step &f, unsigned parity) {
-    return (long long *)f.ll + (size_t)f.n_layer * words_per_layer(f.d, f.n_head, f.splits) +
-           (size_t)parity * f.n_layer * SUM_WORDS(f.d);
+    return (long long *)f.ll +
+           (size_t)f.n_layer * words_per_layer(f.d, f.n_head, f.splits, f.rows) +
+           (size_t)parity * f.n_layer * SUM_WORDS(f.d, f.rows);
 }
 
 static __device__ layer_sums sums_of(const sh_fused_step &f, unsigned parity, int l) {
-    long long *w = sums_base(f, parity) + (size_t)l * SUM_WORDS(f.d);
+    long long *w = sums_base(f, parity) + (size_t)l * SUM_WORDS(f.d, f.rows);
     layer_sums S;
-    S.x1 = w, S.x2 = w + f.d;
+    S.x1 = w, S.x2 = w + (size_t)f.d * f.rows;
     return S;
 }
 
@@ -814,41 +864,55 @@ static __device__ ln_params ln_fetch(const float *g, const float *b, int d) {
     return p;
 }
 
-/* Sums of a and b over the compute threads; every thread gets both. Called
- * right after a barrier of the compute threads (no one still reads red). */
-static __device__ float2 block_sum2(float a, float b, float *red) {
+/* Sums of v[0..N) over the compute threads, in place; every thread gets
+ * them. Called right after a barrier of the compute threads (no one still
+ * reads red, N * WARP floats). */
+template <int N>
+static __device__ void block_sums(float *v, float *red) {
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    a = warp_sum(a);
-    b = warp_sum(b);
-    if (lane == 0) red[warp] = a, red[WARP + warp] = b;
+#pragma unroll
+    for (int k = 0; k < N; k++) {
+        v[k] = warp_sum(v[k]);
+        if (lane == 0) red[k * WARP + warp] = v[k];
+    }
     SYNC();
     bool in = lane < FS_THREADS / WARP;
-    return make_float2(warp_sum(in ? red[lane] : 0.0f), warp_sum(in ? red[WARP + lane] : 0.0f));
+#pragma unroll
+    for (int k = 0; k < N; k++) v[k] = warp_sum(in ? red[k * WARP + lane] : 0.0f);
 }
 
-/* xs = layer_norm(x) * g + b over d <= 3 * FS_THREADS (x, xs shared; called
- * after a barrier). Mean and variance from one reduction of the sums of
- * (x - x0) and its squares: one barrier where two passes took four; the
- * shift by an element of x keeps E[c^2] - E[c]^2 from cancelling when the
- * mean is large against the spread. */
+/* xs = layer_norm(x) * g + b over d <= 3 * FS_THREADS, row by row (x d
+ * floats a row, xs 4d; shared; called after a barrier). Mean and variance
+ * from one reduction of the sums of (x - x0) and its squares, every row's
+ * at once: one barrier where two passes took four; the shift by an
+ * element of x keeps E[c^2] - E[c]^2 from cancelling when the mean is
+ * large against the spread. */
+template <int ROWS>
 static __device__ void layer_norm(const float *x, int d, const ln_params &p, float *xs, float *red) {
-    const float x0 = x[0];
-    float v[3], s = 0.0f, q = 0.0f;
+    float v[ROWS][3], t[2 * ROWS], x0[ROWS];
 #pragma unroll
-    for (int k = 0; k < 3; k++) {
-        int i = threadIdx.x + k * FS_THREADS;
-        v[k] = i < d ? x[i] : 0.0f;
-        float c = i < d ? v[k] - x0 : 0.0f;
-        s += c;
-        q += c * c;
+    for (int r = 0; r < ROWS; r++) {
+        x0[r] = x[r * d];
+        t[2 * r] = t[2 * r + 1] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 3; k++) {
+            int i = threadIdx.x + k * FS_THREADS;
+            v[r][k] = i < d ? x[r * d + i] : 0.0f;
+            float c = i < d ? v[r][k] - x0[r] : 0.0f;
+            t[2 * r] += c;
+            t[2 * r + 1] += c * c;
+        }
     }
-    float2 t = block_sum2(s, q, red);
-    float ms = t.x / d, mean = x0 + ms, var = fmaxf(t.y / d - ms * ms, 0.0f);
-    float inv = rsqrtf(var + 1e-5f);
+    block_sums<2 * ROWS>(t, red);
 #pragma unroll
-    for (int k = 0; k < 3; k++) {
-        int i = threadIdx.x + k * FS_THREADS;
-        if (i < d) xs[i] = (v[k] - mean) * inv * p.g[k] + p.b[k];
+    for (int r = 0; r < ROWS; r++) {
+        float ms = t[2 * r] / d, mean = x0[r] + ms, var = fmaxf(t[2 * r + 1] / d - ms * ms, 0.0f);
+        float inv = rsqrtf(var + 1e-5f);
+#pragma unroll
+        for (int k = 0; k < 3; k++) {
+            int i = threadIdx.x + k * FS_THREADS;
+            if (i < d) xs[r * 4 * d + i] = (v[r][k] - mean) * inv * p.g[k] + p.b[k];
+        }
     }
     SYNC();
 }
@@ -863,8 +927,8 @@ static __device__ float bias_fetch(const float *bias, int n_out, int shift) {
 }
 
 /* x[i] += bias[i] + sums[i] once `adds` blocks have added theirs (each
- * thread its own elements, i < d <= 3 * FS_THREADS; bias loaded before
- * the wait). */
+ * thread its own elements, i < d <= 3 * FS_THREADS, row by row: x and sums
+ * d a row; bias loaded before the wait). */
 struct vec3 {
     float v[3];
 };
@@ -877,30 +941,37 @@ static __device__ vec3 vec_fetch(const float *p, int d) {
     }
     return r;
 }
+template <int ROWS>
 static __device__ void sums_wait(const long long *sums, unsigned adds, const vec3 &bias, int d,
                                  float *x) {
     const u64 *w = (const u64 *)sums;
-    u64 q[3];
+    u64 q[ROWS][3];
 #pragma unroll
-    for (int k = 0; k < 3; k++) {   /* the three loads in flight at once */
-        int i = threadIdx.x + k * FS_THREADS;
-        q[k] = i < d ? ll_load(w + i) : adds * FX_COUNT;
-    }
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
-    for (int k = 0; k < 3; k++) {
-        int i = threadIdx.x + k * FS_THREADS;
-        for (unsigned spins = 0; fx_count(q[k]) != adds; spins++) {
-            if (spins > (1u << 22)) __trap();   /* as ll_wait */
-            q[k] = ll_load(w + i);
+        for (int k = 0; k < 3; k++) {   /* every load in flight at once */
+            int i = threadIdx.x + k * FS_THREADS;
+            q[r][k] = i < d ? ll_load(w + r * d + i) : adds * FX_COUNT;
         }
-        if (i < d) x[i] += bias.v[k] + fx_value(q[k], adds);
-    }
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+#pragma unroll
+        for (int k = 0; k < 3; k++) {
+            int i = threadIdx.x + k * FS_THREADS;
+            for (unsigned spins = 0; fx_count(q[r][k]) != adds; spins++) {
+                if (spins > (1u << 22)) __trap();   /* as ll_wait */
+                q[r][k] = ll_load(w + r * d + i);
+            }
+            if (i < d) x[r * d + i] += bias.v[k] + fx_value(q[r][k], adds);
+        }
 }
 
-/* Shared memory: x (d), xs (4d), red (64), sc (sc_floats), uni, the
- * ring's barriers and offsets, the ring. */
+/* Shared memory: x (d a row), xs (4d a row), red (RED_FLOATS), sc
+ * (sc_floats), uni (uni_bytes a row), the ring's barriers and offsets,
+ * the ring. */
+#define RED_FLOATS (4 * WARP)   /* layer_norm's sums: 2 a row */
 static __host__ __device__ size_t barriers_offset(const sh_fused_step &f) {
-    return ((size_t)5 * f.d + 64 + f.sc_floats) * 4 + f.uni_bytes;
+    return ((size_t)5 * f.d * f.rows + RED_FLOATS + f.sc_floats) * 4 + (size_t)f.uni_bytes * f.rows;
 }
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
     size_t at = barriers_offset(f) + FS_SLOTS * 12 + 16;
@@ -910,15 +981,15 @@ static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
 /* RS: rows dealt in units of 1 << RS (sh_fused_step.row_shift), a
  * constant so that each instance keeps its own code (a run-time shift cost
  * medium int8 2.5% a step). */
-template <int KIND, int RS, bool TRACED>
+template <int KIND, int RS, int ROWS, bool TRACED>
 __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int d = f.d, tid = threadIdx.x, rs = RS;
     work W;
     W.x = (float *)smem;
-    W.xs = W.x + d;
-    W.red = W.xs + 4 * d;
-    W.sc = W.red + 64;
+    W.xs = W.x + ROWS * d;
+    W.red = W.xs + ROWS * 4 * d;
+    W.sc = W.red + RED_FLOATS;
     W.uni = W.sc + f.sc_floats;
     ring R;
     R.mbar = (u64 *)(smem + barriers_offset(f));
@@ -929,11 +1000,12 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     int v0 = 0, v1 = 0;   /* this block's vocabulary rows, when it makes logits */
     /* in pairs the vocabulary takes its padding row (int8 weights of an
      * odd row count have one, zero) */
-    if (f.logits) my_rows(RS ? (f.n_vocab + 1) & ~1 : f.n_vocab, RS, &v0, &v1);
-    const int n_parts = f.logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
+    const bool logits = ROWS == 1 && f.logits;
+    if (logits) my_rows(RS ? (f.n_vocab + 1) & ~1 : f.n_vocab, RS, &v0, &v1);
+    const int n_parts = logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
     R.total = f.n_layer * LAYER_SLICES + n_parts;
     const unsigned epoch = *f.epoch;
-    const int pos = *f.pos0, token = *f.token;
+    const int pos = *f.pos0;
     if (tid == 0) {
         for (int s = 0; s < FS_SLOTS; s++) mbar_init(&R.mbar[s]);
         *R.consumed = 0;
@@ -947,17 +1019,20 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     const unsigned parity = epoch & 1;
     {   /* the next step's sums cleared (this parity's last use, all read) */
         long long *next = sums_base(f, parity ^ 1);
-        long n = (long)f.n_layer * SUM_WORDS(d);
+        long n = (long)f.n_layer * SUM_WORDS(d, ROWS);
         for (long i = (long)blockIdx.x * FS_THREADS + tid; i < n; i += (long)gridDim.x * FS_THREADS)
             next[i] = 0;
     }
-    /* the embedding, every block all of it */
-    for (int i = tid; i < d; i += FS_THREADS) {
-        size_t at = (size_t)token * d + i;
-        float e = KIND == SH_GW_F16 ? __half2float(((const __half *)f.tok_emb)[at])
-                                    : (float)((const int8_t *)f.tok_emb)[at] *
-                                          __half2float(((const __half *)f.tok_scales)[at / 32]);
-        W.x[i] = e + f.pos_emb[(size_t)pos * d + i];
+    /* the embedding, every block all of it, row by row */
+    for (int q = 0; q < ROWS; q++) {
+        const int token = f.token[q];
+        for (int i = tid; i < d; i += FS_THREADS) {
+            size_t at = (size_t)token * d + i;
+            float e = KIND == SH_GW_F16 ? __half2float(((const __half *)f.tok_emb)[at])
+                                        : (float)((const int8_t *)f.tok_emb)[at] *
+                                              __half2float(((const __half *)f.tok_scales)[at / 32]);
+            W.x[q * d + i] = e + f.pos_emb[(size_t)pos * d + i];
+        }
     }
     SYNC();
     int used = 0;   /* weight slices consumed */
@@ -966,76 +1041,80 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_words Wd = words_of(f, l);
         /* qkv = W ln(x) + b; k, v also into the cache at pos */
         TRACE(f, l, 0);
-        attention_fetch(f, W, L->self_k, L->self_v, pos + 1, 1);
+        for (int q = 0; q < ROWS; q++)
+            attention_fetch(f, W, row_mem(L->self_k, f.cache_stride, q),
+                            row_mem(L->self_v, f.cache_stride, q), pos + 1, 1, q);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
         float bias = bias_fetch(L->qkv_b, 3 * d, rs);
-        if (l > 0) ll_poll<POLL_D>(words_of(f, l - 1).x3, d, epoch, W.x);
+        if (l > 0) ll_poll<POLL_D * ROWS>(words_of(f, l - 1).x3, ROWS * d, epoch, W.x);
         SYNC();
         TRACE(f, l, 1);
-        layer_norm(W.x, d, ln, W.xs, W.red);
+        layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 22); }   /* slice wait (trace) */
         epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, NULL, (__half *)L->self_k,
-                      (__half *)L->self_v, pos, d};
-        gemv_phase<KIND>(R, used, 3 * d, rs, d, W.xs, bias, e);
+                      (__half *)L->self_v, pos, d, 3 * d, f.cache_stride};
+        gemv_phase<KIND, ROWS>(R, used, 3 * d, rs, d, W.xs, bias, e);
         TRACE(f, l, 2);
         /* self-attention over positions 0..pos: x1 = x + b + the heads'
          * outputs times o's columns of them (added into sums) */
         layer_sums Sm = sums_of(f, parity, l);
-        attention_head<KIND, TRACED>(f, W, R, used, epoch, pos + 1, 1, Wd.qkv, Wd.qkv, Wd.self_part,
-                                     Sm.x1, L->cross_k, L->cross_v, l);
+        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, pos + 1, 1, Wd.qkv, 3 * d, Wd.qkv,
+                                           Wd.self_part, Sm.x1, L->cross_k, L->cross_v,
+                                           f.cross_stride, l);
         TRACE(f, l, 3);
         /* cq = W ln(x1) + b */
         ln = ln_fetch(L->ln2_g, L->ln2_b, d);
         bias = bias_fetch(L->cq_b, d, rs);
-        sums_wait(Sm.x1, f.n_head, vec_fetch(L->o_b, d), d, W.x);
+        sums_wait<ROWS>(Sm.x1, f.n_head, vec_fetch(L->o_b, d), d, W.x);
         SYNC();
         TRACE(f, l, 5);
-        layer_norm(W.x, d, ln, W.xs, W.red);
+        layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 23); }
-        e = (epilogue){EP_PLAIN, Wd.cq, epoch};
-        gemv_phase<KIND>(R, used, d, rs, d, W.xs, bias, e);
+        e = (epilogue){EP_PLAIN, Wd.cq, epoch, NULL, NULL, NULL, NULL, 0, d, d};
+        gemv_phase<KIND, ROWS>(R, used, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 6);
         /* cross-attention over the window: x2 = x1 + b + its heads' part */
-        attention_head<KIND, TRACED>(f, W, R, used, epoch, f.n_audio, 0, Wd.cq, NULL, Wd.cross_part,
-                                     Sm.x2, NULL, NULL, l);
+        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, f.n_audio, 0, Wd.cq, d, NULL,
+                                           Wd.cross_part, Sm.x2, NULL, NULL, 0, l);
         TRACE(f, l, 7);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
         bias = bias_fetch(L->fc1_b, 4 * d, rs);
-        sums_wait(Sm.x2, f.n_head, vec_fetch(L->co_b, d), d, W.x);
+        sums_wait<ROWS>(Sm.x2, f.n_head, vec_fetch(L->co_b, d), d, W.x);
         SYNC();
         TRACE(f, l, 9);
-        layer_norm(W.x, d, ln, W.xs, W.red);
+        layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
         TRACE(f, l, 15);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 16); }
-        e = (epilogue){EP_GELU, Wd.hid, epoch};
-        gemv_phase<KIND>(R, used, 4 * d, rs, d, W.xs, bias, e, true);
+        e = (epilogue){EP_GELU, Wd.hid, epoch, NULL, NULL, NULL, NULL, 0, d, 4 * d};
+        gemv_phase<KIND, ROWS>(R, used, 4 * d, rs, d, W.xs, bias, e, true);
         TRACE(f, l, 10);
         /* x3 = x2 + W hid + b */
         bias = bias_fetch(L->fc2_b, d, rs);
-        ll_poll<POLL_HIDDEN>(Wd.hid, 4 * d, epoch, W.xs);
+        ll_poll<POLL_HIDDEN * ROWS>(Wd.hid, ROWS * 4 * d, epoch, W.xs);
         SYNC();
         TRACE(f, l, 11);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 17); }
         const bool last = l == f.n_layer - 1;
-        e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !f.logits ? f.x_out : NULL};
-        gemv_phase<KIND>(R, used, d, rs, 4 * d, W.xs, bias, e, true);
+        e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !logits ? f.x_out : NULL, NULL, NULL,
+                       0, d, d};
+        gemv_phase<KIND, ROWS>(R, used, d, rs, 4 * d, W.xs, bias, e, true);
         TRACE(f, l, 12);
     }
-    if (f.logits) {
+    if (logits) {
         /* the final layer norm (block 0 keeps its output in x_out), then
          * logits = token_embedding x, this block's rows part by part */
         ln_params ln = ln_fetch(f.ln_g, f.ln_b, d);
         ll_poll<POLL_D>(words_of(f, f.n_layer - 1).x3, d, epoch, W.x);
         SYNC();
-        layer_norm(W.x, d, ln, W.xs, W.red);
+        layer_norm<1>(W.x, d, ln, W.xs, W.red);
         if (blockIdx.x == 0)
             for (int i = tid; i < d; i += FS_THREADS) f.x_out[i] = W.xs[i];
         epilogue e = {EP_LOGIT};
         e.x_out = f.logits, e.d = f.n_vocab;
         for (int r0 = v0; r0 < v1; r0 += f.part_rows) {
             int r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
-            gemv_slice<KIND>(R, used, r0, r1, d, W.xs, 0.0f, e);
+            gemv_slice<KIND, 1>(R, used, r0, r1, d, W.xs, 0.0f, e);
         }
     }
     /* every block has read the epoch: block 0 cannot get here before all
@@ -1045,18 +1124,22 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
 
 /* ------------------------------------------------------------ the host */
 
-extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits) {
-    return (long)n_layer * (words_per_layer(d, n_head, splits) + 2 * SUM_WORDS(d));
+extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits, int rows) {
+    return (long)n_layer * (words_per_layer(d, n_head, splits, rows) + 2 * SUM_WORDS(d, rows));
 }
 
-/* The kernel for the weights' kind and row unit, with the trace's stamps
- * or without. */
-static void (*step_kernel(int kind, int row_shift, int traced))(sh_fused_step) {
-    if (kind == SH_GW_I8 && row_shift)
-        return traced ? k_fused_step<SH_GW_I8, 1, true> : k_fused_step<SH_GW_I8, 1, false>;
-    if (kind == SH_GW_I8)
-        return traced ? k_fused_step<SH_GW_I8, 0, true> : k_fused_step<SH_GW_I8, 0, false>;
-    return traced ? k_fused_step<SH_GW_F16, 0, true> : k_fused_step<SH_GW_F16, 0, false>;
+/* The kernel for the rows, with the trace's stamps or without. */
+template <int KIND, int RS>
+static void (*rows_kernel(int rows, int traced))(sh_fused_step) {
+    if (rows == 2) return traced ? k_fused_step<KIND, RS, 2, true> : k_fused_step<KIND, RS, 2, false>;
+    return traced ? k_fused_step<KIND, RS, 1, true> : k_fused_step<KIND, RS, 1, false>;
+}
+
+/* The kernel for the weights' kind, row unit and rows. */
+static void (*step_kernel(const sh_fused_step *f, int traced))(sh_fused_step) {
+    if (f->kind == SH_GW_I8 && f->row_shift) return rows_kernel<SH_GW_I8, 1>(f->rows, traced);
+    if (f->kind == SH_GW_I8) return rows_kernel<SH_GW_I8, 0>(f->rows, traced);
+    return rows_kernel<SH_GW_F16, 0>(f->rows, traced);
 }
 
 extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
@@ -1067,6 +1150,8 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
             cudaSuccess)
         return -1;
     if (cc < 9 || f->d % FS_HD || f->d / FS_HD != f->n_head || f->d > 3 * FS_THREADS) return -1;
+    if (f->rows < 1) f->rows = 1;
+    if (f->rows > SH_FUSED_MAX_ROWS || (f->rows > 1 && f->logits)) return -1;
     if (f->grid > 0 && f->grid < sms) sms = f->grid;   /* fewer blocks: as on a smaller part */
     /* int8 slices' scales must start and end on 16 bytes for the bulk
      * copies: n_in / 16 bytes a row, a multiple of 16 when n_in is of 256;
@@ -1087,7 +1172,7 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     int ranges = (f->n_audio > f->n_ctx ? f->n_audio : f->n_ctx) / f->max_keys + 1;
     if (ranges > f->splits) ranges = f->splits;
     f->sc_floats = f->max_keys + (FS_THREADS / WARP) * FS_HD;
-    if (f->sc_floats < ranges * FS_PART) f->sc_floats = ranges * FS_PART;
+    if (f->sc_floats < ranges * FS_PART) f->sc_floats = (ranges * FS_PART + 31) / 32 * 32;
     /* the logits' weights (the token embedding) in parts of about 64 KB:
      * a block's ~400 rows are 300 KB (tiny) to 1 MB (large), more than
      * the ring; parts stream through it like the layers' slices */
@@ -1108,7 +1193,7 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     f->ring_bytes = (unsigned)ring;
     f->smem = fixed + (size_t)ring;
     for (int traced = 0; traced < 2; traced++) {
-        void (*kernel)(sh_fused_step) = step_kernel(f->kind, f->row_shift, traced);
+        void (*kernel)(sh_fused_step) = step_kernel(f, traced);
         if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)f->smem) != cudaSuccess)
             return -1;
@@ -1129,5 +1214,5 @@ extern "C" void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f) {
     attr[0].id = cudaLaunchAttributeCooperative;
     attr[0].val.cooperative = 1;
     cfg.attrs = attr, cfg.numAttrs = 1;
-    cudaLaunchKernelEx(&cfg, step_kernel(f->kind, f->row_shift, f->trace != NULL), *f);
+    cudaLaunchKernelEx(&cfg, step_kernel(f, f->trace != NULL), *f);
 }

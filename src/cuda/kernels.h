@@ -157,10 +157,10 @@ long sh_topk_scratch_bytes(int n_rows);
 long sh_pick_scratch_bytes(int n_rows);
 #define SH_PICK_MAX_VOCAB 131072
 
-/* The fused one-row decoder step (fused_step.cu; compute capability 9.0+,
- * half or int8 weights, head width 64): embedding, every layer, the final
- * residual into x_out (d floats); or, given logits, the final layer norm
- * (into x_out) and the logits too. */
+/* The fused decoder step of one or two rows (fused_step.cu; compute
+ * capability 9.0+, half or int8 weights, head width 64): embedding, every
+ * layer, the final residual into x_out (d floats a row); or, one row given
+ * logits, the final layer norm (into x_out) and the logits too. */
 typedef struct {
     const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
     const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
@@ -189,6 +189,11 @@ typedef struct {
     unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench: a
                                          second build of the kernel, stamps and all) */
     int grid;   /* blocks: 0 for one an SM; fewer plans as on a part with that many SMs */
+    /* rows stepped at once (0 or 1: one; 2: two, each its own token, caches
+     * and window, at one position: batched windows, two beams), without
+     * logits; row r's caches and cross keys r times these halves on */
+    int rows;
+    long cache_stride, cross_stride;
     /* set by sh_fused_plan */
     int splits, max_keys, uni_bytes, sc_floats;
     int part_rows, max_parts;         /* the logits' weight rows a slice, slices a block */
@@ -199,8 +204,9 @@ typedef struct {
 
 /* Fills in f's launch shape from its sizes; -1 where the device or the
  * model cannot run it (then the step stays separate kernels). */
+#define SH_FUSED_MAX_ROWS 2
 int sh_fused_plan(int device, sh_fused_step *f);
-long sh_fused_ll_words(int n_layer, int d, int n_head, int splits);
+long sh_fused_ll_words(int n_layer, int d, int n_head, int splits, int rows);
 void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f);
 
 /* The probe: out[i] = i * 3 + 1 for i < n. */

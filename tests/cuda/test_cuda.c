@@ -538,6 +538,57 @@ static void check_fused_step(int cc_major, const char *size, const char *compute
     shruti_model_free(m);
 }
 
+/* The fused step of two rows (fused_step.cu's ROWS 2) against the
+ * separate kernels, as check_fused_step: two rows a step at every
+ * position of the text context, each row fed its own tokens, as batched
+ * windows (windows 2: each row its own window, bound) or as two beams
+ * (windows 1: both rows over one window, each its own caches). */
+static void check_fused_rows(int cc_major, const char *size, const char *compute_type,
+                             int windows) {
+    float *mel;
+    shruti_model *m = random_model(size, compute_type, &mel);
+    if (!m) return;
+    int n_vocab = shruti_model_n_vocab(m), n_mel = shruti_model_n_mels(m) * 3000;
+    float *mel2 = malloc(sizeof(float) * (size_t)n_mel);
+    for (int i = 0; i < n_mel; i++) mel2[i] = mel[i] * 0.5f - 0.3f;
+    float *logits[2] = {malloc(sizeof(float) * 2 * n_vocab), malloc(sizeof(float) * 2 * n_vocab)};
+    sh_run rt[2];
+    agreement agree = {0};
+    int steps = 448, tok[2] = {50258, 50259};
+    for (int fused = 0; fused < 2; fused++) {
+        setenv("SHRUTI_CUDA_FUSED", fused ? "1" : "0", 1);
+        CHECK(sh_run_init(&rt[fused], m, 2) == 0 && rt[fused].gpu, "GPU run state: %s",
+              rt[fused].note);
+        if (windows == 2) {
+            CHECK(sh_windows_reserve(&rt[fused], 2) == 2, "two windows");
+            CHECK(sh_encode_window(&rt[fused], mel, 0) == 0 &&
+                  sh_encode_window(&rt[fused], mel2, 1) == 0, "encode windows");
+            CHECK(sh_bind_windows(&rt[fused], true) == 0, "bind");
+        } else {
+            CHECK(sh_encode(&rt[fused], mel) == 0, "encode");
+        }
+        CHECK(sh_decoder_reserve(&rt[fused], 2) == 0, "two rows");
+        CHECK(sh_decoder_forward(&rt[fused], tok, 2, 1, 0) == 0, "first step");
+    }
+    unsetenv("SHRUTI_CUDA_FUSED");
+    for (int i = 0; i < steps; i++) {
+        for (int k = 0; k < 2; k++) {
+            if (i > 0) CHECK(sh_decoder_forward(&rt[k], tok, 2, 1, i) == 0, "step %d", i);
+            CHECK(sh_decoder_logits(&rt[k], 0, 2, logits[k]) == 0, "logits");
+        }
+        agreement_add(&agree, logits[1], logits[0], 2, n_vocab);
+        tok[0] = 400 + (i * 37) % 1000, tok[1] = 900 + (i * 53) % 1000;
+    }
+    char setup[128];
+    snprintf(setup, sizeof setup, "%s, %s shape, random weights, 2 rows x 448 steps, %s",
+             compute_type, size, windows == 2 ? "a window each" : "one window (beams)");
+    check_agreement("fused step of two rows vs kernels", setup, &agree, 1e-3, cc_major >= 9);
+    for (int k = 0; k < 2; k++) CHECK(rt[k].gpu != NULL, "the run left the GPU: %s", rt[k].note);
+    sh_run_free(&rt[0]), sh_run_free(&rt[1]);
+    free(mel), free(mel2), free(logits[0]), free(logits[1]);
+    shruti_model_free(m);
+}
+
 /* The two run states of check_speculation, fed alike. */
 typedef struct {
     sh_run rt[2];               /* [0] waits for the host, [1] runs ahead */
@@ -789,6 +840,9 @@ fused:
     /* 22 blocks: tiny's slices where skipping to the ring's start used to
      * leave too little room for ever (a hang before the fix) */
     check_fused_step(devs[0].cc_major, "tiny", "float16", 22);
+    check_fused_rows(devs[0].cc_major, "tiny", "float16", 2);
+    check_fused_rows(devs[0].cc_major, "base", "int8_float16", 1);
+    check_fused_rows(devs[0].cc_major, "tiny", "int8_float16", 2);
     if (only_fused) return t_finish("test_cuda");
     check_mma_gemv(devs[0].cc_major, "float16");
     check_mma_gemv(devs[0].cc_major, "int8_float16");
