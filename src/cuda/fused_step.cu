@@ -265,13 +265,15 @@ struct ring {
     volatile int *consumed;
 };
 
-static __device__ __forceinline__ bool my_head(const sh_fused_step &f, int *h, int *s);
+template <int ROWS>
+static __device__ __forceinline__ bool my_head(const sh_fused_step &f, int *h, int *q, int *s);
+template <int ROWS>
 static __device__ __forceinline__ void my_out_rows(const sh_fused_step &f, int s, int *c0, int *c1);
 
 /* Slice j of this block (the fetching warp makes each as it goes: a
  * table of them in shared memory took 5-8 KB of the ring): a layer's
  * LAYER_SLICES, then the parts of its vocabulary rows v0..v1. */
-template <int KIND, int RS>
+template <int KIND, int RS, int ROWS>
 static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) {
     const int esize = KIND == SH_GW_F16 ? 2 : 1, layer_slices = f.n_layer * LAYER_SLICES;
     const void *w, *scales;
@@ -281,10 +283,10 @@ static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) 
         /* the rows of the head's columns this block multiplies */
         const sh_fused_layer *Lj = &f.layers[j / LAYER_SLICES];
         const sh_gmat *m = mi == M_O ? &Lj->o_heads : &Lj->co_heads;
-        int h, sp;
+        int h, q, sp;
         r0 = r1 = 0;
-        if (my_head(f, &h, &sp)) {
-            my_out_rows(f, sp, &r0, &r1);
+        if (my_head<ROWS>(f, &h, &q, &sp)) {
+            my_out_rows<ROWS>(f, sp, &r0, &r1);
             r0 += h * f.d, r1 += h * f.d;
         }
         w = m->w, scales = m->scales, n_in = FS_HD;
@@ -312,7 +314,7 @@ static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) 
     return sl;
 }
 
-template <int KIND, int RS>
+template <int KIND, int RS, int ROWS>
 static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1) {
     const int n_layer_slices = f.n_layer * LAYER_SLICES;
     unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
@@ -323,7 +325,7 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
      * of audio: tiny 37.2 / 38.3 -> 34.9 / 34.2 ms, its int8 40.4 -> 37.5) */
     const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
     for (int j = 0; j < R.total; j++) {
-        slice sl = slice_at<KIND, RS>(f, j, v0, v1);
+        slice sl = slice_at<KIND, RS, ROWS>(f, j, v0, v1);
         const u64 pol = j < n_layer_slices ? layers : vocab;
         unsigned start, total = sl.bytes + sl.scale_bytes;
         /* where bytes go from at: there, or the next lap's start if they
@@ -545,143 +547,138 @@ struct work {
     float *xs;      /* (4d) the current GEMV input */
     float *sc;      /* (max_keys) attention scores, then (groups, 64) sums, then
                        the head's partial softmaxes being merged */
-    float *red;     /* (64) reductions */
-    void *uni;      /* attention keys and values */
+    float *red;     /* (RED_FLOATS) reductions */
+    void *uni;      /* attention keys and values (of the block's row) */
 };
 
-/* Blocks a head's keys are split over: as few as hold them (short
- * self-attention contexts need no merge at all), at most f.splits. */
+/* A head's blocks a row: f.splits / ROWS (ROWS a constant: no division
+ * on the chain). */
+template <int ROWS>
+static __device__ __forceinline__ int per_row(const sh_fused_step &f) {
+    return ROWS == 1 ? f.splits : f.splits / ROWS;
+}
+
+/* Blocks of a row a head's keys are split over: as few as hold them
+ * (short self-attention contexts need no merge at all), at most
+ * per_row. */
+template <int ROWS>
 static __device__ __forceinline__ int splits_for(const sh_fused_step &f, int n_keys) {
-    int s = (n_keys + f.max_keys - 1) / f.max_keys;
-    return s < f.splits ? s : f.splits;
+    int s = (n_keys + f.max_keys - 1) / f.max_keys, per = per_row<ROWS>(f);
+    return s < per ? s : per;
 }
 
-/* Every head has f.splits blocks (f.n_head * f.splits <= the grid). A
- * head's keys in one range (short self-attention contexts): each of its
- * blocks takes all of them, so none waits for another's. Else its first
- * S blocks take a range each and hand their partial softmaxes to all. */
-static __device__ __forceinline__ bool my_head(const sh_fused_step &f, int *h, int *s) {
-    *h = blockIdx.x / f.splits, *s = blockIdx.x % f.splits;
-    return (int)blockIdx.x < f.n_head * f.splits;
+/* Every head has f.splits blocks (f.n_head * f.splits <= the grid), dealt
+ * to the rows: per_row blocks a row of each head, so that the rows'
+ * attention runs side by side. A head's keys in one range (short
+ * self-attention contexts): each of a row's blocks takes all of them, so
+ * none waits for another's. Else the row's first S blocks take a range
+ * each and hand their partial softmaxes to all of the row's. The block's
+ * head h, row q and place s among the row's blocks. */
+template <int ROWS>
+static __device__ __forceinline__ bool my_head(const sh_fused_step &f, int *h, int *q, int *s) {
+    int per = per_row<ROWS>(f), k = blockIdx.x % f.splits;
+    *h = blockIdx.x / f.splits;
+    *q = ROWS == 1 ? 0 : (k >= per) + (k >= 2 * per);   /* 2: a spare block (odd splits) */
+    *s = k - *q * per;
+    return (int)blockIdx.x < f.n_head * f.splits && *q < ROWS;
 }
 
-/* This block's head and key range [p0, p1) of n_keys; false when the
- * block scores no keys. */
-static __device__ bool my_keys(const sh_fused_step &f, int n_keys, int *h, int *p0, int *p1) {
-    int S = splits_for(f, n_keys), s;
-    if (!my_head(f, h, &s) || (S > 1 && s >= S)) return false;
-    if (S == 1) s = 0;
-    *p0 = (int)((unsigned)n_keys * s / S), *p1 = (int)((unsigned)n_keys * (s + 1) / S);
+/* This block's head, row, place among the row's blocks, and key range
+ * [p0, p1) of n_keys; false when the block scores no keys. */
+template <int ROWS>
+static __device__ bool my_keys(const sh_fused_step &f, int n_keys, int *h, int *q, int *s, int *p0,
+                               int *p1) {
+    int S = splits_for<ROWS>(f, n_keys), k;
+    if (!my_head<ROWS>(f, h, q, s) || (S > 1 && *s >= S)) return false;
+    k = S == 1 ? 0 : *s;
+    *p0 = (int)((unsigned)n_keys * k / S), *p1 = (int)((unsigned)n_keys * (k + 1) / S);
     return true;
 }
 
-/* The rows of o (or cross o) whose head columns block s of a head
+/* The rows of o (or cross o) whose head columns block s of a row's blocks
  * multiplies: in units of 4 (int8 rows' scales then fill 16 bytes). */
+template <int ROWS>
 static __device__ __forceinline__ void my_out_rows(const sh_fused_step &f, int s, int *c0, int *c1) {
-    unsigned units = (unsigned)f.d / 4;
-    *c0 = (int)(units * s / f.splits) * 4, *c1 = (int)(units * (s + 1) / f.splits) * 4;
+    unsigned units = (unsigned)f.d / 4, per = per_row<ROWS>(f);
+    *c0 = (int)(units * s / per) * 4, *c1 = (int)(units * (s + 1) / per) * 4;
 }
 
-/* Row q's keys and values in shared memory (f.uni_bytes a row). */
-static __device__ __forceinline__ __half *keys_of(const sh_fused_step &f, const work &W, int q) {
-    return (__half *)((unsigned char *)W.uni + (size_t)q * f.uni_bytes);
-}
-
-/* Row q's caches (stride: f.cache_stride, or f.cross_stride: 0 when the
- * rows share a window) from row 0's. */
-static __device__ __forceinline__ const __half *row_mem(const void *mem, long stride, int q) {
-    return (const __half *)mem + q * stride;
-}
-
-/* Starts copying this block's keys and values of row q into shared memory
- * (a phase before they are needed); the newest key of a self-attention
+/* Starts copying this block's keys and values into shared memory (a
+ * phase before they are needed): of its row, whose caches are stride
+ * halves on from row 0's (kmem, vmem; f.cache_stride, or f.cross_stride:
+ * 0 when the rows share a window). The newest key of a self-attention
  * (fresh) is not in memory yet and is left out. */
-static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const __half *kmem,
-                                       const __half *vmem, int n_keys, int fresh, int q) {
-    int h, p0, p1;
-    if (!my_keys(f, n_keys, &h, &p0, &p1)) return;
+template <int ROWS>
+static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const void *kmem,
+                                       const void *vmem, long stride, int n_keys, int fresh) {
+    int h, q, s, p0, p1;
+    if (!my_keys<ROWS>(f, n_keys, &h, &q, &s, &p0, &p1)) return;
     int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
-    __half *ks = keys_of(f, W, q), *vs = ks + (size_t)f.max_keys * FS_HD;
+    __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
+    const __half *kr = (const __half *)kmem + q * stride, *vr = (const __half *)vmem + q * stride;
     /* 8 chunks of 16 bytes a key row of the head */
     for (int i = threadIdx.x; i < (stored - p0) * 8; i += FS_THREADS) {
         int p = p0 + i / 8, c = (i % 8) * 8;
         size_t at = (size_t)p * f.d + h * FS_HD + c;
-        cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kmem + at);
-        cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vmem + at);
+        cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kr + at);
+        cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vr + at);
     }
 }
 
-/* sums[q d + c0 + j] += Wh[j] . a[q] for this block's rows of a head's
- * columns of o (Wh: the rows in shared memory, 64 weights each, int8 ones
- * followed by their 2 scales a row), a[q] row q's output of the head (64
- * floats a row, shared); 8 lanes a row of Wh. */
-template <int KIND, int ROWS>
+/* sums[c0 + j] += Wh[j] . a for this block's rows of a head's columns of o
+ * (Wh: the rows in shared memory, 64 weights each, int8 ones followed by
+ * their 2 scales a row), a the head's output (64, shared); 8 lanes a row. */
+template <int KIND>
 static __device__ void head_columns_add(const unsigned char *Wh, int c0, int c1, const float *a,
-                                        long long *sums, int d) {
+                                        long long *sums) {
     const int esize = KIND == SH_GW_F16 ? 2 : 1, n = c1 - c0;
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, sub = lane / 8, sl = lane % 8;
     const __half *scales = (const __half *)(Wh + (size_t)n * FS_HD * esize);
-    float ar[ROWS][8];
+    float ar[8];
 #pragma unroll
-    for (int q = 0; q < ROWS; q++)
-#pragma unroll
-        for (int i = 0; i < 8; i++) ar[q][i] = a[q * FS_HD + sl * 8 + i];
+    for (int i = 0; i < 8; i++) ar[i] = a[sl * 8 + i];
     for (int base = warp * 4; base < n; base += FS_THREADS / WARP * 4) {
         int r = base + sub;
-        float v[ROWS];
-#pragma unroll
-        for (int q = 0; q < ROWS; q++) v[q] = 0.0f;
+        float v = 0.0f;
         if (r < n) {
             float w[8];
             widen8<KIND>(Wh + (size_t)r * FS_HD * esize, sl * 8, w);
-            float g = KIND == SH_GW_I8 ? __half2float(scales[r * 2 + sl / 4]) : 1.0f;
 #pragma unroll
-            for (int q = 0; q < ROWS; q++) {
-#pragma unroll
-                for (int i = 0; i < 8; i++) v[q] += w[i] * ar[q][i];
-                if (KIND == SH_GW_I8) v[q] *= g;
-            }
+            for (int i = 0; i < 8; i++) v += w[i] * ar[i];
+            if (KIND == SH_GW_I8) v *= __half2float(scales[r * 2 + sl / 4]);
         }
-#pragma unroll
-        for (int q = 0; q < ROWS; q++) {
-            v[q] += __shfl_xor_sync(0xffffffffu, v[q], 4);
-            v[q] += __shfl_xor_sync(0xffffffffu, v[q], 2);
-            v[q] += __shfl_xor_sync(0xffffffffu, v[q], 1);
-            if (r < n && sl == 0) fx_add(sums + q * d + c0 + r, v[q]);
-        }
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        if (r < n && sl == 0) fx_add(sums + c0 + r, v);
     }
 }
 
-/* One head of attention, row by row, over the keys attention_fetch
- * started (for self-attention, fresh, the newest key and value come from
- * the qkv words, 3d a row), the queries from q_words (n_q words a row):
- * this block's key range as a partial softmax; with the head's keys in
- * more than one range, the partials handed over as words (parts) and
- * merged by every block of the head; then the head's outputs times this
- * block's rows of the head's columns of o (the next weight slice), added
- * into sums (n_head adds a sum). Every block consumes the slice, heads or
- * not. Once a row's keys are read, the next attention's keys of that row
- * (next_k, next_v: row 0's, next_stride halves a row) come into their room. */
+/* One head of attention of one row (this block's: my_head) over the keys
+ * attention_fetch started (for self-attention, fresh, the newest key and
+ * value come from the qkv words, 3d a row), the query from q_words (n_q
+ * words a row): this block's key range as a partial softmax; with the
+ * head's keys in more than one range, the partials handed over as words
+ * (parts, a row's after another's) and merged by every block of the
+ * row's; then the head's output times this block's rows of the head's
+ * columns of o (the next weight slice), added into the row's sums (n_head
+ * adds a sum). Every block consumes the slice, heads or not. Once the
+ * keys are read, the next attention's (next_k, next_v: row 0's,
+ * next_stride halves a row) come into their room. */
 template <int KIND, int ROWS, bool TRACED>
 static __device__ void attention_head(const sh_fused_step &f, const work &W, ring &R, int &used,
                                       unsigned epoch, int n_keys, int fresh, const u64 *q_words,
                                       int n_q, const u64 *kv_words, u64 *parts, long long *sums,
                                       const void *next_k, const void *next_v, long next_stride,
                                       int l_) {
-    int h, s, p0, p1;
-    const int S = splits_for(f, n_keys), d = f.d;
-    const bool mine = my_keys(f, n_keys, &h, &p0, &p1);
+    int h, q, s, p0, p1;
+    bool fetched = false;
+    const int S = splits_for<ROWS>(f, n_keys), d = f.d;
     const size_t part_row = (size_t)f.n_head * f.splits * FS_PART;   /* a row's partials */
-    float *a = W.xs + FS_HD;   /* the head's output, FS_HD floats a row */
-    for (int q = 0; q < ROWS; q++) {
-        if (!mine) {
-            if (next_k)
-                attention_fetch(f, W, row_mem(next_k, next_stride, q),
-                                row_mem(next_v, next_stride, q), f.n_audio, 0, q);
-            continue;
-        }
+    float *a = W.xs + FS_HD;   /* the head's output */
+    if (my_keys<ROWS>(f, n_keys, &h, &q, &s, &p0, &p1)) {
         int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
-        __half *ks = keys_of(f, W, q), *vs = ks + (size_t)f.max_keys * FS_HD;
+        __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
         float *qv = W.xs;
         ll_poll<1>(q_words + (size_t)q * n_q + h * FS_HD, FS_HD, epoch, qv);
         if (!fresh) TRACE(f, l_, 18);
@@ -749,53 +746,51 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         ((float2 *)(sum + grp * FS_HD))[pr] = acc;
         if (pr == 0) W.red[16 + grp] = l;
         SYNC();
-        /* the row's keys and values read: the next attention's may come */
-        if (next_k)
-            attention_fetch(f, W, row_mem(next_k, next_stride, q), row_mem(next_v, next_stride, q),
-                            f.n_audio, 0, q);
+        /* the keys and values read: the cross-attention's may come */
+        if (next_k) attention_fetch<ROWS>(f, W, next_k, next_v, next_stride, f.n_audio, 0);
+        fetched = true;
         if (threadIdx.x < FS_HD) {
             float t = 0.0f, total = 0.0f;
             for (int g = 0; g < n_grp; g++) t += sum[g * FS_HD + threadIdx.x], total += W.red[16 + g];
             if (S == 1) {
-                a[q * FS_HD + threadIdx.x] = t / total;   /* the whole head: no partial */
+                a[threadIdx.x] = t / total;   /* the whole head: no partial */
             } else {
-                u64 *mine_p = parts + q * part_row + (size_t)(h * f.splits + (blockIdx.x % f.splits)) * FS_PART;
-                ll_store(mine_p + 2 + threadIdx.x, epoch, n ? t : 0.0f);
+                u64 *mine = parts + q * part_row + (size_t)(h * f.splits + s) * FS_PART;
+                ll_store(mine + 2 + threadIdx.x, epoch, n ? t : 0.0f);
                 if (threadIdx.x == 0) {
-                    ll_store(mine_p, epoch, n ? m : -INFINITY);
-                    ll_store(mine_p + 1, epoch, n ? total : 0.0f);
+                    ll_store(mine, epoch, n ? m : -INFINITY);
+                    ll_store(mine + 1, epoch, n ? total : 0.0f);
                 }
             }
         }
     }
-    if (S > 1 && my_head(f, &h, &s)) {
+    if (next_k && !fetched) attention_fetch<ROWS>(f, W, next_k, next_v, next_stride, f.n_audio, 0);
+    if (S > 1 && my_head<ROWS>(f, &h, &q, &s)) {
         /* every partial of the head, merged here (after a barrier: the
          * room of the scores and sums; sh_fused_plan sizes it to hold them) */
         float *pm = W.sc;
-        for (int q = 0; q < ROWS; q++) {
-            SYNC();
-            ll_poll<2>(parts + q * part_row + (size_t)h * f.splits * FS_PART, S * FS_PART, epoch, pm);
-            SYNC();
-            if (threadIdx.x < FS_HD) {
-                float M = -INFINITY;
-                for (int k = 0; k < S; k++) M = fmaxf(M, pm[k * FS_PART]);
-                float L = 0.0f, t = 0.0f;
-                for (int k = 0; k < S; k++) {
-                    float e = __expf(pm[k * FS_PART] - M);
-                    L += pm[k * FS_PART + 1] * e;
-                    t += pm[k * FS_PART + 2 + threadIdx.x] * e;
-                }
-                a[q * FS_HD + threadIdx.x] = t / L;
+        SYNC();
+        ll_poll<2>(parts + q * part_row + (size_t)h * f.splits * FS_PART, S * FS_PART, epoch, pm);
+        SYNC();
+        if (threadIdx.x < FS_HD) {
+            float M = -INFINITY;
+            for (int k = 0; k < S; k++) M = fmaxf(M, pm[k * FS_PART]);
+            float L = 0.0f, t = 0.0f;
+            for (int k = 0; k < S; k++) {
+                float e = __expf(pm[k * FS_PART] - M);
+                L += pm[k * FS_PART + 1] * e;
+                t += pm[k * FS_PART + 2 + threadIdx.x] * e;
             }
+            a[threadIdx.x] = t / L;
         }
     }
     SYNC();
     if (!fresh) TRACE(f, l_, 21);
     const unsigned char *Wh = ring_slice(R, used);
-    if (my_head(f, &h, &s)) {
+    if (my_head<ROWS>(f, &h, &q, &s)) {
         int c0, c1;
-        my_out_rows(f, s, &c0, &c1);
-        head_columns_add<KIND, ROWS>(Wh, c0, c1, a, sums, d);
+        my_out_rows<ROWS>(f, s, &c0, &c1);
+        head_columns_add<KIND>(Wh, c0, c1, a, sums + (size_t)q * d);
     }
     SYNC();
     ring_release(R, ++used);
@@ -967,11 +962,11 @@ static __device__ void sums_wait(const long long *sums, unsigned adds, const vec
 }
 
 /* Shared memory: x (d a row), xs (4d a row), red (RED_FLOATS), sc
- * (sc_floats), uni (uni_bytes a row), the ring's barriers and offsets,
- * the ring. */
+ * (sc_floats), uni (uni_bytes: the block's row's keys), the ring's
+ * barriers and offsets, the ring. */
 #define RED_FLOATS (4 * WARP)   /* layer_norm's sums: 2 a row */
 static __host__ __device__ size_t barriers_offset(const sh_fused_step &f) {
-    return ((size_t)5 * f.d * f.rows + RED_FLOATS + f.sc_floats) * 4 + (size_t)f.uni_bytes * f.rows;
+    return ((size_t)5 * f.d * f.rows + RED_FLOATS + f.sc_floats) * 4 + f.uni_bytes;
 }
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
     size_t at = barriers_offset(f) + FS_SLOTS * 12 + 16;
@@ -1013,7 +1008,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     fence_mbar_init();
     __syncthreads();   /* the whole block, once */
     if (tid >= FS_THREADS) {
-        if (tid == FS_THREADS) ring_produce<KIND, RS>(R, f, v0, v1);
+        if (tid == FS_THREADS) ring_produce<KIND, RS, ROWS>(R, f, v0, v1);
         return;
     }
     const unsigned parity = epoch & 1;
@@ -1041,9 +1036,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_words Wd = words_of(f, l);
         /* qkv = W ln(x) + b; k, v also into the cache at pos */
         TRACE(f, l, 0);
-        for (int q = 0; q < ROWS; q++)
-            attention_fetch(f, W, row_mem(L->self_k, f.cache_stride, q),
-                            row_mem(L->self_v, f.cache_stride, q), pos + 1, 1, q);
+        attention_fetch<ROWS>(f, W, L->self_k, L->self_v, f.cache_stride, pos + 1, 1);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
         float bias = bias_fetch(L->qkv_b, 3 * d, rs);
         if (l > 0) ll_poll<POLL_D * ROWS>(words_of(f, l - 1).x3, ROWS * d, epoch, W.x);
@@ -1162,15 +1155,16 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     f->row_shift = f->kind == SH_GW_I8 && f->d % 256 != 0;
     f->grid = sms;
     f->splits = sms / f->n_head;
-    if (f->splits < 1) return -1;
-    int keys_audio = (f->n_audio + f->splits - 1) / f->splits;
-    int keys_self = (f->n_ctx + f->splits - 1) / f->splits;
+    int per = f->splits / f->rows;   /* a head's blocks a row */
+    if (per < 1) return -1;
+    int keys_audio = (f->n_audio + per - 1) / per;
+    int keys_self = (f->n_ctx + per - 1) / per;
     f->max_keys = keys_audio > keys_self ? keys_audio : keys_self;
     f->max_keys = (f->max_keys + 31) / 32 * 32;
     /* a head's partials are merged where its scores and sums were: room
      * for the most ranges a head's keys take */
     int ranges = (f->n_audio > f->n_ctx ? f->n_audio : f->n_ctx) / f->max_keys + 1;
-    if (ranges > f->splits) ranges = f->splits;
+    if (ranges > per) ranges = per;
     f->sc_floats = f->max_keys + (FS_THREADS / WARP) * FS_HD;
     if (f->sc_floats < ranges * FS_PART) f->sc_floats = (ranges * FS_PART + 31) / 32 * 32;
     /* the logits' weights (the token embedding) in parts of about 64 KB:
