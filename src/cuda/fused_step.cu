@@ -1,5 +1,6 @@
-/* fused_step.cu - the whole one-row decoder step as one persistent kernel
- * (Hopper and later, half weights): the greedy step's latency path.
+/* fused_step.cu - the whole decoder step of one row or two as one
+ * persistent kernel (Hopper and later, half weights): the greedy step's
+ * latency path, and two batched windows' or two beams'.
  *
  * Why: the step as ~8 kernels a layer costs a dependent launch each
  * (~2.5-4 us) while the weights of a layer stream in ~10 us; a medium step
@@ -29,6 +30,10 @@
  * the final layer norm and the logits too, the token embedding's rows
  * streamed through the ring in parts; else they and the pick stay separate
  * kernels. All blocks must be resident: launched cooperatively.
+ * Two rows (ROWS, fifteenth session) share every weight slice; each has
+ * its own token, caches, window, words, sums and vectors, and its own
+ * half of each head's blocks (medium: 857 us a step of two rows, where
+ * attention row after row in every head's blocks took 957).
  * H200, fourteenth session: a medium step ~605 us (the kernels' 0.97 ms),
  * tiny ~71 us; bench/bench_fused_step traces its phases. The sums took
  * 685 -> 664 us (medium), 80 -> 72 (tiny): a hand-over of the heads'
@@ -389,7 +394,8 @@ struct epilogue {
     const float *resid;        /* EP_RESID: shared memory */
     float *x_out;              /* or NULL: a plain copy too */
     __half *k_cache, *v_cache; /* EP_QKV */
-    int pos, d;
+    int pos;
+    int d;                     /* the width (xs's rows 4d apart); EP_LOGIT: the vocabulary */
     int n_out;                 /* words from one row's outputs to the next's */
     long cache_stride;         /* EP_QKV: halves from one row's caches to the next's */
 };
@@ -543,8 +549,8 @@ static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out,
 
 /* Shared memory besides the ring. */
 struct work {
-    float *x;       /* (d) the residual stream as this block last read it */
-    float *xs;      /* (4d) the current GEMV input */
+    float *x;       /* (d a row) the residual stream as this block last read it */
+    float *xs;      /* (4d a row) the current GEMV input */
     float *sc;      /* (max_keys) attention scores, then (groups, 64) sums, then
                        the head's partial softmaxes being merged */
     float *red;     /* (RED_FLOATS) reductions */
@@ -964,7 +970,7 @@ static __device__ void sums_wait(const long long *sums, unsigned adds, const vec
 /* Shared memory: x (d a row), xs (4d a row), red (RED_FLOATS), sc
  * (sc_floats), uni (uni_bytes: the block's row's keys), the ring's
  * barriers and offsets, the ring. */
-#define RED_FLOATS (4 * WARP)   /* layer_norm's sums: 2 a row */
+#define RED_FLOATS (2 * SH_FUSED_MAX_ROWS * WARP)   /* layer_norm's sums: 2 a row */
 static __host__ __device__ size_t barriers_offset(const sh_fused_step &f) {
     return ((size_t)5 * f.d * f.rows + RED_FLOATS + f.sc_floats) * 4 + f.uni_bytes;
 }
