@@ -1181,9 +1181,6 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
      * the ring; parts stream through it like the layers' slices */
     long row_bytes = f->kind == SH_GW_I8 ? f->d + f->d / 16 : 2L * f->d;
     f->part_rows = (int)(65536 / row_bytes) >> f->row_shift << f->row_shift;
-    int unit = 1 << f->row_shift, units = (f->n_vocab + unit - 1) / unit;
-    int vocab_rows = (units + sms - 1) / sms * unit;
-    f->max_parts = f->logits ? (vocab_rows + f->part_rows - 1) / f->part_rows : 0;
     size_t kv = (size_t)2 * f->max_keys * FS_HD * 2;
     f->uni_bytes = (int)((kv + 127) / 128 * 128);
     size_t fixed = ring_offset(*f);

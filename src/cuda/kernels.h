@@ -196,7 +196,7 @@ typedef struct {
     long cache_stride, cross_stride;
     /* set by sh_fused_plan */
     int splits, max_keys, uni_bytes, sc_floats;
-    int part_rows, max_parts;         /* the logits' weight rows a slice, slices a block */
+    int part_rows;                    /* the logits' weight rows a slice */
     unsigned ring_bytes;
     size_t smem;
     int row_shift;                    /* a block's rows in units of 1 << row_shift */
