@@ -5,10 +5,10 @@
  * behind the README's account of where a fused step's time goes.
  *
  * Phases: the wait for the layer's input; layer norm + qkv; self-attention
- * with its heads' columns of o; the wait for x1's sums; layer norm + cross
- * q; cross-attention (c:) in parts: the wait for q, for the keys, the
+ * (s:) and cross-attention (c:) in parts: the wait for q, for the keys, the
  * scores and softmax, the weighted values and the exchange and merge of the
- * head's partials, the head's columns of cross o; the wait for x2's sums;
+ * head's partials, the head's columns of o; between them, the wait for
+ * x1's sums and layer norm + cross q; the wait for x2's sums;
  * layer norm; fc1; the wait for fc1's output; fc2.
  *
  * The step times are the library's kernel's; the trace comes from its
@@ -91,9 +91,9 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     std::vector<unsigned long long> h(L * 24);
     cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost);
     // order of stamps within a layer
-    int order[] = {0, 1, 22, 2, 3, 5, 23, 6, 18, 19, 20, 21, 7, 9, 15, 16, 10, 11, 17, 12};
-    const char *lab[] = {"poll x+sync", "ln+qkv slice", "qkv", "self head+o", "wait x1", "ln+cq slice", "cq", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1 slice", "fc1", "poll hid", "fc2 slice", "fc2"};
-    const int NK = 19;
+    int order[] = {0, 1, 22, 2, 4, 8, 13, 14, 3, 5, 23, 6, 18, 19, 20, 21, 7, 9, 15, 16, 10, 11, 17, 12};
+    const char *lab[] = {"poll x+sync", "ln+qkv slice", "qkv", "s:poll q", "s:kv wait", "s:softmax", "s:sums+merge", "s:o cols", "wait x1", "ln+cq slice", "cq", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1 slice", "fc1", "poll hid", "fc2 slice", "fc2"};
+    const int NK = 23;
     double acc[NK] = {0};
     int n = 0;
     for (int l = 1; l < L; l++, n++)

@@ -687,7 +687,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
         float *qv = W.xs;
         ll_poll<1>(q_words + (size_t)q * n_q + h * FS_HD, FS_HD, epoch, qv);
-        if (!fresh) TRACE(f, l_, 18);
+        TRACE(f, l_, fresh ? 4 : 18);
         if (stored < p1 && threadIdx.x < FS_HD) {
             /* the newest key and value, rounded as the cache holds them */
             int j = threadIdx.x, row = p1 - 1 - p0;
@@ -701,7 +701,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         cp_async_commit();
         cp_async_wait<0>();
         SYNC();
-        if (!fresh) TRACE(f, l_, 19);
+        TRACE(f, l_, fresh ? 8 : 19);
         int n = p1 - p0, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
         /* scores: 8 lanes a key (8 dimensions a lane), 4 keys a warp at once */
         int sub = lane / 8, sl = lane % 8;
@@ -734,7 +734,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         if (lane == 0) W.red[warp] = m;
         SYNC();
         m = warp_max(lane < nw ? W.red[lane] : -INFINITY);
-        if (!fresh) TRACE(f, l_, 20);
+        TRACE(f, l_, fresh ? 13 : 20);
         /* a warp a group, each a strided share of the keys, two of the 64
          * dimensions a lane (15 keys deep where 64-thread groups were 27);
          * the exponentials are made where they are used */
@@ -791,7 +791,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         }
     }
     SYNC();
-    if (!fresh) TRACE(f, l_, 21);
+    TRACE(f, l_, fresh ? 14 : 21);
     const unsigned char *Wh = ring_slice(R, used);
     if (my_head<ROWS>(f, &h, &q, &s)) {
         int c0, c1;
