@@ -127,6 +127,17 @@ static size_t gmat_bytes(int kind, size_t n_out, size_t n_in) {
     return n_out * n_in + n_out * (n_in / 32) * 2;
 }
 
+/* Device memory for out's weights and (int8) scales: out->n_out rows of
+ * out->n_in, and pad rows more. */
+static int gmat_alloc(sh_gpu_model *g, sh_gmat *out, size_t pad, char *err) {
+    size_t rows = (size_t)out->n_out + pad;
+    size_t el = out->kind == SH_GW_F32 ? 4 : out->kind == SH_GW_F16 ? 2 : 1;
+    int r = dev_alloc(g, rows * out->n_in * el, &out->w, err);
+    if (r == 0 && out->kind == SH_GW_I8)
+        r = dev_alloc(g, rows * (out->n_in / 32) * 2, (void **)&out->scales, err);
+    return r;
+}
+
 /* Row r of a stack of host matrices, as float32. */
 typedef struct {
     sh_gpu_model *g;
@@ -203,9 +214,8 @@ static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows
     out->kind = kind, out->n_out = n_out, out->n_in = n_in, out->scales = NULL;
     size_t wbytes = kind == SH_GW_I8 ? (size_t)n_out * n_in : gmat_bytes(kind, n_out, n_in);
     size_t sbytes = (size_t)n_out * (n_in / 32) * 2;
-    size_t pad_w = padding_rows(kind, (size_t)n_out) * n_in, pad_s = pad_w / 16;
-    int r = dev_alloc(g, wbytes + pad_w, &out->w, err);
-    if (r == 0 && kind == SH_GW_I8) r = dev_alloc(g, sbytes + pad_s, (void **)&out->scales, err);
+    size_t pad = padding_rows(kind, (size_t)n_out), pad_w = pad * n_in, pad_s = pad_w / 16;
+    int r = gmat_alloc(g, out, pad, err);
     if (r == 0 && pad_w &&
         (cudaMemset((char *)out->w + wbytes, 0, pad_w) != cudaSuccess ||
          cudaMemset((char *)out->scales + sbytes, 0, pad_s) != cudaSuccess))
@@ -355,9 +365,7 @@ static int fused_may_run(const sh_gpu_model *g) {
  * block of a head multiplies that head's output by its columns alone. */
 static int upload_head_major(sh_gpu_model *g, const sh_gmat *w, sh_gmat *out, char *err) {
     *out = *w;
-    int r = dev_alloc(g, (size_t)w->n_out * w->n_in * (w->kind == SH_GW_I8 ? 1 : 2), &out->w, err);
-    if (r == 0 && w->kind == SH_GW_I8)
-        r = dev_alloc(g, (size_t)w->n_out * (w->n_in / 32) * 2, (void **)&out->scales, err);
+    int r = gmat_alloc(g, out, 0, err);
     if (r < 0) return r;
     sh_k_head_major(0, w, out);
     CU(cudaStreamSynchronize(0), "copying o head by head");
@@ -421,7 +429,8 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
         UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, &g->dec[l], err));
     UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
-    for (int l = 0; l < hp->n_text_layer && fused_may_run(g); l++) {
+    int heads = fused_may_run(g);
+    for (int l = 0; l < hp->n_text_layer && heads; l++) {
         UP(upload_head_major(g, &g->dec[l].o, &g->dec[l].o_heads, err));
         UP(upload_head_major(g, &g->dec[l].co, &g->dec[l].co_heads, err));
     }
@@ -1110,9 +1119,8 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
          * 0.130 ms, medium's 0.97 -> 0.73 ms since the fifth session) */
         const char *want = getenv("SHRUTI_CUDA_FUSED");
         int on = !want || strcmp(want, "0") != 0;
-        if (!on || g->mode == SH_GPU_FLOAT32 || hp->n_text_layer > FUSED_MAX_LAYERS ||
-            !g->dec[0].o_heads.w)
-            return -1;
+        /* no head-by-head copies: float32, or not Hopper (fused_may_run) */
+        if (!on || hp->n_text_layer > FUSED_MAX_LAYERS || !g->dec[0].o_heads.w) return -1;
         sh_fused_step *f = &p->fs;
         memset(f, 0, sizeof *f);
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
