@@ -484,79 +484,39 @@ static shruti_model *random_model(const char *size, const char *compute_type, fl
     return m;
 }
 
-/* The fused one-row step (fused_step.cu: compute 9.0 and later, heads 64
- * wide; the mini models' heads are 16 wide, so a model of a real size's
- * shape with random weights: tiny for float16, base and tiny for
- * int8_float16, base's rows one by one, tiny's in pairs to keep their
- * scales on 16 bytes) against the separate kernels, as
- * two run states side by side fed the same tokens: logits at every
- * position of the text context (self-attention splits over 1 to 5 blocks
- * as it grows). Only the order of the float sums differs, so the logits
- * agree to ~1e-5 of their range (tolerance 1e-3 of it) and in argmax;
- * identical logits would mean the fused step never ran, a failure where
- * it should. grid > 0 runs it on that many blocks, as on a part with that
- * many SMs. */
-static void check_fused_step(int cc_major, const char *size, const char *compute_type, int grid) {
-    float *mel;
-    shruti_model *m = random_model(size, compute_type, &mel);
-    if (!m) return;
-    int n_vocab = shruti_model_n_vocab(m);
-    float *logits[2] = {malloc(sizeof(float) * n_vocab), malloc(sizeof(float) * n_vocab)};
-    sh_run rt[2];
-    agreement agree = {0};
-    int steps = 448, tok = 50258;
-    for (int fused = 0; fused < 2; fused++) {
-        /* read when a state captures its first step */
-        setenv("SHRUTI_CUDA_FUSED", fused ? "1" : "0", 1);
-        char blocks[16];
-        snprintf(blocks, sizeof blocks, "%d", grid);
-        setenv("SHRUTI_CUDA_FUSED_GRID", blocks, 1);
-        CHECK(sh_run_init(&rt[fused], m, 2) == 0 && rt[fused].gpu, "GPU run state: %s",
-              rt[fused].note);
-        CHECK(sh_encode(&rt[fused], mel) == 0, "encode");
-        CHECK(sh_decoder_forward(&rt[fused], &tok, 1, 1, 0) == 0, "first step");
-    }
-    unsetenv("SHRUTI_CUDA_FUSED");
-    unsetenv("SHRUTI_CUDA_FUSED_GRID");
-    for (int i = 0; i < steps; i++) {
-        for (int k = 0; k < 2; k++) {
-            if (i > 0) CHECK(sh_decoder_forward(&rt[k], &tok, 1, 1, i) == 0, "step %d", i);
-            CHECK(sh_decoder_logits(&rt[k], 0, 1, logits[k]) == 0, "logits");
-        }
-        agreement_add(&agree, logits[1], logits[0], 1, n_vocab);
-        tok = 400 + (i * 37) % 1000;   /* text tokens, the same for both */
-    }
-    /* only the order of float sums differs: within 1e-3 */
-    char setup[96];
-    snprintf(setup, sizeof setup, "%s, %s shape, random weights, 448 steps, %d blocks", compute_type,
-             size, grid);
-    check_agreement("fused step vs kernels", setup, &agree, 1e-3, cc_major >= 9);
-    /* a trapped kernel would have moved the run to the CPU, not failed it */
-    for (int k = 0; k < 2; k++) CHECK(rt[k].gpu != NULL, "the run left the GPU: %s", rt[k].note);
-    sh_run_free(&rt[0]), sh_run_free(&rt[1]);
-    free(mel), free(logits[0]), free(logits[1]);
-    shruti_model_free(m);
-}
-
-/* The fused step of two rows (fused_step.cu's ROWS 2) against the
- * separate kernels, as check_fused_step: two rows a step at every
- * position of the text context, each row fed its own tokens, as batched
- * windows (windows 2: each row its own window, bound) or as two beams
- * (windows 1: both rows over one window, each its own caches). */
-static void check_fused_rows(int cc_major, const char *size, const char *compute_type,
-                             int windows) {
+/* The fused step (fused_step.cu: compute 9.0 and later, heads 64 wide;
+ * the mini models' heads are 16 wide, so a model of a real size's shape
+ * with random weights: tiny for float16, base and tiny for int8_float16,
+ * base's rows one by one, tiny's in pairs to keep their scales on 16
+ * bytes) against the separate kernels, as two run states side by side fed
+ * the same tokens: logits at every position of the text context
+ * (self-attention splits over 1 to 5 blocks as it grows). Only the order
+ * of the float sums differs, so the logits agree to ~1e-5 of their range
+ * (tolerance 1e-3 of it) and in argmax; identical logits would mean the
+ * fused step never ran, a failure where it should. grid > 0 runs it on
+ * that many blocks, as on a part with that many SMs. rows 2: the step of
+ * two rows (ROWS 2), each fed its own tokens, as batched windows
+ * (windows 2: each row its own window, bound) or as two beams (windows
+ * 1: both rows over one window, each its own caches). */
+static void check_fused_step(int cc_major, const char *size, const char *compute_type, int grid,
+                             int rows, int windows) {
     float *mel;
     shruti_model *m = random_model(size, compute_type, &mel);
     if (!m) return;
     int n_vocab = shruti_model_n_vocab(m), n_mel = shruti_model_n_mels(m) * 3000;
     float *mel2 = malloc(sizeof(float) * (size_t)n_mel);
     for (int i = 0; i < n_mel; i++) mel2[i] = mel[i] * 0.5f - 0.3f;
-    float *logits[2] = {malloc(sizeof(float) * 2 * n_vocab), malloc(sizeof(float) * 2 * n_vocab)};
+    float *logits[2] = {malloc(sizeof(float) * rows * n_vocab),
+                        malloc(sizeof(float) * rows * n_vocab)};
     sh_run rt[2];
     agreement agree = {0};
     int steps = 448, tok[2] = {50258, 50259};
     for (int fused = 0; fused < 2; fused++) {
+        /* read when a state captures its first step */
         setenv("SHRUTI_CUDA_FUSED", fused ? "1" : "0", 1);
+        char blocks[16];
+        snprintf(blocks, sizeof blocks, "%d", grid);
+        setenv("SHRUTI_CUDA_FUSED_GRID", blocks, 1);
         CHECK(sh_run_init(&rt[fused], m, 2) == 0 && rt[fused].gpu, "GPU run state: %s",
               rt[fused].note);
         if (windows == 2) {
@@ -567,22 +527,31 @@ static void check_fused_rows(int cc_major, const char *size, const char *compute
         } else {
             CHECK(sh_encode(&rt[fused], mel) == 0, "encode");
         }
-        CHECK(sh_decoder_reserve(&rt[fused], 2) == 0, "two rows");
-        CHECK(sh_decoder_forward(&rt[fused], tok, 2, 1, 0) == 0, "first step");
+        if (rows > 1) CHECK(sh_decoder_reserve(&rt[fused], rows) == 0, "%d rows", rows);
+        CHECK(sh_decoder_forward(&rt[fused], tok, rows, 1, 0) == 0, "first step");
     }
     unsetenv("SHRUTI_CUDA_FUSED");
+    unsetenv("SHRUTI_CUDA_FUSED_GRID");
     for (int i = 0; i < steps; i++) {
         for (int k = 0; k < 2; k++) {
-            if (i > 0) CHECK(sh_decoder_forward(&rt[k], tok, 2, 1, i) == 0, "step %d", i);
-            CHECK(sh_decoder_logits(&rt[k], 0, 2, logits[k]) == 0, "logits");
+            if (i > 0) CHECK(sh_decoder_forward(&rt[k], tok, rows, 1, i) == 0, "step %d", i);
+            CHECK(sh_decoder_logits(&rt[k], 0, rows, logits[k]) == 0, "logits");
         }
-        agreement_add(&agree, logits[1], logits[0], 2, n_vocab);
+        agreement_add(&agree, logits[1], logits[0], rows, n_vocab);
+        /* text tokens, the same for both states */
         tok[0] = 400 + (i * 37) % 1000, tok[1] = 900 + (i * 53) % 1000;
     }
+    /* only the order of float sums differs: within 1e-3 */
     char setup[128];
-    snprintf(setup, sizeof setup, "%s, %s shape, random weights, 2 rows x 448 steps, %s",
-             compute_type, size, windows == 2 ? "a window each" : "one window (beams)");
-    check_agreement("fused step of two rows vs kernels", setup, &agree, 1e-3, cc_major >= 9);
+    if (rows == 1)
+        snprintf(setup, sizeof setup, "%s, %s shape, random weights, 448 steps, %d blocks",
+                 compute_type, size, grid);
+    else
+        snprintf(setup, sizeof setup, "%s, %s shape, random weights, 2 rows x 448 steps, %s",
+                 compute_type, size, windows == 2 ? "a window each" : "one window (beams)");
+    check_agreement(rows == 1 ? "fused step vs kernels" : "fused step of two rows vs kernels",
+                    setup, &agree, 1e-3, cc_major >= 9);
+    /* a trapped kernel would have moved the run to the CPU, not failed it */
     for (int k = 0; k < 2; k++) CHECK(rt[k].gpu != NULL, "the run left the GPU: %s", rt[k].note);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(mel2), free(logits[0]), free(logits[1]);
@@ -833,16 +802,17 @@ int main(int argc, char **argv) {
     check_speculation_models();
     check_contexts_and_faults();
 fused:
-    check_fused_step(devs[0].cc_major, "tiny", "float16", 0);
-    check_fused_step(devs[0].cc_major, "base", "int8_float16", 0);
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 0, 1, 1);
+    check_fused_step(devs[0].cc_major, "base", "int8_float16", 0, 1, 1);
     /* tiny int8: rows in pairs (24 bytes of scales a row of 384) */
-    check_fused_step(devs[0].cc_major, "tiny", "int8_float16", 0);
+    check_fused_step(devs[0].cc_major, "tiny", "int8_float16", 0, 1, 1);
     /* 22 blocks: tiny's slices where skipping to the ring's start used to
      * leave too little room for ever (a hang before the fix) */
-    check_fused_step(devs[0].cc_major, "tiny", "float16", 22);
-    check_fused_rows(devs[0].cc_major, "tiny", "float16", 2);
-    check_fused_rows(devs[0].cc_major, "base", "int8_float16", 1);
-    check_fused_rows(devs[0].cc_major, "tiny", "int8_float16", 2);
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 22, 1, 1);
+    /* two rows: batched windows, and two beams over one window */
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 0, 2, 2);
+    check_fused_step(devs[0].cc_major, "base", "int8_float16", 0, 2, 1);
+    check_fused_step(devs[0].cc_major, "tiny", "int8_float16", 0, 2, 2);
     if (only_fused) return t_finish("test_cuda");
     check_mma_gemv(devs[0].cc_major, "float16");
     check_mma_gemv(devs[0].cc_major, "int8_float16");
