@@ -18,7 +18,7 @@
  * Last, medium with int8 weights (int8_float16), the step only. The step
  * is at position 100, or $BENCH_POS (self-attention over that many keys);
  * of one row, or $BENCH_ROWS (2: two rows, each its own window, as batched
- * windows).
+ * windows); on every SM, or $BENCH_GRID blocks (as on a smaller part).
  *
  * usage: bench_fused_step [size] (compute capability 9.0 or later; one size,
  *        e.g. "medium", for a profiler) */
@@ -37,6 +37,8 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     sh_fused_step f = {};
     f.n_layer = L, f.d = d, f.n_head = H, f.n_ctx = 448, f.n_audio = 1500, f.kind = kind;
     f.rows = rows;
+    const char *g = getenv("BENCH_GRID");   /* fewer blocks than SMs */
+    f.grid = g ? atoi(g) : 0;
     f.cache_stride = (long)448 * d, f.cross_stride = (long)L * 1500 * d;
     if (sh_fused_plan(0, &f) < 0) {
         printf("%s: the fused step cannot run on this device\n", name);
