@@ -59,7 +59,7 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
         x.ln1_g = x.ln1_b = x.ln2_g = x.ln2_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
         x.qkv_b = (const float *)dz(3 * d * 4); x.o_b = x.cq_b = x.co_b = x.fc2_b = (const float *)dz(d * 4);
         x.fc1_b = (const float *)dz(4 * d * 4);
-        x.qkv = mat(3 * d, d); x.cq = mat(d, d); x.fc1 = mat(4 * d, d); x.fc2 = mat(d, 4 * d);
+        x.qkv = mat(3 * d, d); x.cq = mat(d, d); x.fc1 = mat(4 * d, d); x.fc2_blocks = mat(4 * d, d);
         x.o_heads = mat(d, d); x.co_heads = mat(d, d);
         x.self_k = dz((size_t)rows * 448 * d * 2); x.self_v = dz((size_t)rows * 448 * d * 2);
         x.cross_k = ck + (size_t)l * 1500 * d * 2; x.cross_v = cv + (size_t)l * 1500 * d * 2;

@@ -80,7 +80,9 @@ typedef struct {
     float *mlp_ln_w, *mlp_ln_b;
     sh_gmat fc1, fc2;
     float *fc1_b, *fc2_b;
-    sh_gmat o_heads, co_heads;   /* the fused step's o and co head by head, or none */
+    /* the fused step's fc2 in blocks of columns, o and co head by head
+     * (sh_fused_layer), or none */
+    sh_gmat fc2_blocks, o_heads, co_heads;
 } gblock;
 
 struct sh_gpu_model {
@@ -341,8 +343,8 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
                        (gmat_bytes(dk, 3 * dt, dt) + 3 * gmat_bytes(dk, dt, dt) +
                         2 * gmat_bytes(ak, dt, dt) + 2 * gmat_bytes(dk, 4 * dt, dt)) +
                    gmat_bytes(dk, hp->n_vocab, dt);
-    if (mode != SH_GPU_FLOAT32)   /* o and co head by head too, for the fused step */
-        dec += (uint64_t)hp->n_text_layer * 2 * gmat_bytes(dk, dt, dt);
+    if (mode != SH_GPU_FLOAT32)   /* o, co and fc2 in blocks of columns too, for the fused step */
+        dec += (uint64_t)hp->n_text_layer * (2 * gmat_bytes(dk, dt, dt) + gmat_bytes(dk, 4 * dt, dt));
     uint64_t vec = ((uint64_t)hp->n_audio_ctx * da + (uint64_t)hp->n_text_ctx * dt) * 4 +
                    (uint64_t)(hp->n_audio_layer + hp->n_text_layer) * 20 * dt * 4;
     return enc + dec + vec;
@@ -350,7 +352,7 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
 
 /* Whether the fused step (half or int8 weights, Hopper and later, heads
  * of 64; not turned off by SHRUTI_CUDA_FUSED=0) may run this model: it
- * then reads o and co head by head. */
+ * then reads o and co head by head and fc2 in blocks of columns. */
 static int fused_may_run(const sh_gpu_model *g) {
     const sh_hparams *hp = &g->m->hp;
     const char *want = getenv("SHRUTI_CUDA_FUSED");
@@ -361,14 +363,18 @@ static int fused_may_run(const sh_gpu_model *g) {
            cc >= 9;
 }
 
-/* A (d, d) matrix's copy head by head (sh_k_head_major): the fused step's
- * block of a head multiplies that head's output by its columns alone. */
-static int upload_head_major(sh_gpu_model *g, const sh_gmat *w, sh_gmat *out, char *err) {
+/* A matrix's copy in blocks of `width` columns (sh_k_col_blocks), for the
+ * fused step: a head's block multiplies that head's output by o's columns
+ * of it alone (width 64), and fc2's blocks a quarter of the hidden vector
+ * (width d). */
+static int upload_col_blocks(sh_gpu_model *g, const sh_gmat *w, int width, sh_gmat *out,
+                             char *err) {
     *out = *w;
+    out->n_out = w->n_out * (w->n_in / width), out->n_in = width;
     int r = gmat_alloc(g, out, 0, err);
     if (r < 0) return r;
-    sh_k_head_major(0, w, out);
-    CU(cudaStreamSynchronize(0), "copying o head by head");
+    sh_k_col_blocks(0, w, width, out);
+    CU(cudaStreamSynchronize(0), "copying a matrix in blocks of columns");
     return 0;
 }
 
@@ -429,10 +435,12 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
         UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, &g->dec[l], err));
     UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
-    int heads = fused_may_run(g);
-    for (int l = 0; l < hp->n_text_layer && heads; l++) {
-        UP(upload_head_major(g, &g->dec[l].o, &g->dec[l].o_heads, err));
-        UP(upload_head_major(g, &g->dec[l].co, &g->dec[l].co_heads, err));
+    int fused = fused_may_run(g);
+    for (int l = 0; l < hp->n_text_layer && fused; l++) {
+        gblock *b = &g->dec[l];
+        UP(upload_col_blocks(g, &b->o, 64, &b->o_heads, err));
+        UP(upload_col_blocks(g, &b->co, 64, &b->co_heads, err));
+        UP(upload_col_blocks(g, &b->fc2, dt, &b->fc2_blocks, err));
     }
 #undef UP
     if (r < 0) {
@@ -1178,8 +1186,8 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
         const gblock *b = &g->dec[l];
         table[l] = (sh_fused_layer){
             b->attn_ln_w, b->attn_ln_b, b->qkv_b, b->o_b, b->cross_ln_w, b->cross_ln_b, b->cq_b,
-            b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->cq, b->fc1, b->fc2,
-            b->o_heads, b->co_heads, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
+            b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->cq, b->fc1,
+            b->fc2_blocks, b->o_heads, b->co_heads, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
             (char *)s->cross_k + l * cross, (char *)s->cross_v + l * cross};
     }
     /* a graph dropped for new caches may still be reading the old table */

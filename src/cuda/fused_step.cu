@@ -26,7 +26,8 @@
  * slice (int8_float16). Phases of a layer: qkv (layer norm inside),
  * self-attention with o's head columns (x1 from sums), cross q (layer norm
  * inside), cross-attention with cross o's head columns (x2 from sums), fc1
- * (layer norm inside, GELU), fc2 (+x). Given a logits buffer (the backend: tiny),
+ * (layer norm inside, GELU), fc2 (x3 from sums: each block one column
+ * block's rows, my_fc2_rows). Given a logits buffer (the backend: tiny),
  * the final layer norm and the logits too, the token embedding's rows
  * streamed through the ring in parts; else they and the pick stay separate
  * kernels. All blocks must be resident: launched cooperatively.
@@ -42,7 +43,10 @@
  * release, then an acquire and a second round trip to read) they had lost
  * (medium 727 us), and fc2 the same way (each block's hidden rows times
  * their fc2 columns: 132 adds a sum) lost to the adds' own rate in L2
- * (medium 810 us). What bounds it is
+ * (medium 810 us). Sixteenth session: fc2 in four blocks of columns, a
+ * run of a quarter of the blocks each, every block waiting for a quarter
+ * of fc1's output and adding into x3's sums (4 adds a sum): medium 608 ->
+ * 563 us, small 268 -> 241, tiny 71 -> 70. What bounds it is
  * the chain of hand-overs and the serial work between them (ncu, medium:
  * 12 cycles a warp between issues, stalls on barriers 24%, on global
  * loads (the polls) 21%, on the instruction cache 2%): what is taken off
@@ -112,10 +116,9 @@ static __device__ __forceinline__ u64 ll_wait(const u64 *p, u64 w, unsigned epoc
 
 /* dst[i] = value of src[i] once its epoch is this step's, i < n; every
  * load of a round (WIDE a thread) issued before any is checked. WIDE to
- * fit the vector in one round, no wider: each of the seven polls a layer
+ * fit the vector in one round, no wider: each poll of a layer
  * is inlined, and its unrolled waits are code the step must fetch. */
 #define POLL_D 3        /* 3 x 480 threads cover d <= 1440 (sh_fused_plan) */
-#define POLL_HIDDEN 11  /* 11 x 480 threads cover large-v3's 5120 hidden words */
 template <int WIDE>
 static __device__ void ll_poll(const u64 *src, int n, unsigned epoch, float *dst) {
     const int nt = FS_THREADS;
@@ -246,8 +249,26 @@ static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L,
     case M_QKV: return &L->qkv;
     case M_CQ: return &L->cq;
     case M_FC1: return &L->fc1;
-    default: return &L->fc2;
+    default: return &L->fc2_blocks;
     }
+}
+
+/* This block's rows of fc2's column blocks (SH_FC2_BLOCKS blocks of d
+ * rows): the grid dealt into SH_FC2_BLOCKS runs of blocks, a run a column
+ * block's d rows, so that each block multiplies one block's quarter of the
+ * hidden vector and waits for that quarter alone. */
+static __device__ __forceinline__ void my_fc2_rows(int d, int shift, int *r0, int *r1) {
+    const unsigned b = blockIdx.x, g = gridDim.x, B = SH_FC2_BLOCKS;
+    unsigned c = b * B / g, first = (c * g + B - 1) / B, next = ((c + 1) * g + B - 1) / B;
+    unsigned units = (unsigned)d >> shift, n = next - first, k = b - first;
+    *r0 = (int)(c * units + units * k / n) << shift;
+    *r1 = (int)(c * units + units * (k + 1) / n) << shift;
+}
+
+/* This block's rows of row-sliced matrix m (n_out rows). */
+static __device__ __forceinline__ void rows_of(int m, int n_out, int shift, int *r0, int *r1) {
+    if (m == M_FC2) my_fc2_rows(n_out / SH_FC2_BLOCKS, shift, r0, r1);
+    else my_rows(n_out, shift, r0, r1);
 }
 
 /* A weight slice to fetch: this block's rows of one matrix, and for int8
@@ -297,7 +318,7 @@ static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) 
         w = m->w, scales = m->scales, n_in = FS_HD;
     } else if (j < layer_slices) {
         const sh_gmat *m = mat_of(&f.layers[j / LAYER_SLICES], mi);
-        my_rows(m->n_out, RS, &r0, &r1);
+        rows_of(mi, m->n_out, RS, &r0, &r1);
         rows_all = r1;
         if (half == 0) r1 = half_row(r0, r1, RS);
         if (half == 1) r0 = half_row(r0, r1, RS);
@@ -382,22 +403,23 @@ static __device__ const unsigned char *ring_slice(ring &R, int j) {
     return R.base + R.offs[j % FS_SLOTS];
 }
 
-/* What a GEMV does with each output: a hand-over word, after GELU or
- * with the residual added; for qkv also the cache store of k and v; for
- * the logits a plain float (read after the kernel). */
-enum { EP_PLAIN, EP_GELU, EP_RESID, EP_QKV, EP_LOGIT };
+/* What a GEMV does with each output: a hand-over word, plain or after
+ * GELU; for qkv also the cache store of k and v; for fc2's blocks an add
+ * into a sum; for the logits a plain float (read after the kernel). */
+enum { EP_PLAIN, EP_GELU, EP_QKV, EP_SUM, EP_LOGIT };
 
 struct epilogue {
     int kind;
     u64 *out;
     unsigned epoch;
-    const float *resid;        /* EP_RESID: shared memory */
-    float *x_out;              /* or NULL: a plain copy too */
+    float *x_out;              /* EP_LOGIT: the logits */
     __half *k_cache, *v_cache; /* EP_QKV */
     int pos;
     int d;                     /* the width (xs's rows 4d apart); EP_LOGIT: the vocabulary */
     int n_out;                 /* words from one row's outputs to the next's */
     long cache_stride;         /* EP_QKV: halves from one row's caches to the next's */
+    long long *sums;           /* EP_SUM: output r adds into sums[r - sum_row0] (d a row) */
+    int sum_row0;
 };
 
 /* Output r of row q (resid and x_out d floats a row). */
@@ -406,10 +428,12 @@ static __device__ __forceinline__ void finish(const epilogue &e, int q, int r, f
         if (r < e.d) e.x_out[r] = v;   /* d: the vocabulary (a padding row past it) */
         return;
     }
+    if (e.kind == EP_SUM) {
+        fx_add(e.sums + q * e.d + r - e.sum_row0, v);
+        return;
+    }
     if (e.kind == EP_GELU) v = gelu(v);
-    if (e.kind == EP_RESID) v += e.resid[q * e.d + r];
     ll_store(e.out + q * e.n_out + r, e.epoch, v);
-    if (e.x_out) e.x_out[q * e.d + r] = v;
     if (e.kind == EP_QKV && r >= e.d) {
         __half *cache = (r < 2 * e.d ? e.k_cache : e.v_cache) + q * e.cache_stride;
         cache[(size_t)e.pos * e.d + r % e.d] = __float2half_rn(v);
@@ -528,14 +552,14 @@ static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, in
     ring_release(R, ++used);
 }
 
-/* A GEMV phase: this block's rows of a matrix of n_out rows, from one
- * slice, or (halves: fc1, fc2) from two (LAYER_SLICES). */
+/* A GEMV phase: this block's rows of matrix m of n_out rows (rows_of),
+ * from one slice, or (halves: fc1, fc2) from two (LAYER_SLICES). */
 template <int KIND, int ROWS>
-static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int n_out, int shift,
+static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int m, int n_out, int shift,
                                                   int n_in, const float *xs, float bias,
                                                   const epilogue &e, bool halves = false) {
     int r0, r1;
-    my_rows(n_out, shift, &r0, &r1);
+    rows_of(m, n_out, shift, &r0, &r1);
     if (!halves) {
         gemv_slice<KIND, ROWS>(R, used, r0, r1, n_in, xs, bias, e);
         return;
@@ -805,12 +829,12 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
 /* Offsets of one layer's hand-over words in f.ll, the attention
  * partials' among them; each vector once a row, row after row. */
 struct layer_words {
-    u64 *qkv, *cq, *hid, *x3;
+    u64 *qkv, *cq, *hid;
     u64 *self_part, *cross_part;   /* (rows, n_head, splits, FS_PART) */
 };
 
 static __host__ __device__ long words_per_layer(int d, int n_head, int splits, int rows) {
-    return rows * (9L * d + 2L * n_head * splits * FS_PART);
+    return rows * (8L * d + 2L * n_head * splits * FS_PART);
 }
 
 static __device__ layer_words words_of(const sh_fused_step &f, int l) {
@@ -820,20 +844,19 @@ static __device__ layer_words words_of(const sh_fused_step &f, int l) {
     L.qkv = w, w += rows * 3 * d;
     L.cq = w, w += rows * d;
     L.hid = w, w += rows * 4 * d;
-    L.x3 = w, w += rows * d;
     L.self_part = w, L.cross_part = w + rows * f.n_head * f.splits * FS_PART;
     return L;
 }
 
-/* A layer's sums (x1 - x and x2 - x1 less their biases, each word
- * counting its adds: fx_add; d words a row), for one parity of the epoch:
+/* A layer's sums (x1 - x, x2 - x1 and x3 - x2 less their biases, each
+ * word counting its adds: fx_add; d words a row), for one parity of the epoch:
  * a step adds into its own parity's and clears the other's for the next
  * step (the last one's, all read); after every layer's words in f.ll. */
 struct layer_sums {
-    long long *x1, *x2;
+    long long *x1, *x2, *x3;
 };
 
-#define SUM_WORDS(d, rows) (2L * (d) * (rows))
+#define SUM_WORDS(d, rows) (3L * (d) * (rows))
 
 static __device__ long long *sums_base(const sh_fused_step &f, unsigned parity) {
     return (long long *)f.ll +
@@ -844,7 +867,7 @@ static __device__ long long *sums_base(const sh_fused_step &f, unsigned parity) 
 static __device__ layer_sums sums_of(const sh_fused_step &f, unsigned parity, int l) {
     long long *w = sums_base(f, parity) + (size_t)l * SUM_WORDS(f.d, f.rows);
     layer_sums S;
-    S.x1 = w, S.x2 = w + (size_t)f.d * f.rows;
+    S.x1 = w, S.x2 = w + (size_t)f.d * f.rows, S.x3 = w + 2 * (size_t)f.d * f.rows;
     return S;
 }
 
@@ -1040,6 +1063,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     }
     SYNC();
     int used = 0;   /* weight slices consumed */
+    const float *fc2_b = NULL;   /* the layer before's, added to x3's sums */
     for (int l = 0; l < f.n_layer; l++) {
         const sh_fused_layer Lc = f.layers[l], *L = &Lc;
         layer_words Wd = words_of(f, l);
@@ -1048,14 +1072,15 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         attention_fetch<ROWS>(f, W, L->self_k, L->self_v, f.cache_stride, pos + 1, 1);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
         float bias = bias_fetch(L->qkv_b, 3 * d, rs);
-        if (l > 0) ll_poll<POLL_D * ROWS>(words_of(f, l - 1).x3, ROWS * d, epoch, W.x);
+        if (l > 0)
+            sums_wait<ROWS>(sums_of(f, parity, l - 1).x3, SH_FC2_BLOCKS, vec_fetch(fc2_b, d), d, W.x);
         SYNC();
         TRACE(f, l, 1);
         layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 22); }   /* slice wait (trace) */
-        epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, NULL, (__half *)L->self_k,
-                      (__half *)L->self_v, pos, d, 3 * d, f.cache_stride};
-        gemv_phase<KIND, ROWS>(R, used, 3 * d, rs, d, W.xs, bias, e);
+        epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, (__half *)L->self_k, (__half *)L->self_v,
+                      pos, d, 3 * d, f.cache_stride};
+        gemv_phase<KIND, ROWS>(R, used, M_QKV, 3 * d, rs, d, W.xs, bias, e);
         TRACE(f, l, 2);
         /* self-attention over positions 0..pos: x1 = x + b + the heads'
          * outputs times o's columns of them (added into sums) */
@@ -1072,8 +1097,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 5);
         layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 23); }
-        e = (epilogue){EP_PLAIN, Wd.cq, epoch, NULL, NULL, NULL, NULL, 0, d, d};
-        gemv_phase<KIND, ROWS>(R, used, d, rs, d, W.xs, bias, e);
+        e = (epilogue){EP_PLAIN, Wd.cq, epoch, NULL, NULL, NULL, 0, d, d};
+        gemv_phase<KIND, ROWS>(R, used, M_CQ, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 6);
         /* cross-attention over the window: x2 = x1 + b + its heads' part */
         attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, f.n_audio, 0, Wd.cq, d, NULL,
@@ -1088,28 +1113,44 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
         TRACE(f, l, 15);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 16); }
-        e = (epilogue){EP_GELU, Wd.hid, epoch, NULL, NULL, NULL, NULL, 0, d, 4 * d};
-        gemv_phase<KIND, ROWS>(R, used, 4 * d, rs, d, W.xs, bias, e, true);
+        e = (epilogue){EP_GELU, Wd.hid, epoch, NULL, NULL, NULL, 0, d, 4 * d};
+        gemv_phase<KIND, ROWS>(R, used, M_FC1, 4 * d, rs, d, W.xs, bias, e, true);
         TRACE(f, l, 10);
-        /* x3 = x2 + W hid + b */
-        bias = bias_fetch(L->fc2_b, d, rs);
-        ll_poll<POLL_HIDDEN * ROWS>(Wd.hid, ROWS * 4 * d, epoch, W.xs);
+        /* x3 = x2 + b + W hid: this block's rows of one of fc2's column
+         * blocks (my_fc2_rows) times that block's quarter of hid, added
+         * into x3's sums (SH_FC2_BLOCKS adds a sum; b where they are read) */
+        int r0, r1;
+        my_fc2_rows(d, rs, &r0, &r1);
+        const int quarter = r0 / d * d;   /* where its quarter of hid starts */
+        for (int q = 0; q < ROWS; q++)
+            ll_poll<POLL_D>(Wd.hid + q * 4 * d + quarter, d, epoch, W.xs + q * 4 * d + quarter);
         SYNC();
         TRACE(f, l, 11);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 17); }
-        const bool last = l == f.n_layer - 1;
-        e = (epilogue){EP_RESID, Wd.x3, epoch, W.x, last && !logits ? f.x_out : NULL, NULL, NULL,
-                       0, d, d};
-        gemv_phase<KIND, ROWS>(R, used, d, rs, 4 * d, W.xs, bias, e, true);
+        e = (epilogue){EP_SUM};
+        e.d = d, e.sums = Sm.x3, e.sum_row0 = quarter;
+        gemv_phase<KIND, ROWS>(R, used, M_FC2, 4 * d, rs, d, W.xs + quarter, 0.0f, e, true);
         TRACE(f, l, 12);
+        fc2_b = L->fc2_b;
     }
+    /* x3 of the last layer: the final layer norm's input (logits), else
+     * x_out, from block 0 (every block's adds have come once it has it) */
+    ln_params ln_f = {};
+    if (logits) ln_f = ln_fetch(f.ln_g, f.ln_b, d);   /* before the wait */
+    if (logits || blockIdx.x == 0)
+        sums_wait<ROWS>(sums_of(f, parity, f.n_layer - 1).x3, SH_FC2_BLOCKS, vec_fetch(fc2_b, d), d,
+                        W.x);
+    if (!logits && blockIdx.x == 0)
+        for (int q = 0; q < ROWS; q++)
+            for (int k = 0; k < 3; k++) {   /* each thread the elements sums_wait gave it */
+                int i = tid + k * FS_THREADS;
+                if (i < d) f.x_out[q * d + i] = W.x[q * d + i];
+            }
     if (logits) {
         /* the final layer norm (block 0 keeps its output in x_out), then
          * logits = token_embedding x, this block's rows part by part */
-        ln_params ln = ln_fetch(f.ln_g, f.ln_b, d);
-        ll_poll<POLL_D>(words_of(f, f.n_layer - 1).x3, d, epoch, W.x);
         SYNC();
-        layer_norm<1>(W.x, d, ln, W.xs, W.red);
+        layer_norm<1>(W.x, d, ln_f, W.xs, W.red);
         if (blockIdx.x == 0)
             for (int i = tid; i < d; i += FS_THREADS) f.x_out[i] = W.xs[i];
         epilogue e = {EP_LOGIT};
@@ -1120,7 +1161,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         }
     }
     /* every block has read the epoch: block 0 cannot get here before all
-     * blocks wrote their part of the last layer */
+     * blocks added their part of the last layer's x3 */
     if (blockIdx.x == 0 && tid == 0) *f.epoch = epoch + 1;
 }
 
@@ -1155,6 +1196,7 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     if (f->rows < 1) f->rows = 1;
     if (f->rows > SH_FUSED_MAX_ROWS || (f->rows > 1 && f->logits)) return -1;
     if (f->grid > 0 && f->grid < sms) sms = f->grid;   /* fewer blocks: as on a smaller part */
+    if (sms < SH_FC2_BLOCKS) return -1;   /* a run of blocks for each of fc2's column blocks */
     /* int8 slices' scales must start and end on 16 bytes for the bulk
      * copies: n_in / 16 bytes a row, a multiple of 16 when n_in is of 256;
      * d % 256 == 128 (tiny's 384) deals rows in pairs, 16-byte multiples
@@ -1162,6 +1204,9 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
      * gives int8 matrices of odd rows) */
     if (f->kind != SH_GW_F16 && !(f->kind == SH_GW_I8 && f->d % 128 == 0)) return -1;
     f->row_shift = f->kind == SH_GW_I8 && f->d % 256 != 0;
+    /* every block some of fc2's rows: its adds are what block 0's last
+     * wait counts (see the epoch's increment) */
+    if ((f->d >> f->row_shift) < (sms + SH_FC2_BLOCKS - 1) / SH_FC2_BLOCKS) return -1;
     f->grid = sms;
     f->splits = sms / f->n_head;
     int per = f->splits / f->rows;   /* a head's blocks a row */
@@ -1185,9 +1230,11 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     f->uni_bytes = (int)((kv + 127) / 128 * 128);
     size_t fixed = ring_offset(*f);
     long ring = ((long)max_smem - (long)fixed) / 128 * 128;
-    /* the largest slice must fit: fc1's or fc2's rows of this block */
-    long rows_fc1 = (4L * f->d + sms - 1) / sms + 1, rows_d = ((long)f->d + sms - 1) / sms + 1;
-    long largest = rows_fc1 * f->d * 2 > rows_d * 4 * f->d * 2 ? rows_fc1 * f->d * 2 : rows_d * 4 * f->d * 2;
+    /* the largest slice must fit: fc1's or fc2's rows of this block (d
+     * wide both; fc2's a column block's d rows over its run of blocks) */
+    long run = sms / SH_FC2_BLOCKS, rows_fc1 = (4L * f->d + sms - 1) / sms + 1;
+    long rows_fc2 = ((long)f->d + run - 1) / run + 1;
+    long largest = (rows_fc1 > rows_fc2 ? rows_fc1 : rows_fc2) * f->d * 2;
     if (f->logits && f->part_rows * row_bytes > largest) largest = f->part_rows * row_bytes;
     if (ring < largest) return -1;
     f->ring_bytes = (unsigned)ring;

@@ -560,29 +560,31 @@ extern "C" void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out) {
                                                    w->n_in, n, (__half *)out);
 }
 
-/* dst = src's columns head by head: row h * n_out + j of dst is columns
- * h * 64 .. h * 64 + 63 of src's row j (elements of esize bytes; int8
- * scales alike, 2 a row a head). A thread a 16-byte piece of a row. */
-__global__ void k_head_major(const unsigned char *src, const uint16_t *scales, int n_out, int n_in,
-                             int esize, unsigned char *dst, uint16_t *dst_scales) {
+/* dst = src's columns in blocks of `width`: row b * n_out + j of dst is
+ * columns b * width .. (b + 1) * width - 1 of src's row j (elements of
+ * esize bytes; int8 scales alike, width / 32 a row a block). A thread a
+ * 16-byte piece of a row. */
+__global__ void k_col_blocks(const unsigned char *src, const uint16_t *scales, int n_out, int n_in,
+                             int width, int esize, unsigned char *dst, uint16_t *dst_scales) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    int pieces = 64 * esize / 16, heads = n_in / 64;
-    if (i >= (long)n_out * heads * pieces) return;
-    int p = (int)(i % pieces), h = (int)(i / pieces % heads), j = (int)(i / pieces / heads);
-    const uint4 *from = (const uint4 *)(src + ((size_t)j * n_in + h * 64) * esize) + p;
-    ((uint4 *)(dst + ((size_t)h * n_out + j) * 64 * esize))[p] = *from;
+    int pieces = width * esize / 16, blocks = n_in / width;
+    if (i >= (long)n_out * blocks * pieces) return;
+    int p = (int)(i % pieces), b = (int)(i / pieces % blocks), j = (int)(i / pieces / blocks);
+    const uint4 *from = (const uint4 *)(src + ((size_t)j * n_in + (size_t)b * width) * esize) + p;
+    ((uint4 *)(dst + ((size_t)b * n_out + j) * width * esize))[p] = *from;
     if (scales && p == 0) {
-        const uint16_t *s = scales + (size_t)j * (n_in / 32) + h * 2;
-        uint16_t *t = dst_scales + ((size_t)h * n_out + j) * 2;
-        t[0] = s[0], t[1] = s[1];
+        int g = width / 32;
+        const uint16_t *s = scales + (size_t)j * (n_in / 32) + (size_t)b * g;
+        uint16_t *t = dst_scales + ((size_t)b * n_out + j) * g;
+        for (int k = 0; k < g; k++) t[k] = s[k];
     }
 }
 
-extern "C" void sh_k_head_major(cudaStream_t s, const sh_gmat *w, sh_gmat *out) {
+extern "C" void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_gmat *out) {
     int esize = w->kind == SH_GW_I8 ? 1 : 2;
-    long n = (long)w->n_out * (w->n_in / 64) * (64 * esize / 16);
-    k_head_major<<<blocks_for(n, 256), 256, 0, s>>>((const unsigned char *)w->w, w->scales,
-                                                     w->n_out, w->n_in, esize,
+    long n = (long)w->n_out * (w->n_in / width) * (width * esize / 16);
+    k_col_blocks<<<blocks_for(n, 256), 256, 0, s>>>((const unsigned char *)w->w, w->scales,
+                                                     w->n_out, w->n_in, width, esize,
                                                      (unsigned char *)out->w, out->scales);
 }
 

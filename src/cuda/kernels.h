@@ -58,10 +58,11 @@ void sh_k_gemv_ln(cudaStream_t s, const sh_gmat *w, const float *x, int ldx, int
 
 /* Widens a matrix to half (for cuBLAS when rows exceed the GEMV's). */
 void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
-/* out: w's columns head by head (heads of 64), for the fused step: row
- * h * n_out + j holds w's row j, columns h * 64 .. h * 64 + 63 (half or
- * int8, with its 2 scales a row a head); out->w and out->scales allocated. */
-void sh_k_head_major(cudaStream_t s, const sh_gmat *w, sh_gmat *out);
+/* out: w's columns in blocks of `width` (a multiple of 64 dividing
+ * n_in), for the fused step: row b * n_out + j holds w's row j, columns
+ * b * width .. (b + 1) * width - 1 (half or int8, with its width / 32
+ * scales); out->w and out->scales allocated. */
+void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_gmat *out);
 void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
 
 /* col (out_len, n_ch * 3) act from in: channel-major (n_ch, in_len) when
@@ -161,11 +162,17 @@ long sh_pick_scratch_bytes(int n_rows);
  * capability 9.0+, half or int8 weights, head width 64): embedding, every
  * layer, the final residual into x_out (d floats a row); or, one row given
  * logits, the final layer norm (into x_out) and the logits too. */
+/* fc2 as blocks of its columns: a block of the step multiplies one
+ * block's worth of the hidden vector (d of 4d), so it waits for that
+ * quarter alone, and adds its products into x3's sums (4 adds a sum) */
+#define SH_FC2_BLOCKS 4
 typedef struct {
     const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
     const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
-    sh_gmat qkv, cq, fc1, fc2;
-    sh_gmat o_heads, co_heads;        /* o and cross o head by head (sh_k_head_major) */
+    sh_gmat qkv, cq, fc1;
+    /* fc2's columns in SH_FC2_BLOCKS blocks of d, (SH_FC2_BLOCKS d, d);
+     * o and cross o head by head, (n_head d, 64) (sh_k_col_blocks) */
+    sh_gmat fc2_blocks, o_heads, co_heads;
     void *self_k, *self_v;            /* this layer's caches (beam 0 first), half */
     const void *cross_k, *cross_v;    /* this layer's window 0, half (n_audio, d) */
 } sh_fused_layer;
