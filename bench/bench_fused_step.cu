@@ -18,7 +18,9 @@
  * Last, medium with int8 weights (int8_float16), the step only. The step
  * is at position 100, or $BENCH_POS (self-attention over that many keys);
  * of one row, or $BENCH_ROWS (2: two rows, each its own window, as batched
- * windows); on every SM, or $BENCH_GRID blocks (as on a smaller part).
+ * windows); on every SM, or $BENCH_GRID blocks (as on a smaller part);
+ * without the logits, or with them ($BENCH_LOGITS=1, one row: as tiny's
+ * step, the final layer norm and the vocabulary's rows in the kernel).
  *
  * usage: bench_fused_step [size] (compute capability 9.0 or later; one size,
  *        e.g. "medium", for a profiler) */
@@ -39,6 +41,12 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     f.rows = rows;
     const char *g = getenv("BENCH_GRID");   /* fewer blocks than SMs */
     f.grid = g ? atoi(g) : 0;
+    const char *lg = getenv("BENCH_LOGITS");   /* the step with the logits, as tiny's */
+    const int n_vocab = 51865, with_logits = lg && atoi(lg) && rows == 1;
+    if (with_logits) {
+        f.logits = (float *)dz((size_t)n_vocab * 4), f.n_vocab = n_vocab;
+        f.ln_g = f.ln_b = (const float *)dz(d * 4);
+    }
     f.cache_stride = (long)448 * d, f.cross_stride = (long)L * 1500 * d;
     if (sh_fused_plan(0, &f) < 0) {
         printf("%s: the fused step cannot run on this device\n", name);
@@ -66,7 +74,9 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     }
     sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
     cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
-    f.layers = dl; f.tok_emb = dz(d * 2); f.tok_scales = (const uint16_t *)dz(d); f.pos_emb = (const float *)dz(448 * d * 4);
+    size_t vocab_rows = with_logits ? n_vocab + 1 : 1;   /* int8: the padding row */
+    f.layers = dl; f.tok_emb = dz(vocab_rows * d * 2); f.tok_scales = (const uint16_t *)dz(vocab_rows * d / 16);
+    f.pos_emb = (const float *)dz(448 * d * 4);
     int *io = (int *)dz(16); cudaMemcpy(io, &pos, 4, cudaMemcpyHostToDevice);
     f.pos0 = io; f.token = io + 1;   /* tokens 0 */
     size_t words = sh_fused_ll_words(L, d, H, f.splits, f.rows) * 8;
@@ -87,7 +97,7 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
         float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms * 1000 / 20);
     }
     std::sort(t.begin(), t.end());
-    printf("%s%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, rows > 1 ? ", 2 rows" : "", f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
+    printf("%s%s%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, rows > 1 ? ", 2 rows" : "", with_logits ? ", logits" : "", f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
     f.trace = tr;
     sh_k_fused_step(s, &f); cudaStreamSynchronize(s);
     std::vector<unsigned long long> h(L * 24);
