@@ -1187,8 +1187,9 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
         table[l] = (sh_fused_layer){
             b->attn_ln_w, b->attn_ln_b, b->qkv_b, b->o_b, b->cross_ln_w, b->cross_ln_b, b->cq_b,
             b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->cq, b->fc1,
-            b->fc2_blocks, b->o_heads, b->co_heads, (char *)s->self_k + l * layer, (char *)s->self_v + l * layer,
-            (char *)s->cross_k + l * cross, (char *)s->cross_v + l * cross};
+            b->fc2_blocks, b->o_heads, b->co_heads, (char *)s->self_k + l * layer,
+            (char *)s->self_v + l * layer, (char *)s->cross_k + l * cross,
+            (char *)s->cross_v + l * cross};
     }
     /* a graph dropped for new caches may still be reading the old table */
     if (cudaStreamSynchronize(s->stream) != cudaSuccess ||

@@ -422,7 +422,7 @@ struct epilogue {
     int sum_row0;
 };
 
-/* Output r of row q (resid and x_out d floats a row). */
+/* Output r of row q. */
 static __device__ __forceinline__ void finish(const epilogue &e, int q, int r, float v) {
     if (e.kind == EP_LOGIT) {
         if (r < e.d) e.x_out[r] = v;   /* d: the vocabulary (a padding row past it) */
