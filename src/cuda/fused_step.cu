@@ -633,16 +633,38 @@ static __device__ __forceinline__ void my_out_rows(const sh_fused_step &f, int s
     *c0 = (int)(units * s / per) * 4, *c1 = (int)(units * (s + 1) / per) * 4;
 }
 
+/* A block's part in one of the step's two attentions (self-attention
+ * over pos + 1 keys, cross-attention over the window), the same in every
+ * layer: my_keys', my_head's and my_out_rows' answers, worked out once a
+ * step into shared memory (their divisions sat on the chain of every
+ * layer's two attentions). */
+struct head_part {
+    int keys, head;        /* my_keys' and my_head's answers */
+    int h, q, s, p0, p1;   /* the head, row, place among the row's blocks, key range */
+    int S;                 /* splits_for */
+    int c0, c1;            /* my_out_rows */
+};
+
+template <int ROWS>
+static __device__ head_part head_part_of(const sh_fused_step &f, int n_keys) {
+    head_part P = {};
+    P.S = splits_for<ROWS>(f, n_keys);
+    P.keys = my_keys<ROWS>(f, n_keys, &P.h, &P.q, &P.s, &P.p0, &P.p1);
+    P.head = my_head<ROWS>(f, &P.h, &P.q, &P.s);
+    if (P.head) my_out_rows<ROWS>(f, P.s, &P.c0, &P.c1);
+    return P;
+}
+
 /* Starts copying this block's keys and values into shared memory (a
  * phase before they are needed): of its row, whose caches are stride
  * halves on from row 0's (kmem, vmem; f.cache_stride, or f.cross_stride:
  * 0 when the rows share a window). The newest key of a self-attention
  * (fresh) is not in memory yet and is left out. */
-template <int ROWS>
-static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const void *kmem,
-                                       const void *vmem, long stride, int n_keys, int fresh) {
-    int h, q, s, p0, p1;
-    if (!my_keys<ROWS>(f, n_keys, &h, &q, &s, &p0, &p1)) return;
+static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const head_part &P,
+                                       const void *kmem, const void *vmem, long stride, int n_keys,
+                                       int fresh) {
+    if (!P.keys) return;
+    const int h = P.h, q = P.q, p0 = P.p0, p1 = P.p1;
     int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
     __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
     const __half *kr = (const __half *)kmem + q * stride, *vr = (const __half *)vmem + q * stride;
@@ -697,16 +719,15 @@ static __device__ void head_columns_add(const unsigned char *Wh, int c0, int c1,
  * next_stride halves a row) come into their room. */
 template <int KIND, int ROWS, bool TRACED>
 static __device__ void attention_head(const sh_fused_step &f, const work &W, ring &R, int &used,
-                                      unsigned epoch, int n_keys, int fresh, const u64 *q_words,
-                                      int n_q, const u64 *kv_words, u64 *parts, long long *sums,
-                                      const void *next_k, const void *next_v, long next_stride,
-                                      int l_) {
-    int h, q, s, p0, p1;
+                                      unsigned epoch, const head_part &P, int n_keys, int fresh,
+                                      const u64 *q_words, int n_q, const u64 *kv_words, u64 *parts,
+                                      long long *sums, const head_part *next, const void *next_k,
+                                      const void *next_v, long next_stride, int l_) {
+    const int h = P.h, q = P.q, s = P.s, p0 = P.p0, p1 = P.p1, S = P.S, d = f.d;
     bool fetched = false;
-    const int S = splits_for<ROWS>(f, n_keys), d = f.d;
     const size_t part_row = (size_t)f.n_head * f.splits * FS_PART;   /* a row's partials */
     float *a = W.xs + FS_HD;   /* the head's output */
-    if (my_keys<ROWS>(f, n_keys, &h, &q, &s, &p0, &p1)) {
+    if (P.keys) {
         int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
         __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
         float *qv = W.xs;
@@ -777,7 +798,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         if (pr == 0) W.red[16 + grp] = l;
         SYNC();
         /* the keys and values read: the cross-attention's may come */
-        if (next_k) attention_fetch<ROWS>(f, W, next_k, next_v, next_stride, f.n_audio, 0);
+        if (next_k) attention_fetch(f, W, *next, next_k, next_v, next_stride, f.n_audio, 0);
         fetched = true;
         if (threadIdx.x < FS_HD) {
             float t = 0.0f, total = 0.0f;
@@ -794,8 +815,8 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
             }
         }
     }
-    if (next_k && !fetched) attention_fetch<ROWS>(f, W, next_k, next_v, next_stride, f.n_audio, 0);
-    if (S > 1 && my_head<ROWS>(f, &h, &q, &s)) {
+    if (next_k && !fetched) attention_fetch(f, W, *next, next_k, next_v, next_stride, f.n_audio, 0);
+    if (S > 1 && P.head) {
         /* every partial of the head, merged here (after a barrier: the
          * room of the scores and sums; sh_fused_plan sizes it to hold them) */
         float *pm = W.sc;
@@ -817,11 +838,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
     SYNC();
     TRACE(f, l_, fresh ? 14 : 21);
     const unsigned char *Wh = ring_slice(R, used);
-    if (my_head<ROWS>(f, &h, &q, &s)) {
-        int c0, c1;
-        my_out_rows<ROWS>(f, s, &c0, &c1);
-        head_columns_add<KIND>(Wh, c0, c1, a, sums + (size_t)q * d);
-    }
+    if (P.head) head_columns_add<KIND>(Wh, P.c0, P.c1, a, sums + (size_t)q * d);
     SYNC();
     ring_release(R, ++used);
 }
@@ -1000,8 +1017,11 @@ static __device__ void sums_wait(const long long *sums, unsigned adds, const vec
 static __host__ __device__ size_t barriers_offset(const sh_fused_step &f) {
     return ((size_t)5 * f.d * f.rows + RED_FLOATS + f.sc_floats) * 4 + f.uni_bytes;
 }
+static __host__ __device__ size_t parts_offset(const sh_fused_step &f) {
+    return barriers_offset(f) + FS_SLOTS * 12 + 16;   /* the two head_parts */
+}
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
-    size_t at = barriers_offset(f) + FS_SLOTS * 12 + 16;
+    size_t at = parts_offset(f) + 2 * sizeof(head_part);
     return (at + 127) / 128 * 128;
 }
 
@@ -1033,10 +1053,13 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     R.total = f.n_layer * LAYER_SLICES + n_parts;
     const unsigned epoch = *f.epoch;
     const int pos = *f.pos0;
+    head_part *parts = (head_part *)(smem + parts_offset(f));   /* self-, cross-attention */
     if (tid == 0) {
         for (int s = 0; s < FS_SLOTS; s++) mbar_init(&R.mbar[s]);
         *R.consumed = 0;
+        parts[0] = head_part_of<ROWS>(f, pos + 1);
     }
+    if (tid == WARP) parts[1] = head_part_of<ROWS>(f, f.n_audio);
     fence_mbar_init();
     __syncthreads();   /* the whole block, once */
     if (tid >= FS_THREADS) {
@@ -1069,7 +1092,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_words Wd = words_of(f, l);
         /* qkv = W ln(x) + b; k, v also into the cache at pos */
         TRACE(f, l, 0);
-        attention_fetch<ROWS>(f, W, L->self_k, L->self_v, f.cache_stride, pos + 1, 1);
+        attention_fetch(f, W, parts[0], L->self_k, L->self_v, f.cache_stride, pos + 1, 1);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
         float bias = bias_fetch(L->qkv_b, 3 * d, rs);
         if (l > 0)
@@ -1085,9 +1108,9 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         /* self-attention over positions 0..pos: x1 = x + b + the heads'
          * outputs times o's columns of them (added into sums) */
         layer_sums Sm = sums_of(f, parity, l);
-        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, pos + 1, 1, Wd.qkv, 3 * d, Wd.qkv,
-                                           Wd.self_part, Sm.x1, L->cross_k, L->cross_v,
-                                           f.cross_stride, l);
+        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[0], pos + 1, 1, Wd.qkv,
+                                           3 * d, Wd.qkv, Wd.self_part, Sm.x1, &parts[1],
+                                           L->cross_k, L->cross_v, f.cross_stride, l);
         TRACE(f, l, 3);
         /* cq = W ln(x1) + b */
         ln = ln_fetch(L->ln2_g, L->ln2_b, d);
@@ -1101,8 +1124,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         gemv_phase<KIND, ROWS>(R, used, M_CQ, d, rs, d, W.xs, bias, e);
         TRACE(f, l, 6);
         /* cross-attention over the window: x2 = x1 + b + its heads' part */
-        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, f.n_audio, 0, Wd.cq, d, NULL,
-                                           Wd.cross_part, Sm.x2, NULL, NULL, 0, l);
+        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[1], f.n_audio, 0, Wd.cq, d,
+                                           NULL, Wd.cross_part, Sm.x2, NULL, NULL, NULL, 0, l);
         TRACE(f, l, 7);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
