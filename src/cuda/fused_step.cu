@@ -46,7 +46,8 @@
  * (medium 810 us). Sixteenth session: fc2 in four blocks of columns, a
  * run of a quarter of the blocks each, every block waiting for a quarter
  * of fc1's output and adding into x3's sums (4 adds a sum): medium 608 ->
- * 563 us, small 268 -> 241, tiny 71 -> 70. What bounds it is
+ * 563 us, small 268 -> 241, tiny 71 -> 70; each attention's part (head_part)
+ * worked out once a step: medium 565 -> 558, tiny 70.4 -> 65.9. What bounds it is
  * the chain of hand-overs and the serial work between them (ncu, medium:
  * 12 cycles a warp between issues, stalls on barriers 24%, on global
  * loads (the polls) 21%, on the instruction cache 2%): what is taken off
