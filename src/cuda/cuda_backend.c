@@ -365,8 +365,8 @@ static int fused_may_run(const sh_gpu_model *g) {
 
 /* A matrix's copy in blocks of `width` columns (sh_k_col_blocks), for the
  * fused step: a head's block multiplies that head's output by o's columns
- * of it alone (width 64), and fc2's blocks a quarter of the hidden vector
- * (width d). */
+ * of it alone (width 64), and fc2's blocks one of SH_FC2_BLOCKS parts of
+ * the hidden vector (width 4d / SH_FC2_BLOCKS = d). */
 static int upload_col_blocks(sh_gpu_model *g, const sh_gmat *w, int width, sh_gmat *out,
                              char *err) {
     *out = *w;
@@ -440,7 +440,7 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
         gblock *b = &g->dec[l];
         UP(upload_col_blocks(g, &b->o, 64, &b->o_heads, err));
         UP(upload_col_blocks(g, &b->co, 64, &b->co_heads, err));
-        UP(upload_col_blocks(g, &b->fc2, dt, &b->fc2_blocks, err));
+        UP(upload_col_blocks(g, &b->fc2, b->fc2.n_in / SH_FC2_BLOCKS, &b->fc2_blocks, err));
     }
 #undef UP
     if (r < 0) {
