@@ -8,7 +8,7 @@
  * (s:) and cross-attention (c:) in parts: the wait for q, for the keys, the
  * scores and softmax, the weighted values and the exchange and merge of the
  * head's partials, the head's columns of o; between them, the wait for
- * x1's sums and layer norm + cross q; the wait for x2's sums;
+ * x1's sums with the cross query (cross_query); the wait for x2's sums;
  * layer norm; fc1; the wait for fc1's output; fc2.
  *
  * The step times are the library's kernel's; the trace comes from its
@@ -53,22 +53,24 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
         return;
     }
     std::vector<sh_fused_layer> ls(L);
-    int esize = kind == SH_GW_I8 ? 1 : 2;
-    auto mat = [&](int o, int i) {
-        sh_gmat m = {}; m.w = dz((size_t)o * i * esize); m.kind = kind; m.n_out = o; m.n_in = i;
-        if (kind == SH_GW_I8) m.scales = (uint16_t *)dz((size_t)o * (i / 32) * 2);
+    auto mat_of = [&](int o, int i, int k) {
+        sh_gmat m = {}; m.w = dz((size_t)o * i * (k == SH_GW_I8 ? 1 : 2)); m.kind = k; m.n_out = o; m.n_in = i;
+        if (k == SH_GW_I8) m.scales = (uint16_t *)dz((size_t)o * (i / 32) * 2);
         return m;
     };
+    auto mat = [&](int o, int i) { return mat_of(o, i, kind); };
     /* every layer's cross keys of row 0's window, then row 1's, as the
      * backend's batched windows */
     char *ck = (char *)dz((size_t)rows * L * 1500 * d * 2), *cv = (char *)dz((size_t)rows * L * 1500 * d * 2);
     for (int l = 0; l < L; l++) {
         sh_fused_layer &x = ls[l];
-        x.ln1_g = x.ln1_b = x.ln2_g = x.ln2_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
-        x.qkv_b = (const float *)dz(3 * d * 4); x.o_b = x.cq_b = x.co_b = x.fc2_b = (const float *)dz(d * 4);
+        x.ln1_g = x.ln1_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
+        x.qkv_b = (const float *)dz(3 * d * 4); x.o_b = x.co_b = x.fc2_b = (const float *)dz(d * 4);
         x.fc1_b = (const float *)dz(4 * d * 4);
-        x.qkv = mat(3 * d, d); x.cq = mat(d, d); x.fc1 = mat(4 * d, d); x.fc2_blocks = mat(4 * d, d);
+        x.qkv = mat(3 * d, d); x.fc1 = mat(4 * d, d); x.fc2_blocks = mat(4 * d, d);
         x.o_heads = mat(d, d); x.co_heads = mat(d, d);
+        x.cq_g = mat_of(d, d, SH_GW_F16); x.cq_go_heads = mat_of(d, d, SH_GW_F16);
+        x.cq_e = x.cq_g1 = x.cq_c = (const float *)dz(d * 4);
         x.self_k = dz((size_t)rows * 448 * d * 2); x.self_v = dz((size_t)rows * 448 * d * 2);
         x.cross_k = ck + (size_t)l * 1500 * d * 2; x.cross_v = cv + (size_t)l * 1500 * d * 2;
     }
@@ -104,7 +106,7 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost);
     // order of stamps within a layer
     int order[] = {0, 1, 22, 2, 4, 8, 13, 14, 3, 5, 23, 6, 18, 19, 20, 21, 7, 9, 15, 16, 10, 11, 17, 12};
-    const char *lab[] = {"poll x+sync", "ln+qkv slice", "qkv", "s:poll q", "s:kv wait", "s:softmax", "s:sums+merge", "s:o cols", "wait x1", "ln+cq slice", "cq", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1 slice", "fc1", "poll hid", "fc2 slice", "fc2"};
+    const char *lab[] = {"poll x+sync", "ln+qkv slice", "qkv", "s:poll q", "s:kv wait", "s:softmax", "s:sums+merge", "s:o cols", "wait x1+moments", "-", "-", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1 slice", "fc1", "poll hid", "fc2 slice", "fc2"};
     const int NK = 23;
     double acc[NK] = {0};
     int n = 0;

@@ -80,9 +80,10 @@ typedef struct {
     float *mlp_ln_w, *mlp_ln_b;
     sh_gmat fc1, fc2;
     float *fc1_b, *fc2_b;
-    /* the fused step's fc2 in blocks of columns, o and co head by head
-     * (sh_fused_layer), or none */
-    sh_gmat fc2_blocks, o_heads, co_heads;
+    /* the fused step's fc2 in blocks of columns, o and co head by head,
+     * the cross query's fold (sh_fused_layer), or none */
+    sh_gmat fc2_blocks, o_heads, co_heads, cq_g, cq_go_heads;
+    float *cq_e, *cq_g1, *cq_c;
 } gblock;
 
 struct sh_gpu_model {
@@ -343,8 +344,10 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
                        (gmat_bytes(dk, 3 * dt, dt) + 3 * gmat_bytes(dk, dt, dt) +
                         2 * gmat_bytes(ak, dt, dt) + 2 * gmat_bytes(dk, 4 * dt, dt)) +
                    gmat_bytes(dk, hp->n_vocab, dt);
-    if (mode != SH_GPU_FLOAT32)   /* o, co and fc2 in blocks of columns too, for the fused step */
-        dec += (uint64_t)hp->n_text_layer * (2 * gmat_bytes(dk, dt, dt) + gmat_bytes(dk, 4 * dt, dt));
+    if (mode != SH_GPU_FLOAT32)   /* the fused step's copies: o, co, fc2, the cross query's fold */
+        dec += (uint64_t)hp->n_text_layer *
+               (2 * gmat_bytes(dk, dt, dt) + gmat_bytes(dk, 4 * dt, dt) +
+                2 * gmat_bytes(SH_GW_F16, dt, dt) + 3 * dt * 4);
     uint64_t vec = ((uint64_t)hp->n_audio_ctx * da + (uint64_t)hp->n_text_ctx * dt) * 4 +
                    (uint64_t)(hp->n_audio_layer + hp->n_text_layer) * 20 * dt * 4;
     return enc + dec + vec;
@@ -376,6 +379,64 @@ static int upload_col_blocks(sh_gpu_model *g, const sh_gmat *w, int width, sh_gm
     sh_k_col_blocks(0, w, width, out);
     CU(cudaStreamSynchronize(0), "copying a matrix in blocks of columns");
     return 0;
+}
+
+/* The fused step's cross query folded into the self-attention's sums
+ * (sh_fused_layer): G = cq diag(ln2_g) and G o head by head, both half,
+ * and the vectors e, g1, c. cq and o go in as half (int8 ones dequantized:
+ * the fold of the model the kernels run); G o is multiplied by cuBLAS in
+ * float32 and rounded once. tmp: room for 2 d^2 halves and d^2 floats. */
+static int fold_cross_query(sh_gpu_model *g, gblock *b, int d, cublasHandle_t blas, void *tmp,
+                            char *err) {
+    uint16_t *cq = tmp, *o = cq + (size_t)d * d;
+    float *go = (float *)(o + (size_t)d * d);
+    b->cq_g = (sh_gmat){.kind = SH_GW_F16, .n_out = d, .n_in = d};
+    b->cq_go_heads = (sh_gmat){.kind = SH_GW_F16, .n_out = d * (d / 64), .n_in = 64};
+    int r = gmat_alloc(g, &b->cq_g, 0, err);
+    if (r == 0) r = gmat_alloc(g, &b->cq_go_heads, 0, err);
+    if (r == 0) r = dev_alloc(g, 3 * (size_t)d * sizeof(float), (void **)&b->cq_e, err);
+    if (r < 0) return r;
+    b->cq_g1 = b->cq_e + d, b->cq_c = b->cq_e + 2 * d;
+    sh_k_to_half(0, &b->cq, cq);
+    sh_k_to_half(0, &b->o, o);
+    sh_k_fold_cross_query(0, cq, b->cross_ln_w, b->cross_ln_b, b->cq_b, b->o_b, d, b->cq_g.w,
+                          b->cq_e, b->cq_g1, b->cq_c);
+    /* row-major G o is column-major (G o)^T = o^T G^T */
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t st = cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, d, d, d, &one, o, CUDA_R_16F,
+                                     d, b->cq_g.w, CUDA_R_16F, d, &zero, go, CUDA_R_32F, d,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) return blas_fail(err, st, "folding the cross query");
+    sh_k_heads_to_half(0, go, d, b->cq_go_heads.w);
+    CU(cudaStreamSynchronize(0), "folding the cross query");
+    return 0;
+}
+
+/* The fused step's copies of every decoder layer's weights: o and co
+ * head by head, fc2 in blocks of columns, the cross query's fold. */
+static int upload_fused_copies(sh_gpu_model *g, char *err) {
+    const sh_hparams *hp = &g->m->hp;
+    int d = hp->n_text_state, r = 0;
+    cublasHandle_t blas = NULL;
+    void *tmp = NULL;
+    cublasStatus_t st = cublasCreate(&blas);
+    if (st != CUBLAS_STATUS_SUCCESS) return blas_fail(err, st, "starting cuBLAS");
+    if (cudaMalloc(&tmp, (size_t)d * d * 8) != cudaSuccess) {
+        cudaGetLastError();
+        cublasDestroy(blas);
+        return fail(err, SHRUTI_ERR_NOMEM, "out of GPU memory folding the cross query");
+    }
+    for (int l = 0; l < hp->n_text_layer && r == 0; l++) {
+        gblock *b = &g->dec[l];
+        r = upload_col_blocks(g, &b->o, 64, &b->o_heads, err);
+        if (r == 0) r = upload_col_blocks(g, &b->co, 64, &b->co_heads, err);
+        if (r == 0)
+            r = upload_col_blocks(g, &b->fc2, b->fc2.n_in / SH_FC2_BLOCKS, &b->fc2_blocks, err);
+        if (r == 0) r = fold_cross_query(g, b, d, blas, tmp, err);
+    }
+    cudaFree(tmp);
+    cublasDestroy(blas);
+    return r;
 }
 
 static void model_free(sh_gpu_model *g) {
@@ -435,13 +496,7 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
         UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, &g->dec[l], err));
     UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
-    int fused = fused_may_run(g);
-    for (int l = 0; l < hp->n_text_layer && fused; l++) {
-        gblock *b = &g->dec[l];
-        UP(upload_col_blocks(g, &b->o, 64, &b->o_heads, err));
-        UP(upload_col_blocks(g, &b->co, 64, &b->co_heads, err));
-        UP(upload_col_blocks(g, &b->fc2, b->fc2.n_in / SH_FC2_BLOCKS, &b->fc2_blocks, err));
-    }
+    if (fused_may_run(g)) UP(upload_fused_copies(g, err));
 #undef UP
     if (r < 0) {
         model_free(g);
@@ -1185,11 +1240,13 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
     for (int l = 0; l < L; l++) {
         const gblock *b = &g->dec[l];
         table[l] = (sh_fused_layer){
-            b->attn_ln_w, b->attn_ln_b, b->qkv_b, b->o_b, b->cross_ln_w, b->cross_ln_b, b->cq_b,
-            b->co_b, b->mlp_ln_w, b->mlp_ln_b, b->fc1_b, b->fc2_b, b->qkv, b->cq, b->fc1,
-            b->fc2_blocks, b->o_heads, b->co_heads, (char *)s->self_k + l * layer,
-            (char *)s->self_v + l * layer, (char *)s->cross_k + l * cross,
-            (char *)s->cross_v + l * cross};
+            .ln1_g = b->attn_ln_w, .ln1_b = b->attn_ln_b, .qkv_b = b->qkv_b, .o_b = b->o_b,
+            .co_b = b->co_b, .ln3_g = b->mlp_ln_w, .ln3_b = b->mlp_ln_b, .fc1_b = b->fc1_b,
+            .fc2_b = b->fc2_b, .qkv = b->qkv, .fc1 = b->fc1, .fc2_blocks = b->fc2_blocks,
+            .o_heads = b->o_heads, .co_heads = b->co_heads, .cq_g = b->cq_g,
+            .cq_go_heads = b->cq_go_heads, .cq_e = b->cq_e, .cq_g1 = b->cq_g1, .cq_c = b->cq_c,
+            .self_k = (char *)s->self_k + l * layer, .self_v = (char *)s->self_v + l * layer,
+            .cross_k = (char *)s->cross_k + l * cross, .cross_v = (char *)s->cross_v + l * cross};
     }
     /* a graph dropped for new caches may still be reading the old table */
     if (cudaStreamSynchronize(s->stream) != cudaSuccess ||

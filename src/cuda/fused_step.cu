@@ -220,16 +220,22 @@ static __device__ __forceinline__ void fence_mbar_init() {}
         }                                                                           \
     } while (0)
 
-enum { M_QKV, M_O, M_CQ, M_CO, M_FC1, M_FC2, N_MATS };
+enum { M_QKV, M_G, M_O, M_GO, M_CO, M_FC1, M_FC2, N_MATS };
 
 /* A layer's weight slices in the ring, in the order they are used: qkv,
- * o, cq, co, then fc1 and fc2 in two halves each. A whole 62-64 KB slice
- * (medium) could be placed only once the one before it was used: the
- * ring's free room was there but split at its end, and fc2's came just
- * in time; halves fit the gaps and come a phase or two early. */
-#define LAYER_SLICES 8
-static __device__ __forceinline__ int slice_mat(int k) { return k < 4 ? k : k < 6 ? M_FC1 : M_FC2; }
-static __device__ __forceinline__ int slice_half(int k) { return k < 4 ? -1 : (k - 4) & 1; }
+ * the cross query's G, o and G o head by head, co, then fc1 and fc2 in
+ * two halves each. A whole 62-64 KB slice (medium) could be placed only
+ * once the one before it was used: the ring's free room was there but
+ * split at its end, and fc2's came just in time; halves fit the gaps and
+ * come a phase or two early. */
+#define LAYER_SLICES 9
+static __device__ __forceinline__ int slice_mat(int k) { return k < 5 ? k : k < 7 ? M_FC1 : M_FC2; }
+static __device__ __forceinline__ int slice_half(int k) { return k < 5 ? -1 : (k - 5) & 1; }
+/* The weights' kind of matrix m: the cross query's G and G o are half
+ * whatever the others are (products made at load: sh_fused_layer). */
+static __device__ __forceinline__ int kind_of(int kind, int m) {
+    return m == M_G || m == M_GO ? SH_GW_F16 : kind;
+}
 
 /* Where rows r0..r1 split into halves (in units of 1 << shift rows). */
 static __device__ __forceinline__ int half_row(int r0, int r1, int shift) {
@@ -244,11 +250,11 @@ static __device__ __forceinline__ void my_rows(int n_out, int shift, int *r0, in
     *r1 = (int)(units * (blockIdx.x + 1) / gridDim.x) << shift;
 }
 
-/* The matrix of a row-sliced phase (o and co come head by head: slice_at). */
+/* The matrix of a row-sliced phase (o, G o and co come head by head: slice_at). */
 static __device__ __forceinline__ const sh_gmat *mat_of(const sh_fused_layer *L, int m) {
     switch (m) {
     case M_QKV: return &L->qkv;
-    case M_CQ: return &L->cq;
+    case M_G: return &L->cq_g;
     case M_FC1: return &L->fc1;
     default: return &L->fc2_blocks;
     }
@@ -277,7 +283,7 @@ static __device__ __forceinline__ void rows_of(int m, int n_out, int shift, int 
 struct slice {
     const void *src, *scales;
     unsigned bytes, scale_bytes;
-    unsigned pair;   /* a first half: the bytes of the second, wanted with it */
+    unsigned pair;   /* a first of two: the bytes of the second, wanted with it */
 };
 
 /* The ring of weight slices in shared memory. The fetching warp's lane 0
@@ -302,14 +308,15 @@ static __device__ __forceinline__ void my_out_rows(const sh_fused_step &f, int s
  * LAYER_SLICES, then the parts of its vocabulary rows v0..v1. */
 template <int KIND, int RS, int ROWS>
 static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) {
-    const int esize = KIND == SH_GW_F16 ? 2 : 1, layer_slices = f.n_layer * LAYER_SLICES;
+    const int layer_slices = f.n_layer * LAYER_SLICES;
     const void *w, *scales;
     int r0, r1, n_in, rows_all = 0;
     const int mi = slice_mat(j % LAYER_SLICES), half = slice_half(j % LAYER_SLICES);
-    if (j < layer_slices && (mi == M_O || mi == M_CO)) {
+    const int kind = j < layer_slices ? kind_of(KIND, mi) : KIND, esize = kind == SH_GW_F16 ? 2 : 1;
+    if (j < layer_slices && (mi == M_O || mi == M_GO || mi == M_CO)) {
         /* the rows of the head's columns this block multiplies */
         const sh_fused_layer *Lj = &f.layers[j / LAYER_SLICES];
-        const sh_gmat *m = mi == M_O ? &Lj->o_heads : &Lj->co_heads;
+        const sh_gmat *m = mi == M_O ? &Lj->o_heads : mi == M_GO ? &Lj->cq_go_heads : &Lj->co_heads;
         int h, q, sp;
         r0 = r1 = 0;
         if (my_head<ROWS>(f, &h, &q, &sp)) {
@@ -330,14 +337,17 @@ static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) 
         w = f.tok_emb, scales = f.tok_scales, n_in = f.d;
     }
     const int groups = n_in / 32;
-    const unsigned row_bytes = n_in * esize + (KIND == SH_GW_I8 ? groups * 2 : 0);
+    const unsigned row_bytes = n_in * esize + (kind == SH_GW_I8 ? groups * 2 : 0);
     slice sl;
     sl.src = (const unsigned char *)w + (size_t)r0 * n_in * esize;
     sl.bytes = (unsigned)(r1 - r0) * n_in * esize;
-    sl.scales = KIND == SH_GW_I8 ? (const uint16_t *)scales + (size_t)r0 * groups : NULL;
-    sl.scale_bytes = KIND == SH_GW_I8 ? (unsigned)(r1 - r0) * groups * 2 : 0;
-    /* a first half: the second's rows, r1 on */
-    sl.pair = j < layer_slices && half == 0 ? (unsigned)(rows_all - r1) * row_bytes : 0;
+    sl.scales = kind == SH_GW_I8 ? (const uint16_t *)scales + (size_t)r0 * groups : NULL;
+    sl.scale_bytes = kind == SH_GW_I8 ? (unsigned)(r1 - r0) * groups * 2 : 0;
+    /* a first half: the second's rows, r1 on; o's rows: G o's same rows
+     * (half), multiplied with them (attention_head) */
+    sl.pair = j < layer_slices && half == 0 ? (unsigned)(rows_all - r1) * row_bytes
+              : j < layer_slices && mi == M_O ? (unsigned)(r1 - r0) * FS_HD * 2
+                                              : 0;
     return sl;
 }
 
@@ -363,8 +373,8 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
         for (;;) {
             int c = *R.consumed;
             for (; seen < c; seen++) tail = ends[seen % FS_SLOTS];
-            /* a first half is placed only with room for the second too:
-             * they are used together */
+            /* a first of two (a half, o's rows) is placed only with room
+             * for the second too: they are used together */
             start = place(head, total);
             unsigned end = start + total;
             if (sl.pair) end = place(end, sl.pair) + sl.pair;
@@ -542,13 +552,14 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const 
     }
 }
 
-/* Rows r0..r1 of weight slice `used` times xs, then the slice's room
- * released to the fetching warp. */
+/* Rows r0..r1 of weight slice `used` times xs (ROWS inputs xstride
+ * floats apart), then the slice's room released to the fetching warp. */
 template <int KIND, int ROWS>
 static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, int r1, int n_in,
-                                                  const float *xs, float bias, const epilogue &e) {
+                                                  const float *xs, int xstride, float bias,
+                                                  const epilogue &e) {
     const unsigned char *W = ring_slice(R, used);
-    gemv_rows<KIND, ROWS>(W, W, r0, r1, r1, n_in, xs, 4 * e.d, bias, e);
+    gemv_rows<KIND, ROWS>(W, W, r0, r1, r1, n_in, xs, xstride, bias, e);
     SYNC();
     ring_release(R, ++used);
 }
@@ -557,16 +568,17 @@ static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, in
  * from one slice, or (halves: fc1, fc2) from two (LAYER_SLICES). */
 template <int KIND, int ROWS>
 static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int m, int n_out, int shift,
-                                                  int n_in, const float *xs, float bias,
-                                                  const epilogue &e, bool halves = false) {
+                                                  int n_in, const float *xs, int xstride,
+                                                  float bias, const epilogue &e,
+                                                  bool halves = false) {
     int r0, r1;
     rows_of(m, n_out, shift, &r0, &r1);
     if (!halves) {
-        gemv_slice<KIND, ROWS>(R, used, r0, r1, n_in, xs, bias, e);
+        gemv_slice<KIND, ROWS>(R, used, r0, r1, n_in, xs, xstride, bias, e);
         return;
     }
     const unsigned char *Wa = ring_slice(R, used), *Wb = ring_slice(R, used + 1);
-    gemv_rows<KIND, ROWS>(Wa, Wb, r0, half_row(r0, r1, shift), r1, n_in, xs, 4 * e.d, bias, e);
+    gemv_rows<KIND, ROWS>(Wa, Wb, r0, half_row(r0, r1, shift), r1, n_in, xs, xstride, bias, e);
     SYNC();
     used += 2;
     ring_release(R, used);
@@ -710,20 +722,23 @@ static __device__ void head_columns_add(const unsigned char *Wh, int c0, int c1,
 /* One head of attention of one row (this block's: my_head) over the keys
  * attention_fetch started (for self-attention, fresh, the newest key and
  * value come from the qkv words, 3d a row), the query from q_words (n_q
- * words a row): this block's key range as a partial softmax; with the
- * head's keys in more than one range, the partials handed over as words
- * (parts, a row's after another's) and merged by every block of the
- * row's; then the head's output times this block's rows of the head's
- * columns of o (the next weight slice), added into the row's sums (n_head
- * adds a sum). Every block consumes the slice, heads or not. Once the
- * keys are read, the next attention's (next_k, next_v: row 0's,
- * next_stride halves a row) come into their room. */
+ * words a row), or with none already in W.xs (cross_query): this block's
+ * key range as a partial softmax; with the head's keys in more than one
+ * range, the partials handed over as words (parts, a row's after
+ * another's) and merged by every block of the row's; then the head's
+ * output times this block's rows of the head's columns of o (the next
+ * weight slice), added into the row's sums (n_head adds a sum), and with
+ * go_sums the same with G o's columns (the slice after) into those.
+ * Every block consumes the slices, heads or not. Once the keys are read,
+ * the next attention's (next_k, next_v: row 0's, next_stride halves a
+ * row) come into their room. */
 template <int KIND, int ROWS, bool TRACED>
 static __device__ void attention_head(const sh_fused_step &f, const work &W, ring &R, int &used,
                                       unsigned epoch, const head_part &P, int n_keys, int fresh,
                                       const u64 *q_words, int n_q, const u64 *kv_words, u64 *parts,
-                                      long long *sums, const head_part *next, const void *next_k,
-                                      const void *next_v, long next_stride, int l_) {
+                                      long long *sums, long long *go_sums, const head_part *next,
+                                      const void *next_k, const void *next_v, long next_stride,
+                                      int l_) {
     const int h = P.h, q = P.q, s = P.s, p0 = P.p0, p1 = P.p1, S = P.S, d = f.d;
     bool fetched = false;
     const size_t part_row = (size_t)f.n_head * f.splits * FS_PART;   /* a row's partials */
@@ -732,18 +747,24 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
         __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
         float *qv = W.xs;
-        ll_poll<1>(q_words + (size_t)q * n_q + h * FS_HD, FS_HD, epoch, qv);
-        TRACE(f, l_, fresh ? 4 : 18);
-        if (stored < p1 && threadIdx.x < FS_HD) {
-            /* the newest key and value, rounded as the cache holds them */
+        const bool newest = stored < p1;
+        if (threadIdx.x < FS_HD && (q_words || newest)) {
+            /* the query, and the newest key and value (rounded as the
+             * cache holds them), their loads in flight at once: one round
+             * trip where the query's and then the key's took two */
             int j = threadIdx.x, row = p1 - 1 - p0;
+            const u64 *qw = q_words + (size_t)q * n_q + h * FS_HD + j;
             const u64 *kw = kv_words + (size_t)q * 3 * d + d + h * FS_HD + j, *vw = kw + d;
-            u64 k = ll_load(kw), v = ll_load(vw);   /* both in flight at once */
-            k = ll_wait(kw, k, epoch);
-            v = ll_wait(vw, v, epoch);
-            ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
-            vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
+            u64 a = q_words ? ll_load(qw) : 0, k = newest ? ll_load(kw) : 0, v = newest ? ll_load(vw) : 0;
+            if (q_words) qv[j] = __uint_as_float((unsigned)ll_wait(qw, a, epoch));
+            if (newest) {
+                k = ll_wait(kw, k, epoch);
+                v = ll_wait(vw, v, epoch);
+                ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
+                vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
+            }
         }
+        TRACE(f, l_, fresh ? 4 : 18);
         cp_async_commit();
         cp_async_wait<0>();
         SYNC();
@@ -840,19 +861,24 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
     TRACE(f, l_, fresh ? 14 : 21);
     const unsigned char *Wh = ring_slice(R, used);
     if (P.head) head_columns_add<KIND>(Wh, P.c0, P.c1, a, sums + (size_t)q * d);
+    if (go_sums) {
+        const unsigned char *Wg = ring_slice(R, used + 1);
+        if (P.head) head_columns_add<SH_GW_F16>(Wg, P.c0, P.c1, a, go_sums + (size_t)q * d);
+    }
     SYNC();
-    ring_release(R, ++used);
+    used += go_sums ? 2 : 1;
+    ring_release(R, used);
 }
 
 /* Offsets of one layer's hand-over words in f.ll, the attention
  * partials' among them; each vector once a row, row after row. */
 struct layer_words {
-    u64 *qkv, *cq, *hid;
+    u64 *qkv, *hid;
     u64 *self_part, *cross_part;   /* (rows, n_head, splits, FS_PART) */
 };
 
 static __host__ __device__ long words_per_layer(int d, int n_head, int splits, int rows) {
-    return rows * (8L * d + 2L * n_head * splits * FS_PART);
+    return rows * (7L * d + 2L * n_head * splits * FS_PART);
 }
 
 static __device__ layer_words words_of(const sh_fused_step &f, int l) {
@@ -860,21 +886,21 @@ static __device__ layer_words words_of(const sh_fused_step &f, int l) {
     u64 *w = f.ll + (size_t)l * words_per_layer(f.d, f.n_head, f.splits, f.rows);
     layer_words L;
     L.qkv = w, w += rows * 3 * d;
-    L.cq = w, w += rows * d;
     L.hid = w, w += rows * 4 * d;
     L.self_part = w, L.cross_part = w + rows * f.n_head * f.splits * FS_PART;
     return L;
 }
 
-/* A layer's sums (x1 - x, x2 - x1 and x3 - x2 less their biases, each
- * word counting its adds: fx_add; d words a row), for one parity of the epoch:
+/* A layer's sums (x1 - x, the cross query's G x1 less G o_b, x2 - x1 and
+ * x3 - x2 less their biases, each word counting its adds: fx_add; d words
+ * a row), for one parity of the epoch:
  * a step adds into its own parity's and clears the other's for the next
  * step (the last one's, all read); after every layer's words in f.ll. */
 struct layer_sums {
-    long long *x1, *x2, *x3;
+    long long *x1, *cq, *x2, *x3;
 };
 
-#define SUM_WORDS(d, rows) (3L * (d) * (rows))
+#define SUM_WORDS(d, rows) (4L * (d) * (rows))
 
 static __device__ long long *sums_base(const sh_fused_step &f, unsigned parity) {
     return (long long *)f.ll +
@@ -885,7 +911,8 @@ static __device__ long long *sums_base(const sh_fused_step &f, unsigned parity) 
 static __device__ layer_sums sums_of(const sh_fused_step &f, unsigned parity, int l) {
     long long *w = sums_base(f, parity) + (size_t)l * SUM_WORDS(f.d, f.rows);
     layer_sums S;
-    S.x1 = w, S.x2 = w + (size_t)f.d * f.rows, S.x3 = w + 2 * (size_t)f.d * f.rows;
+    const size_t n = (size_t)f.d * f.rows;
+    S.x1 = w, S.cq = w + n, S.x2 = w + 2 * n, S.x3 = w + 3 * n;
     return S;
 }
 
@@ -926,15 +953,15 @@ static __device__ void block_sums(float *v, float *red) {
     for (int k = 0; k < N; k++) v[k] = warp_sum(in ? red[k * WARP + lane] : 0.0f);
 }
 
-/* xs = layer_norm(x) * g + b over d <= 3 * FS_THREADS, row by row (x d
- * floats a row, xs 4d; shared; called after a barrier). Mean and variance
- * from one reduction of the sums of (x - x0) and its squares, every row's
- * at once: one barrier where two passes took four; the shift by an
- * element of x keeps E[c^2] - E[c]^2 from cancelling when the mean is
- * large against the spread. */
+/* The layer norm's mean and 1 / spread of x, row by row, d <= 3 *
+ * FS_THREADS (x d floats a row, shared; called after a barrier): from one
+ * reduction of the sums of (x - x0) and its squares, every row's at once,
+ * one barrier where two passes took four; the shift by an element of x
+ * keeps E[c^2] - E[c]^2 from cancelling when the mean is large against
+ * the spread. */
 template <int ROWS>
-static __device__ void layer_norm(const float *x, int d, const ln_params &p, float *xs, float *red) {
-    float v[ROWS][3], t[2 * ROWS], x0[ROWS];
+static __device__ void ln_moments(const float *x, int d, float *red, float *mean, float *inv) {
+    float t[2 * ROWS], x0[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
         x0[r] = x[r * d];
@@ -942,8 +969,7 @@ static __device__ void layer_norm(const float *x, int d, const ln_params &p, flo
 #pragma unroll
         for (int k = 0; k < 3; k++) {
             int i = threadIdx.x + k * FS_THREADS;
-            v[r][k] = i < d ? x[r * d + i] : 0.0f;
-            float c = i < d ? v[r][k] - x0[r] : 0.0f;
+            float c = i < d ? x[r * d + i] - x0[r] : 0.0f;
             t[2 * r] += c;
             t[2 * r + 1] += c * c;
         }
@@ -951,14 +977,24 @@ static __device__ void layer_norm(const float *x, int d, const ln_params &p, flo
     block_sums<2 * ROWS>(t, red);
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
-        float ms = t[2 * r] / d, mean = x0[r] + ms, var = fmaxf(t[2 * r + 1] / d - ms * ms, 0.0f);
-        float inv = rsqrtf(var + 1e-5f);
+        float ms = t[2 * r] / d, var = fmaxf(t[2 * r + 1] / d - ms * ms, 0.0f);
+        mean[r] = x0[r] + ms;
+        inv[r] = rsqrtf(var + 1e-5f);
+    }
+}
+
+/* xs = layer_norm(x) * g + b, row by row (xs 4d floats a row). */
+template <int ROWS>
+static __device__ void layer_norm(const float *x, int d, const ln_params &p, float *xs, float *red) {
+    float mean[ROWS], inv[ROWS];
+    ln_moments<ROWS>(x, d, red, mean, inv);
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
         for (int k = 0; k < 3; k++) {
             int i = threadIdx.x + k * FS_THREADS;
-            if (i < d) xs[r * 4 * d + i] = (v[r][k] - mean) * inv * p.g[k] + p.b[k];
+            if (i < d) xs[r * 4 * d + i] = (x[r * d + i] - mean[r]) * inv[r] * p.g[k] + p.b[k];
         }
-    }
     SYNC();
 }
 
@@ -1009,6 +1045,41 @@ static __device__ void sums_wait(const long long *sums, unsigned adds, const vec
             }
             if (i < d) x[r * d + i] += bias.v[k] + fx_value(q[r][k], adds);
         }
+}
+
+/* The cross-attention's query of this block's head and row, with x1
+ * (x += o_b + x1's sums, as sums_wait): the layer norm of x1 and the
+ * cross query's GEMV folded into the sums. cq ln(x1) + cq_b is
+ * inv G (x1 - mean) + c with G = cq diag(ln2_g) and c = cq ln2_b + cq_b;
+ * G x1 is G x (the G phase) + G o_b + the self-attention's heads times
+ * G o's columns of them, all but G o_b added into the cq sums (n_head + 1
+ * adds a sum). So q = inv (S + e - mean g1) + c, e = G o_b and g1 = G 1
+ * made at load (sh_fused_layer): a GEMV phase and its hand-over less on
+ * the chain, the query's words of the head polled with x1's. */
+template <int ROWS>
+static __device__ void cross_query(const sh_fused_step &f, const work &W, const head_part &P,
+                                   const sh_fused_layer *L, const layer_sums &S) {
+    const int d = f.d, j = threadIdx.x, at = P.h * FS_HD + j;
+    const bool mine = P.head && j < FS_HD;
+    const u64 *word = (const u64 *)S.cq + (size_t)P.q * d + at;
+    u64 w = 0;
+    float e = 0.0f, g1 = 0.0f, c = 0.0f;
+    if (mine) w = ll_load(word), e = L->cq_e[at], g1 = L->cq_g1[at], c = L->cq_c[at];
+    sums_wait<ROWS>(S.x1, f.n_head, vec_fetch(L->o_b, d), d, W.x);
+    SYNC();
+    float mean[ROWS], inv[ROWS];
+    ln_moments<ROWS>(W.x, d, W.red, mean, inv);
+    if (!mine) return;
+    const unsigned adds = f.n_head + 1;
+    for (unsigned spins = 0; fx_count(w) != adds; spins++) {
+        if (spins > (1u << 22)) __trap();   /* as ll_wait */
+        w = ll_load(word);
+    }
+    float m = mean[0], v = inv[0];
+#pragma unroll
+    for (int r = 1; r < ROWS; r++)
+        if (P.q == r) m = mean[r], v = inv[r];
+    W.xs[j] = v * (fx_value(w, adds) + e - m * g1) + c;   /* attention_head's query */
 }
 
 /* Shared memory: x (d a row), xs (4d a row), red (RED_FLOATS), sc
@@ -1104,29 +1175,29 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 22); }   /* slice wait (trace) */
         epilogue e = {EP_QKV, Wd.qkv, epoch, NULL, (__half *)L->self_k, (__half *)L->self_v,
                       pos, d, 3 * d, f.cache_stride};
-        gemv_phase<KIND, ROWS>(R, used, M_QKV, 3 * d, rs, d, W.xs, bias, e);
+        gemv_phase<KIND, ROWS>(R, used, M_QKV, 3 * d, rs, d, W.xs, 4 * d, bias, e);
         TRACE(f, l, 2);
-        /* self-attention over positions 0..pos: x1 = x + b + the heads'
-         * outputs times o's columns of them (added into sums) */
+        /* the cross query's G x into its sums (cross_query), while the
+         * heads' q, k and v come */
         layer_sums Sm = sums_of(f, parity, l);
+        e = (epilogue){EP_SUM};
+        e.d = d, e.sums = Sm.cq, e.sum_row0 = 0;
+        gemv_phase<SH_GW_F16, ROWS>(R, used, M_G, d, rs, d, W.x, d, 0.0f, e);
+        /* self-attention over positions 0..pos: x1 = x + b + the heads'
+         * outputs times o's columns of them, and the cross query's part
+         * times G o's (added into sums) */
         attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[0], pos + 1, 1, Wd.qkv,
-                                           3 * d, Wd.qkv, Wd.self_part, Sm.x1, &parts[1],
+                                           3 * d, Wd.qkv, Wd.self_part, Sm.x1, Sm.cq, &parts[1],
                                            L->cross_k, L->cross_v, f.cross_stride, l);
         TRACE(f, l, 3);
-        /* cq = W ln(x1) + b */
-        ln = ln_fetch(L->ln2_g, L->ln2_b, d);
-        bias = bias_fetch(L->cq_b, d, rs);
-        sums_wait<ROWS>(Sm.x1, f.n_head, vec_fetch(L->o_b, d), d, W.x);
-        SYNC();
+        /* x1, and the cross query from its sums */
+        cross_query<ROWS>(f, W, parts[1], L, Sm);
         TRACE(f, l, 5);
-        layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
-        if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 23); }
-        e = (epilogue){EP_PLAIN, Wd.cq, epoch, NULL, NULL, NULL, 0, d, d};
-        gemv_phase<KIND, ROWS>(R, used, M_CQ, d, rs, d, W.xs, bias, e);
+        TRACE(f, l, 23);
         TRACE(f, l, 6);
         /* cross-attention over the window: x2 = x1 + b + its heads' part */
-        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[1], f.n_audio, 0, Wd.cq, d,
-                                           NULL, Wd.cross_part, Sm.x2, NULL, NULL, NULL, 0, l);
+        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[1], f.n_audio, 0, NULL, d,
+                                           NULL, Wd.cross_part, Sm.x2, NULL, NULL, NULL, NULL, 0, l);
         TRACE(f, l, 7);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
@@ -1138,7 +1209,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 15);
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 16); }
         e = (epilogue){EP_GELU, Wd.hid, epoch, NULL, NULL, NULL, 0, d, 4 * d};
-        gemv_phase<KIND, ROWS>(R, used, M_FC1, 4 * d, rs, d, W.xs, bias, e, true);
+        gemv_phase<KIND, ROWS>(R, used, M_FC1, 4 * d, rs, d, W.xs, 4 * d, bias, e, true);
         TRACE(f, l, 10);
         /* x3 = x2 + b + W hid: this block's rows of one of fc2's column
          * blocks (my_fc2_rows) times that block's quarter of hid, added
@@ -1153,7 +1224,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 17); }
         e = (epilogue){EP_SUM};
         e.d = d, e.sums = Sm.x3, e.sum_row0 = quarter;
-        gemv_phase<KIND, ROWS>(R, used, M_FC2, 4 * d, rs, d, W.xs + quarter, 0.0f, e, true);
+        gemv_phase<KIND, ROWS>(R, used, M_FC2, 4 * d, rs, d, W.xs + quarter, 4 * d, 0.0f, e, true);
         TRACE(f, l, 12);
         fc2_b = L->fc2_b;
     }
@@ -1181,7 +1252,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         e.x_out = f.logits, e.d = f.n_vocab;
         for (int r0 = v0; r0 < v1; r0 += f.part_rows) {
             int r1 = r0 + f.part_rows < v1 ? r0 + f.part_rows : v1;
-            gemv_slice<KIND, 1>(R, used, r0, r1, d, W.xs, 0.0f, e);
+            gemv_slice<KIND, 1>(R, used, r0, r1, d, W.xs, 4 * d, 0.0f, e);
         }
     }
     /* every block has read the epoch: block 0 cannot get here before all

@@ -588,6 +588,50 @@ extern "C" void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_
                                                      (unsigned char *)out->w, out->scales);
 }
 
+/* The fused step's cross query folded into the self-attention's sums
+ * (sh_fused_layer): from cq (half, (d, d)), the second layer norm's
+ * weights (g, b) and the biases: G = cq diag(g) rounded to half, and by
+ * G as rounded (what the step multiplies) g1 = G 1 and e = G o_b; c =
+ * cq b + cq_b. A warp a row. */
+__global__ void k_fold_cross_query(const __half *cq, const float *g, const float *b,
+                                   const float *cq_b, const float *o_b, int d, __half *G,
+                                   float *e, float *g1, float *c) {
+    int i = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    if (i >= d) return;
+    float se = 0.0f, sg = 0.0f, sc = 0.0f;
+    for (int j = lane; j < d; j += WARP) {
+        float w = __half2float(cq[(size_t)i * d + j]);
+        __half gh = __float2half_rn(w * g[j]);
+        float gw = __half2float(gh);
+        G[(size_t)i * d + j] = gh;
+        sg += gw, se += gw * o_b[j], sc += w * b[j];
+    }
+    sg = warp_sum(sg), se = warp_sum(se), sc = warp_sum(sc);
+    if (lane == 0) g1[i] = sg, e[i] = se, c[i] = sc + cq_b[i];
+}
+
+extern "C" void sh_k_fold_cross_query(cudaStream_t s, const uint16_t *cq, const float *g,
+                                      const float *b, const float *cq_b, const float *o_b, int d,
+                                      uint16_t *G, float *e, float *g1, float *c) {
+    k_fold_cross_query<<<blocks_for(d, 8), 8 * WARP, 0, s>>>((const __half *)cq, g, b, cq_b, o_b,
+                                                             d, (__half *)G, e, g1, c);
+}
+
+/* dst (n_head d, 64) half = src (d, d) float32's columns head by head:
+ * row h d + i of dst is columns 64 h .. 64 h + 63 of src's row i (as
+ * sh_k_col_blocks lays out a half matrix). */
+__global__ void k_heads_to_half(const float *src, int d, __half *dst) {
+    long n = (long)d * d, k = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long i = k / d, col = k % d, h = col / 64;
+    dst[(h * d + i) * 64 + col % 64] = __float2half_rn(src[k]);
+}
+
+extern "C" void sh_k_heads_to_half(cudaStream_t s, const float *src, int d, uint16_t *dst) {
+    long n = (long)d * d;
+    k_heads_to_half<<<blocks_for(n, 256), 256, 0, s>>>(src, d, (__half *)dst);
+}
+
 __global__ void k_f32_to_half(const float *x, __half *out, long n) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = __float2half_rn(x[i]);

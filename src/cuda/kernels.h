@@ -64,6 +64,13 @@ void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
  * scales); out->w and out->scales allocated. */
 void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_gmat *out);
 void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
+/* The fused step's cross query fold (sh_fused_layer): G = cq diag(g) as
+ * half, e = G o_b, g1 = G 1, c = cq b + cq_b; cq half (d, d). */
+void sh_k_fold_cross_query(cudaStream_t s, const uint16_t *cq, const float *g, const float *b,
+                           const float *cq_b, const float *o_b, int d, uint16_t *G, float *e,
+                           float *g1, float *c);
+/* dst (n_head d, 64) half = src (d, d) float32's columns head by head. */
+void sh_k_heads_to_half(cudaStream_t s, const float *src, int d, uint16_t *dst);
 
 /* col (out_len, n_ch * 3) act from in: channel-major (n_ch, in_len) when
  * channel_major, else time-major (in_len, n_ch); kernel 3, padding 1. */
@@ -167,12 +174,18 @@ long sh_pick_scratch_bytes(int n_rows);
  * quarter alone, and adds its products into x3's sums (4 adds a sum) */
 #define SH_FC2_BLOCKS 4
 typedef struct {
-    const float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *cq_b, *co_b;
+    const float *ln1_g, *ln1_b, *qkv_b, *o_b, *co_b;
     const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
-    sh_gmat qkv, cq, fc1;
+    sh_gmat qkv, fc1;
     /* fc2's columns in SH_FC2_BLOCKS blocks of d, (SH_FC2_BLOCKS d, d);
      * o and cross o head by head, (n_head d, 64) (sh_k_col_blocks) */
     sh_gmat fc2_blocks, o_heads, co_heads;
+    /* the cross query folded into the self-attention's sums (made at load,
+     * sh_k_fold_cross_query): G = cq diag(ln2_g), (d, d); G o head by
+     * head, (n_head d, 64); both half whatever the others' kind; e = G o_b,
+     * g1 = G 1, c = cq ln2_b + cq_b (d floats each) */
+    sh_gmat cq_g, cq_go_heads;
+    const float *cq_e, *cq_g1, *cq_c;
     void *self_k, *self_v;            /* this layer's caches (beam 0 first), half */
     const void *cross_k, *cross_v;    /* this layer's window 0, half (n_audio, d) */
 } sh_fused_layer;
