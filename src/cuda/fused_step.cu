@@ -158,8 +158,8 @@ static __device__ void ll_poll(const u64 *src, int n, unsigned epoch, float *dst
 #define SYNC() asm volatile("bar.sync 1, %0;" ::"n"(FS_THREADS) : "memory")
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-static __device__ __forceinline__ void mbar_init(u64 *m) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(m)) : "memory");
+static __device__ __forceinline__ void mbar_init(u64 *m, unsigned count = 1) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(m)), "r"(count) : "memory");
 }
 static __device__ __forceinline__ void mbar_expect(u64 *m, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(m)),
@@ -196,7 +196,7 @@ static __device__ __forceinline__ void fence_mbar_init() {
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
 #else   /* never launched below 9.0 (sh_fused_plan) */
-static __device__ __forceinline__ void mbar_init(u64 *) {}
+static __device__ __forceinline__ void mbar_init(u64 *, unsigned = 1) {}
 static __device__ __forceinline__ void mbar_expect(u64 *, unsigned) {}
 static __device__ __forceinline__ void bulk_copy(void *, const void *, unsigned, u64 *, u64) {}
 static __device__ __forceinline__ u64 policy_evict_first() { return 0; }
@@ -286,9 +286,8 @@ struct slice {
     unsigned pair;   /* a first of two: the bytes of the second, wanted with it */
 };
 
-/* The ring of weight slices in shared memory. The fetching warp's lane 0
- * issues bulk copies in consumption order (layer by layer, LAYER_SLICES a
- * layer) while there is room; thread 0 counts the slices consumed. */
+/* The ring of weight slices in shared memory: the fetching warp fills it
+ * (ring_produce), thread 0 counts the slices consumed. */
 struct ring {
     unsigned char *base;
     unsigned size;
@@ -349,57 +348,6 @@ static __device__ slice slice_at(const sh_fused_step &f, int j, int v0, int v1) 
               : j < layer_slices && mi == M_O ? (unsigned)(r1 - r0) * FS_HD * 2
                                               : 0;
     return sl;
-}
-
-template <int KIND, int RS, int ROWS>
-static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1) {
-    const int n_layer_slices = f.n_layer * LAYER_SLICES;
-    unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
-    int seen = 0;
-    /* the token embedding's parts (the logits' weights, past the layers'
-     * slices) are read once a step and outweigh the layers' weights: first
-     * out of L2, they leave the layers' there for the next step (H200, 60 s
-     * of audio: tiny 37.2 / 38.3 -> 34.9 / 34.2 ms, its int8 40.4 -> 37.5) */
-    const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
-    for (int j = 0; j < R.total; j++) {
-        slice sl = slice_at<KIND, RS, ROWS>(f, j, v0, v1);
-        const u64 pol = j < n_layer_slices ? layers : vocab;
-        unsigned start, total = sl.bytes + sl.scale_bytes;
-        /* where bytes go from at: there, or the next lap's start if they
-         * would cross the ring's end */
-        auto place = [&](unsigned at, unsigned bytes) {
-            return at % R.size + bytes > R.size ? at + R.size - at % R.size : at;
-        };
-        for (;;) {
-            int c = *R.consumed;
-            for (; seen < c; seen++) tail = ends[seen % FS_SLOTS];
-            /* a first of two (a half, o's rows) is placed only with room
-             * for the second too: they are used together */
-            start = place(head, total);
-            unsigned end = start + total;
-            if (sl.pair) end = place(end, sl.pair) + sl.pair;
-            if (c == j) {
-                /* none left to consume: the whole ring is free, the gap
-                 * skipped to its start too (counted as used, a slice larger
-                 * than the ring less that gap could never be placed: large
-                 * on 144-170 SMs, medium on 108); a pair that would not fit
-                 * before the end starts a lap */
-                if (end - start > R.size) start = place(head, R.size), end = start + total + sl.pair;
-                tail = start;
-            }
-            if (j - c < FS_SLOTS - (sl.pair != 0) && end - tail <= R.size) break;
-            if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
-            __nanosleep(32);
-        }
-        int slot = j % FS_SLOTS;
-        ends[slot] = start + total;
-        head = start + total;
-        R.offs[slot] = start % R.size;
-        mbar_expect(&R.mbar[slot], total);   /* none: arrived at once */
-        if (sl.bytes) bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot], pol);
-        if (sl.scale_bytes)
-            bulk_copy(R.base + start % R.size + sl.bytes, sl.scales, sl.scale_bytes, &R.mbar[slot], pol);
-    }
 }
 
 /* The first `consumed` slices have been read by every compute thread
@@ -494,12 +442,17 @@ static __device__ __forceinline__ void dot8_pair(const unsigned char *wa, const 
  * of n_in, those from rm on in a second slice Wb; int8 rows followed by
  * their scales), x in shared memory (ROWS inputs 4d floats apart: xs),
  * the bias from bias_fetch; one code for every GEMV phase, the epilogue
- * saying what each output becomes. */
+ * saying what each output becomes. warp0 > 0: on the warps from warp0 on
+ * only (the others busy meanwhile), without a bias. (Three rows a warp at
+ * once where fc1 and fc2 give a block 31-32 rows on 15 warps, so that no
+ * warp takes a second round: their GEMVs shorter, the step longer, H200
+ * medium 524 -> 537 us.) */
 template <int KIND, int ROWS>
 static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const unsigned char *Wb,
                                                  int r0, int rm, int r1, int n_in, const float *x,
-                                                 int xstride, float bias, const epilogue &e) {
-    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
+                                                 int xstride, float bias, const epilogue &e,
+                                                 int warp0 = 0) {
+    int warp = threadIdx.x / WARP - warp0, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP - warp0;
     const int esize = KIND == SH_GW_F16 ? 2 : 1, groups = n_in / 32;
     /* a row's weights and (int8) scales in whichever slice holds it */
     auto row_at = [&](int r) {
@@ -592,6 +545,8 @@ struct work {
                        the head's partial softmaxes being merged */
     float *red;     /* (RED_FLOATS) reductions */
     void *uni;      /* attention keys and values (of the block's row) */
+    u64 *cross_ready;           /* the cross-attention's keys have come (cross_issue) */
+    volatile int *cross_go;     /* layers whose cross keys may come: their room is free */
 };
 
 /* A head's blocks a row: f.splits / ROWS (ROWS a constant: no division
@@ -669,24 +624,116 @@ static __device__ head_part head_part_of(const sh_fused_step &f, int n_keys) {
 }
 
 /* Starts copying this block's keys and values into shared memory (a
- * phase before they are needed): of its row, whose caches are stride
- * halves on from row 0's (kmem, vmem; f.cache_stride, or f.cross_stride:
- * 0 when the rows share a window). The newest key of a self-attention
- * (fresh) is not in memory yet and is left out. */
+ * phase before they are needed), threads t0, t0 + nt, ... of the block:
+ * of its row, whose caches are stride halves on from row 0's (kmem, vmem;
+ * f.cache_stride, or f.cross_stride: 0 when the rows share a window).
+ * The newest key of a self-attention (fresh) is not in memory yet and is
+ * left out. */
 static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const head_part &P,
                                        const void *kmem, const void *vmem, long stride, int n_keys,
-                                       int fresh) {
+                                       int fresh, int t0, int nt) {
     if (!P.keys) return;
     const int h = P.h, q = P.q, p0 = P.p0, p1 = P.p1;
     int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
     __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
     const __half *kr = (const __half *)kmem + q * stride, *vr = (const __half *)vmem + q * stride;
     /* 8 chunks of 16 bytes a key row of the head */
-    for (int i = threadIdx.x; i < (stored - p0) * 8; i += FS_THREADS) {
+    for (int i = t0; i < (stored - p0) * 8; i += nt) {
         int p = p0 + i / 8, c = (i % 8) * 8;
         size_t at = (size_t)p * f.d + h * FS_HD + c;
         cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kr + at);
         cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vr + at);
+    }
+}
+
+/* The fetching warp: lane 0 issues the weight slices' bulk copies in
+ * consumption order (layer by layer, LAYER_SLICES a layer) while there
+ * is room in the ring; and the whole warp, as soon as the self-attention
+ * has read its keys from their room (cross_go), copies the
+ * cross-attention's keys and values into it, each lane arriving on
+ * cross_ready when its copies have landed. Those copies' issue had taken
+ * the compute warps 0.76 us a medium layer on the chain (between the
+ * self-attention's weighted sums and its output). The warp runs as one
+ * (every lane the same decisions, lane 0's reads broadcast): lanes left
+ * spinning beside lane 0 kept it from placing slices (int8 medium 542 ->
+ * 552 us a step). */
+struct fetcher {
+    int crossed;   /* layers whose cross keys were issued */
+};
+
+static __device__ void cross_issue(fetcher &F, const sh_fused_step &f, const work &W,
+                                   const head_part &P) {
+    int go = __shfl_sync(0xffffffffu, *W.cross_go, 0);
+    for (; F.crossed < go; F.crossed++) {
+        const sh_fused_layer *L = &f.layers[F.crossed];
+        attention_fetch(f, W, P, L->cross_k, L->cross_v, f.cross_stride, f.n_audio, 0,
+                        threadIdx.x % WARP, WARP);
+        cp_async_arrive_noinc(W.cross_ready);
+    }
+}
+
+template <int KIND, int RS, int ROWS>
+static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1,
+                                    const work &W, const head_part &P) {
+    const int n_layer_slices = f.n_layer * LAYER_SLICES, lane = threadIdx.x % WARP;
+    fetcher F = {0};
+    unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
+    int seen = 0;
+    /* the token embedding's parts (the logits' weights, past the layers'
+     * slices) are read once a step and outweigh the layers' weights: first
+     * out of L2, they leave the layers' there for the next step (H200, 60 s
+     * of audio: tiny 37.2 / 38.3 -> 34.9 / 34.2 ms, its int8 40.4 -> 37.5) */
+    const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
+    for (int j = 0; j < R.total; j++) {
+        slice sl = slice_at<KIND, RS, ROWS>(f, j, v0, v1);
+        const u64 pol = j < n_layer_slices ? layers : vocab;
+        unsigned start, total = sl.bytes + sl.scale_bytes;
+        /* where bytes go from at: there, or the next lap's start if they
+         * would cross the ring's end */
+        auto place = [&](unsigned at, unsigned bytes) {
+            return at % R.size + bytes > R.size ? at + R.size - at % R.size : at;
+        };
+        for (;;) {
+            int c = __shfl_sync(0xffffffffu, *R.consumed, 0);
+            for (; seen < c; seen++) tail = ends[seen % FS_SLOTS];
+            /* a first of two (a half, o's rows) is placed only with room
+             * for the second too: they are used together */
+            start = place(head, total);
+            unsigned end = start + total;
+            if (sl.pair) end = place(end, sl.pair) + sl.pair;
+            if (c == j) {
+                /* none left to consume: the whole ring is free, the gap
+                 * skipped to its start too (counted as used, a slice larger
+                 * than the ring less that gap could never be placed: large
+                 * on 144-170 SMs, medium on 108); a pair that would not fit
+                 * before the end starts a lap */
+                if (end - start > R.size) start = place(head, R.size), end = start + total + sl.pair;
+                tail = start;
+            }
+            if (j - c < FS_SLOTS - (sl.pair != 0) && end - tail <= R.size) break;
+            if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
+            cross_issue(F, f, W, P);
+            __nanosleep(32);
+        }
+        int slot = j % FS_SLOTS;
+        ends[slot] = start + total;
+        head = start + total;
+        if (lane == 0) {
+            R.offs[slot] = start % R.size;
+            mbar_expect(&R.mbar[slot], total);   /* none: arrived at once */
+            if (sl.bytes) bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot], pol);
+            if (sl.scale_bytes)
+                bulk_copy(R.base + start % R.size + sl.bytes, sl.scales, sl.scale_bytes,
+                          &R.mbar[slot], pol);
+        }
+        __syncwarp();
+        cross_issue(F, f, W, P);
+    }
+    /* every slice placed: the last layers' cross keys */
+    for (spins = 0; F.crossed < f.n_layer; spins++) {
+        if (spins > (1u << 26)) __trap();
+        cross_issue(F, f, W, P);
+        __nanosleep(64);
     }
 }
 
@@ -719,54 +766,60 @@ static __device__ void head_columns_add(const unsigned char *Wh, int c0, int c1,
     }
 }
 
+/* The self-attention's query of this block's head and row (into W.xs),
+ * and where the block's keys end with the newest (not in the cache yet),
+ * its key and value (into the keys' room, rounded as the cache holds
+ * them), from the qkv words (3d a row); the loads in flight at once: one
+ * round trip where the query's and then the key's took two. Threads below
+ * FS_HD (the G phase runs on the other warps meanwhile). */
+template <int ROWS>
+static __device__ void attention_poll(const sh_fused_step &f, const work &W, const head_part &P,
+                                      int n_keys, const u64 *words, unsigned epoch) {
+    if (!P.keys) return;
+    const int d = f.d, j = threadIdx.x, row = P.p1 - 1 - P.p0;
+    const bool newest = P.p1 == n_keys;
+    const u64 *qw = words + (size_t)P.q * 3 * d + P.h * FS_HD + j, *kw = qw + d, *vw = kw + d;
+    u64 q = ll_load(qw), k = newest ? ll_load(kw) : 0, v = newest ? ll_load(vw) : 0;
+    W.xs[j] = __uint_as_float((unsigned)ll_wait(qw, q, epoch));
+    if (newest) {
+        __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
+        k = ll_wait(kw, k, epoch);
+        v = ll_wait(vw, v, epoch);
+        ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
+        vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
+    }
+}
+
 /* One head of attention of one row (this block's: my_head) over the keys
- * attention_fetch started (for self-attention, fresh, the newest key and
- * value come from the qkv words, 3d a row), the query from q_words (n_q
- * words a row), or with none already in W.xs (cross_query): this block's
- * key range as a partial softmax; with the head's keys in more than one
+ * attention_fetch started, the query in W.xs (attention_poll's, or
+ * cross_query's): this block's key range as a partial softmax; with the head's keys in more than one
  * range, the partials handed over as words (parts, a row's after
  * another's) and merged by every block of the row's; then the head's
  * output times this block's rows of the head's columns of o (the next
  * weight slice), added into the row's sums (n_head adds a sum), and with
  * go_sums the same with G o's columns (the slice after) into those.
- * Every block consumes the slices, heads or not. Once the keys are read,
- * the next attention's (next_k, next_v: row 0's, next_stride halves a
- * row) come into their room. */
+ * Every block consumes the slices, heads or not. The self-attention
+ * (fresh) waits for its keys' copies (attention_fetch) and once they are
+ * read lets the cross-attention's come into their room (cross_issue); the
+ * cross-attention waits for those (layer l_). */
 template <int KIND, int ROWS, bool TRACED>
 static __device__ void attention_head(const sh_fused_step &f, const work &W, ring &R, int &used,
                                       unsigned epoch, const head_part &P, int n_keys, int fresh,
-                                      const u64 *q_words, int n_q, const u64 *kv_words, u64 *parts,
-                                      long long *sums, long long *go_sums, const head_part *next,
-                                      const void *next_k, const void *next_v, long next_stride,
-                                      int l_) {
+                                      u64 *parts, long long *sums, long long *go_sums, int l_) {
     const int h = P.h, q = P.q, s = P.s, p0 = P.p0, p1 = P.p1, S = P.S, d = f.d;
-    bool fetched = false;
+    bool freed = false;
     const size_t part_row = (size_t)f.n_head * f.splits * FS_PART;   /* a row's partials */
     float *a = W.xs + FS_HD;   /* the head's output */
     if (P.keys) {
-        int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
         __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
-        float *qv = W.xs;
-        const bool newest = stored < p1;
-        if (threadIdx.x < FS_HD && (q_words || newest)) {
-            /* the query, and the newest key and value (rounded as the
-             * cache holds them), their loads in flight at once: one round
-             * trip where the query's and then the key's took two */
-            int j = threadIdx.x, row = p1 - 1 - p0;
-            const u64 *qw = q_words + (size_t)q * n_q + h * FS_HD + j;
-            const u64 *kw = kv_words + (size_t)q * 3 * d + d + h * FS_HD + j, *vw = kw + d;
-            u64 a = q_words ? ll_load(qw) : 0, k = newest ? ll_load(kw) : 0, v = newest ? ll_load(vw) : 0;
-            if (q_words) qv[j] = __uint_as_float((unsigned)ll_wait(qw, a, epoch));
-            if (newest) {
-                k = ll_wait(kw, k, epoch);
-                v = ll_wait(vw, v, epoch);
-                ks[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)k));
-                vs[(size_t)row * FS_HD + j] = __float2half_rn(__uint_as_float((unsigned)v));
-            }
-        }
+        float *qv = W.xs;   /* the query: attention_poll's, or cross_query's */
         TRACE(f, l_, fresh ? 4 : 18);
-        cp_async_commit();
-        cp_async_wait<0>();
+        if (fresh) {
+            cp_async_commit();
+            cp_async_wait<0>();
+        } else {
+            mbar_wait(W.cross_ready, l_ & 1);
+        }
         SYNC();
         TRACE(f, l_, fresh ? 8 : 19);
         int n = p1 - p0, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
@@ -820,8 +873,8 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         if (pr == 0) W.red[16 + grp] = l;
         SYNC();
         /* the keys and values read: the cross-attention's may come */
-        if (next_k) attention_fetch(f, W, *next, next_k, next_v, next_stride, f.n_audio, 0);
-        fetched = true;
+        if (fresh && threadIdx.x == 0) *W.cross_go = l_ + 1;
+        freed = true;
         if (threadIdx.x < FS_HD) {
             float t = 0.0f, total = 0.0f;
             for (int g = 0; g < n_grp; g++) t += sum[g * FS_HD + threadIdx.x], total += W.red[16 + g];
@@ -837,7 +890,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
             }
         }
     }
-    if (next_k && !fetched) attention_fetch(f, W, *next, next_k, next_v, next_stride, f.n_audio, 0);
+    if (fresh && !freed && threadIdx.x == 0) *W.cross_go = l_ + 1;
     if (S > 1 && P.head) {
         /* every partial of the head, merged here (after a barrier: the
          * room of the scores and sums; sh_fused_plan sizes it to hold them) */
@@ -1092,8 +1145,11 @@ static __host__ __device__ size_t barriers_offset(const sh_fused_step &f) {
 static __host__ __device__ size_t parts_offset(const sh_fused_step &f) {
     return barriers_offset(f) + FS_SLOTS * 12 + 16;   /* the two head_parts */
 }
+static __host__ __device__ size_t cross_offset(const sh_fused_step &f) {
+    return (parts_offset(f) + 2 * sizeof(head_part) + 7) / 8 * 8;   /* cross_ready, cross_go */
+}
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
-    size_t at = parts_offset(f) + 2 * sizeof(head_part);
+    size_t at = cross_offset(f) + 16;
     return (at + 127) / 128 * 128;
 }
 
@@ -1126,8 +1182,12 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     const unsigned epoch = *f.epoch;
     const int pos = *f.pos0;
     head_part *parts = (head_part *)(smem + parts_offset(f));   /* self-, cross-attention */
+    W.cross_ready = (u64 *)(smem + cross_offset(f));
+    W.cross_go = (volatile int *)(W.cross_ready + 1);
     if (tid == 0) {
         for (int s = 0; s < FS_SLOTS; s++) mbar_init(&R.mbar[s]);
+        mbar_init(W.cross_ready, WARP);   /* the fetching warp's lanes (cross_issue) */
+        *W.cross_go = 0;
         *R.consumed = 0;
         parts[0] = head_part_of<ROWS>(f, pos + 1);
     }
@@ -1135,7 +1195,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     fence_mbar_init();
     __syncthreads();   /* the whole block, once */
     if (tid >= FS_THREADS) {
-        if (tid == FS_THREADS) ring_produce<KIND, RS, ROWS>(R, f, v0, v1);
+        ring_produce<KIND, RS, ROWS>(R, f, v0, v1, W, parts[1]);
         return;
     }
     const unsigned parity = epoch & 1;
@@ -1164,7 +1224,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_words Wd = words_of(f, l);
         /* qkv = W ln(x) + b; k, v also into the cache at pos */
         TRACE(f, l, 0);
-        attention_fetch(f, W, parts[0], L->self_k, L->self_v, f.cache_stride, pos + 1, 1);
+        attention_fetch(f, W, parts[0], L->self_k, L->self_v, f.cache_stride, pos + 1, 1, tid,
+                        FS_THREADS);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
         float bias = bias_fetch(L->qkv_b, 3 * d, rs);
         if (l > 0)
@@ -1177,18 +1238,25 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
                       pos, d, 3 * d, f.cache_stride};
         gemv_phase<KIND, ROWS>(R, used, M_QKV, 3 * d, rs, d, W.xs, 4 * d, bias, e);
         TRACE(f, l, 2);
-        /* the cross query's G x into its sums (cross_query), while the
-         * heads' q, k and v come */
+        /* the cross query's G x into its sums (cross_query) on warps 2..
+         * while warps 0 and 1 wait for the head's q, k and v */
         layer_sums Sm = sums_of(f, parity, l);
-        e = (epilogue){EP_SUM};
-        e.d = d, e.sums = Sm.cq, e.sum_row0 = 0;
-        gemv_phase<SH_GW_F16, ROWS>(R, used, M_G, d, rs, d, W.x, d, 0.0f, e);
+        {
+            int r0, r1;
+            my_rows(d, rs, &r0, &r1);
+            const unsigned char *G = ring_slice(R, used);
+            e = (epilogue){EP_SUM};
+            e.d = d, e.sums = Sm.cq, e.sum_row0 = 0;
+            if (tid < FS_HD) attention_poll<ROWS>(f, W, parts[0], pos + 1, Wd.qkv, epoch);
+            else gemv_rows<SH_GW_F16, ROWS>(G, G, r0, r1, r1, d, W.x, d, 0.0f, e, FS_HD / WARP);
+            SYNC();
+            ring_release(R, ++used);
+        }
         /* self-attention over positions 0..pos: x1 = x + b + the heads'
          * outputs times o's columns of them, and the cross query's part
          * times G o's (added into sums) */
-        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[0], pos + 1, 1, Wd.qkv,
-                                           3 * d, Wd.qkv, Wd.self_part, Sm.x1, Sm.cq, &parts[1],
-                                           L->cross_k, L->cross_v, f.cross_stride, l);
+        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[0], pos + 1, 1,
+                                           Wd.self_part, Sm.x1, Sm.cq, l);
         TRACE(f, l, 3);
         /* x1, and the cross query from its sums */
         cross_query<ROWS>(f, W, parts[1], L, Sm);
@@ -1196,8 +1264,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 23);
         TRACE(f, l, 6);
         /* cross-attention over the window: x2 = x1 + b + its heads' part */
-        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[1], f.n_audio, 0, NULL, d,
-                                           NULL, Wd.cross_part, Sm.x2, NULL, NULL, NULL, NULL, 0, l);
+        attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[1], f.n_audio, 0,
+                                           Wd.cross_part, Sm.x2, NULL, l);
         TRACE(f, l, 7);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);

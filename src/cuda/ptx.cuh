@@ -17,6 +17,11 @@ static __device__ __forceinline__ unsigned smem_u32(const void *p) {
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src) : "memory");
 }
+/* An arrival on the mbarrier once every copy this thread issued so far
+ * has landed (the barrier's count includes it: noinc). */
+static __device__ __forceinline__ void cp_async_arrive_noinc(unsigned long long *mbar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_u32(mbar)) : "memory");
+}
 /* Closes the group of copies issued since the last commit. */
 static __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;" ::: "memory");
@@ -38,6 +43,7 @@ static __device__ __forceinline__ void mma16816(float *c, unsigned a0, unsigned 
 }
 #else
 static __device__ __forceinline__ void cp_async16(void *, const void *) {}
+static __device__ __forceinline__ void cp_async_arrive_noinc(unsigned long long *) {}
 static __device__ __forceinline__ void cp_async_commit() {}
 template <int N>
 static __device__ __forceinline__ void cp_async_wait() {}
