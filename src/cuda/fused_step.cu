@@ -23,11 +23,13 @@
  *     into fixed-point sums in L2 that count their adds: x1 and x2 arrive
  *     without a hand-over of the attention's output and a GEMV phase.
  * Half weights, or int8 ones with their per-32 scales fetched behind each
- * slice (int8_float16). Phases of a layer: qkv (layer norm inside),
- * self-attention with o's head columns (x1 from sums), cross q (layer norm
- * inside), cross-attention with cross o's head columns (x2 from sums), fc1
- * (layer norm inside, GELU), fc2 (x3 from sums: each block one column
- * block's rows, my_fc2_rows). Given a logits buffer (the backend: tiny),
+ * slice (int8_float16). Phases of a layer: qkv (layer norm inside);
+ * the cross query's G x (cross_query) beside the wait for the head's q,
+ * k and v; self-attention with o's and G o's head columns (x1 and the
+ * cross query from sums); cross-attention with cross o's head columns
+ * (x2 from sums; its keys copied by the fetching warp meanwhile:
+ * ring_produce); fc1 (layer norm inside, GELU); fc2 (x3 from sums: each
+ * block one column block's rows, my_fc2_rows). Given a logits buffer (the backend: tiny),
  * the final layer norm and the logits too, the token embedding's rows
  * streamed through the ring in parts; else they and the pick stay separate
  * kernels. All blocks must be resident: launched cooperatively.
@@ -47,7 +49,11 @@
  * run of a quarter of the blocks each, every block waiting for a quarter
  * of fc1's output and adding into x3's sums (4 adds a sum): medium 608 ->
  * 563 us, small 268 -> 241, tiny 71 -> 70; each attention's part (head_part)
- * worked out once a step: medium 565 -> 558, tiny 70.4 -> 65.9. What bounds it is
+ * worked out once a step: medium 565 -> 558, tiny 70.4 -> 65.9.
+ * Seventeenth session: the cross query folded into the self-attention's
+ * sums (its layer norm, GEMV phase and hand-over off the chain): medium
+ * 556 -> 525 us; the G phase beside the query's poll and the cross keys
+ * copied by the fetching warp: 524 -> 502 (tiny 65.8 -> 62.3). What bounds it is
  * the chain of hand-overs and the serial work between them (ncu, medium:
  * 12 cycles a warp between issues, stalls on barriers 24%, on global
  * loads (the polls) 21%, on the instruction cache 2%): what is taken off
