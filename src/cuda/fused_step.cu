@@ -29,10 +29,10 @@
  * cross query from sums); cross-attention with cross o's head columns
  * (x2 from sums; its keys copied by the fetching warp meanwhile:
  * ring_produce); fc1 (layer norm inside, GELU); fc2 (x3 from sums: each
- * block one column block's rows, my_fc2_rows). Given a logits buffer (the backend: tiny),
- * the final layer norm and the logits too, the token embedding's rows
- * streamed through the ring in parts; else they and the pick stay separate
- * kernels. All blocks must be resident: launched cooperatively.
+ * block one column block's rows, my_fc2_rows). Given a logits buffer (the
+ * backend: tiny), the final layer norm and the logits too, the token
+ * embedding's rows streamed through the ring in parts; else they and the
+ * pick stay separate kernels. All blocks must be resident: launched cooperatively.
  * Two rows (ROWS, fifteenth session) share every weight slice; each has
  * its own token, caches, window, words, sums and vectors, and its own
  * half of each head's blocks (medium: 857 us a step of two rows, where
@@ -53,8 +53,8 @@
  * Seventeenth session: the cross query folded into the self-attention's
  * sums (its layer norm, GEMV phase and hand-over off the chain): medium
  * 556 -> 525 us; the G phase beside the query's poll and the cross keys
- * copied by the fetching warp: 524 -> 502 (tiny 65.8 -> 62.3). What bounds it is
- * the chain of hand-overs and the serial work between them (ncu, medium:
+ * copied by the fetching warp: 524 -> 502 (tiny 65.8 -> 62.3). What
+ * bounds it is the chain of hand-overs and the serial work between them (ncu, medium:
  * 12 cycles a warp between issues, stalls on barriers 24%, on global
  * loads (the polls) 21%, on the instruction cache 2%): what is taken off
  * the chain gains (64-bit divisions after each wait: medium 749 -> 730
@@ -446,7 +446,7 @@ static __device__ __forceinline__ void dot8_pair(const unsigned char *wa, const 
 
 /* y = W x + bias for this block's rows, W from shared memory (rows r0..r1
  * of n_in, those from rm on in a second slice Wb; int8 rows followed by
- * their scales), x in shared memory (ROWS inputs 4d floats apart: xs),
+ * their scales), x in shared memory (ROWS inputs xstride floats apart),
  * the bias from bias_fetch; one code for every GEMV phase, the epilogue
  * saying what each output becomes. warp0 > 0: on the warps from warp0 on
  * only (the others busy meanwhile), without a bias. (Three rows a warp at
