@@ -798,9 +798,10 @@ static __device__ void attention_poll(const sh_fused_step &f, const work &W, con
 
 /* One head of attention of one row (this block's: my_head) over the keys
  * attention_fetch started, the query in W.xs (attention_poll's, or
- * cross_query's): this block's key range as a partial softmax; with the head's keys in more than one
- * range, the partials handed over as words (parts, a row's after
- * another's) and merged by every block of the row's; then the head's
+ * cross_query's): this block's key range as a partial softmax; with the
+ * head's keys in more than one range, the partials handed over as words
+ * (parts, a row's after another's) and merged by every block of the
+ * row's; then the head's
  * output times this block's rows of the head's columns of o (the next
  * weight slice), added into the row's sums (n_head adds a sum), and with
  * go_sums the same with G o's columns (the slice after) into those.
