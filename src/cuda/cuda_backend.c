@@ -724,7 +724,9 @@ static int flash_wanted(int cc_major, int act_half, const sh_hparams *hp) {
 /* The run state's buffers, the caches of 5 beams included, on the current
  * device (the probe selected it): the scores only where the encoder's
  * attention kernel will not run (counted always, they had made medium
- * look 216 MB bigger than it is). */
+ * look 216 MB bigger than it is); the fused step's hand-over words and
+ * sums, of one row's plan and two rows', where it may run (medium ~12 MB
+ * on 132 SMs). */
 static uint64_t state_bytes(const shruti_model *m, int mode) {
     const sh_hparams *hp = &m->hp;
     uint64_t a = mode == SH_GPU_FLOAT32 ? 4 : 2, sum = 0;
@@ -737,6 +739,12 @@ static uint64_t state_bytes(const shruti_model *m, int mode) {
     int n = state_buffers(hp, a, flash_wanted(cc_major, mode != SH_GPU_FLOAT32, hp), &probe_state,
                           bufs);
     for (int i = 0; i < n; i++) sum += bufs[i].bytes;
+    int sms = 0;
+    if (cc_major >= 9 && mode != SH_GPU_FLOAT32 && hp->n_text_state == 64 * hp->n_text_head &&
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
+        for (int rows = 1; rows <= SH_FUSED_MAX_ROWS; rows++)
+            sum += (uint64_t)sh_fused_ll_words(hp->n_text_layer, hp->n_text_state, hp->n_text_head,
+                                               sms / hp->n_text_head, rows) * 8 + 256;
     return sum + 3 * (uint64_t)hp->n_text_layer * 5 * hp->n_text_ctx * hp->n_text_state * a;
 }
 
