@@ -356,14 +356,17 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
 /* Whether the fused step (half or int8 weights, Hopper and later, heads
  * of 64; not turned off by SHRUTI_CUDA_FUSED=0) may run this model: it
  * then reads o and co head by head and fc2 in blocks of columns. */
-static int fused_may_run(const sh_gpu_model *g) {
-    const sh_hparams *hp = &g->m->hp;
+static int fused_may_run_on(const sh_hparams *hp, int mode, int cc_major) {
     const char *want = getenv("SHRUTI_CUDA_FUSED");
+    return (!want || strcmp(want, "0") != 0) && mode != SH_GPU_FLOAT32 &&
+           hp->n_text_state == 64 * hp->n_text_head && cc_major >= 9;
+}
+
+/* The same on the model's device. */
+static int fused_may_run(const sh_gpu_model *g) {
     int cc = 0;
-    return (!want || strcmp(want, "0") != 0) && g->mode != SH_GPU_FLOAT32 &&
-           hp->n_text_state == 64 * hp->n_text_head &&
-           cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, g->device) == cudaSuccess &&
-           cc >= 9;
+    return cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, g->device) == cudaSuccess &&
+           fused_may_run_on(&g->m->hp, g->mode, cc);
 }
 
 /* A matrix's copy in blocks of `width` columns (sh_k_col_blocks), for the
@@ -407,7 +410,10 @@ static int fold_cross_query(sh_gpu_model *g, gblock *b, int d, cublasHandle_t bl
                                      d, b->cq_g.w, CUDA_R_16F, d, &zero, go, CUDA_R_32F, d,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) return blas_fail(err, st, "folding the cross query");
-    sh_k_heads_to_half(0, go, d, b->cq_go_heads.w);
+    /* G o in half (into cq's room, read already), then head by head */
+    sh_gmat go_half = {.w = cq, .kind = SH_GW_F16, .n_out = d, .n_in = d};
+    sh_k_f32_to_half(0, go, cq, (long)d * d);
+    sh_k_col_blocks(0, &go_half, 64, &b->cq_go_heads);
     CU(cudaStreamSynchronize(0), "folding the cross query");
     return 0;
 }
@@ -740,7 +746,7 @@ static uint64_t state_bytes(const shruti_model *m, int mode) {
                           bufs);
     for (int i = 0; i < n; i++) sum += bufs[i].bytes;
     int sms = 0;
-    if (cc_major >= 9 && mode != SH_GPU_FLOAT32 && hp->n_text_state == 64 * hp->n_text_head &&
+    if (fused_may_run_on(hp, mode, cc_major) &&
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
         for (int rows = 1; rows <= SH_FUSED_MAX_ROWS; rows++)
             sum += (uint64_t)sh_fused_ll_words(hp->n_text_layer, hp->n_text_state, hp->n_text_head,

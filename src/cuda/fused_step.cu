@@ -32,7 +32,8 @@
  * block one column block's rows, my_fc2_rows). Given a logits buffer (the
  * backend: tiny), the final layer norm and the logits too, the token
  * embedding's rows streamed through the ring in parts; else they and the
- * pick stay separate kernels. All blocks must be resident: launched cooperatively.
+ * pick stay separate kernels. All blocks must be resident: launched
+ * cooperatively.
  * Two rows (ROWS, fifteenth session) share every weight slice; each has
  * its own token, caches, window, words, sums and vectors, and its own
  * half of each head's blocks (medium: 857 us a step of two rows, where
@@ -54,10 +55,10 @@
  * sums (its layer norm, GEMV phase and hand-over off the chain): medium
  * 556 -> 525 us; the G phase beside the query's poll and the cross keys
  * copied by the fetching warp: 524 -> 502 (tiny 65.8 -> 62.3). What
- * bounds it is the chain of hand-overs and the serial work between them (ncu, medium:
- * 12 cycles a warp between issues, stalls on barriers 24%, on global
- * loads (the polls) 21%, on the instruction cache 2%): what is taken off
- * the chain gains (64-bit divisions after each wait: medium 749 -> 730
+ * bounds it is the chain of hand-overs and the serial work between them
+ * (ncu, medium: 12 cycles a warp between issues, stalls on barriers
+ * 24%, on global loads (the polls) 21%, on the instruction cache 2%):
+ * what is taken off the chain gains (64-bit divisions after each wait: medium 749 -> 730
  * us; the layer norm's four barriers down to one: 730 -> 720; attention's
  * weighted sums 27 -> 13 keys deep: 720 -> 701), while code size alone
  * does not (the six GEMV phases as one loop, 108 -> 59 KB of code: medium
@@ -662,16 +663,12 @@ static __device__ void attention_fetch(const sh_fused_step &f, const work &W, co
  * self-attention's weighted sums and its output). The warp runs as one
  * (every lane the same decisions, lane 0's reads broadcast): lanes left
  * spinning beside lane 0 kept it from placing slices (int8 medium 542 ->
- * 552 us a step). */
-struct fetcher {
-    int crossed;   /* layers whose cross keys were issued */
-};
-
-static __device__ void cross_issue(fetcher &F, const sh_fused_step &f, const work &W,
+ * 552 us a step). crossed: the layers whose cross keys were issued. */
+static __device__ void cross_issue(int &crossed, const sh_fused_step &f, const work &W,
                                    const head_part &P) {
     int go = __shfl_sync(0xffffffffu, *W.cross_go, 0);
-    for (; F.crossed < go; F.crossed++) {
-        const sh_fused_layer *L = &f.layers[F.crossed];
+    for (; crossed < go; crossed++) {
+        const sh_fused_layer *L = &f.layers[crossed];
         attention_fetch(f, W, P, L->cross_k, L->cross_v, f.cross_stride, f.n_audio, 0,
                         threadIdx.x % WARP, WARP);
         cp_async_arrive_noinc(W.cross_ready);
@@ -682,7 +679,7 @@ template <int KIND, int RS, int ROWS>
 static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1,
                                     const work &W, const head_part &P) {
     const int n_layer_slices = f.n_layer * LAYER_SLICES, lane = threadIdx.x % WARP;
-    fetcher F = {0};
+    int crossed = 0;
     unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
     int seen = 0;
     /* the token embedding's parts (the logits' weights, past the layers'
@@ -718,7 +715,7 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
             }
             if (j - c < FS_SLOTS - (sl.pair != 0) && end - tail <= R.size) break;
             if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
-            cross_issue(F, f, W, P);
+            cross_issue(crossed, f, W, P);
             __nanosleep(32);
         }
         int slot = j % FS_SLOTS;
@@ -733,12 +730,12 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
                           &R.mbar[slot], pol);
         }
         __syncwarp();
-        cross_issue(F, f, W, P);
+        cross_issue(crossed, f, W, P);
     }
     /* every slice placed: the last layers' cross keys */
-    for (spins = 0; F.crossed < f.n_layer; spins++) {
+    for (spins = 0; crossed < f.n_layer; spins++) {
         if (spins > (1u << 26)) __trap();
-        cross_issue(F, f, W, P);
+        cross_issue(crossed, f, W, P);
         __nanosleep(64);
     }
 }
@@ -801,10 +798,10 @@ static __device__ void attention_poll(const sh_fused_step &f, const work &W, con
  * cross_query's): this block's key range as a partial softmax; with the
  * head's keys in more than one range, the partials handed over as words
  * (parts, a row's after another's) and merged by every block of the
- * row's; then the head's
- * output times this block's rows of the head's columns of o (the next
- * weight slice), added into the row's sums (n_head adds a sum), and with
- * go_sums the same with G o's columns (the slice after) into those.
+ * row's; then the head's output times this block's rows of the head's
+ * columns of o (the next weight slice), added into the row's sums
+ * (n_head adds a sum), and with go_sums the same with G o's columns (the
+ * slice after) into those.
  * Every block consumes the slices, heads or not. The self-attention
  * (fresh) waits for its keys' copies (attention_fetch) and once they are
  * read lets the cross-attention's come into their room (cross_issue); the

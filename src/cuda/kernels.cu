@@ -617,21 +617,6 @@ extern "C" void sh_k_fold_cross_query(cudaStream_t s, const uint16_t *cq, const 
                                                              d, (__half *)G, e, g1, c);
 }
 
-/* dst (n_head d, 64) half = src (d, d) float32's columns head by head:
- * row h d + i of dst is columns 64 h .. 64 h + 63 of src's row i (as
- * sh_k_col_blocks lays out a half matrix). */
-__global__ void k_heads_to_half(const float *src, int d, __half *dst) {
-    long n = (long)d * d, k = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= n) return;
-    long i = k / d, col = k % d, h = col / 64;
-    dst[(h * d + i) * 64 + col % 64] = __float2half_rn(src[k]);
-}
-
-extern "C" void sh_k_heads_to_half(cudaStream_t s, const float *src, int d, uint16_t *dst) {
-    long n = (long)d * d;
-    k_heads_to_half<<<blocks_for(n, 256), 256, 0, s>>>(src, d, (__half *)dst);
-}
-
 __global__ void k_f32_to_half(const float *x, __half *out, long n) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = __float2half_rn(x[i]);

@@ -69,8 +69,6 @@ void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
 void sh_k_fold_cross_query(cudaStream_t s, const uint16_t *cq, const float *g, const float *b,
                            const float *cq_b, const float *o_b, int d, uint16_t *G, float *e,
                            float *g1, float *c);
-/* dst (n_head d, 64) half = src (d, d) float32's columns head by head. */
-void sh_k_heads_to_half(cudaStream_t s, const float *src, int d, uint16_t *dst);
 
 /* col (out_len, n_ch * 3) act from in: channel-major (n_ch, in_len) when
  * channel_major, else time-major (in_len, n_ch); kernel 3, padding 1. */
