@@ -593,6 +593,9 @@ struct sh_gpu_state {
      * when first captured */
     fused_plan fused[SH_FUSED_MAX_ROWS];   /* by rows - 1 */
     int logits_fused;               /* the last step was fused: row 0's logits are made */
+    int wide_grid;                  /* the logits' persistent GEMV's blocks (0: k_gemv's) */
+    int dx_raw;                     /* dx is the last step's residual, its final layer
+                                       norm left to the logits' GEMV (step_leaves_raw) */
     sh_fused_layer *fused_layers;   /* device: the layer table the graphs' kernels read */
     /* the speculated step (see greedy): a one-row greedy pick writes its
      * token into io and the next step runs on it at once, while the host
@@ -789,6 +792,11 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
               (cc_major >= 8 && !(mma && strcmp(mma, "0") == 0) ? SH_K_MMA : 0) |
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     s->flash = flash_wanted(cc_major, g->act_half, hp);
+    /* SHRUTI_CUDA_WIDE_LOGITS=0: the logits through k_gemv (A/B runs) */
+    const char *wide = getenv("SHRUTI_CUDA_WIDE_LOGITS");
+    s->wide_grid = wide && strcmp(wide, "0") == 0
+                       ? 0
+                       : sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state);
     const char *spec = getenv("SHRUTI_CUDA_SPECULATE");
     s->speculate = !(spec && strcmp(spec, "0") == 0);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
@@ -1273,12 +1281,22 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
     return 0;
 }
 
+/* Whether a step of rows x n_tokens leaves dx its residual, the final
+ * layer norm to the logits' GEMV (sh_k_gemv_wide): a fused step of one
+ * row without the logits in it (H200, medium: a kernel less a step). */
+static int step_leaves_raw(const sh_gpu_state *s, int rows, int n_tokens) {
+    return rows == 1 && n_tokens == 1 && s->fused[0].state > 0 && !s->fused[0].fs.logits &&
+           s->wide_grid > 0;
+}
+
 static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     const sh_gpu_model *g = s->g;
     if (n_tokens == 1 && rows <= SH_FUSED_MAX_ROWS && s->fused[rows - 1].state > 0) {
         const sh_fused_step *f = &s->fused[rows - 1].fs;
         sh_k_fused_step(s->stream, f);
-        if (!f->logits)   /* else the step made the final layer norm and the logits */
+        /* else the step made the final layer norm and the logits, or the
+         * logits' GEMV makes the norm */
+        if (!f->logits && !step_leaves_raw(s, rows, n_tokens))
             sh_k_layer_norm(s->stream, s->dx, rows, g->m->hp.n_text_state, g->dec_ln_w,
                             g->dec_ln_b, s->dx, 0);
         return 0;
@@ -1327,11 +1345,12 @@ static int step_fuses_logits(const sh_gpu_state *s, int rows, int n_tokens) {
 static int launch_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     CU(cudaMemcpyAsync(s->io, s->host_io, (size_t)(IO_TOKENS + rows) * sizeof(int),
                        cudaMemcpyHostToDevice, s->stream), "copying tokens");
-    s->logits_fused = 0;
+    s->logits_fused = s->dx_raw = 0;
     int r = n_tokens == 1 && rows <= MAX_BEAMS ? run_step_graph(s, rows, err)
                                               : enqueue_step(s, rows, n_tokens, err);
     if (r < 0) return r;
     s->logits_fused = step_fuses_logits(s, rows, n_tokens);
+    s->dx_raw = step_leaves_raw(s, rows, n_tokens);
     CU(cudaGetLastError(), "running the decoder");
     return 0;
 }
@@ -1357,6 +1376,7 @@ static int forward(sh_gpu_state *s, const int *tokens, int n_beams, int n_tokens
         s->host_io[IO_POS] = pos0, s->host_io[IO_TOKENS] = tokens[0];
         s->last_rows = s->last_tokens = 1;
         s->logits_fused = step_fuses_logits(s, 1, 1);
+        s->dx_raw = step_leaves_raw(s, 1, 1);
         return 0;
     }
     spec_drop(s);
@@ -1386,7 +1406,17 @@ static void logits_pass(sh_gpu_state *s, int row, int n) {
     s->logits_fused = 0;
     const sh_gpu_model *g = s->g;
     int d = g->m->hp.n_text_state;
+    if (s->dx_raw && (row != 0 || n != 1)) {   /* row 0 alone is stepped: never so */
+        sh_k_layer_norm(s->stream, s->dx, 1, d, g->dec_ln_w, g->dec_ln_b, s->dx, 0);
+        s->dx_raw = 0;
+    }
     /* not a programmatic dependent: it follows the step's graph */
+    if (n == 1 && s->wide_grid > 0) {
+        sh_k_gemv_wide(s->stream, &g->tok_emb, s->dx + (size_t)row * d, s->logits,
+                       s->dx_raw ? g->dec_ln_w : NULL, s->dx_raw ? g->dec_ln_b : NULL,
+                       s->wide_grid, 0);
+        return;
+    }
     sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)row * d, d, n, s->logits, g->m->hp.n_vocab,
               NULL, SH_GEMV_STORE, s->gemv & ~SH_K_PDL);
 }

@@ -245,6 +245,115 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
     }
 }
 
+/* ------------------------------------------------------ the logits' GEMV */
+
+/* One input row against a wide half or int8 matrix (the logits: the token
+ * embedding's 51865 rows), the layer norm first when ln_g is given. A
+ * persistent grid: each warp takes rows o, o + warps, ... and loads the
+ * next row's weights before it uses the current one's, so every warp keeps
+ * two rows in flight from start to end. (k_gemv, a warp a row and ~13000
+ * blocks, read medium's 106 MB of half embedding at 65% of the memory's
+ * peak, ncu.) The layer norm here, each block over the whole row, spares
+ * the fused step's final one its kernel. n_in <= GEMV_PREFETCH * 256. */
+#define WIDE_THREADS 256
+template <int KIND>
+__global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const __half *scales,
+                                                            int n_out, int n_in, const float *x,
+                                                            float *y, const float *ln_g,
+                                                            const float *ln_b) {
+    extern __shared__ float xs[];
+    __shared__ float red[32];
+    const int lane = threadIdx.x % WARP, per_block = WIDE_THREADS / WARP;
+    const int warps = gridDim.x * per_block;
+    int o = blockIdx.x * per_block + threadIdx.x / WARP;
+    uint4 cur[GEMV_PREFETCH][2], nxt[GEMV_PREFETCH][2];
+    auto load_row = [&](int row, uint4 (*raw)[2]) {
+#pragma unroll
+        for (int k = 0; k < GEMV_PREFETCH; k++) {
+            int c = lane * 8 + k * WARP * 8;
+            if (row < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, row, c, raw[k]);
+        }
+    };
+    load_row(o, cur);
+    PDL_LAUNCH();
+    PDL_WAIT();
+    /* x into shared memory, normalised (two passes: mean, then spread) */
+    const int PER = 8;   /* n_in <= 8 * WIDE_THREADS */
+    float v[PER], sum = 0.0f, var = 0.0f;
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int i = threadIdx.x + k * WIDE_THREADS;
+        v[k] = i < n_in ? x[i] : 0.0f;
+        sum += v[k];
+    }
+    if (ln_g) {
+        float mean = block_sum(sum, red) / n_in;
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int i = threadIdx.x + k * WIDE_THREADS;
+            float t = i < n_in ? v[k] - mean : 0.0f;
+            var += t * t;
+        }
+        float inv = rsqrtf(block_sum(var, red) / n_in + 1e-5f);
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int i = threadIdx.x + k * WIDE_THREADS;
+            if (i < n_in) v[k] = (v[k] - mean) * inv * ln_g[i] + ln_b[i];
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int i = threadIdx.x + k * WIDE_THREADS;
+        if (i < n_in) xs[i] = v[k];
+    }
+    __syncthreads();
+    for (; o < n_out; o += warps) {
+        load_row(o + warps, nxt);
+        float acc = 0.0f;
+#pragma unroll
+        for (int k = 0; k < GEMV_PREFETCH; k++) {
+            int c = lane * 8 + k * WARP * 8;
+            if (c < n_in) {
+                float wv[8];
+                widen<KIND>(cur[k], wv);
+                dot8<1>(&acc, wv, xs, 0, c);
+            }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) y[o] = acc;
+#pragma unroll
+        for (int k = 0; k < GEMV_PREFETCH; k++) cur[k][0] = nxt[k][0];
+    }
+}
+
+extern "C" int sh_gemv_wide_grid(int device, int kind, int n_in) {
+    int sms = 0, per_sm = 0;
+    if (kind == SH_GW_F32 || n_in > GEMV_PREFETCH * WARP * 8 ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return 0;
+    cudaError_t e = kind == SH_GW_F16
+                        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                              &per_sm, k_gemv_wide<SH_GW_F16>, WIDE_THREADS, n_in * sizeof(float))
+                        : cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                              &per_sm, k_gemv_wide<SH_GW_I8>, WIDE_THREADS, n_in * sizeof(float));
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return sms * per_sm;
+}
+
+extern "C" void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
+                               const float *ln_g, const float *ln_b, int grid, int pdl) {
+    size_t shm = (size_t)w->n_in * sizeof(float);
+    if (w->kind == SH_GW_F16)
+        launch(pdl, k_gemv_wide<SH_GW_F16>, grid, WIDE_THREADS, shm, s, w->w,
+               (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b);
+    else
+        launch(pdl, k_gemv_wide<SH_GW_I8>, grid, WIDE_THREADS, shm, s, w->w,
+               (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b);
+}
+
 /* ------------------------------------------------- GEMV on tensor cores */
 
 /* Half or int8 weights against 1..SH_GEMV_MAX_ROWS input rows on the

@@ -64,6 +64,12 @@ void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
  * scales); out->w and out->scales allocated. */
 void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_gmat *out);
 void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
+/* y (n_out) = w x for one row x, w half or int8 (the logits), through
+ * the layer norm (ln_g, ln_b) when ln_g is given: a persistent grid of
+ * `grid` blocks, sh_gemv_wide_grid's (0: the kernel cannot take w). */
+int sh_gemv_wide_grid(int device, int kind, int n_in);
+void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y, const float *ln_g,
+                    const float *ln_b, int grid, int pdl);
 /* The fused step's cross query fold (sh_fused_layer): G = cq diag(g) as
  * half, e = G o_b, g1 = G 1, c = cq b + cq_b; cq half (d, d). */
 void sh_k_fold_cross_query(cudaStream_t s, const uint16_t *cq, const float *g, const float *b,
