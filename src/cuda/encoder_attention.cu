@@ -109,15 +109,21 @@ __global__ void __launch_bounds__(128) k_encoder_attention(const __half *qkv, in
                 mma16816(s[2 * np + 1], qa[kk], b[2], b[3]);
             }
         }
-        /* the online softmax, rows g and g + 8 (a row's 64 scores over 4 lanes) */
+        /* the online softmax, rows g and g + 8 (a row's 64 scores over 4
+         * lanes), on the raw scores (the scale is positive: the same
+         * maximum) and scaled inside the exponentials' FMA; keys past n
+         * masked in the last tile only (the compares and the scaling were
+         * ~a quarter of a tile's non-MMA instructions) */
+        if (j0 + EA_K > n) {
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (j0 + nt * 8 + 2 * t + (e & 1) >= n) s[nt][e] = -INFINITY;
+        }
         float t0 = -INFINITY, t8 = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int key = j0 + nt * 8 + 2 * t + (e & 1);
-                s[nt][e] = key < n ? s[nt][e] * scale : -INFINITY;
-            }
             t0 = fmaxf(t0, fmaxf(s[nt][0], s[nt][1]));
             t8 = fmaxf(t8, fmaxf(s[nt][2], s[nt][3]));
         }
@@ -125,14 +131,15 @@ __global__ void __launch_bounds__(128) k_encoder_attention(const __half *qkv, in
         t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, 2));
         t8 = fmaxf(t8, __shfl_xor_sync(0xffffffffu, t8, 1));
         t8 = fmaxf(t8, __shfl_xor_sync(0xffffffffu, t8, 2));
-        float n0 = fmaxf(m0, t0), n8 = fmaxf(m8, t8);
+        /* m0, m8: the running maxima, scaled */
+        float n0 = fmaxf(m0, t0 * scale), n8 = fmaxf(m8, t8 * scale);
         float c0 = exp2f(m0 - n0), c8 = exp2f(m8 - n8);
         m0 = n0, m8 = n8;
         float r0 = 0.0f, r8 = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
-            s[nt][0] = exp2f(s[nt][0] - n0), s[nt][1] = exp2f(s[nt][1] - n0);
-            s[nt][2] = exp2f(s[nt][2] - n8), s[nt][3] = exp2f(s[nt][3] - n8);
+            s[nt][0] = exp2f(fmaf(s[nt][0], scale, -n0)), s[nt][1] = exp2f(fmaf(s[nt][1], scale, -n0));
+            s[nt][2] = exp2f(fmaf(s[nt][2], scale, -n8)), s[nt][3] = exp2f(fmaf(s[nt][3], scale, -n8));
             r0 += s[nt][0] + s[nt][1], r8 += s[nt][2] + s[nt][3];
             o[nt][0] *= c0, o[nt][1] *= c0, o[nt][2] *= c8, o[nt][3] *= c8;
         }
