@@ -105,8 +105,8 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     std::vector<unsigned long long> h(L * 24);
     cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost);
     // order of stamps within a layer
-    int order[] = {0, 1, 22, 2, 4, 8, 13, 14, 3, 5, 23, 6, 18, 19, 20, 21, 7, 9, 15, 16, 10, 11, 17, 12};
-    const char *lab[] = {"poll x+sync", "ln+qkv slice", "qkv", "s:poll q", "s:kv wait", "s:softmax", "s:sums+merge", "s:o cols", "wait x1+moments", "-", "-", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:o cols", "wait x2", "ln", "fc1 slice", "fc1", "poll hid", "fc2 slice", "fc2"};
+    int order[] = {0, 1, 22, 2, 4, 8, 13, 14, 23, 3, 5, 18, 19, 20, 21, 6, 7, 9, 15, 16, 10, 11, 17, 12};
+    const char *lab[] = {"poll x+sync", "ln+qkv slice", "qkv", "s:poll q", "s:kv wait", "s:softmax", "s:sums+merge", "s:o slices", "s:o cols", "wait x1+moments", "c:poll q", "c:kv wait", "c:softmax", "c:part+merge", "c:co slice", "c:co cols", "wait x2", "ln", "fc1 slices", "fc1", "poll hid", "fc2 slices", "fc2"};
     const int NK = 23;
     double acc[NK] = {0};
     int n = 0;

@@ -917,6 +917,8 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
     SYNC();
     TRACE(f, l_, fresh ? 14 : 21);
     const unsigned char *Wh = ring_slice(R, used);
+    if (TRACED && f.trace && go_sums) ring_slice(R, used + 1);
+    TRACE(f, l_, fresh ? 23 : 6);   /* the slices' wait (trace) */
     if (P.head) head_columns_add<KIND>(Wh, P.c0, P.c1, a, sums + (size_t)q * d);
     if (go_sums) {
         const unsigned char *Wg = ring_slice(R, used + 1);
@@ -1265,8 +1267,6 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         /* x1, and the cross query from its sums */
         cross_query<ROWS>(f, W, parts[1], L, Sm);
         TRACE(f, l, 5);
-        TRACE(f, l, 23);
-        TRACE(f, l, 6);
         /* cross-attention over the window: x2 = x1 + b + its heads' part */
         attention_head<KIND, ROWS, TRACED>(f, W, R, used, epoch, parts[1], f.n_audio, 0,
                                            Wd.cross_part, Sm.x2, NULL, l);
@@ -1279,7 +1279,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 9);
         layer_norm<ROWS>(W.x, d, ln, W.xs, W.red);
         TRACE(f, l, 15);
-        if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 16); }
+        if (TRACED && f.trace) { ring_slice(R, used); ring_slice(R, used + 1); TRACE(f, l, 16); }
         e = (epilogue){EP_GELU, Wd.hid, epoch, NULL, NULL, NULL, 0, d, 4 * d};
         gemv_phase<KIND, ROWS>(R, used, M_FC1, 4 * d, rs, d, W.xs, 4 * d, bias, e, true);
         TRACE(f, l, 10);
@@ -1293,7 +1293,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
             ll_poll<POLL_D>(Wd.hid + q * 4 * d + quarter, d, epoch, W.xs + q * 4 * d + quarter);
         SYNC();
         TRACE(f, l, 11);
-        if (TRACED && f.trace) { ring_slice(R, used); TRACE(f, l, 17); }
+        if (TRACED && f.trace) { ring_slice(R, used); ring_slice(R, used + 1); TRACE(f, l, 17); }
         e = (epilogue){EP_SUM};
         e.d = d, e.sums = Sm.x3, e.sum_row0 = quarter;
         gemv_phase<KIND, ROWS>(R, used, M_FC2, 4 * d, rs, d, W.xs + quarter, 4 * d, 0.0f, e, true);
