@@ -117,6 +117,33 @@ static __device__ __forceinline__ void dot8(float *acc, const float *wv, const f
     }
 }
 
+/* A lane's first GEMV_PREFETCH chunks of eight weights of row o (none
+ * past n_out), and their products with x[r] added into acc[r]. */
+template <int KIND>
+static __device__ __forceinline__ void load_chunks(const void *w, const __half *scales, int n_out,
+                                                   int n_in, int o, uint4 (*raw)[2]) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int k = 0; k < GEMV_PREFETCH; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (o < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, o, c, raw[k]);
+    }
+}
+template <int KIND, int R>
+static __device__ __forceinline__ void dot_chunks(float *acc, const uint4 (*raw)[2], const float *x,
+                                                  int ld, int n_in) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int k = 0; k < GEMV_PREFETCH; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (c < n_in) {
+            float wv[8];
+            widen<KIND>(raw[k], wv);
+            dot8<R>(acc, wv, x, ld, c);
+        }
+    }
+}
+
 /* One output of a GEMV, o of input row n, and what its epilogue needs:
  * the bias and the cache position (loaded before the wait for the
  * previous kernel, gemv_out_at) and the value accumulated into (loaded
@@ -176,11 +203,7 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
     int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     /* this row's first GEMV_PREFETCH chunks, before waiting on x */
     uint4 pre[GEMV_PREFETCH][2];
-#pragma unroll
-    for (int k = 0; k < GEMV_PREFETCH; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (o < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, o, c, pre[k]);
-    }
+    load_chunks<KIND>(w, scales, n_out, n_in, o, pre);
     /* lane r < R finishes output o of row r */
     gemv_out out = gemv_out_at(o < n_out && lane < R, o, lane, bias, kv);
     gemv_out_wait(out, y, ldy, epilogue);
@@ -219,15 +242,7 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
-#pragma unroll
-    for (int k = 0; k < GEMV_PREFETCH; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (c < n_in) {
-            float wv[8];
-            widen<KIND>(pre[k], wv);
-            dot8<R>(acc, wv, xin, ld, c);
-        }
-    }
+    dot_chunks<KIND, R>(acc, pre, xin, ld, n_in);
 #pragma unroll 4
     for (int c = lane * 8 + GEMV_PREFETCH * WARP * 8; c < n_in; c += WARP * 8) {
         float wv[8];
@@ -267,14 +282,7 @@ __global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const
     const int warps = gridDim.x * per_block;
     int o = blockIdx.x * per_block + threadIdx.x / WARP;
     uint4 cur[GEMV_PREFETCH][2], nxt[GEMV_PREFETCH][2];
-    auto load_row = [&](int row, uint4 (*raw)[2]) {
-#pragma unroll
-        for (int k = 0; k < GEMV_PREFETCH; k++) {
-            int c = lane * 8 + k * WARP * 8;
-            if (row < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, row, c, raw[k]);
-        }
-    };
-    load_row(o, cur);
+    load_chunks<KIND>(w, scales, n_out, n_in, o, cur);
     PDL_LAUNCH();
     PDL_WAIT();
     /* x into shared memory, normalised (two passes: mean, then spread) */
@@ -308,17 +316,9 @@ __global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const
     }
     __syncthreads();
     for (; o < n_out; o += warps) {
-        load_row(o + warps, nxt);
+        load_chunks<KIND>(w, scales, n_out, n_in, o + warps, nxt);
         float acc = 0.0f;
-#pragma unroll
-        for (int k = 0; k < GEMV_PREFETCH; k++) {
-            int c = lane * 8 + k * WARP * 8;
-            if (c < n_in) {
-                float wv[8];
-                widen<KIND>(cur[k], wv);
-                dot8<1>(&acc, wv, xs, 0, c);
-            }
-        }
+        dot_chunks<KIND, 1>(&acc, cur, xs, 0, n_in);
         acc = warp_sum(acc);
         if (lane == 0) y[o] = acc;
 #pragma unroll
