@@ -84,6 +84,9 @@ typedef struct {
      * the cross query's fold (sh_fused_layer), or none */
     sh_gmat fc2_blocks, o_heads, co_heads, cq_g, cq_go_heads;
     float *cq_e, *cq_g1, *cq_c;
+    /* half copies of the biases cuBLASLt adds into half outputs (the
+     * encoder's qkv, the cross values; half activations only), or NULL */
+    uint16_t *qkv_b_h, *cv_b_h;
 } gblock;
 
 struct sh_gpu_model {
@@ -292,6 +295,15 @@ static int upload_qkv_bias(sh_gpu_model *g, const float *qb, const float *vb, in
     return r;
 }
 
+/* A half copy of n device floats (a bias for cuBLASLt's epilogue). */
+static int half_copy(sh_gpu_model *g, const float *src, size_t n, uint16_t **out, char *err) {
+    int r = dev_alloc(g, n * sizeof(uint16_t), (void **)out, err);
+    if (r < 0) return r;
+    sh_k_f32_to_half(0, src, *out, (long)n);
+    CU(cudaStreamSynchronize(0), "copying a bias to half");
+    return 0;
+}
+
 static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, int kind,
                         int act_kind, gblock *out, char *err) {
     int r;
@@ -323,6 +335,8 @@ static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, 
     UP(upload_floats(g, b->fc1_b, 4 * d, &out->fc1_b, err));
     UP(upload_one(g, b->fc2_w, d, 4 * d, kind, &out->fc2, err));
     UP(upload_floats(g, b->fc2_b, d, &out->fc2_b, err));
+    if (act_kind == SH_GW_F16 && !decoder) UP(half_copy(g, out->qkv_b, 3 * (size_t)d, &out->qkv_b_h, err));
+    if (act_kind == SH_GW_F16 && decoder) UP(half_copy(g, out->cv_b, d, &out->cv_b_h, err));
 #undef UP
     return 0;
 }
@@ -891,7 +905,9 @@ static lt_plan *lt_plan_for(sh_gpu_state *s, int m, int n, int k, int half_out, 
     *p = (lt_plan){.m = m, .n = n, .k = k, .half_out = half_out, .accumulate = accumulate, .bias = bias};
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    cudaDataType bias_type = CUDA_R_32F, out_type = half_out ? CUDA_R_16F : CUDA_R_32F;
+    /* the bias of the output's type: cuBLASLt offers no epilogue adding a
+     * float bias into a half output */
+    cudaDataType out_type = half_out ? CUDA_R_16F : CUDA_R_32F, bias_type = out_type;
     uint64_t ws = BLAS_WORKSPACE;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t found;
@@ -923,7 +939,7 @@ static lt_plan *lt_plan_for(sh_gpu_state *s, int m, int n, int k, int half_out, 
  * with nothing enqueued, where that cannot run: the caller takes the
  * GEMM and a bias pass. */
 static int lt_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *y,
-                     int half_out, const float *bias, int accumulate) {
+                     int half_out, const void *bias, int accumulate) {
     if (!s->lt || w->kind != SH_GW_F16) return -1;
     lt_plan *p = lt_plan_for(s, w->n_out, rows, w->n_in, half_out, accumulate, bias != NULL);
     if (!p) return -1;
@@ -939,10 +955,12 @@ static int lt_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows,
 /* The encoder's linear layers: y = x w^T + bias into activations of the
  * run's type (out_act: half, or float in float32), or added to the float
  * residual; cuBLASLt with the bias in its epilogue where it can (half
- * activations only), else cuBLAS and a bias pass. gelu: the GEMM's float
- * output through GELU to out_act in one pass. */
+ * activations only; into half activations bias_h, the bias in half), else
+ * cuBLAS and a bias pass. gelu: the GEMM's float output through GELU to
+ * out_act in one pass. */
 static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *out_act,
-                      float *residual, const float *bias, int gelu, char *err) {
+                      float *residual, const float *bias, const uint16_t *bias_h, int gelu,
+                      char *err) {
     int r;
     if (residual) {
         if (lt_linear(s, w, x, rows, residual, 0, bias, 1) == 0) return 0;
@@ -950,7 +968,8 @@ static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows
         if (bias) sh_k_add_bias(s->stream, residual, bias, rows, w->n_out);
         return 0;
     }
-    if (!gelu && lt_linear(s, w, x, rows, out_act, 1, bias, 0) == 0) return 0;
+    if (!gelu && (!bias || bias_h) && lt_linear(s, w, x, rows, out_act, 1, bias_h, 0) == 0)
+        return 0;
     if (gelu && lt_linear(s, w, x, rows, s->y, 0, bias, 0) == 0) {
         sh_k_bias_act(s->stream, s->y, NULL, rows, w->n_out, 1, out_act, s->g->act_half);
         return 0;
@@ -1004,7 +1023,7 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
     size_t a = act_size(s->g);
     int r;
     sh_k_layer_norm(s->stream, s->x, n, d, b->attn_ln_w, b->attn_ln_b, s->h, ah);
-    if ((r = enc_linear(s, &b->qkv, s->h, n, s->big, NULL, b->qkv_b, 0, err)) < 0) return r;
+    if ((r = enc_linear(s, &b->qkv, s->h, n, s->big, NULL, b->qkv_b, b->qkv_b_h, 0, err)) < 0) return r;
     /* half activations, 64-wide heads: the whole attention in one kernel
      * (the scores never leave the SM); else through cuBLAS and a softmax */
     if (s->flash) {
@@ -1023,10 +1042,10 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
                       (long long)n * n, 0.0f, s->o, at, d, hd, heads, err)) < 0)
             return r;
     }
-    if ((r = enc_linear(s, &b->o, s->o, n, NULL, s->x, b->o_b, 0, err)) < 0) return r;
+    if ((r = enc_linear(s, &b->o, s->o, n, NULL, s->x, b->o_b, NULL, 0, err)) < 0) return r;
     sh_k_layer_norm(s->stream, s->x, n, d, b->mlp_ln_w, b->mlp_ln_b, s->h, ah);
-    if ((r = enc_linear(s, &b->fc1, s->h, n, s->big, NULL, b->fc1_b, 1, err)) < 0) return r;
-    if ((r = enc_linear(s, &b->fc2, s->big, n, NULL, s->x, b->fc2_b, 0, err)) < 0) return r;
+    if ((r = enc_linear(s, &b->fc1, s->h, n, s->big, NULL, b->fc1_b, NULL, 1, err)) < 0) return r;
+    if ((r = enc_linear(s, &b->fc2, s->big, n, NULL, s->x, b->fc2_b, NULL, 0, err)) < 0) return r;
     return 0;
 }
 
@@ -1056,8 +1075,8 @@ static int encode_window(sh_gpu_state *s, const float *mel, int slot, char *err)
     char *cv = (char *)s->cross_v + (size_t)slot * hp->n_text_layer * layer;
     for (int l = 0; l < hp->n_text_layer; l++) {
         const gblock *b = &g->dec[l];
-        if ((r = enc_linear(s, &b->ck, s->h, n, ck + l * layer, NULL, NULL, 0, err)) < 0) return r;
-        if ((r = enc_linear(s, &b->cv, s->h, n, cv + l * layer, NULL, b->cv_b, 0, err)) < 0) return r;
+        if ((r = enc_linear(s, &b->ck, s->h, n, ck + l * layer, NULL, NULL, NULL, 0, err)) < 0) return r;
+        if ((r = enc_linear(s, &b->cv, s->h, n, cv + l * layer, NULL, b->cv_b, b->cv_b_h, 0, err)) < 0) return r;
     }
     CU(cudaGetLastError(), "running the encoder");
     /* errors of the encoder's kernels belong to this call */
