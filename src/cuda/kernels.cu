@@ -144,6 +144,42 @@ static __device__ __forceinline__ void dot_chunks(float *acc, const uint4 (*raw)
     }
 }
 
+/* xs[0..n) = the layer norm of row (g, b), or without g the row itself,
+ * n <= PER * blockDim.x; every load issued before the first use (one
+ * latency). The caller syncs the block before reading xs. */
+template <int PER>
+static __device__ __forceinline__ void row_to_shared(const float *row, int n, const float *g,
+                                                     const float *b, float *xs, float *red) {
+    float v[PER], sum = 0.0f, var = 0.0f;
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < n ? row[i] : 0.0f;
+    }
+    if (g) {
+#pragma unroll
+        for (int k = 0; k < PER; k++) sum += v[k];
+        float mean = block_sum(sum, red) / n;
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            float t = i < n ? v[k] - mean : 0.0f;
+            var += t * t;
+        }
+        float inv = rsqrtf(block_sum(var, red) / n + 1e-5f);
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            if (i < n) v[k] = (v[k] - mean) * inv * g[i] + b[i];
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        if (i < n) xs[i] = v[k];
+    }
+}
+
 /* One output of a GEMV, o of input row n, and what its epilogue needs:
  * the bias and the cache position (loaded before the wait for the
  * previous kernel, gemv_out_at) and the value accumulated into (loaded
@@ -208,32 +244,9 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
     gemv_out out = gemv_out_at(o < n_out && lane < R, o, lane, bias, kv);
     gemv_out_wait(out, y, ldy, epilogue);
     if (LN) {
-        /* every load of a row issued before the first use: one latency */
-        const int PER = 16;   /* n_in <= 16 * blockDim.x (2048 for 128 threads) */
-        for (int r = 0; r < R; r++) {
-            const float *row = x + (size_t)r * ldx;
-            float v[PER], sum = 0.0f, var = 0.0f;
-#pragma unroll
-            for (int k = 0; k < PER; k++) {
-                int i = threadIdx.x + k * blockDim.x;
-                v[k] = i < n_in ? row[i] : 0.0f;
-            }
-#pragma unroll
-            for (int k = 0; k < PER; k++) sum += v[k];
-            float mean = block_sum(sum, red) / n_in;
-#pragma unroll
-            for (int k = 0; k < PER; k++) {
-                int i = threadIdx.x + k * blockDim.x;
-                float t = i < n_in ? v[k] - mean : 0.0f;
-                var += t * t;
-            }
-            float inv = rsqrtf(block_sum(var, red) / n_in + 1e-5f);
-#pragma unroll
-            for (int k = 0; k < PER; k++) {
-                int i = threadIdx.x + k * blockDim.x;
-                if (i < n_in) xs[r * n_in + i] = (v[k] - mean) * inv * ln_g[i] + ln_b[i];
-            }
-        }
+        /* n_in <= 16 * blockDim.x (2048 for 128 threads) */
+        for (int r = 0; r < R; r++)
+            row_to_shared<16>(x + (size_t)r * ldx, n_in, ln_g, ln_b, xs + r * n_in, red);
         __syncthreads();
     }
     if (o >= n_out) return;
@@ -285,35 +298,7 @@ __global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const
     load_chunks<KIND>(w, scales, n_out, n_in, o, cur);
     PDL_LAUNCH();
     PDL_WAIT();
-    /* x into shared memory, normalised (two passes: mean, then spread) */
-    const int PER = 8;   /* n_in <= 8 * WIDE_THREADS */
-    float v[PER], sum = 0.0f, var = 0.0f;
-#pragma unroll
-    for (int k = 0; k < PER; k++) {
-        int i = threadIdx.x + k * WIDE_THREADS;
-        v[k] = i < n_in ? x[i] : 0.0f;
-        sum += v[k];
-    }
-    if (ln_g) {
-        float mean = block_sum(sum, red) / n_in;
-#pragma unroll
-        for (int k = 0; k < PER; k++) {
-            int i = threadIdx.x + k * WIDE_THREADS;
-            float t = i < n_in ? v[k] - mean : 0.0f;
-            var += t * t;
-        }
-        float inv = rsqrtf(block_sum(var, red) / n_in + 1e-5f);
-#pragma unroll
-        for (int k = 0; k < PER; k++) {
-            int i = threadIdx.x + k * WIDE_THREADS;
-            if (i < n_in) v[k] = (v[k] - mean) * inv * ln_g[i] + ln_b[i];
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < PER; k++) {
-        int i = threadIdx.x + k * WIDE_THREADS;
-        if (i < n_in) xs[i] = v[k];
-    }
+    row_to_shared<8>(x, n_in, ln_g, ln_b, xs, red);   /* n_in <= 8 * WIDE_THREADS */
     __syncthreads();
     for (; o < n_out; o += warps) {
         load_chunks<KIND>(w, scales, n_out, n_in, o + warps, nxt);
@@ -326,17 +311,20 @@ __global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const
     }
 }
 
+/* The instance for half or int8 weights. */
+typedef void (*gemv_wide_fn)(const void *, const __half *, int, int, const float *, float *,
+                             const float *, const float *);
+static gemv_wide_fn gemv_wide_for(int kind) {
+    return kind == SH_GW_F16 ? k_gemv_wide<SH_GW_F16> : k_gemv_wide<SH_GW_I8>;
+}
+
 extern "C" int sh_gemv_wide_grid(int device, int kind, int n_in) {
     int sms = 0, per_sm = 0;
     if (kind == SH_GW_F32 || n_in > GEMV_PREFETCH * WARP * 8 ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
         return 0;
-    cudaError_t e = kind == SH_GW_F16
-                        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                              &per_sm, k_gemv_wide<SH_GW_F16>, WIDE_THREADS, n_in * sizeof(float))
-                        : cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                              &per_sm, k_gemv_wide<SH_GW_I8>, WIDE_THREADS, n_in * sizeof(float));
-    if (e != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_wide_for(kind), WIDE_THREADS,
+                                                      n_in * sizeof(float)) != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
@@ -345,13 +333,8 @@ extern "C" int sh_gemv_wide_grid(int device, int kind, int n_in) {
 
 extern "C" void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
                                const float *ln_g, const float *ln_b, int grid, int pdl) {
-    size_t shm = (size_t)w->n_in * sizeof(float);
-    if (w->kind == SH_GW_F16)
-        launch(pdl, k_gemv_wide<SH_GW_F16>, grid, WIDE_THREADS, shm, s, w->w,
-               (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b);
-    else
-        launch(pdl, k_gemv_wide<SH_GW_I8>, grid, WIDE_THREADS, shm, s, w->w,
-               (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b);
+    launch(pdl, gemv_wide_for(w->kind), grid, WIDE_THREADS, (size_t)w->n_in * sizeof(float), s,
+           w->w, (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b);
 }
 
 /* ------------------------------------------------- GEMV on tensor cores */
