@@ -1,6 +1,6 @@
 /* bench_fused_step.cu - the fused one-row decoder step (src/cuda/fused_step.cu)
- * alone, at the real shapes of tiny .. large with zero weights (the time
- * does not depend on their values): the median step time, then one step
+ * alone, at the real shapes of tiny .. large with random weights (or
+ * zeros: $BENCH_ZERO=1): the median step time, then one step
  * traced by block 0 phase by phase (mean over layers 1..), the figures
  * behind the README's account of where a fused step's time goes.
  *
@@ -35,6 +35,34 @@
 
 static void *dz(size_t bytes) { void *p; cudaMalloc(&p, bytes); cudaMemset(p, 0, bytes); return p; }
 
+/* Weights, caches and vectors of random values (small halves and bytes;
+ * layer norm gains near 1), or with $BENCH_ZERO=1 zeros, as before the
+ * nineteenth session: the step's time does depend on them (H200, medium,
+ * the kernel before that session's reductions: 502 us with zeros, 476
+ * with random values; its reductions of zeros took longer). */
+static bool g_random;
+static __device__ unsigned hash32(size_t i, unsigned seed) {
+    unsigned x = (unsigned)i * 2654435761u ^ seed * 40503u ^ (unsigned)(i >> 32);
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    return x;
+}
+static __global__ void k_fill(void *p, size_t n, int type, unsigned seed, float base, float spread) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float u = (hash32(i, seed) & 0xffffff) / 16777216.0f - 0.5f;
+        if (type == 0) ((__half *)p)[i] = __float2half(u * spread);
+        else if (type == 1) ((float *)p)[i] = base + u * spread;
+        else ((signed char *)p)[i] = (signed char)(hash32(i, seed) & 0xff);
+    }
+}
+static unsigned g_seed = 1;
+/* halves (type 0), floats (1: base + spread u) or bytes (2) */
+static void *dr(size_t n, int type, float base = 0.0f, float spread = 0.1f) {
+    size_t esize = type == 0 ? 2 : type == 1 ? 4 : 1;
+    void *p = dz(n * esize);
+    if (g_random) k_fill<<<256, 256>>>(p, n, type, g_seed++, base, spread);
+    return p;
+}
+
 static void run(const char *name, int d, int H, int L, int kind, int pos, int rows) {
     sh_fused_step f = {};
     f.n_layer = L, f.d = d, f.n_head = H, f.n_ctx = 448, f.n_audio = 1500, f.kind = kind;
@@ -54,31 +82,33 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     }
     std::vector<sh_fused_layer> ls(L);
     auto mat_of = [&](int o, int i, int k) {
-        sh_gmat m = {}; m.w = dz((size_t)o * i * (k == SH_GW_I8 ? 1 : 2)); m.kind = k; m.n_out = o; m.n_in = i;
-        if (k == SH_GW_I8) m.scales = (uint16_t *)dz((size_t)o * (i / 32) * 2);
+        sh_gmat m = {}; m.w = dr((size_t)o * i, k == SH_GW_I8 ? 2 : 0); m.kind = k; m.n_out = o; m.n_in = i;
+        if (k == SH_GW_I8) m.scales = (uint16_t *)dr((size_t)o * (i / 32), 0, 0.0f, 0.001f);
         return m;
     };
     auto mat = [&](int o, int i) { return mat_of(o, i, kind); };
     /* every layer's cross keys of row 0's window, then row 1's, as the
      * backend's batched windows */
-    char *ck = (char *)dz((size_t)rows * L * 1500 * d * 2), *cv = (char *)dz((size_t)rows * L * 1500 * d * 2);
+    char *ck = (char *)dr((size_t)rows * L * 1500 * d, 0, 0.0f, 2.0f), *cv = (char *)dr((size_t)rows * L * 1500 * d, 0, 0.0f, 2.0f);
     for (int l = 0; l < L; l++) {
         sh_fused_layer &x = ls[l];
-        x.ln1_g = x.ln1_b = x.ln3_g = x.ln3_b = (const float *)dz(d * 4);
-        x.qkv_b = (const float *)dz(3 * d * 4); x.o_b = x.co_b = x.fc2_b = (const float *)dz(d * 4);
-        x.fc1_b = (const float *)dz(4 * d * 4);
+        x.ln1_g = x.ln3_g = (const float *)dr(d, 1, 1.0f, 0.2f);
+        x.ln1_b = x.ln3_b = (const float *)dr(d, 1);
+        x.qkv_b = (const float *)dr(3 * d, 1); x.o_b = x.co_b = x.fc2_b = (const float *)dr(d, 1);
+        x.fc1_b = (const float *)dr(4 * d, 1);
         x.qkv = mat(3 * d, d); x.fc1 = mat(4 * d, d); x.fc2_blocks = mat(4 * d, d);
         x.o_heads = mat(d, d); x.co_heads = mat(d, d);
         x.cq_g = mat_of(d, d, SH_GW_F16); x.cq_go_heads = mat_of(d, d, SH_GW_F16);
-        x.cq_e = x.cq_g1 = x.cq_c = (const float *)dz(d * 4);
-        x.self_k = dz((size_t)rows * 448 * d * 2); x.self_v = dz((size_t)rows * 448 * d * 2);
+        x.cq_e = x.cq_g1 = x.cq_c = (const float *)dr(d, 1);
+        x.self_k = dr((size_t)rows * 448 * d, 0, 0.0f, 2.0f); x.self_v = dr((size_t)rows * 448 * d, 0, 0.0f, 2.0f);
         x.cross_k = ck + (size_t)l * 1500 * d * 2; x.cross_v = cv + (size_t)l * 1500 * d * 2;
     }
     sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
     cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
     size_t vocab_rows = with_logits ? n_vocab + 1 : 1;   /* int8: the padding row */
-    f.layers = dl; f.tok_emb = dz(vocab_rows * d * 2); f.tok_scales = (const uint16_t *)dz(vocab_rows * d / 16);
-    f.pos_emb = (const float *)dz(448 * d * 4);
+    f.layers = dl; f.tok_emb = dr(vocab_rows * d, kind == SH_GW_I8 ? 2 : 0);
+    f.tok_scales = (const uint16_t *)dr(vocab_rows * d / 32, 0, 0.0f, 0.001f);
+    f.pos_emb = (const float *)dr(448 * d, 1);
     int *io = (int *)dz(16); cudaMemcpy(io, &pos, 4, cudaMemcpyHostToDevice);
     f.pos0 = io; f.token = io + 1;   /* tokens 0 */
     size_t words = sh_fused_ll_words(L, d, H, f.splits, f.rows) * 8;
@@ -124,6 +154,8 @@ int main(int argc, char **argv) {
         {"tiny", 384, 6, 4, SH_GW_F16},       {"base", 512, 8, 6, SH_GW_F16},
         {"small", 768, 12, 12, SH_GW_F16},    {"medium", 1024, 16, 24, SH_GW_F16},
         {"large", 1280, 20, 32, SH_GW_F16},   {"medium int8", 1024, 16, 24, SH_GW_I8}};
+    const char *zero = getenv("BENCH_ZERO");
+    g_random = !(zero && atoi(zero));
     const char *at = getenv("BENCH_POS");
     int pos = at ? atoi(at) : 100;
     if (pos < 0 || pos > 447) {   /* the caches hold 448 positions */
