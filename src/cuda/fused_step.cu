@@ -79,6 +79,47 @@
 
 typedef unsigned long long u64;
 
+static_assert(FS_THREADS / WARP == 15, "sum15 and max15 read one float a compute warp");
+
+/* The FS_THREADS / WARP (15) floats at p, summed by every thread in the
+ * same order (broadcast loads: all lanes read the same words), so that
+ * every thread gets the same bits. */
+static __device__ __forceinline__ float sum15(const float *p) {
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4), c = *(const float4 *)(p + 8);
+    float2 e = *(const float2 *)(p + 12);
+    return (((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w))) +
+           (((c.x + c.y) + (c.z + c.w)) + ((e.x + e.y) + p[14]));
+}
+
+/* Sums of v[0..N) (N 2 or 4) over the warp, transposed: each shuffle
+ * carries one value where a warp_sum each took N times as many, and
+ * value k ends in lane k * (WARP / N) (after the first step half the
+ * lanes hold v0's pairs, half v1's, and so on). */
+template <int N>
+static __device__ __forceinline__ float warp_sums(const float *v) {
+    const int lane = threadIdx.x % WARP;
+    float keep;
+    if (N == 2) {
+        bool hi = lane & 16;
+        keep = (hi ? v[1] : v[0]) + __shfl_xor_sync(0xffffffffu, hi ? v[0] : v[1], 16);
+    } else {
+        bool hi = lane & 16, mid = lane & 8;
+        float a = (hi ? v[2] : v[0]) + __shfl_xor_sync(0xffffffffu, hi ? v[0] : v[2], 16);
+        float b = (hi ? v[3] : v[1]) + __shfl_xor_sync(0xffffffffu, hi ? v[1] : v[3], 16);
+        keep = (mid ? b : a) + __shfl_xor_sync(0xffffffffu, mid ? a : b, 8);
+    }
+    for (int o = WARP / N / 2; o > 0; o >>= 1) keep += __shfl_xor_sync(0xffffffffu, keep, o);
+    return keep;
+}
+
+/* The largest of the 15 floats at p (as sum15). */
+static __device__ __forceinline__ float max15(const float *p) {
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4), c = *(const float4 *)(p + 8);
+    float2 e = *(const float2 *)(p + 12);
+    return fmaxf(fmaxf(fmaxf(fmaxf(a.x, a.y), fmaxf(a.z, a.w)), fmaxf(fmaxf(b.x, b.y), fmaxf(b.z, b.w))),
+                 fmaxf(fmaxf(fmaxf(c.x, c.y), fmaxf(c.z, c.w)), fmaxf(fmaxf(e.x, e.y), p[14])));
+}
+
 /* ------------------------------------------------------------ primitives */
 
 static __device__ __forceinline__ u64 ll_load(const u64 *p) {
@@ -498,17 +539,16 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const 
                 for (int q = 0; q < ROWS; q++) acc_a[q] += da[q] * ga, acc_b[q] += db[q] * gb;
             }
         }
+        /* the 2 ROWS sums at once (warp_sums: row a's input q in lane
+         * 8 q or 16 q, row b's 16 lanes on), each finished by its lane */
+        float v[2 * ROWS];
 #pragma unroll
-        for (int q = 0; q < ROWS; q++) acc_a[q] = warp_sum(acc_a[q]), acc_b[q] = warp_sum(acc_b[q]);
-        float bias_a = __shfl_sync(0xffffffffu, bias, k);
-        float bias_b = __shfl_sync(0xffffffffu, bias, (k + 1) & (WARP - 1));
-        if (lane == 0) {
-#pragma unroll
-            for (int q = 0; q < ROWS; q++) {
-                finish(e, q, r, acc_a[q] + bias_a);
-                if (r2 != r) finish(e, q, r2, acc_b[q] + bias_b);
-            }
-        }
+        for (int q = 0; q < ROWS; q++) v[q] = acc_a[q], v[ROWS + q] = acc_b[q];
+        const float sum = warp_sums<2 * ROWS>(v);
+        const bool b_row = lane >= WARP / 2;
+        const float bias_r = __shfl_sync(0xffffffffu, bias, b_row ? (k + 1) & (WARP - 1) : k);
+        if (lane % (WARP / 2 / ROWS) == 0 && (!b_row || r2 != r))
+            finish(e, lane / (WARP / 2 / ROWS) % ROWS, b_row ? r2 : r, sum + bias_r);
     }
 }
 
@@ -857,7 +897,7 @@ static __device__ void attention_head(const sh_fused_step &f, const work &W, rin
         m = warp_max(m);
         if (lane == 0) W.red[warp] = m;
         SYNC();
-        m = warp_max(lane < nw ? W.red[lane] : -INFINITY);
+        m = max15(W.red);
         TRACE(f, l_, fresh ? 13 : 20);
         /* a warp a group, each a strided share of the keys, two of the 64
          * dimensions a lane (15 keys deep where 64-thread groups were 27);
@@ -992,24 +1032,19 @@ static __device__ ln_params ln_fetch(const float *g, const float *b, int d) {
     return p;
 }
 
-/* Sums of v[0..N) over the compute threads, in place; every thread gets
- * them. Called right after a barrier of the compute threads (no one still
- * reads red, N * WARP floats). */
+/* Sums of v[0..N) (N 2 or 4) over the compute threads, in place; every
+ * thread gets them. Called right after a barrier of the compute threads
+ * (no one still reads red, N * 16 floats). The warps' sums by transposed
+ * shuffles, then every thread reads the 15 warps' sums itself (broadcast
+ * loads) where every warp shuffled them again. */
 template <int N>
 static __device__ void block_sums(float *v, float *red) {
-    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    /* every sum's shuffles first, then lane 0's stores (H200, one
-     * invocation, two rounds: tiny 71.6 / 71.7 -> 70.7 / 70.8 us a step;
-     * medium, one row or two, even) */
-#pragma unroll
-    for (int k = 0; k < N; k++) v[k] = warp_sum(v[k]);
-    if (lane == 0)
-#pragma unroll
-        for (int k = 0; k < N; k++) red[k * WARP + warp] = v[k];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    float mine = warp_sums<N>(v);
+    if (lane % (WARP / N) == 0) red[lane / (WARP / N) * 16 + warp] = mine;
     SYNC();
-    bool in = lane < FS_THREADS / WARP;
 #pragma unroll
-    for (int k = 0; k < N; k++) v[k] = warp_sum(in ? red[k * WARP + lane] : 0.0f);
+    for (int k = 0; k < N; k++) v[k] = sum15(red + k * 16);
 }
 
 /* The layer norm's mean and 1 / spread of x, row by row, d <= 3 *
@@ -1034,9 +1069,10 @@ static __device__ void ln_moments(const float *x, int d, float *red, float *mean
         }
     }
     block_sums<2 * ROWS>(t, red);
+    const float inv_d = 1.0f / d;
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
-        float ms = t[2 * r] / d, var = fmaxf(t[2 * r + 1] / d - ms * ms, 0.0f);
+        float ms = t[2 * r] * inv_d, var = fmaxf(t[2 * r + 1] * inv_d - ms * ms, 0.0f);
         mean[r] = x0[r] + ms;
         inv[r] = rsqrtf(var + 1e-5f);
     }
