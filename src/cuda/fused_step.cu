@@ -97,6 +97,7 @@ static __device__ __forceinline__ float sum15(const float *p) {
  * lanes hold v0's pairs, half v1's, and so on). */
 template <int N>
 static __device__ __forceinline__ float warp_sums(const float *v) {
+    static_assert(N == 2 || N == 4, "two or four values a warp");
     const int lane = threadIdx.x % WARP;
     float keep;
     if (N == 2) {
