@@ -583,8 +583,7 @@ struct sh_gpu_state {
     int *pick_ids;                  /* device: the suppressed tokens of the greedy mask */
     int32_t *pick_ids_host;         /* what pick_ids holds (n_pick_ids; -1: nothing yet) */
     int n_pick_ids;
-    sh_pick_mask *pick_masks;       /* mapped host memory (device view): a mask per row */
-    sh_pick_mask *host_masks;       /* the same, the host's view */
+    sh_pick_mask host_masks[MAX_BEAMS];   /* a mask per row: the pick's launches take them */
     void *pick_scratch;             /* device: the pick's partial results */
     void *topk_scratch;             /* device: beam top-k per chunk */
     int *topk_tokens;               /* mapped (device view): (MAX_BEAMS, SH_GPU_TOP_MAX) */
@@ -716,7 +715,6 @@ static void state_free(sh_gpu_state *s) {
         if (s->fused[r].words) cudaFree(s->fused[r].words);
     if (s->host_io) cudaFreeHost(s->host_io);
     if (s->host_logits) cudaFreeHost(s->host_logits);
-    if (s->host_masks) cudaFreeHost(s->host_masks);
     if (s->host_pick) cudaFreeHost(s->host_pick);
     if (s->host_topk_tokens) cudaFreeHost(s->host_topk_tokens);
     if (s->host_topk_logprobs) cudaFreeHost(s->host_topk_logprobs);
@@ -778,8 +776,9 @@ static int state_alloc(void **p, size_t bytes, char *err) {
 
 static int reserve(sh_gpu_state *s, int n_beams, char *err);
 
-/* Pinned host memory that kernels read and write in place (the greedy
- * step's masks and choices: no copy to queue and wait for each step). */
+/* Pinned host memory that kernels write in place (the greedy step's
+ * choices, the beams' best tokens: no copy to queue and wait for each
+ * step). */
 static int mapped_alloc(void **host, void **dev, size_t bytes, char *err) {
     CU(cudaHostAlloc(host, bytes, cudaHostAllocMapped), "allocating mapped memory");
     memset(*host, 0, bytes);
@@ -846,8 +845,6 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     if (r == 0 && (e = cudaMallocHost((void **)&s->host_logits,
                                       (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4)) != cudaSuccess)
         r = cuda_fail(err, e, "allocating pinned memory");
-    if (r == 0) r = mapped_alloc((void **)&s->host_masks, (void **)&s->pick_masks,
-                                 MAX_BEAMS * sizeof(sh_pick_mask), err);
     if (r == 0) r = mapped_alloc((void **)&s->host_pick, (void **)&s->pick,
                                  MAX_BEAMS * sizeof(sh_pick_result), err);
     if (r == 0) r = mapped_alloc((void **)&s->host_topk_tokens, (void **)&s->topk_tokens,
@@ -1474,7 +1471,6 @@ static int send_masks(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask
     for (int i = 0; i < m0->n_ids; i++)
         if (m0->ids[i] < 0 || m0->ids[i] >= n_vocab)
             return fail(err, SHRUTI_ERR_INVALID_ARG, "token %d out of range", m0->ids[i]);
-    /* no kernel reads the masks now: every pick ends in a synchronisation */
     sh_pick_mask *pm = s->host_masks;
     for (int k = 0; k < n_rows; k++) {
         const sh_logit_mask *mk = &masks[k];
@@ -1522,7 +1518,7 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
         logits_pass(s, row0 + r0, n);
-        sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids,
+        sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->host_masks + r0, s->pick_ids,
                          s->pick_scratch, s->pick + r0, next_pos >= 0 ? s->io : NULL, next_pos,
                          s->pdl);
     }
@@ -1553,7 +1549,7 @@ static int topk(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *mask
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
         logits_pass(s, row0 + r0, n);
-        sh_k_topk(s->stream, s->logits, n, n_vocab, s->pick_masks + r0, s->pick_ids, k,
+        sh_k_topk(s->stream, s->logits, n, n_vocab, s->host_masks + r0, s->pick_ids, k,
                   s->topk_scratch, s->topk_tokens + (size_t)r0 * k,
                   s->topk_logprobs + (size_t)r0 * k, s->pdl);
     }

@@ -5,6 +5,7 @@
  * moves. The encoder's and the prompt's GEMMs are cuBLAS (cuda_backend.c). */
 #include <cuda_fp16.h>
 #include <limits.h>
+#include <string.h>
 #include <math.h>
 
 #include <type_traits>
@@ -1297,37 +1298,69 @@ static __device__ void load_masked_chunk(const float *all_logits, int n_vocab,
     }
 }
 
+/* A chunk's summary while its block makes it: as pick_acc, but the sums
+ * of exponentials in float (2048 terms of at most 1 each, relative to the
+ * chunk's maximum: float's 1e-7 a term is far inside the 1e-4 the
+ * log-probabilities are held to) and the maximum as the log-sum-exp's
+ * offset. Double and its slow exp are left to the merge of the chunks. */
+struct chunk_acc {
+    float best_v[2];   /* text [0] and timestamp [1]: the maximum, -inf for none */
+    int best_i[2];
+    float s[2];        /* sum of exp(x - best_v) */
+};
+
+static __device__ __forceinline__ void chunk_acc_merge(chunk_acc &a, const chunk_acc &b) {
+    for (int k = 0; k < 2; k++) {
+        if (b.best_v[k] == -INFINITY) continue;
+        if (a.best_v[k] == -INFINITY) {
+            a.best_v[k] = b.best_v[k], a.best_i[k] = b.best_i[k], a.s[k] = b.s[k];
+        } else if (b.best_v[k] > a.best_v[k] || (b.best_v[k] == a.best_v[k] && b.best_i[k] < a.best_i[k])) {
+            a.s[k] = a.s[k] * expf(a.best_v[k] - b.best_v[k]) + b.s[k];
+            a.best_v[k] = b.best_v[k], a.best_i[k] = b.best_i[k];
+        } else {
+            a.s[k] += b.s[k] * expf(b.best_v[k] - a.best_v[k]);
+        }
+    }
+}
+
 /* The chunk's text and timestamp summaries (likeliest token, log-sum-exp)
  * from v (as load_masked_chunk leaves it): this thread's, then its warp's,
  * left in warp_acc[warp] for the block's first thread to merge. */
 static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n_vocab, int ts,
-                                       pick_acc *warp_acc) {
+                                       chunk_acc *warp_acc) {
     int t = threadIdx.x;
-    pick_acc a;
-    pick_acc_init(a);
-    /* this thread's maxima first, then its sums of exponentials in float
-     * (eight terms), double only where the sums merge */
+    chunk_acc a;
+    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.s[k] = 0.0f;
+    /* this thread's maxima first, then its sums of exponentials */
 #pragma unroll
     for (int k = 0; k < PICK_PER; k++) {
         int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
         if (i < n_vocab) arg_merge(a.best_v[kind], a.best_i[kind], v[k], i);
     }
-    float sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int k = 0; k < PICK_PER; k++) {
         int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
-        if (i < n_vocab && v[k] != -INFINITY) sum[kind] += expf(v[k] - a.best_v[kind]);
+        if (i < n_vocab && v[k] != -INFINITY) a.s[kind] += expf(v[k] - a.best_v[kind]);
     }
-    for (int kind = 0; kind < 2; kind++)
-        if (a.best_v[kind] != -INFINITY) a.m[kind] = a.best_v[kind], a.s[kind] = sum[kind];
-    pick_acc_warp(a);
+    for (int o = WARP / 2; o > 0; o >>= 1) {
+        chunk_acc b;
+        for (int k = 0; k < 2; k++) {
+            b.best_v[k] = __shfl_xor_sync(0xffffffffu, a.best_v[k], o);
+            b.best_i[k] = __shfl_xor_sync(0xffffffffu, a.best_i[k], o);
+            b.s[k] = __shfl_xor_sync(0xffffffffu, a.s[k], o);
+        }
+        chunk_acc_merge(a, b);
+    }
     if (t % WARP == 0) warp_acc[t / WARP] = a;
 }
 
 /* What the block's first thread makes of warp_acc (after a barrier). */
-static __device__ pick_acc merge_warps(const pick_acc *warp_acc) {
-    pick_acc a = warp_acc[0];
-    for (int w = 1; w < PICK_THREADS / WARP; w++) pick_acc_merge(a, warp_acc[w]);
+static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
+    chunk_acc c = warp_acc[0];
+    for (int w = 1; w < PICK_THREADS / WARP; w++) chunk_acc_merge(c, warp_acc[w]);
+    pick_acc a;
+    for (int k = 0; k < 2; k++)
+        a.best_v[k] = c.best_v[k], a.best_i[k] = c.best_i[k], a.m[k] = c.best_v[k], a.s[k] = c.s[k];
     return a;
 }
 
@@ -1335,13 +1368,14 @@ static __device__ pick_acc merge_warps(const pick_acc *warp_acc) {
  * which are summarised (text and timestamps apart: their likeliest token
  * and log-sum-exp) into partial[row][chunk]. Every load is issued before
  * the first use; the suppressed ids become a bitmap of the chunk first. */
-__global__ void k_pick_partial(const float *all_logits, int n_vocab, const sh_pick_mask *masks,
-                               const int *ids, pick_acc *partial) {
+__global__ void k_pick_partial(const float *all_logits, int n_vocab,
+                               const __grid_constant__ sh_pick_masks masks, const int *ids,
+                               pick_acc *partial) {
     __shared__ unsigned banned[PICK_CHUNK / 32];
-    __shared__ pick_acc warp_acc[PICK_THREADS / WARP];
+    __shared__ chunk_acc warp_acc[PICK_THREADS / WARP];
     int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
-    /* the masks and ids were copied before the logits' kernel started */
-    const sh_pick_mask mk = masks[row];
+    /* the ids were copied before the logits' kernel started */
+    const sh_pick_mask &mk = masks.row[row];
     float v[PICK_PER];
     load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
     summarise_chunk(v, c0, n_vocab, mk.ts_begin >= 0 ? mk.ts_begin : n_vocab, warp_acc);
@@ -1352,10 +1386,11 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab, const sh_pi
 /* A warp per row: the chunks' summaries merged, the timestamp rule decided
  * (timestamps likelier together than any text token: text is out), the
  * greedy token and its log-probability written to out[row]. */
-__global__ void k_pick_final(const pick_acc *partial, int n_chunks, const sh_pick_mask *masks,
-                             sh_pick_result *results, int *next_io, int next_pos) {
+__global__ void k_pick_final(const pick_acc *partial, int n_chunks,
+                             const __grid_constant__ sh_pick_masks masks, sh_pick_result *results,
+                             int *next_io, int next_pos) {
     int row = blockIdx.x, lane = threadIdx.x;
-    int ts_begin = masks[row].ts_begin;   /* the masks are the host's, there before the logits */
+    int ts_begin = masks.row[row].ts_begin;
     PDL_WAIT();
     pick_acc a;
     pick_acc_init(a);
@@ -1381,16 +1416,28 @@ extern "C" long sh_pick_scratch_bytes(int n_rows) {
     return (long)n_rows * PICK_MAX_CHUNKS * (long)sizeof(pick_acc);
 }
 
+/* The host's masks of n_rows rows as the pick's kernels take them: by
+ * value, with the launch (in the kernels' parameters when they start,
+ * where a read of host memory would wait ~2 us on the step's path). */
+static sh_pick_masks masks_by_value(const sh_pick_mask *masks, int n_rows) {
+    sh_pick_masks m;
+    memset(&m, 0, sizeof m);
+    memcpy(m.row, masks, (size_t)n_rows * sizeof *masks);
+    return m;
+}
+
 extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
                                  const sh_pick_mask *masks, const int *ids, void *scratch,
                                  sh_pick_result *out, int *next_io, int next_pos, int pdl) {
     int n_chunks = (n_vocab + PICK_CHUNK - 1) / PICK_CHUNK;
-    if (n_chunks > PICK_MAX_CHUNKS) return;   /* the caller checks the vocabulary */
+    /* the caller checks the vocabulary and takes the rows 8 at a time */
+    if (n_chunks > PICK_MAX_CHUNKS || n_rows < 1 || n_rows > SH_GEMV_MAX_ROWS) return;
     pick_acc *partial = (pick_acc *)scratch;
+    sh_pick_masks m = masks_by_value(masks, n_rows);
     launch(pdl, k_pick_partial, dim3(n_chunks, n_rows), dim3(PICK_THREADS), 0, s, logits, n_vocab,
-           masks, ids, partial);
-    launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, masks, out,
-           next_io, next_pos);
+           m, ids, partial);
+    launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, m, out, next_io,
+           next_pos);
 }
 
 /* ------------------------------------------------------------- beam top-k */
@@ -1480,16 +1527,17 @@ struct topk_part {
 
 /* Block (chunk, row): the masked chunk's k best text and timestamp
  * candidates and log-sum-exps. */
-__global__ void k_topk_partial(const float *all_logits, int n_vocab, const sh_pick_mask *masks,
-                               const int *ids, int k, topk_part *parts) {
+__global__ void k_topk_partial(const float *all_logits, int n_vocab,
+                               const __grid_constant__ sh_pick_masks masks, const int *ids, int k,
+                               topk_part *parts) {
     __shared__ unsigned banned[PICK_CHUNK / 32];
     __shared__ float cv[PICK_CHUNK];
     __shared__ int ci[PICK_CHUNK];
     __shared__ float wv[TOPK_WARPS * TOPK_MAX];
     __shared__ int wi[TOPK_WARPS * TOPK_MAX];
-    __shared__ pick_acc warp_acc[TOPK_WARPS];
+    __shared__ chunk_acc warp_acc[TOPK_WARPS];
     int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
-    const sh_pick_mask mk = masks[row];
+    const sh_pick_mask &mk = masks.row[row];
     float v[PICK_PER];
     load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
     int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
@@ -1516,8 +1564,9 @@ __global__ void k_topk_partial(const float *all_logits, int n_vocab, const sh_pi
 
 /* Block row: the chunks merged, the timestamp rule decided, the k best
  * with their log-probabilities written to tokens / logprobs (row x k). */
-__global__ void k_topk_final(const topk_part *parts, int n_chunks, const sh_pick_mask *masks,
-                             int k, int *tokens, double *logprobs) {
+__global__ void k_topk_final(const topk_part *parts, int n_chunks,
+                             const __grid_constant__ sh_pick_masks masks, int k, int *tokens,
+                             double *logprobs) {
     __shared__ float cv[2 * PICK_MAX_CHUNKS * TOPK_MAX];
     __shared__ int ci[2 * PICK_MAX_CHUNKS * TOPK_MAX];
     __shared__ float wv[TOPK_WARPS * TOPK_MAX], best_v[TOPK_MAX];
@@ -1526,7 +1575,7 @@ __global__ void k_topk_final(const topk_part *parts, int n_chunks, const sh_pick
     __shared__ double lse;
     int row = blockIdx.x, t = threadIdx.x;
     const topk_part *p = parts + (size_t)row * n_chunks;
-    int ts_begin = masks[row].ts_begin;   /* the host's, there before the logits */
+    int ts_begin = masks.row[row].ts_begin;
     PDL_WAIT();
     if (t == 0) {
         float m[2] = {-INFINITY, -INFINITY}, max_text = -INFINITY;
@@ -1568,10 +1617,13 @@ extern "C" void sh_k_topk(cudaStream_t s, float *logits, int n_rows, int n_vocab
                           const sh_pick_mask *masks, const int *ids, int k, void *scratch,
                           int *tokens, double *logprobs, int pdl) {
     int n_chunks = (n_vocab + PICK_CHUNK - 1) / PICK_CHUNK;
-    if (n_chunks > PICK_MAX_CHUNKS || k < 1 || k > TOPK_MAX) return;
+    if (n_chunks > PICK_MAX_CHUNKS || k < 1 || k > TOPK_MAX || n_rows < 1 ||
+        n_rows > SH_GEMV_MAX_ROWS)
+        return;
     topk_part *parts = (topk_part *)scratch;
+    sh_pick_masks m = masks_by_value(masks, n_rows);
     launch(pdl, k_topk_partial, dim3(n_chunks, n_rows), dim3(TOPK_THREADS), 0, s, logits, n_vocab,
-           masks, ids, k, parts);
-    launch(pdl, k_topk_final, dim3(n_rows), dim3(TOPK_THREADS), 0, s, parts, n_chunks, masks, k,
+           m, ids, k, parts);
+    launch(pdl, k_topk_final, dim3(n_rows), dim3(TOPK_THREADS), 0, s, parts, n_chunks, m, k,
            tokens, logprobs);
 }

@@ -135,11 +135,12 @@ void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n
                     int n_ctx, int d, int n_pos, int act_half);
 
 /* Greedy choices on the device (the logit filters as masks, see
- * gpu_api.h's sh_logit_mask), one block per row of logits (n_rows x
- * n_vocab): ids (n_ids, on the device) and the row's ranges become -inf,
- * then the timestamp rule when ts_begin >= 0; out[row] gets the token and
- * its log-probability. masks and out are device memory or mapped host
- * memory (the backend's: the host writes masks and reads out in place).
+ * gpu_api.h's sh_logit_mask), for n_rows (<= SH_GEMV_MAX_ROWS) rows of
+ * logits (n_rows x n_vocab): ids (n_ids, on the device) and the row's
+ * ranges become -inf, then the timestamp rule when ts_begin >= 0; out[row]
+ * gets the token and its log-probability. masks are the host's (they go
+ * with the launch); out is device memory or mapped host memory (the
+ * backend's: the host reads it in place).
  * Given next_io (a step's input as the decoder reads it: the position,
  * then a token a row), the choices also go there, at next_pos, so that the
  * next step can run before the host has seen them. */
@@ -148,6 +149,11 @@ typedef struct {
     int ranges[8][2];
     int ts_begin;
 } sh_pick_mask;
+
+/* The masks as the kernels take them: by value. */
+typedef struct {
+    sh_pick_mask row[SH_GEMV_MAX_ROWS];
+} sh_pick_masks;
 
 typedef struct {
     double logprob;
