@@ -11,11 +11,14 @@
  * end (ns, the GPU's clock), stream, name.
  *
  * usage: LD_PRELOAD=build/libkernel_timeline.so build/bench_model --device cuda medium */
+#define _POSIX_C_SOURCE 200809L
 #include <cupti.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BUFFER_BYTES (8u << 20)
 #define MAX_NAMES 256
@@ -37,7 +40,8 @@ static struct {
     int n_names;
     unsigned long dropped;
     int on;   /* CUPTI records kernels */
-} g;
+    pthread_mutex_t lock;   /* CUPTI hands buffers back on its own thread */
+} g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int name_index(const char *name) {
     for (int i = 0; i < g.n_names; i++)
@@ -70,8 +74,10 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
                                       size_t valid) {
     (void)ctx, (void)stream, (void)size;
     CUpti_Activity *a = NULL;
+    pthread_mutex_lock(&g.lock);
     while (cuptiActivityGetNextRecord(buffer, valid, &a) == CUPTI_SUCCESS)
         if (a->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) record((const CUpti_ActivityKernel10 *)a);
+    pthread_mutex_unlock(&g.lock);
     free(buffer);
 }
 
@@ -104,7 +110,8 @@ static void write_runs(const char *path) {
     for (size_t i = 0; i < g.n; i++)
         fprintf(f, "%llu %llu %u %s\n", (unsigned long long)g.runs[i].start,
                 (unsigned long long)g.runs[i].end, g.runs[i].stream, g.names[g.runs[i].name]);
-    fclose(f);
+    if (fclose(f) != 0) fprintf(stderr, "kernel timeline: cannot write %s\n", path);
+    else fprintf(stderr, "kernel timeline: %zu kernels written to %s\n", g.n, path);
 }
 
 static void summarise(void) {
@@ -161,11 +168,31 @@ __attribute__((constructor)) static void timeline_start(void) {
     if (!g.on) fprintf(stderr, "kernel timeline: CUPTI would not record kernels\n");
 }
 
+/* The records still in CUPTI's buffers, handed back: flushes until the
+ * count stops growing (the buffers may come back on CUPTI's thread after
+ * the flush returns). */
+static size_t flush_records(void) {
+    size_t n = (size_t)-1;
+    for (int quiet = 0; quiet < 3;) {
+        cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&g.lock);
+        quiet = g.n == n ? quiet + 1 : 0;
+        n = g.n;
+        pthread_mutex_unlock(&g.lock);
+    }
+    return n;
+}
+
 __attribute__((destructor)) static void timeline_end(void) {
-    if (!g.on) return;
-    cuptiActivityFlushAll(1);
+    /* a process that ran no kernel (a wrapper such as timeout, which the
+     * preload reaches too) says nothing and leaves the file alone */
+    if (!g.on || flush_records() == 0) return;
+    cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    pthread_mutex_lock(&g.lock);
     const char *out = getenv("KERNEL_TIMELINE_OUT");
     if (out && *out) write_runs(out);
     summarise();
-    free(g.runs);
+    pthread_mutex_unlock(&g.lock);
 }
