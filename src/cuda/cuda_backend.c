@@ -607,6 +607,8 @@ struct sh_gpu_state {
     fused_plan fused[SH_FUSED_MAX_ROWS];   /* by rows - 1 */
     int logits_fused;               /* the last step was fused: row 0's logits are made */
     int wide_grid;                  /* the logits' persistent GEMV's blocks (0: k_gemv's) */
+    int wide_pick_grid;             /* its blocks with the greedy pick in it (0: the pick apart) */
+    void *wide_pick_scratch;        /* device: that pick's block summaries */
     int dx_raw;                     /* dx is the last step's residual, its final layer
                                        norm left to the logits' GEMV (step_leaves_raw) */
     sh_fused_layer *fused_layers;   /* device: the layer table the graphs' kernels read */
@@ -694,6 +696,7 @@ static int state_buffers(const sh_hparams *hp, size_t a, int flash, sh_gpu_state
     BUF(blas_ws, BLAS_WORKSPACE);
     BUF(pick_ids, (size_t)hp->n_vocab * sizeof(int));
     BUF(pick_scratch, (size_t)sh_pick_scratch_bytes(SH_GEMV_MAX_ROWS));
+    BUF(wide_pick_scratch, (size_t)sh_wide_pick_scratch_bytes());
     BUF(topk_scratch, (size_t)sh_topk_scratch_bytes(SH_GEMV_MAX_ROWS));
     BUF(self_k, 0);   /* sized by reserve */
     BUF(self_v, 0);
@@ -809,7 +812,13 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     const char *wide = getenv("SHRUTI_CUDA_WIDE_LOGITS");
     s->wide_grid = wide && strcmp(wide, "0") == 0
                        ? 0
-                       : sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state);
+                       : sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state, 0);
+    /* SHRUTI_CUDA_WIDE_PICK=0: the greedy pick in kernels of its own (A/B runs) */
+    const char *wide_pick = getenv("SHRUTI_CUDA_WIDE_PICK");
+    s->wide_pick_grid = s->wide_grid > 0 && !(wide_pick && strcmp(wide_pick, "0") == 0)
+                            ? sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state,
+                                                hp->n_vocab)
+                            : 0;
     const char *spec = getenv("SHRUTI_CUDA_SPECULATE");
     s->speculate = !(spec && strcmp(spec, "0") == 0);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
@@ -838,6 +847,9 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
      * would not be ordered before our kernels) */
     if (r == 0 && ((e = cudaMemsetAsync(s->counters, 0, rows * hp->n_text_head * sizeof(int),
                                         s->stream)) != cudaSuccess ||
+                   (e = cudaMemsetAsync(s->wide_pick_scratch, 0,
+                                        (size_t)sh_wide_pick_scratch_bytes(), s->stream)) !=
+                       cudaSuccess ||
                    (e = cudaStreamSynchronize(s->stream)) != cudaSuccess))
         r = cuda_fail(err, e, "clearing the GPU run state");
     if (r == 0 && (e = cudaMallocHost((void **)&s->host_io, N_IO * sizeof(int))) != cudaSuccess)
@@ -1416,9 +1428,19 @@ static int settle(sh_gpu_state *s, char *err) {
     return launch_step(s, s->last_rows, s->last_tokens, err);
 }
 
-/* Logits of up to SH_GEMV_MAX_ROWS rows from row, into s->logits. */
-static void logits_pass(sh_gpu_state *s, int row, int n) {
-    if (s->logits_fused && row == 0 && n == 1) return;   /* the fused step made them */
+/* A greedy pick to fold into a logits pass of one row. */
+typedef struct {
+    const sh_pick_mask *mask;
+    sh_pick_result *out;
+    int *next_io;
+    int next_pos;
+} pass_pick;
+
+/* Logits of up to SH_GEMV_MAX_ROWS rows from row, into s->logits; with
+ * pick, the greedy choice too where the logits' persistent GEMV can make
+ * it: 1 when it does. */
+static int logits_pass(sh_gpu_state *s, int row, int n, const pass_pick *pick) {
+    if (s->logits_fused && row == 0 && n == 1) return 0;   /* the fused step made them */
     s->logits_fused = 0;
     const sh_gpu_model *g = s->g;
     int d = g->m->hp.n_text_state;
@@ -1428,13 +1450,20 @@ static void logits_pass(sh_gpu_state *s, int row, int n) {
     }
     /* not a programmatic dependent: it follows the step's graph */
     if (n == 1 && s->wide_grid > 0) {
-        sh_k_gemv_wide(s->stream, &g->tok_emb, s->dx + (size_t)row * d, s->logits,
-                       s->dx_raw ? g->dec_ln_w : NULL, s->dx_raw ? g->dec_ln_b : NULL,
-                       s->wide_grid, 0);
-        return;
+        const float *x = s->dx + (size_t)row * d, *ln_g = s->dx_raw ? g->dec_ln_w : NULL,
+                    *ln_b = s->dx_raw ? g->dec_ln_b : NULL;
+        if (pick && s->wide_pick_grid > 0) {
+            sh_k_gemv_wide_pick(s->stream, &g->tok_emb, x, s->logits, ln_g, ln_b,
+                                s->wide_pick_grid, pick->mask, s->pick_ids, s->wide_pick_scratch,
+                                pick->out, pick->next_io, pick->next_pos, 0);
+            return 1;
+        }
+        sh_k_gemv_wide(s->stream, &g->tok_emb, x, s->logits, ln_g, ln_b, s->wide_grid, 0);
+        return 0;
     }
     sh_k_gemv(s->stream, &g->tok_emb, s->dx + (size_t)row * d, d, n, s->logits, g->m->hp.n_vocab,
               NULL, SH_GEMV_STORE, s->gemv & ~SH_K_PDL);
+    return 0;
 }
 
 static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) {
@@ -1448,7 +1477,7 @@ static int logits(sh_gpu_state *s, int row0, int n_rows, float *out, char *err) 
     /* logits = x @ token_embedding^T, at most SH_GEMV_MAX_ROWS rows a pass */
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
-        logits_pass(s, row0 + r0, n);
+        logits_pass(s, row0 + r0, n, NULL);
         size_t bytes = (size_t)n * n_vocab * sizeof(float);
         CU(cudaMemcpyAsync(s->host_logits, s->logits, bytes, cudaMemcpyDeviceToHost, s->stream),
            "copying logits");
@@ -1517,10 +1546,10 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
     int next_pos = speculation_pos(s, row0, n_rows);
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
-        logits_pass(s, row0 + r0, n);
-        sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, s->host_masks + r0, s->pick_ids,
-                         s->pick_scratch, s->pick + r0, next_pos >= 0 ? s->io : NULL, next_pos,
-                         s->pdl);
+        pass_pick pick = {s->host_masks + r0, s->pick + r0, next_pos >= 0 ? s->io : NULL, next_pos};
+        if (!logits_pass(s, row0 + r0, n, n == 1 ? &pick : NULL))
+            sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, pick.mask, s->pick_ids,
+                             s->pick_scratch, pick.out, pick.next_io, next_pos, s->pdl);
     }
     /* the choices land in mapped host memory */
     const sh_pick_result *host = s->host_pick;
@@ -1548,7 +1577,7 @@ static int topk(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *mask
     if (r < 0) return r;
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
-        logits_pass(s, row0 + r0, n);
+        logits_pass(s, row0 + r0, n, NULL);
         sh_k_topk(s->stream, s->logits, n, n_vocab, s->host_masks + r0, s->pick_ids, k,
                   s->topk_scratch, s->topk_tokens + (size_t)r0 * k,
                   s->topk_logprobs + (size_t)r0 * k, s->pdl);

@@ -274,70 +274,6 @@ __global__ void k_gemv(const void *w, const __half *scales, int n_out, int n_in,
     }
 }
 
-/* ------------------------------------------------------ the logits' GEMV */
-
-/* One input row against a wide half or int8 matrix (the logits: the token
- * embedding's 51865 rows), the layer norm first when ln_g is given. A
- * persistent grid: each warp takes rows o, o + warps, ... and loads the
- * next row's weights before it uses the current one's, so every warp keeps
- * two rows in flight from start to end. (k_gemv, a warp a row and ~13000
- * blocks, read medium's 106 MB of half embedding at 65% of the memory's
- * peak, ncu.) The layer norm here, each block over the whole row, spares
- * the fused step's final one its kernel. n_in <= GEMV_PREFETCH * 256. */
-#define WIDE_THREADS 256
-template <int KIND>
-__global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const __half *scales,
-                                                            int n_out, int n_in, const float *x,
-                                                            float *y, const float *ln_g,
-                                                            const float *ln_b) {
-    extern __shared__ float xs[];
-    __shared__ float red[32];
-    const int lane = threadIdx.x % WARP, per_block = WIDE_THREADS / WARP;
-    const int warps = gridDim.x * per_block;
-    int o = blockIdx.x * per_block + threadIdx.x / WARP;
-    uint4 cur[GEMV_PREFETCH][2], nxt[GEMV_PREFETCH][2];
-    load_chunks<KIND>(w, scales, n_out, n_in, o, cur);
-    PDL_LAUNCH();
-    PDL_WAIT();
-    row_to_shared<8>(x, n_in, ln_g, ln_b, xs, red);   /* n_in <= 8 * WIDE_THREADS */
-    __syncthreads();
-    for (; o < n_out; o += warps) {
-        load_chunks<KIND>(w, scales, n_out, n_in, o + warps, nxt);
-        float acc = 0.0f;
-        dot_chunks<KIND, 1>(&acc, cur, xs, 0, n_in);
-        acc = warp_sum(acc);
-        if (lane == 0) y[o] = acc;
-#pragma unroll
-        for (int k = 0; k < GEMV_PREFETCH; k++) cur[k][0] = nxt[k][0];
-    }
-}
-
-/* The instance for half or int8 weights. */
-typedef void (*gemv_wide_fn)(const void *, const __half *, int, int, const float *, float *,
-                             const float *, const float *);
-static gemv_wide_fn gemv_wide_for(int kind) {
-    return kind == SH_GW_F16 ? k_gemv_wide<SH_GW_F16> : k_gemv_wide<SH_GW_I8>;
-}
-
-extern "C" int sh_gemv_wide_grid(int device, int kind, int n_in) {
-    int sms = 0, per_sm = 0;
-    if (kind == SH_GW_F32 || n_in > GEMV_PREFETCH * WARP * 8 ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-        return 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_wide_for(kind), WIDE_THREADS,
-                                                      n_in * sizeof(float)) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    return sms * per_sm;
-}
-
-extern "C" void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
-                               const float *ln_g, const float *ln_b, int grid, int pdl) {
-    launch(pdl, gemv_wide_for(w->kind), grid, WIDE_THREADS, (size_t)w->n_in * sizeof(float), s,
-           w->w, (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b);
-}
-
 /* ------------------------------------------------- GEMV on tensor cores */
 
 /* Half or int8 weights against 1..SH_GEMV_MAX_ROWS input rows on the
@@ -1323,6 +1259,23 @@ static __device__ __forceinline__ void chunk_acc_merge(chunk_acc &a, const chunk
     }
 }
 
+static __device__ void chunk_acc_init(chunk_acc &a) {
+    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.s[k] = 0.0f;
+}
+
+/* The warp's lanes' summaries merged (every lane holds the result). */
+static __device__ void chunk_acc_warp(chunk_acc &a) {
+    for (int o = WARP / 2; o > 0; o >>= 1) {
+        chunk_acc b;
+        for (int k = 0; k < 2; k++) {
+            b.best_v[k] = __shfl_xor_sync(0xffffffffu, a.best_v[k], o);
+            b.best_i[k] = __shfl_xor_sync(0xffffffffu, a.best_i[k], o);
+            b.s[k] = __shfl_xor_sync(0xffffffffu, a.s[k], o);
+        }
+        chunk_acc_merge(a, b);
+    }
+}
+
 /* The chunk's text and timestamp summaries (likeliest token, log-sum-exp)
  * from v (as load_masked_chunk leaves it): this thread's, then its warp's,
  * left in warp_acc[warp] for the block's first thread to merge. */
@@ -1330,7 +1283,7 @@ static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n
                                        chunk_acc *warp_acc) {
     int t = threadIdx.x;
     chunk_acc a;
-    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.s[k] = 0.0f;
+    chunk_acc_init(a);
     /* this thread's maxima first, then its sums of exponentials */
 #pragma unroll
     for (int k = 0; k < PICK_PER; k++) {
@@ -1342,15 +1295,7 @@ static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n
         int i = c0 + k * PICK_THREADS + t, kind = i >= ts;
         if (i < n_vocab && v[k] != -INFINITY) a.s[kind] += expf(v[k] - a.best_v[kind]);
     }
-    for (int o = WARP / 2; o > 0; o >>= 1) {
-        chunk_acc b;
-        for (int k = 0; k < 2; k++) {
-            b.best_v[k] = __shfl_xor_sync(0xffffffffu, a.best_v[k], o);
-            b.best_i[k] = __shfl_xor_sync(0xffffffffu, a.best_i[k], o);
-            b.s[k] = __shfl_xor_sync(0xffffffffu, a.s[k], o);
-        }
-        chunk_acc_merge(a, b);
-    }
+    chunk_acc_warp(a);
     if (t % WARP == 0) warp_acc[t / WARP] = a;
 }
 
@@ -1383,6 +1328,27 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab,
     if (t == 0) partial[(size_t)row * gridDim.x + blockIdx.x] = merge_warps(warp_acc);
 }
 
+/* A row's choice from its whole summary: the timestamp rule decided
+ * (timestamps likelier together than any text token: text is out), the
+ * greedy token and its log-probability written to result (and the token
+ * to next_io, at next_pos, when given). */
+static __device__ void pick_choose(const pick_acc &a, int ts_begin, sh_pick_result *result,
+                                   int *next_io, int row, int next_pos) {
+    bool text_out = ts_begin >= 0 && a.m[1] != -INFINITY &&
+                    log(a.s[1]) + a.m[1] > (double)a.best_v[0];
+    float best_v = a.best_v[0];
+    int best_i = a.best_i[0];
+    float m = a.m[0];
+    double s = a.s[0];
+    if (text_out) best_v = -INFINITY, best_i = INT_MAX, m = -INFINITY, s = 0.0;
+    arg_merge(best_v, best_i, a.best_v[1], a.best_i[1]);
+    lse_merge(m, s, a.m[1], a.s[1]);
+    if (best_i == INT_MAX) best_i = 0;   /* everything masked: as a scan, the first */
+    result->token = best_i;
+    result->logprob = (double)best_v - (log(s) + m);
+    if (next_io) next_io[0] = next_pos, next_io[1 + row] = best_i;
+}
+
 /* A warp per row: the chunks' summaries merged, the timestamp rule decided
  * (timestamps likelier together than any text token: text is out), the
  * greedy token and its log-probability written to out[row]. */
@@ -1396,20 +1362,7 @@ __global__ void k_pick_final(const pick_acc *partial, int n_chunks,
     pick_acc_init(a);
     for (int c = lane; c < n_chunks; c += WARP) pick_acc_merge(a, partial[(size_t)row * n_chunks + c]);
     pick_acc_warp(a);
-    if (lane != 0) return;
-    bool text_out = ts_begin >= 0 && a.m[1] != -INFINITY &&
-                    log(a.s[1]) + a.m[1] > (double)a.best_v[0];
-    float best_v = a.best_v[0];
-    int best_i = a.best_i[0];
-    float m = a.m[0];
-    double s = a.s[0];
-    if (text_out) best_v = -INFINITY, best_i = INT_MAX, m = -INFINITY, s = 0.0;
-    arg_merge(best_v, best_i, a.best_v[1], a.best_i[1]);
-    lse_merge(m, s, a.m[1], a.s[1]);
-    if (best_i == INT_MAX) best_i = 0;   /* everything masked: as a scan, the first */
-    results[row].token = best_i;
-    results[row].logprob = (double)best_v - (log(s) + m);
-    if (next_io) next_io[0] = next_pos, next_io[1 + row] = best_i;
+    if (lane == 0) pick_choose(a, ts_begin, &results[row], next_io, row, next_pos);
 }
 
 extern "C" long sh_pick_scratch_bytes(int n_rows) {
@@ -1438,6 +1391,210 @@ extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int 
            m, ids, partial);
     launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, m, out, next_io,
            next_pos);
+}
+
+/* ------------------------------------------------------ the logits' GEMV */
+
+/* The greedy pick folded into the logits' GEMV (one row, see k_gemv_wide):
+ * each warp keeps the summary of its rows under the mask as it makes them,
+ * each block leaves its warps' merged in the scratch, and the block that
+ * finishes last merges the blocks' and chooses, as k_pick_final: no kernel
+ * and no launch between the logits and the next step. */
+typedef struct {
+    sh_pick_mask mask;
+    const int *ids;           /* the suppressed tokens (mask.n_ids, device) */
+    void *scratch;            /* sh_wide_pick_scratch_bytes, count zero between picks */
+    sh_pick_result *result;   /* device or mapped host memory */
+    int *next_io;             /* as sh_k_greedy_pick's, or NULL */
+    int next_pos;
+} wide_pick;
+
+#define WIDE_THREADS 256
+static_assert(WIDE_THREADS == PICK_THREADS, "a block's warps merge as the pick's");
+#define WIDE_PICK_MAX_BLOCKS 4096
+#define WIDE_PICK_COUNT_BYTES 256   /* the count of finished blocks, then their summaries */
+
+/* The suppressed tokens as a bitmap of the vocabulary in shared memory,
+ * made before the wait on the step (ids never change within a step). */
+static __device__ void banned_bitmap(const wide_pick &pk, int n_vocab, unsigned *banned) {
+    for (int i = threadIdx.x; i < (n_vocab + 31) / 32; i += blockDim.x) banned[i] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < pk.mask.n_ids; i += blockDim.x)
+        atomicOr(&banned[pk.ids[i] / 32], 1u << (pk.ids[i] % 32));
+}
+
+/* Logit v of token o into one kind's running summary (best value, its
+ * token, sum of exp(x - best)); tokens come in increasing o, so ties keep
+ * the first. */
+static __device__ __forceinline__ void take_logit(float &best_v, int &best_i, float &s, float v,
+                                                  int o) {
+    if (best_v == -INFINITY) {
+        best_v = v, best_i = o, s = 1.0f;
+    } else if (v > best_v) {
+        s = s * expf(best_v - v) + 1.0f;
+        best_v = v, best_i = o;
+    } else {
+        s += expf(v - best_v);
+    }
+}
+
+/* Logit v of token o into the summary a, unless the mask rules it out. */
+static __device__ __forceinline__ void pick_take(chunk_acc &a, float v, int o,
+                                                 const sh_pick_mask &mk, const unsigned *banned) {
+    bool out = v == -INFINITY || (banned[o / 32] >> (o % 32) & 1u);
+    for (int r = 0; r < mk.n_ranges; r++) out |= o >= mk.ranges[r][0] && o < mk.ranges[r][1];
+    if (out) return;
+    if (mk.ts_begin >= 0 && o >= mk.ts_begin) take_logit(a.best_v[1], a.best_i[1], a.s[1], v, o);
+    else take_logit(a.best_v[0], a.best_i[0], a.s[0], v, o);
+}
+
+/* A summary another block left in the scratch, read from L2 (this SM's L1
+ * may hold the last step's). */
+static __device__ chunk_acc chunk_acc_load_l2(const chunk_acc *p) {
+    chunk_acc a;
+    for (int k = 0; k < 2; k++)
+        a.best_v[k] = __ldcg(&p->best_v[k]), a.best_i[k] = __ldcg(&p->best_i[k]), a.s[k] = __ldcg(&p->s[k]);
+    return a;
+}
+
+/* The block's arrival at the count: its summary (this thread's writes)
+ * released before it, the other blocks' acquired with it, in one
+ * instruction where __threadfence (fence.sc) and an atomic took two. */
+static __device__ __forceinline__ unsigned count_arrive(unsigned *count) {
+    unsigned before;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(count) : "memory");
+    return before;
+}
+
+/* The block's warps' summaries merged into the scratch; the last block to
+ * arrive merges every block's and chooses, then zeroes the count. The
+ * merges are float's, as a chunk's (the blocks' sums are ~100 terms each,
+ * relative to their maxima): double is left to the choice's logarithms. */
+static __device__ void wide_pick_finish(const chunk_acc &a, const wide_pick &pk) {
+    __shared__ chunk_acc warp_acc[WIDE_THREADS / WARP];
+    __shared__ bool last;
+    const int t = threadIdx.x, lane = t % WARP;
+    unsigned *count = (unsigned *)pk.scratch;
+    chunk_acc *parts = (chunk_acc *)((char *)pk.scratch + WIDE_PICK_COUNT_BYTES);
+    if (lane == 0) warp_acc[t / WARP] = a;
+    __syncthreads();
+    if (t == 0) {
+        chunk_acc b = warp_acc[0];
+        for (int w = 1; w < WIDE_THREADS / WARP; w++) chunk_acc_merge(b, warp_acc[w]);
+        parts[blockIdx.x] = b;
+        last = count_arrive(count) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    chunk_acc m;
+    chunk_acc_init(m);
+    for (int c = t; c < (int)gridDim.x; c += WIDE_THREADS) chunk_acc_merge(m, chunk_acc_load_l2(parts + c));
+    chunk_acc_warp(m);
+    if (lane == 0) warp_acc[t / WARP] = m;
+    __syncthreads();
+    if (t != 0) return;
+    *count = 0;   /* for the next pick; the kernel's end orders it */
+    pick_choose(merge_warps(warp_acc), pk.mask.ts_begin, pk.result, pk.next_io, 0, pk.next_pos);
+}
+
+/* One input row against a wide half or int8 matrix (the logits: the token
+ * embedding's 51865 rows), the layer norm first when ln_g is given. A
+ * persistent grid: each warp takes rows o, o + warps, ... and loads the
+ * next row's weights before it uses the current one's, so every warp keeps
+ * two rows in flight from start to end. (k_gemv, a warp a row and ~13000
+ * blocks, read medium's 106 MB of half embedding at 65% of the memory's
+ * peak, ncu.) The layer norm here, each block over the whole row, spares
+ * the fused step's final one its kernel. n_in <= GEMV_PREFETCH * 256.
+ * With PICK, the greedy choice too (wide_pick). */
+template <int KIND, int PICK>
+__global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const __half *scales,
+                                                            int n_out, int n_in, const float *x,
+                                                            float *y, const float *ln_g,
+                                                            const float *ln_b,
+                                                            const __grid_constant__ wide_pick pk) {
+    extern __shared__ float xs[];   /* n_in floats, then (PICK) n_out bits */
+    __shared__ float red[32];
+    const int lane = threadIdx.x % WARP, per_block = WIDE_THREADS / WARP;
+    const int warps = gridDim.x * per_block;
+    unsigned *banned = (unsigned *)(xs + n_in);
+    int o = blockIdx.x * per_block + threadIdx.x / WARP;
+    uint4 cur[GEMV_PREFETCH][2], nxt[GEMV_PREFETCH][2];
+    load_chunks<KIND>(w, scales, n_out, n_in, o, cur);
+    PDL_LAUNCH();
+    if (PICK) banned_bitmap(pk, n_out, banned);
+    PDL_WAIT();
+    row_to_shared<8>(x, n_in, ln_g, ln_b, xs, red);   /* n_in <= 8 * WIDE_THREADS */
+    __syncthreads();
+    const int first = o;
+    for (; o < n_out; o += warps) {
+        load_chunks<KIND>(w, scales, n_out, n_in, o + warps, nxt);
+        float acc = 0.0f;
+        dot_chunks<KIND, 1>(&acc, cur, xs, 0, n_in);
+        acc = warp_sum(acc);
+        if (lane == 0) y[o] = acc;
+#pragma unroll
+        for (int k = 0; k < GEMV_PREFETCH; k++) cur[k][0] = nxt[k][0];
+    }
+    if (PICK) {
+        /* the warp's logits summarised after its loop, a row a lane, so
+         * that nothing of the pick stays live through the weights' stream */
+        __syncwarp();   /* lane 0's stores, before the lanes read them */
+        chunk_acc a;
+        chunk_acc_init(a);
+        for (int r = first + lane * warps; r < n_out; r += WARP * warps)
+            pick_take(a, y[r], r, pk.mask, banned);
+        chunk_acc_warp(a);
+        wide_pick_finish(a, pk);
+    }
+}
+
+/* The instance for half or int8 weights, with the pick or without. */
+typedef void (*gemv_wide_fn)(const void *, const __half *, int, int, const float *, float *,
+                             const float *, const float *, wide_pick);
+static gemv_wide_fn gemv_wide_for(int kind, int pick) {
+    if (pick) return kind == SH_GW_F16 ? k_gemv_wide<SH_GW_F16, 1> : k_gemv_wide<SH_GW_I8, 1>;
+    return kind == SH_GW_F16 ? k_gemv_wide<SH_GW_F16, 0> : k_gemv_wide<SH_GW_I8, 0>;
+}
+
+static size_t gemv_wide_shared(int n_in, int pick_vocab) {
+    return (size_t)n_in * sizeof(float) + (size_t)(pick_vocab + 31) / 32 * sizeof(unsigned);
+}
+
+extern "C" int sh_gemv_wide_grid(int device, int kind, int n_in, int pick_vocab) {
+    int sms = 0, per_sm = 0;
+    if (kind == SH_GW_F32 || n_in > GEMV_PREFETCH * WARP * 8 || pick_vocab > SH_PICK_MAX_VOCAB ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_wide_for(kind, pick_vocab > 0),
+                                                      WIDE_THREADS,
+                                                      gemv_wide_shared(n_in, pick_vocab)) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    int grid = sms * per_sm;
+    return pick_vocab > 0 && grid > WIDE_PICK_MAX_BLOCKS ? 0 : grid;
+}
+
+extern "C" void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
+                               const float *ln_g, const float *ln_b, int grid, int pdl) {
+    wide_pick none;
+    memset(&none, 0, sizeof none);
+    launch(pdl, gemv_wide_for(w->kind, 0), grid, WIDE_THREADS, gemv_wide_shared(w->n_in, 0), s,
+           w->w, (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b, none);
+}
+
+extern "C" long sh_wide_pick_scratch_bytes(void) {
+    return WIDE_PICK_COUNT_BYTES + (long)WIDE_PICK_MAX_BLOCKS * (long)sizeof(chunk_acc);
+}
+
+extern "C" void sh_k_gemv_wide_pick(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
+                                    const float *ln_g, const float *ln_b, int grid,
+                                    const sh_pick_mask *mask, const int *ids, void *scratch,
+                                    sh_pick_result *out, int *next_io, int next_pos, int pdl) {
+    wide_pick pk = {*mask, ids, scratch, out, next_io, next_pos};
+    launch(pdl, gemv_wide_for(w->kind, 1), grid, WIDE_THREADS,
+           gemv_wide_shared(w->n_in, w->n_out), s, w->w, (const __half *)w->scales, w->n_out,
+           w->n_in, x, y, ln_g, ln_b, pk);
 }
 
 /* ------------------------------------------------------------- beam top-k */

@@ -66,8 +66,9 @@ void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_gmat *out);
 void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
 /* y (n_out) = w x for one row x, w half or int8 (the logits), through
  * the layer norm (ln_g, ln_b) when ln_g is given: a persistent grid of
- * `grid` blocks, sh_gemv_wide_grid's (0: the kernel cannot take w). */
-int sh_gemv_wide_grid(int device, int kind, int n_in);
+ * `grid` blocks, sh_gemv_wide_grid's (0: the kernel cannot take w; with
+ * pick_vocab, the grid of sh_k_gemv_wide_pick for that vocabulary). */
+int sh_gemv_wide_grid(int device, int kind, int n_in, int pick_vocab);
 void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y, const float *ln_g,
                     const float *ln_b, int grid, int pdl);
 /* The fused step's cross query fold (sh_fused_layer): G = cq diag(g) as
@@ -174,6 +175,16 @@ long sh_topk_scratch_bytes(int n_rows);
  * SH_PICK_MAX_VOCAB). */
 long sh_pick_scratch_bytes(int n_rows);
 #define SH_PICK_MAX_VOCAB 131072
+/* sh_k_gemv_wide's logits of one row and the greedy pick of
+ * sh_k_greedy_pick on them, in one kernel (grid: sh_gemv_wide_grid's with
+ * the vocabulary). scratch: sh_wide_pick_scratch_bytes of device memory,
+ * its first 4 bytes zero before the first pick (each pick leaves them
+ * so). */
+long sh_wide_pick_scratch_bytes(void);
+void sh_k_gemv_wide_pick(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
+                         const float *ln_g, const float *ln_b, int grid, const sh_pick_mask *mask,
+                         const int *ids, void *scratch, sh_pick_result *out, int *next_io,
+                         int next_pos, int pdl);
 
 /* The fused decoder step of one or two rows (fused_step.cu; compute
  * capability 9.0+, half or int8 weights, head width 64): embedding, every
