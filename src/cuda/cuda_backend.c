@@ -580,9 +580,10 @@ struct sh_gpu_state {
     int *io;                        /* device: pos0, tokens, beam sources */
     int *host_io;                   /* pinned */
     float *host_logits;             /* pinned (SH_GEMV_MAX_ROWS, n_vocab) */
-    int *pick_ids;                  /* device: the suppressed tokens of the greedy mask */
-    int32_t *pick_ids_host;         /* what pick_ids holds (n_pick_ids; -1: nothing yet) */
+    unsigned *pick_banned;          /* device: the masks' suppressed tokens, a bitmap */
+    int32_t *pick_ids_host;         /* the tokens it holds (n_pick_ids; -1: nothing yet) */
     int n_pick_ids;
+    unsigned *banned_host;          /* the bitmap as it is made */
     sh_pick_mask host_masks[MAX_BEAMS];   /* a mask per row: the pick's launches take them */
     void *pick_scratch;             /* device: the pick's partial results */
     void *topk_scratch;             /* device: beam top-k per chunk */
@@ -624,6 +625,9 @@ struct sh_gpu_state {
     int last_rows, last_tokens;     /* the last forward's shape; its input stays in host_io */
     long n_speculated, n_wasted;    /* speculated steps the host took, and did not */
 };
+
+/* The suppressed tokens' bitmap: words for a vocabulary of n. */
+#define BANNED_WORDS(n) (((size_t)(n) + 31) / 32)
 
 #define IO_POS 0
 #define IO_TOKENS 1
@@ -694,7 +698,7 @@ static int state_buffers(const sh_hparams *hp, size_t a, int flash, sh_gpu_state
     BUF(logits, (size_t)SH_GEMV_MAX_ROWS * hp->n_vocab * 4);
     BUF(io, N_IO * sizeof(int));
     BUF(blas_ws, BLAS_WORKSPACE);
-    BUF(pick_ids, (size_t)hp->n_vocab * sizeof(int));
+    BUF(pick_banned, BANNED_WORDS(hp->n_vocab) * sizeof(unsigned));
     BUF(pick_scratch, (size_t)sh_pick_scratch_bytes(SH_GEMV_MAX_ROWS));
     BUF(wide_pick_scratch, (size_t)sh_wide_pick_scratch_bytes());
     BUF(topk_scratch, (size_t)sh_topk_scratch_bytes(SH_GEMV_MAX_ROWS));
@@ -722,6 +726,7 @@ static void state_free(sh_gpu_state *s) {
     if (s->host_topk_tokens) cudaFreeHost(s->host_topk_tokens);
     if (s->host_topk_logprobs) cudaFreeHost(s->host_topk_logprobs);
     free(s->pick_ids_host);
+    free(s->banned_host);
     for (int i = 0; i < s->n_lt_plans; i++) {
         lt_plan *p = &s->lt_plans[i];
         if (p->desc) cublasLtMatmulDescDestroy(p->desc);
@@ -816,8 +821,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     /* SHRUTI_CUDA_WIDE_PICK=0: the greedy pick in kernels of its own (A/B runs) */
     const char *wide_pick = getenv("SHRUTI_CUDA_WIDE_PICK");
     s->wide_pick_grid = s->wide_grid > 0 && !(wide_pick && strcmp(wide_pick, "0") == 0)
-                            ? sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state,
-                                                hp->n_vocab)
+                            ? sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state, 1)
                             : 0;
     const char *spec = getenv("SHRUTI_CUDA_SPECULATE");
     s->speculate = !(spec && strcmp(spec, "0") == 0);
@@ -841,7 +845,8 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
         r = cuda_fail(err, e, "creating a CUDA event");
     s->n_windows = 1;
     s->n_pick_ids = -1;
-    if (r == 0 && !(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))))
+    if (r == 0 && (!(s->pick_ids_host = malloc((size_t)hp->n_vocab * sizeof(int32_t))) ||
+                   !(s->banned_host = malloc(BANNED_WORDS(hp->n_vocab) * sizeof(unsigned)))))
         r = fail(err, SHRUTI_ERR_NOMEM, "out of host memory");
     /* on this context's stream (non-blocking: the legacy stream's memset
      * would not be ordered before our kernels) */
@@ -1454,7 +1459,7 @@ static int logits_pass(sh_gpu_state *s, int row, int n, const pass_pick *pick) {
                     *ln_b = s->dx_raw ? g->dec_ln_b : NULL;
         if (pick && s->wide_pick_grid > 0) {
             sh_k_gemv_wide_pick(s->stream, &g->tok_emb, x, s->logits, ln_g, ln_b,
-                                s->wide_pick_grid, pick->mask, s->pick_ids, s->wide_pick_scratch,
+                                s->wide_pick_grid, pick->mask, s->pick_banned, s->wide_pick_scratch,
                                 pick->out, pick->next_io, pick->next_pos, 0);
             return 1;
         }
@@ -1505,18 +1510,22 @@ static int send_masks(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask
         const sh_logit_mask *mk = &masks[k];
         if (mk->n_ranges < 0 || mk->n_ranges > SH_MASK_RANGES || mk->ts_begin > n_vocab)
             return fail(err, SHRUTI_ERR_INVALID_ARG, "bad logit mask");
-        pm[k] = (sh_pick_mask){.n_ids = m0->n_ids, .n_ranges = mk->n_ranges, .ts_begin = mk->ts_begin};
+        pm[k] = (sh_pick_mask){.n_ranges = mk->n_ranges, .ts_begin = mk->ts_begin};
         memcpy(pm[k].ranges, mk->ranges, sizeof pm[k].ranges);
     }
     CU(cudaSetDevice(s->g->device), "selecting the CUDA device");
     size_t id_bytes = (size_t)m0->n_ids * sizeof(int32_t);   /* ids may be NULL when 0 */
     if (m0->n_ids != s->n_pick_ids ||
         (id_bytes && memcmp(m0->ids, s->pick_ids_host, id_bytes) != 0)) {
+        /* the kernels read the suppressed tokens as a bitmap, made here
+         * when they change (once a transcription, as a rule) */
         if (id_bytes) memcpy(s->pick_ids_host, m0->ids, id_bytes);
         s->n_pick_ids = -1;
-        if (id_bytes)
-            CU(cudaMemcpyAsync(s->pick_ids, s->pick_ids_host, id_bytes, cudaMemcpyHostToDevice,
-                               s->stream), "copying the suppressed tokens");
+        size_t words = BANNED_WORDS(n_vocab);
+        memset(s->banned_host, 0, words * sizeof(unsigned));
+        for (int i = 0; i < m0->n_ids; i++) s->banned_host[m0->ids[i] / 32] |= 1u << (m0->ids[i] % 32);
+        CU(cudaMemcpyAsync(s->pick_banned, s->banned_host, words * sizeof(unsigned),
+                           cudaMemcpyHostToDevice, s->stream), "copying the suppressed tokens");
         s->n_pick_ids = m0->n_ids;
     }
     return 0;
@@ -1548,7 +1557,7 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
         pass_pick pick = {s->host_masks + r0, s->pick + r0, next_pos >= 0 ? s->io : NULL, next_pos};
         if (!logits_pass(s, row0 + r0, n, n == 1 ? &pick : NULL))
-            sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, pick.mask, s->pick_ids,
+            sh_k_greedy_pick(s->stream, s->logits, n, n_vocab, pick.mask, s->pick_banned,
                              s->pick_scratch, pick.out, pick.next_io, next_pos, s->pdl);
     }
     /* the choices land in mapped host memory */
@@ -1578,7 +1587,7 @@ static int topk(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *mask
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
         logits_pass(s, row0 + r0, n, NULL);
-        sh_k_topk(s->stream, s->logits, n, n_vocab, s->host_masks + r0, s->pick_ids, k,
+        sh_k_topk(s->stream, s->logits, n, n_vocab, s->host_masks + r0, s->pick_banned, k,
                   s->topk_scratch, s->topk_tokens + (size_t)r0 * k,
                   s->topk_logprobs + (size_t)r0 * k, s->pdl);
     }

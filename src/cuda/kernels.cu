@@ -1200,20 +1200,30 @@ static __device__ void pick_acc_warp(pick_acc &a) {
     for (int o = WARP / 2; o > 0; o >>= 1) pick_acc_merge(a, pick_acc_shfl(a, o));
 }
 
+/* Whether token i is suppressed: bit i of banned (the suppressed tokens
+ * as a bitmap of the vocabulary, which the host rewrites only when they
+ * change, before the logits' kernel) or in one of the mask's ranges. */
+static __device__ __forceinline__ bool suppressed(unsigned banned_word, int i,
+                                                  const sh_pick_mask &mk) {
+    bool out = banned_word >> (i % 32) & 1u;
+    for (int r = 0; r < mk.n_ranges; r++) out |= i >= mk.ranges[r][0] && i < mk.ranges[r][1];
+    return out;
+}
+
 /* This block's chunk of a row's logits under its mask, for the greedy
  * pick and the beams' top-k alike: v[k] is logit c0 + k * PICK_THREADS + t,
  * or -inf where the mask suppresses it or past the vocabulary. The
- * suppressed ids become a bitmap of the chunk before waiting on the
- * logits' kernel; every load is issued before the first use. */
+ * bitmap's words are read before waiting on the logits' kernel; every
+ * load is issued before the first use. */
 static __device__ void load_masked_chunk(const float *all_logits, int n_vocab,
-                                         const sh_pick_mask &mk, const int *ids, int row,
-                                         int c0, unsigned *banned, float (&v)[PICK_PER]) {
+                                         const sh_pick_mask &mk, const unsigned *banned, int row,
+                                         int c0, float (&v)[PICK_PER]) {
     int t = threadIdx.x;
-    for (int i = t; i < PICK_CHUNK / 32; i += PICK_THREADS) banned[i] = 0;
-    __syncthreads();
-    for (int i = t; i < mk.n_ids; i += PICK_THREADS) {
-        int id = ids[i] - c0;
-        if (id >= 0 && id < PICK_CHUNK) atomicOr(&banned[id / 32], 1u << (id % 32));
+    unsigned words[PICK_PER];
+#pragma unroll
+    for (int k = 0; k < PICK_PER; k++) {
+        int i = c0 + k * PICK_THREADS + t;
+        words[k] = i < n_vocab ? __ldg(&banned[i / 32]) : 0u;
     }
     PDL_WAIT();   /* the logits come from the kernel before */
     PDL_LAUNCH();
@@ -1223,14 +1233,10 @@ static __device__ void load_masked_chunk(const float *all_logits, int n_vocab,
         int i = c0 + k * PICK_THREADS + t;
         v[k] = i < n_vocab ? logits[i] : -INFINITY;
     }
-    __syncthreads();   /* the bitmap */
 #pragma unroll
     for (int k = 0; k < PICK_PER; k++) {
-        int j = k * PICK_THREADS + t, i = c0 + j;
-        float x = i < n_vocab && !(banned[j / 32] >> (j % 32) & 1u) ? v[k] : -INFINITY;
-        for (int r = 0; r < mk.n_ranges; r++)
-            if (i >= mk.ranges[r][0] && i < mk.ranges[r][1]) x = -INFINITY;
-        v[k] = x;
+        int i = c0 + k * PICK_THREADS + t;
+        if (i >= n_vocab || suppressed(words[k], i, mk)) v[k] = -INFINITY;
     }
 }
 
@@ -1312,17 +1318,15 @@ static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
 /* Block (chunk, row): the mask applied to PICK_CHUNK logits of the row,
  * which are summarised (text and timestamps apart: their likeliest token
  * and log-sum-exp) into partial[row][chunk]. Every load is issued before
- * the first use; the suppressed ids become a bitmap of the chunk first. */
+ * the first use. */
 __global__ void k_pick_partial(const float *all_logits, int n_vocab,
-                               const __grid_constant__ sh_pick_masks masks, const int *ids,
+                               const __grid_constant__ sh_pick_masks masks, const unsigned *banned,
                                pick_acc *partial) {
-    __shared__ unsigned banned[PICK_CHUNK / 32];
     __shared__ chunk_acc warp_acc[PICK_THREADS / WARP];
     int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
-    /* the ids were copied before the logits' kernel started */
     const sh_pick_mask &mk = masks.row[row];
     float v[PICK_PER];
-    load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
+    load_masked_chunk(all_logits, n_vocab, mk, banned, row, c0, v);
     summarise_chunk(v, c0, n_vocab, mk.ts_begin >= 0 ? mk.ts_begin : n_vocab, warp_acc);
     __syncthreads();
     if (t == 0) partial[(size_t)row * gridDim.x + blockIdx.x] = merge_warps(warp_acc);
@@ -1380,7 +1384,7 @@ static sh_pick_masks masks_by_value(const sh_pick_mask *masks, int n_rows) {
 }
 
 extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
-                                 const sh_pick_mask *masks, const int *ids, void *scratch,
+                                 const sh_pick_mask *masks, const unsigned *banned, void *scratch,
                                  sh_pick_result *out, int *next_io, int next_pos, int pdl) {
     int n_chunks = (n_vocab + PICK_CHUNK - 1) / PICK_CHUNK;
     /* the caller checks the vocabulary and takes the rows 8 at a time */
@@ -1388,7 +1392,7 @@ extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int 
     pick_acc *partial = (pick_acc *)scratch;
     sh_pick_masks m = masks_by_value(masks, n_rows);
     launch(pdl, k_pick_partial, dim3(n_chunks, n_rows), dim3(PICK_THREADS), 0, s, logits, n_vocab,
-           m, ids, partial);
+           m, banned, partial);
     launch(pdl, k_pick_final, dim3(n_rows), dim3(WARP), 0, s, partial, n_chunks, m, out, next_io,
            next_pos);
 }
@@ -1402,7 +1406,7 @@ extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int 
  * and no launch between the logits and the next step. */
 typedef struct {
     sh_pick_mask mask;
-    const int *ids;           /* the suppressed tokens (mask.n_ids, device) */
+    const unsigned *banned;   /* the suppressed tokens' bitmap (device) */
     void *scratch;            /* sh_wide_pick_scratch_bytes, count zero between picks */
     sh_pick_result *result;   /* device or mapped host memory */
     int *next_io;             /* as sh_k_greedy_pick's, or NULL */
@@ -1413,15 +1417,6 @@ typedef struct {
 static_assert(WIDE_THREADS == PICK_THREADS, "a block's warps merge as the pick's");
 #define WIDE_PICK_MAX_BLOCKS 4096
 #define WIDE_PICK_COUNT_BYTES 256   /* the count of finished blocks, then their summaries */
-
-/* The suppressed tokens as a bitmap of the vocabulary in shared memory,
- * made before the wait on the step (ids never change within a step). */
-static __device__ void banned_bitmap(const wide_pick &pk, int n_vocab, unsigned *banned) {
-    for (int i = threadIdx.x; i < (n_vocab + 31) / 32; i += blockDim.x) banned[i] = 0;
-    __syncthreads();
-    for (int i = threadIdx.x; i < pk.mask.n_ids; i += blockDim.x)
-        atomicOr(&banned[pk.ids[i] / 32], 1u << (pk.ids[i] % 32));
-}
 
 /* Logit v of token o into one kind's running summary (best value, its
  * token, sum of exp(x - best)); tokens come in increasing o, so ties keep
@@ -1441,9 +1436,7 @@ static __device__ __forceinline__ void take_logit(float &best_v, int &best_i, fl
 /* Logit v of token o into the summary a, unless the mask rules it out. */
 static __device__ __forceinline__ void pick_take(chunk_acc &a, float v, int o,
                                                  const sh_pick_mask &mk, const unsigned *banned) {
-    bool out = v == -INFINITY || (banned[o / 32] >> (o % 32) & 1u);
-    for (int r = 0; r < mk.n_ranges; r++) out |= o >= mk.ranges[r][0] && o < mk.ranges[r][1];
-    if (out) return;
+    if (v == -INFINITY || suppressed(__ldg(&banned[o / 32]), o, mk)) return;
     if (mk.ts_begin >= 0 && o >= mk.ts_begin) take_logit(a.best_v[1], a.best_i[1], a.s[1], v, o);
     else take_logit(a.best_v[0], a.best_i[0], a.s[0], v, o);
 }
@@ -1512,16 +1505,14 @@ __global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const
                                                             float *y, const float *ln_g,
                                                             const float *ln_b,
                                                             const __grid_constant__ wide_pick pk) {
-    extern __shared__ float xs[];   /* n_in floats, then (PICK) n_out bits */
+    extern __shared__ float xs[];   /* n_in floats */
     __shared__ float red[32];
     const int lane = threadIdx.x % WARP, per_block = WIDE_THREADS / WARP;
     const int warps = gridDim.x * per_block;
-    unsigned *banned = (unsigned *)(xs + n_in);
     int o = blockIdx.x * per_block + threadIdx.x / WARP;
     uint4 cur[GEMV_PREFETCH][2], nxt[GEMV_PREFETCH][2];
     load_chunks<KIND>(w, scales, n_out, n_in, o, cur);
     PDL_LAUNCH();
-    if (PICK) banned_bitmap(pk, n_out, banned);
     PDL_WAIT();
     row_to_shared<8>(x, n_in, ln_g, ln_b, xs, red);   /* n_in <= 8 * WIDE_THREADS */
     __syncthreads();
@@ -1542,7 +1533,7 @@ __global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const
         chunk_acc a;
         chunk_acc_init(a);
         for (int r = first + lane * warps; r < n_out; r += WARP * warps)
-            pick_take(a, y[r], r, pk.mask, banned);
+            pick_take(a, y[r], r, pk.mask, pk.banned);
         chunk_acc_warp(a);
         wide_pick_finish(a, pk);
     }
@@ -1556,30 +1547,25 @@ static gemv_wide_fn gemv_wide_for(int kind, int pick) {
     return kind == SH_GW_F16 ? k_gemv_wide<SH_GW_F16, 0> : k_gemv_wide<SH_GW_I8, 0>;
 }
 
-static size_t gemv_wide_shared(int n_in, int pick_vocab) {
-    return (size_t)n_in * sizeof(float) + (size_t)(pick_vocab + 31) / 32 * sizeof(unsigned);
-}
-
-extern "C" int sh_gemv_wide_grid(int device, int kind, int n_in, int pick_vocab) {
+extern "C" int sh_gemv_wide_grid(int device, int kind, int n_in, int pick) {
     int sms = 0, per_sm = 0;
-    if (kind == SH_GW_F32 || n_in > GEMV_PREFETCH * WARP * 8 || pick_vocab > SH_PICK_MAX_VOCAB ||
+    if (kind == SH_GW_F32 || n_in > GEMV_PREFETCH * WARP * 8 ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
         return 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_wide_for(kind, pick_vocab > 0),
-                                                      WIDE_THREADS,
-                                                      gemv_wide_shared(n_in, pick_vocab)) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_wide_for(kind, pick), WIDE_THREADS,
+                                                      n_in * sizeof(float)) != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
     int grid = sms * per_sm;
-    return pick_vocab > 0 && grid > WIDE_PICK_MAX_BLOCKS ? 0 : grid;
+    return pick && grid > WIDE_PICK_MAX_BLOCKS ? 0 : grid;
 }
 
 extern "C" void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
                                const float *ln_g, const float *ln_b, int grid, int pdl) {
     wide_pick none;
     memset(&none, 0, sizeof none);
-    launch(pdl, gemv_wide_for(w->kind, 0), grid, WIDE_THREADS, gemv_wide_shared(w->n_in, 0), s,
+    launch(pdl, gemv_wide_for(w->kind, 0), grid, WIDE_THREADS, w->n_in * sizeof(float), s,
            w->w, (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b, none);
 }
 
@@ -1589,12 +1575,11 @@ extern "C" long sh_wide_pick_scratch_bytes(void) {
 
 extern "C" void sh_k_gemv_wide_pick(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
                                     const float *ln_g, const float *ln_b, int grid,
-                                    const sh_pick_mask *mask, const int *ids, void *scratch,
+                                    const sh_pick_mask *mask, const unsigned *banned, void *scratch,
                                     sh_pick_result *out, int *next_io, int next_pos, int pdl) {
-    wide_pick pk = {*mask, ids, scratch, out, next_io, next_pos};
-    launch(pdl, gemv_wide_for(w->kind, 1), grid, WIDE_THREADS,
-           gemv_wide_shared(w->n_in, w->n_out), s, w->w, (const __half *)w->scales, w->n_out,
-           w->n_in, x, y, ln_g, ln_b, pk);
+    wide_pick pk = {*mask, banned, scratch, out, next_io, next_pos};
+    launch(pdl, gemv_wide_for(w->kind, 1), grid, WIDE_THREADS, w->n_in * sizeof(float), s, w->w,
+           (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b, pk);
 }
 
 /* ------------------------------------------------------------- beam top-k */
@@ -1685,9 +1670,8 @@ struct topk_part {
 /* Block (chunk, row): the masked chunk's k best text and timestamp
  * candidates and log-sum-exps. */
 __global__ void k_topk_partial(const float *all_logits, int n_vocab,
-                               const __grid_constant__ sh_pick_masks masks, const int *ids, int k,
-                               topk_part *parts) {
-    __shared__ unsigned banned[PICK_CHUNK / 32];
+                               const __grid_constant__ sh_pick_masks masks, const unsigned *banned,
+                               int k, topk_part *parts) {
     __shared__ float cv[PICK_CHUNK];
     __shared__ int ci[PICK_CHUNK];
     __shared__ float wv[TOPK_WARPS * TOPK_MAX];
@@ -1696,7 +1680,7 @@ __global__ void k_topk_partial(const float *all_logits, int n_vocab,
     int row = blockIdx.y, c0 = blockIdx.x * PICK_CHUNK, t = threadIdx.x;
     const sh_pick_mask &mk = masks.row[row];
     float v[PICK_PER];
-    load_masked_chunk(all_logits, n_vocab, mk, ids, row, c0, banned, v);
+    load_masked_chunk(all_logits, n_vocab, mk, banned, row, c0, v);
     int ts = mk.ts_begin >= 0 ? mk.ts_begin : n_vocab;
     /* the log-sum-exps of text and timestamps over the block, as the pick's */
     summarise_chunk(v, c0, n_vocab, ts, warp_acc);
@@ -1771,7 +1755,7 @@ extern "C" long sh_topk_scratch_bytes(int n_rows) {
 }
 
 extern "C" void sh_k_topk(cudaStream_t s, float *logits, int n_rows, int n_vocab,
-                          const sh_pick_mask *masks, const int *ids, int k, void *scratch,
+                          const sh_pick_mask *masks, const unsigned *banned, int k, void *scratch,
                           int *tokens, double *logprobs, int pdl) {
     int n_chunks = (n_vocab + PICK_CHUNK - 1) / PICK_CHUNK;
     if (n_chunks > PICK_MAX_CHUNKS || k < 1 || k > TOPK_MAX || n_rows < 1 ||
@@ -1780,7 +1764,7 @@ extern "C" void sh_k_topk(cudaStream_t s, float *logits, int n_rows, int n_vocab
     topk_part *parts = (topk_part *)scratch;
     sh_pick_masks m = masks_by_value(masks, n_rows);
     launch(pdl, k_topk_partial, dim3(n_chunks, n_rows), dim3(TOPK_THREADS), 0, s, logits, n_vocab,
-           m, ids, k, parts);
+           m, banned, k, parts);
     launch(pdl, k_topk_final, dim3(n_rows), dim3(TOPK_THREADS), 0, s, parts, n_chunks, m, k,
            tokens, logprobs);
 }

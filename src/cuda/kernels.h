@@ -67,8 +67,8 @@ void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
 /* y (n_out) = w x for one row x, w half or int8 (the logits), through
  * the layer norm (ln_g, ln_b) when ln_g is given: a persistent grid of
  * `grid` blocks, sh_gemv_wide_grid's (0: the kernel cannot take w; with
- * pick_vocab, the grid of sh_k_gemv_wide_pick for that vocabulary). */
-int sh_gemv_wide_grid(int device, int kind, int n_in, int pick_vocab);
+ * pick, the grid of sh_k_gemv_wide_pick). */
+int sh_gemv_wide_grid(int device, int kind, int n_in, int pick);
 void sh_k_gemv_wide(cudaStream_t s, const sh_gmat *w, const float *x, float *y, const float *ln_g,
                     const float *ln_b, int grid, int pdl);
 /* The fused step's cross query fold (sh_fused_layer): G = cq diag(g) as
@@ -137,8 +137,9 @@ void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n
 
 /* Greedy choices on the device (the logit filters as masks, see
  * gpu_api.h's sh_logit_mask), for n_rows (<= SH_GEMV_MAX_ROWS) rows of
- * logits (n_rows x n_vocab): ids (n_ids, on the device) and the row's
- * ranges become -inf, then the timestamp rule when ts_begin >= 0; out[row]
+ * logits (n_rows x n_vocab): the tokens of banned (the suppressed tokens
+ * as a bitmap of the vocabulary, bit i % 32 of word i / 32, on the device)
+ * and the row's ranges become -inf, then the timestamp rule when ts_begin >= 0; out[row]
  * gets the token and its log-probability. masks are the host's (they go
  * with the launch); out is device memory or mapped host memory (the
  * backend's: the host reads it in place).
@@ -146,7 +147,7 @@ void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n
  * then a token a row), the choices also go there, at next_pos, so that the
  * next step can run before the host has seen them. */
 typedef struct {
-    int n_ids, n_ranges;
+    int n_ranges;
     int ranges[8][2];
     int ts_begin;
 } sh_pick_mask;
@@ -162,13 +163,13 @@ typedef struct {
 } sh_pick_result;
 
 void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int n_vocab,
-                      const sh_pick_mask *masks, const int *ids, void *scratch,
+                      const sh_pick_mask *masks, const unsigned *banned, void *scratch,
                       sh_pick_result *out, int *next_io, int next_pos, int pdl);
 /* Beam search: the k (<= 33) best tokens of each row after its mask (best
  * first, ties to the lower id) and their log-probabilities, into tokens
  * and logprobs (n_rows x k, device memory). */
 void sh_k_topk(cudaStream_t s, float *logits, int n_rows, int n_vocab, const sh_pick_mask *masks,
-               const int *ids, int k, void *scratch, int *tokens, double *logprobs, int pdl);
+               const unsigned *banned, int k, void *scratch, int *tokens, double *logprobs, int pdl);
 long sh_topk_scratch_bytes(int n_rows);
 
 /* Device scratch the pick needs for n_rows rows (vocabularies up to
@@ -177,13 +178,13 @@ long sh_pick_scratch_bytes(int n_rows);
 #define SH_PICK_MAX_VOCAB 131072
 /* sh_k_gemv_wide's logits of one row and the greedy pick of
  * sh_k_greedy_pick on them, in one kernel (grid: sh_gemv_wide_grid's with
- * the vocabulary). scratch: sh_wide_pick_scratch_bytes of device memory,
+ * pick). scratch: sh_wide_pick_scratch_bytes of device memory,
  * its first 4 bytes zero before the first pick (each pick leaves them
  * so). */
 long sh_wide_pick_scratch_bytes(void);
 void sh_k_gemv_wide_pick(cudaStream_t s, const sh_gmat *w, const float *x, float *y,
                          const float *ln_g, const float *ln_b, int grid, const sh_pick_mask *mask,
-                         const int *ids, void *scratch, sh_pick_result *out, int *next_io,
+                         const unsigned *banned, void *scratch, sh_pick_result *out, int *next_io,
                          int next_pos, int pdl);
 
 /* The fused decoder step of one or two rows (fused_step.cu; compute
