@@ -2,11 +2,14 @@
  * memory-bound GEMV (float32, half or int8 weights, every weight read once
  * for all rows), split-key decoder attention over the caches, layer norm,
  * softmax, GELU epilogues, im2col for the conv stem, embeddings and cache
- * moves. The encoder's and the prompt's GEMMs are cuBLAS (cuda_backend.c). */
+ * moves; then the choices on the device: the greedy pick and the beams'
+ * top-k under the logit masks, and the logits' persistent GEMV with the
+ * greedy pick folded in. The encoder's and the prompt's GEMMs are cuBLAS
+ * (cuda_backend.c). */
 #include <cuda_fp16.h>
 #include <limits.h>
-#include <string.h>
 #include <math.h>
+#include <string.h>
 
 #include <type_traits>
 
