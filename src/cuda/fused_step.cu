@@ -81,14 +81,25 @@ typedef unsigned long long u64;
 
 static_assert(FS_THREADS / WARP == 15, "sum15 and max15 read one float a compute warp");
 
-/* The FS_THREADS / WARP (15) floats at p, summed by every thread in the
- * same order (broadcast loads: all lanes read the same words), so that
- * every thread gets the same bits. */
-static __device__ __forceinline__ float sum15(const float *p) {
+/* The FS_THREADS / WARP (15) floats at p combined by op, by every thread
+ * in the same order (broadcast loads: all lanes read the same words), so
+ * that every thread gets the same bits. */
+template <typename Op>
+static __device__ __forceinline__ float over15(const float *p, Op op) {
     float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4), c = *(const float4 *)(p + 8);
     float2 e = *(const float2 *)(p + 12);
-    return (((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w))) +
-           (((c.x + c.y) + (c.z + c.w)) + ((e.x + e.y) + p[14]));
+    return op(op(op(op(a.x, a.y), op(a.z, a.w)), op(op(b.x, b.y), op(b.z, b.w))),
+              op(op(op(c.x, c.y), op(c.z, c.w)), op(op(e.x, e.y), p[14])));
+}
+
+/* Their sum. */
+static __device__ __forceinline__ float sum15(const float *p) {
+    return over15(p, [](float x, float y) { return x + y; });
+}
+
+/* Their largest. */
+static __device__ __forceinline__ float max15(const float *p) {
+    return over15(p, [](float x, float y) { return fmaxf(x, y); });
 }
 
 /* Sums of v[0..N) (N 2 or 4) over the warp, transposed: each shuffle
@@ -111,14 +122,6 @@ static __device__ __forceinline__ float warp_sums(const float *v) {
     }
     for (int o = WARP / N / 2; o > 0; o >>= 1) keep += __shfl_xor_sync(0xffffffffu, keep, o);
     return keep;
-}
-
-/* The largest of the 15 floats at p (as sum15). */
-static __device__ __forceinline__ float max15(const float *p) {
-    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4), c = *(const float4 *)(p + 8);
-    float2 e = *(const float2 *)(p + 12);
-    return fmaxf(fmaxf(fmaxf(fmaxf(a.x, a.y), fmaxf(a.z, a.w)), fmaxf(fmaxf(b.x, b.y), fmaxf(b.z, b.w))),
-                 fmaxf(fmaxf(fmaxf(c.x, c.y), fmaxf(c.z, c.w)), fmaxf(fmaxf(e.x, e.y), p[14])));
 }
 
 /* ------------------------------------------------------------ primitives */

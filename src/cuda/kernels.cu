@@ -1308,10 +1308,17 @@ static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n
     if (t % WARP == 0) warp_acc[t / WARP] = a;
 }
 
-/* What the block's first thread makes of warp_acc (after a barrier). */
-static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
+/* The block's summary from its warps' (warp_acc, after a barrier), made
+ * by one thread. */
+static __device__ chunk_acc block_summary(const chunk_acc *warp_acc) {
     chunk_acc c = warp_acc[0];
     for (int w = 1; w < PICK_THREADS / WARP; w++) chunk_acc_merge(c, warp_acc[w]);
+    return c;
+}
+
+/* block_summary as a pick_acc, for the merges of the chunks. */
+static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
+    chunk_acc c = block_summary(warp_acc);
     pick_acc a;
     for (int k = 0; k < 2; k++)
         a.best_v[k] = c.best_v[k], a.best_i[k] = c.best_i[k], a.m[k] = c.best_v[k], a.s[k] = c.s[k];
@@ -1403,8 +1410,8 @@ extern "C" void sh_k_greedy_pick(cudaStream_t s, float *logits, int n_rows, int 
 /* ------------------------------------------------------ the logits' GEMV */
 
 /* The greedy pick folded into the logits' GEMV (one row, see k_gemv_wide):
- * each warp keeps the summary of its rows under the mask as it makes them,
- * each block leaves its warps' merged in the scratch, and the block that
+ * each warp summarises its rows under the mask once its loop is done, each
+ * block leaves its warps' merged in the scratch, and the block that
  * finishes last merges the blocks' and chooses, as k_pick_final: no kernel
  * and no launch between the logits and the next step. */
 typedef struct {
@@ -1475,9 +1482,7 @@ static __device__ void wide_pick_finish(const chunk_acc &a, const wide_pick &pk)
     if (lane == 0) warp_acc[t / WARP] = a;
     __syncthreads();
     if (t == 0) {
-        chunk_acc b = warp_acc[0];
-        for (int w = 1; w < WIDE_THREADS / WARP; w++) chunk_acc_merge(b, warp_acc[w]);
-        parts[blockIdx.x] = b;
+        parts[blockIdx.x] = block_summary(warp_acc);
         last = count_arrive(count) == gridDim.x - 1;
     }
     __syncthreads();

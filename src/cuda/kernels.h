@@ -139,10 +139,10 @@ void sh_k_broadcast(cudaStream_t s, void *cache, int n_layer, int n_beams, int n
  * gpu_api.h's sh_logit_mask), for n_rows (<= SH_GEMV_MAX_ROWS) rows of
  * logits (n_rows x n_vocab): the tokens of banned (the suppressed tokens
  * as a bitmap of the vocabulary, bit i % 32 of word i / 32, on the device)
- * and the row's ranges become -inf, then the timestamp rule when ts_begin >= 0; out[row]
- * gets the token and its log-probability. masks are the host's (they go
- * with the launch); out is device memory or mapped host memory (the
- * backend's: the host reads it in place).
+ * and the row's ranges become -inf, then the timestamp rule when
+ * ts_begin >= 0; out[row] gets the token and its log-probability. masks
+ * are the host's (they go with the launch); out is device memory or
+ * mapped host memory (the backend's: the host reads it in place).
  * Given next_io (a step's input as the decoder reads it: the position,
  * then a token a row), the choices also go there, at next_pos, so that the
  * next step can run before the host has seen them. */
