@@ -18,9 +18,10 @@
  * With --throughput: batched windows (as `--batch-size`): 32 windows of
  * 150 tokens each, decoded 1, 2, 8 and 32 at a time, in audio seconds per
  * wall second; and 60 s with its two windows decoded as one batch.
- * With --screen-ab (CPU, float16): greedy and 5-beam steps with the logit
- * screen off and on, alternating in one process. With --speculate-ab
- * (GPU): greedy steps and 60 s with the speculated step off and on.
+ * With --screen-ab (float16): on the CPU greedy and 5-beam steps with the
+ * logit screen off and on, alternating in one process; on the GPU greedy
+ * steps and 60 s so. With --speculate-ab (GPU): greedy steps and 60 s
+ * with the speculated step off and on.
  *
  * usage: bench_model [--device cpu|cuda] [--threads N] [--runs N] [--tokens N]
  *                    [--compute-type T] [--host-pick] [--throughput] [--screen-ab]
@@ -211,15 +212,18 @@ static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
     return (sh_now_s() - t0) * 1000.0;
 }
 
-/* --speculate-ab (GPU): a second run state made with
- * SHRUTI_CUDA_SPECULATE=0 (no step run ahead of the host), greedy steps
- * and 60 s of audio alternating between the two run by run. */
-static void speculate_ab(sh_run *rt, const shruti_model *m, int threads, int runs, int tokens,
-                         const float *mel, const sh_logit_mask *mk, const char *size) {
+/* A GPU feature off and on (GPU): a second run state made with the
+ * variable env at 0 (--speculate-ab: SHRUTI_CUDA_SPECULATE, no step run
+ * ahead of the host; --screen-ab: SHRUTI_LOGIT_SCREEN, every logit of a
+ * greedy pick from the half weights), greedy steps and 60 s of audio
+ * alternating between the two run by run. */
+static void gpu_ab(sh_run *rt, const shruti_model *m, int threads, int runs, int tokens,
+                   const float *mel, const sh_logit_mask *mk, const char *size, const char *env,
+                   const char *what) {
     sh_run off;
-    setenv("SHRUTI_CUDA_SPECULATE", "0", 1);
+    setenv(env, "0", 1);
     int r0 = sh_run_init(&off, m, threads);
-    unsetenv("SHRUTI_CUDA_SPECULATE");
+    unsetenv(env);
     if (r0 < 0 || !off.gpu) {
         fprintf(stderr, "no second GPU run state\n");
         if (r0 == 0) sh_run_free(&off);
@@ -233,8 +237,8 @@ static void speculate_ab(sh_run *rt, const shruti_model *m, int threads, int run
             g[on][r] = greedy_ms_per_token(states[on], tokens, mk);
             minute[on][r] = minute_ms(states[on], mel, mk);
         }
-    printf("  %s speculated steps off / on, alternating: greedy %.3f / %.3f ms, 60 s %.1f / %.1f ms\n",
-           size, bench_median(g[0], runs), bench_median(g[1], runs), bench_median(minute[0], runs),
+    printf("  %s %s off / on, alternating: greedy %.3f / %.3f ms, 60 s %.1f / %.1f ms\n", size,
+           what, bench_median(g[0], runs), bench_median(g[1], runs), bench_median(minute[0], runs),
            bench_median(minute[1], runs));
     sh_run_free(&off);
 }
@@ -323,7 +327,12 @@ int main(int argc, char **argv) {
                bench_median(dec, runs), bench_median(greedy, runs), bench_median(beam, runs),
                bench_median(minute, runs), peak_rss_mb());
         if (do_screen_ab && m->logit_screen) screen_ab(&rt, m, runs, tokens, &mk, sizes[s]);
-        if (do_speculate_ab && rt.gpu) speculate_ab(&rt, m, threads, runs, tokens, mel, &mk, sizes[s]);
+        if (do_screen_ab && rt.gpu)
+            gpu_ab(&rt, m, threads, runs, tokens, mel, &mk, sizes[s], "SHRUTI_LOGIT_SCREEN",
+                   "logit screen");
+        if (do_speculate_ab && rt.gpu)
+            gpu_ab(&rt, m, threads, runs, tokens, mel, &mk, sizes[s], "SHRUTI_CUDA_SPECULATE",
+                   "speculated steps");
         if (do_throughput) {
             const int batches[] = {1, 2, 8, 32};
             for (int b = 0; b < 4; b++)

@@ -97,6 +97,10 @@ struct sh_gpu_model {
     float *conv1_b, *conv2_b, *enc_pos, *enc_ln_w, *enc_ln_b;
     gblock *enc, *dec;
     sh_gmat tok_emb;                   /* decoder kind */
+    /* a half tok_emb's int8 screen and its rows' bounds (kernels.h), or
+     * screen.w NULL: the greedy pick reads most rows from it */
+    sh_gmat screen;
+    float *screen_bounds;
     float *dec_pos, *dec_ln_w, *dec_ln_b;
     void **allocs;                     /* every device allocation, for model_free */
     int n_allocs, cap_allocs;
@@ -346,6 +350,14 @@ static void kinds_for_mode(int mode, int *act_kind, int *dec_kind) {
     *dec_kind = mode == SH_GPU_FLOAT32 ? SH_GW_F32 : mode == SH_GPU_FLOAT16 ? SH_GW_F16 : SH_GW_I8;
 }
 
+/* Whether a float16 model's greedy picks go through the token embedding's
+ * int8 screen (sh_k_screen_pick); SHRUTI_LOGIT_SCREEN=0 turns it off, as
+ * the CPU's (read at load: the screen is not made then). */
+static int screen_may_run(int mode, int d) {
+    const char *want = getenv("SHRUTI_LOGIT_SCREEN");
+    return (!want || strcmp(want, "0") != 0) && mode == SH_GPU_FLOAT16 && d % 32 == 0;
+}
+
 static uint64_t model_bytes(const shruti_model *m, int mode) {
     const sh_hparams *hp = &m->hp;
     int ak, dk;
@@ -362,6 +374,8 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
         dec += (uint64_t)hp->n_text_layer *
                (2 * gmat_bytes(dk, dt, dt) + gmat_bytes(dk, 4 * dt, dt) +
                 2 * gmat_bytes(SH_GW_F16, dt, dt) + 3 * dt * 4);
+    if (screen_may_run(mode, (int)dt))   /* the token embedding's int8 screen */
+        dec += gmat_bytes(SH_GW_I8, hp->n_vocab, dt) + (uint64_t)hp->n_vocab * 8;
     uint64_t vec = ((uint64_t)hp->n_audio_ctx * da + (uint64_t)hp->n_text_ctx * dt) * 4 +
                    (uint64_t)(hp->n_audio_layer + hp->n_text_layer) * 20 * dt * 4;
     return enc + dec + vec;
@@ -459,6 +473,18 @@ static int upload_fused_copies(sh_gpu_model *g, char *err) {
     return r;
 }
 
+/* The token embedding's int8 screen (sh_k_screen_build). */
+static int make_screen(sh_gpu_model *g, char *err) {
+    const sh_gmat *w = &g->tok_emb;
+    g->screen = (sh_gmat){.kind = SH_GW_I8, .n_out = w->n_out, .n_in = w->n_in};
+    int r = gmat_alloc(g, &g->screen, 0, err);
+    if (r == 0) r = dev_alloc(g, (size_t)w->n_out * 2 * sizeof(float), (void **)&g->screen_bounds, err);
+    if (r < 0) return r;
+    sh_k_screen_build(0, w, &g->screen, g->screen_bounds);
+    CU(cudaStreamSynchronize(0), "making the logits' int8 screen");
+    return 0;
+}
+
 static void model_free(sh_gpu_model *g) {
     if (!g) return;
     cudaSetDevice(g->device);
@@ -517,6 +543,7 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
     UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
     if (fused_may_run(g)) UP(upload_fused_copies(g, err));
+    if (screen_may_run(mode, dt)) UP(make_screen(g, err));
 #undef UP
     if (r < 0) {
         model_free(g);
@@ -609,6 +636,7 @@ struct sh_gpu_state {
     int logits_fused;               /* the last step was fused: row 0's logits are made */
     int wide_grid;                  /* the logits' persistent GEMV's blocks (0: k_gemv's) */
     int wide_pick_grid;             /* its blocks with the greedy pick in it (0: the pick apart) */
+    int screen_grid;                /* the pick through the int8 screen's blocks (0: none) */
     void *wide_pick_scratch;        /* device: that pick's block summaries */
     int dx_raw;                     /* dx is the last step's residual, its final layer
                                        norm left to the logits' GEMV (step_leaves_raw) */
@@ -624,6 +652,7 @@ struct sh_gpu_state {
     int stale;                      /* that step overwrote the last forward's outputs */
     int last_rows, last_tokens;     /* the last forward's shape; its input stays in host_io */
     long n_speculated, n_wasted;    /* speculated steps the host took, and did not */
+    long n_screened;                /* greedy picks through the int8 screen */
 };
 
 /* The suppressed tokens' bitmap: words for a vocabulary of n. */
@@ -823,6 +852,11 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     s->wide_pick_grid = s->wide_grid > 0 && !(wide_pick && strcmp(wide_pick, "0") == 0)
                             ? sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state, 1)
                             : 0;
+    /* SHRUTI_LOGIT_SCREEN=0 here too: a state without it (A/B runs) */
+    const char *screen = getenv("SHRUTI_LOGIT_SCREEN");
+    s->screen_grid = s->wide_pick_grid > 0 && g->screen.w && !(screen && strcmp(screen, "0") == 0)
+                         ? sh_screen_pick_grid(g->device, hp->n_text_state, hp->n_vocab)
+                         : 0;
     const char *spec = getenv("SHRUTI_CUDA_SPECULATE");
     s->speculate = !(spec && strcmp(spec, "0") == 0);
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
@@ -1457,6 +1491,13 @@ static int logits_pass(sh_gpu_state *s, int row, int n, const pass_pick *pick) {
     if (n == 1 && s->wide_grid > 0) {
         const float *x = s->dx + (size_t)row * d, *ln_g = s->dx_raw ? g->dec_ln_w : NULL,
                     *ln_b = s->dx_raw ? g->dec_ln_b : NULL;
+        if (pick && s->screen_grid > 0) {
+            sh_k_screen_pick(s->stream, &g->tok_emb, &g->screen, g->screen_bounds, x, ln_g, ln_b,
+                             s->screen_grid, pick->mask, s->pick_banned,
+                             s->wide_pick_scratch, pick->out, pick->next_io, pick->next_pos, 0);
+            s->n_screened++;
+            return 1;
+        }
         if (pick && s->wide_pick_grid > 0) {
             sh_k_gemv_wide_pick(s->stream, &g->tok_emb, x, s->logits, ln_g, ln_b,
                                 s->wide_pick_grid, pick->mask, s->pick_banned, s->wide_pick_scratch,
@@ -1640,6 +1681,8 @@ static void speculated(const sh_gpu_state *s, long *taken, long *wasted) {
     *taken = s->n_speculated, *wasted = s->n_wasted + s->spec_live;
 }
 
+static long screened(const sh_gpu_state *s) { return s->n_screened; }
+
 /* ------------------------------------------------------ devices, probe */
 
 static int list_devices(sh_gpu_device *out, int max, char *versions, size_t size, char *err) {
@@ -1730,6 +1773,7 @@ static const sh_gpu_api api = {
     .reorder = reorder,
     .broadcast = broadcast,
     .speculated = speculated,
+    .screened = screened,
 };
 
 __attribute__((visibility("default"))) const sh_gpu_api *shruti_gpu_backend_v2(void) { return &api; }

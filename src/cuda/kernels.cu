@@ -159,6 +159,10 @@ static __device__ __forceinline__ void row_to_shared(const float *row, int n, co
     for (int k = 0; k < PER; k++) {
         int i = threadIdx.x + k * blockDim.x;
         v[k] = i < n ? row[i] : 0.0f;
+        /* the norm's weights on their way with the row (into L1, no
+         * registers held): one latency before the products, not two */
+        if (g && i < n)
+            asm volatile("prefetch.global.L1 [%0];\n\tprefetch.global.L1 [%1];" ::"l"(g + i), "l"(b + i));
     }
     if (g) {
 #pragma unroll
@@ -1272,9 +1276,10 @@ static __device__ void chunk_acc_init(chunk_acc &a) {
     for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.s[k] = 0.0f;
 }
 
-/* The warp's lanes' summaries merged (every lane holds the result). */
-static __device__ void chunk_acc_warp(chunk_acc &a) {
-    for (int o = WARP / 2; o > 0; o >>= 1) {
+/* The warp's lanes' summaries merged (every lane holds the result); from
+ * WARP / 2 / 2^k: those of each run of 2^(5-k) lanes. */
+static __device__ void chunk_acc_warp(chunk_acc &a, int from = WARP / 2) {
+    for (int o = from; o > 0; o >>= 1) {
         chunk_acc b;
         for (int k = 0; k < 2; k++) {
             b.best_v[k] = __shfl_xor_sync(0xffffffffu, a.best_v[k], o);
@@ -1316,13 +1321,28 @@ static __device__ chunk_acc block_summary(const chunk_acc *warp_acc) {
     return c;
 }
 
-/* block_summary as a pick_acc, for the merges of the chunks. */
-static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
-    chunk_acc c = block_summary(warp_acc);
+static __device__ pick_acc as_pick_acc(const chunk_acc &c) {
     pick_acc a;
     for (int k = 0; k < 2; k++)
         a.best_v[k] = c.best_v[k], a.best_i[k] = c.best_i[k], a.m[k] = c.best_v[k], a.s[k] = c.s[k];
     return a;
+}
+
+/* block_summary as a pick_acc, for the merges of the chunks. */
+static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
+    return as_pick_acc(block_summary(warp_acc));
+}
+
+/* The block's summary from its warps' (warp_acc, after a barrier), merged
+ * by warp 0 in a tree (3 steps where one thread took 7): lane 0's. */
+static __device__ chunk_acc block_summary_tree(const chunk_acc *warp_acc) {
+    const int lane = threadIdx.x % WARP, n = PICK_THREADS / WARP;
+    static_assert(n == 8, "a tree of 8 warps' summaries");
+    chunk_acc c;
+    if (lane < n) c = warp_acc[lane];
+    else chunk_acc_init(c);
+    chunk_acc_warp(c, n / 2);
+    return c;
 }
 
 /* Block (chunk, row): the mask applied to PICK_CHUNK logits of the row,
@@ -1481,9 +1501,9 @@ static __device__ void wide_pick_finish(const chunk_acc &a, const wide_pick &pk)
     chunk_acc *parts = (chunk_acc *)((char *)pk.scratch + WIDE_PICK_COUNT_BYTES);
     if (lane == 0) warp_acc[t / WARP] = a;
     __syncthreads();
-    if (t == 0) {
-        parts[blockIdx.x] = block_summary(warp_acc);
-        last = count_arrive(count) == gridDim.x - 1;
+    if (t < WARP) {
+        chunk_acc c = block_summary_tree(warp_acc);
+        if (t == 0) parts[blockIdx.x] = c, last = count_arrive(count) == gridDim.x - 1;
     }
     __syncthreads();
     if (!last) return;
@@ -1493,9 +1513,11 @@ static __device__ void wide_pick_finish(const chunk_acc &a, const wide_pick &pk)
     chunk_acc_warp(m);
     if (lane == 0) warp_acc[t / WARP] = m;
     __syncthreads();
+    if (t >= WARP) return;
+    chunk_acc c = block_summary_tree(warp_acc);
     if (t != 0) return;
     *count = 0;   /* for the next pick; the kernel's end orders it */
-    pick_choose(merge_warps(warp_acc), pk.mask.ts_begin, pk.result, pk.next_io, 0, pk.next_pos);
+    pick_choose(as_pick_acc(c), pk.mask.ts_begin, pk.result, pk.next_io, 0, pk.next_pos);
 }
 
 /* One input row against a wide half or int8 matrix (the logits: the token
@@ -1588,6 +1610,318 @@ extern "C" void sh_k_gemv_wide_pick(cudaStream_t s, const sh_gmat *w, const floa
     wide_pick pk = {*mask, banned, scratch, out, next_io, next_pos};
     launch(pdl, gemv_wide_for(w->kind, 1), grid, WIDE_THREADS, w->n_in * sizeof(float), s, w->w,
            (const __half *)w->scales, w->n_out, w->n_in, x, y, ln_g, ln_b, pk);
+}
+
+/* ---------------------------------------------- the logits' int8 screen */
+
+/* The greedy pick of a half token embedding w without reading all of it:
+ * its int8 copy w' (a half scale per 32, made at load: sh_k_screen_build)
+ * times an int8 copy x' of the input (a float scale per 32, made per pick)
+ * gives every logit within a bound proven per row,
+ *   |x.w - x'.w'| <= |x| |w - w'| + |x - x'| |w'|   (Cauchy-Schwarz),
+ * plus a margin for float rounding in either product. Half the bytes of
+ * the step's largest read (medium: 106 MB a step), and four products an
+ * instruction (dp4a) where each half weight took a conversion and an FMA.
+ * Only the rows this bound cannot rule out of their block's best are
+ * computed again from w and x, by the same warp code as k_gemv_wide's, so
+ * the choice is the full product's to the bit (ties included); timestamp
+ * rows, whose sum the timestamp rule compares, are always computed so. The
+ * log-probability's normalizer takes the int8 values of the other text
+ * rows (each within its bound, their errors averaging out), as the CPU's
+ * screen does (cpu/logit_screen.c). */
+
+/* The relative margin for float rounding: a product's sum of n_in <= 1280
+ * terms here is ~40 additions deep (2.4e-6 of |w| |x|), far inside. */
+#define SCREEN_ROUNDING 1e-4f
+/* Rows in flight a warp (H200, medium: 2 as fast as 4, whose registers
+ * leave two blocks an SM where 2 leaves three) */
+#define SCREEN_AHEAD 2
+
+/* A warp a row: w' and the row's bounds (|w - w'|, and |w| + |w - w'| >=
+ * |w'|, both rounded up) of row o (n_in a multiple of 32: a lane a block of
+ * 32 at a time). Scales as half of max |w| / 127; w - w' measured with the
+ * scale as stored, so any rounding of it stays inside the bound. */
+__global__ void k_screen_build(const __half *w, int n_out, int n_in, int8_t *q, __half *qs,
+                               float2 *bounds) {
+    const int lane = threadIdx.x % WARP;
+    const int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    if (o >= n_out) return;
+    float err2 = 0.0f, w2 = 0.0f;
+    for (int b = lane; b < n_in / 32; b += WARP) {
+        const __half *row = w + (size_t)o * n_in + b * 32;
+        float v[32], amax = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = __half2float(row[i]), amax = fmaxf(amax, fabsf(v[i]));
+        __half sh = __float2half_rn(amax / 127.0f);
+        float sc = __half2float(sh);
+        int8_t *dst = q + (size_t)o * n_in + b * 32;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            float k = sc > 0.0f ? fminf(fmaxf(rintf(v[i] / sc), -127.0f), 127.0f) : 0.0f;
+            float e = v[i] - k * sc;
+            dst[i] = (int8_t)k;
+            err2 += e * e, w2 += v[i] * v[i];
+        }
+        qs[(size_t)o * (n_in / 32) + b] = sh;
+    }
+    err2 = warp_sum(err2), w2 = warp_sum(w2);
+    /* float sums of squares are within 1e-4 of exact: 1.001 rounds up */
+    float err = sqrtf(err2) * 1.001f;
+    if (lane == 0) bounds[o] = make_float2(err, (sqrtf(w2) * 1.001f + err) * 1.001f);
+}
+
+extern "C" void sh_k_screen_build(cudaStream_t s, const sh_gmat *w, const sh_gmat *screen,
+                                  float *bounds) {
+    k_screen_build<<<blocks_for(w->n_out, 256 / WARP), 256, 0, s>>>(
+        (const __half *)w->w, w->n_out, w->n_in, (int8_t *)screen->w, (__half *)screen->scales,
+        (float2 *)bounds);
+}
+
+/* A lane's chunks of a half row (c = lane * 8 + k * 256), loaded, then
+ * their products with x summed over the warp in k_gemv_wide's order: row
+ * o's exact logit as it makes it. */
+template <int CHUNKS>
+struct exact_row {
+    uint4 w[CHUNKS];
+};
+
+template <int CHUNKS>
+static __device__ __forceinline__ void exact_load(const void *w, int n_out, int n_in, int o,
+                                                  exact_row<CHUNKS> &r) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int k = 0; k < CHUNKS; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (o < n_out && c < n_in) load_raw<SH_GW_F16>(w, NULL, n_in, o, c, &r.w[k]);
+    }
+}
+
+template <int CHUNKS>
+static __device__ __forceinline__ float exact_dot(const exact_row<CHUNKS> &r, const float *xs,
+                                                  int n_in) {
+    const int lane = threadIdx.x % WARP;
+    float acc = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CHUNKS; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (c < n_in) {
+            float wv[8];
+            widen<SH_GW_F16>(&r.w[k], wv);
+            dot8<1>(&acc, wv, xs, 0, c);
+        }
+    }
+    return warp_sum(acc);
+}
+
+template <int CHUNKS>
+static __device__ __forceinline__ float exact_logit(const void *w, int n_out, int n_in, int o,
+                                                    const float *xs) {
+    exact_row<CHUNKS> r;
+    exact_load(w, n_out, n_in, o, r);
+    return exact_dot(r, xs, n_in);
+}
+
+/* x (xs, n_in floats) as int8 with a float scale per 32 (xq, xsc), a warp
+ * a block of 32 at a time; every thread gets |x| and |x - x'|, rounded up. */
+static __device__ void quantize_x(const float *xs, int n_in, int8_t *xq, float *xsc, float *red,
+                                  float *x_norm, float *q_err) {
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, n_warps = blockDim.x / WARP;
+    float x2 = 0.0f, e2 = 0.0f;
+    for (int b = warp; b < n_in / 32; b += n_warps) {
+        /* any rounding of k is measured in e2 (with s as the dot uses it) */
+        float v = xs[b * 32 + lane], amax = warp_max(fabsf(v)), s = amax / 127.0f;
+        float k = amax > 0.0f ? fminf(fmaxf(rintf(v * (127.0f / amax)), -127.0f), 127.0f) : 0.0f;
+        xq[b * 32 + lane] = (int8_t)k;
+        if (lane == 0) xsc[b] = s;
+        x2 += v * v, e2 += (v - k * s) * (v - k * s);
+    }
+    x2 = warp_sum(x2), e2 = warp_sum(e2);
+    if (lane == 0) red[warp] = x2, red[16 + warp] = e2;
+    __syncthreads();
+    float a = lane < n_warps ? red[lane] : 0.0f, b = lane < n_warps ? red[16 + lane] : 0.0f;
+    *x_norm = sqrtf(warp_sum(a)) * 1.001f, *q_err = sqrtf(warp_sum(b)) * 1.001f;
+}
+
+/* A lane's chunks of an int8 row (8 weights each, c = lane * 8 + k * 256)
+ * and their scales, in as few registers as they take (several rows are in
+ * flight a warp). */
+template <int CHUNKS>
+struct screen_row {
+    uint2 w[CHUNKS];
+    __half s[CHUNKS];
+};
+
+template <int CHUNKS>
+static __device__ __forceinline__ void screen_load(const int8_t *q, const __half *qs, int n_out,
+                                                   int n_in, int o, screen_row<CHUNKS> &r) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int k = 0; k < CHUNKS; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (o < n_out && c < n_in) {
+            r.w[k] = __ldg((const uint2 *)(q + (size_t)o * n_in + c));
+            r.s[k] = qs[(size_t)o * (n_in / 32) + c / 32];
+        }
+    }
+}
+
+/* x'.w' of the row (every lane gets it). */
+template <int CHUNKS>
+static __device__ __forceinline__ float screen_dot(const screen_row<CHUNKS> &r, const int8_t *xq,
+                                                   const float *xsc, int n_in) {
+    const int lane = threadIdx.x % WARP;
+    float acc = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CHUNKS; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (c < n_in) {
+            uint2 xv = *(const uint2 *)(xq + c);
+            int sum = __dp4a((int)r.w[k].x, (int)xv.x, 0);
+            sum = __dp4a((int)r.w[k].y, (int)xv.y, sum);
+            acc = fmaf((float)sum, __half2float(r.s[k]) * xsc[c / 32], acc);
+        }
+    }
+    return warp_sum(acc);
+}
+
+/* As k_gemv_wide<SH_GW_F16, 1> through the screen (q, qs: w' as an int8
+ * matrix; bounds its rows'), for grids of at least a warp per 32 rows: row
+ * first + j * warps of the warp's text rows (below ts_begin, or all
+ * without the timestamp rule) and of its timestamp rows is lane j's, its
+ * value held in that lane. The text rows' values x'.w', the timestamp
+ * rows' exact; then each block's lower bound of its best text row (the
+ * largest value less bound), its text rows whose value plus bound reaches
+ * it computed again exactly (the block's best exact row is one of them,
+ * and so the row's best is), and the pick as wide_pick_finish. y is not
+ * written. */
+template <int CHUNKS>
+__global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pick(const void *w, const void *q,
+                                                              const __half *qs, const float2 *bounds,
+                                                              int n_out, int n_in, const float *x,
+                                                              const float *ln_g, const float *ln_b,
+                                                              const __grid_constant__ wide_pick pk) {
+    extern __shared__ float xs[];   /* n_in floats, then n_in / 32 scales, then n_in int8 */
+    __shared__ float red[32];
+    __shared__ int n_again, again_row[WIDE_THREADS];   /* the rows to compute again */
+    __shared__ float again_value[WIDE_THREADS];
+    float *xsc = xs + n_in;
+    int8_t *xq = (int8_t *)(xsc + n_in / 32);
+    const int lane = threadIdx.x % WARP, per_block = WIDE_THREADS / WARP;
+    const int warps = gridDim.x * per_block, first = blockIdx.x * per_block + threadIdx.x / WARP;
+    const sh_pick_mask &mk = pk.mask;
+    const int text = mk.ts_begin >= 0 && mk.ts_begin < n_out ? mk.ts_begin : n_out;
+    screen_row<CHUNKS> rows[SCREEN_AHEAD];
+#pragma unroll
+    for (int i = 0; i < SCREEN_AHEAD; i++) screen_load((const int8_t *)q, qs, text, n_in, first + i * warps, rows[i]);
+    /* this lane's rows and what it needs of them, before the wait */
+    const int mine = first + lane * warps, mine_ts = text + mine;
+    const bool has = mine < text, has_ts = mine_ts < n_out;
+    const float2 bd = has ? bounds[mine] : make_float2(0.0f, 0.0f);
+    const unsigned banned_word = has ? __ldg(&pk.banned[mine / 32]) : 0u;
+    /* the warp's first timestamp row too: made before the text rows */
+    exact_row<CHUNKS> ts_row;
+    exact_load(w, n_out, n_in, text + first, ts_row);
+    if (threadIdx.x == 0) n_again = 0;   /* ordered by row_to_shared's barriers */
+    PDL_LAUNCH();
+    PDL_WAIT();
+    row_to_shared<8>(x, n_in, ln_g, ln_b, xs, red);   /* n_in <= 8 * WIDE_THREADS */
+    __syncthreads();
+    float x_norm, q_err;
+    quantize_x(xs, n_in, xq, xsc, red, &x_norm, &q_err);
+    __syncthreads();
+    float v = -INFINITY, v_ts = -INFINITY;
+    int j = 0;
+    for (int o = text + first; o < n_out; o += warps, j++) {
+        if (j > 0) exact_load(w, n_out, n_in, o, ts_row);   /* more rows than warps */
+        float acc = exact_dot(ts_row, xs, n_in);
+        if (j == lane) v_ts = acc;
+    }
+    /* SCREEN_AHEAD rows in flight a warp: its few rows (~16) each wait a
+     * whole memory latency otherwise */
+    for (int j0 = 0; first + j0 * warps < text; j0 += SCREEN_AHEAD) {
+#pragma unroll
+        for (int i = 0; i < SCREEN_AHEAD; i++) {
+            const int o = first + (j0 + i) * warps;
+            if (o >= text) break;
+            float acc = screen_dot(rows[i], xq, xsc, n_in);
+            screen_load((const int8_t *)q, qs, text, n_in, o + SCREEN_AHEAD * warps, rows[i]);
+            if (j0 + i == lane) v = acc;
+        }
+    }
+    const bool out = !has || suppressed(banned_word, mine, mk);
+    const float bound = x_norm * bd.x + (q_err + SCREEN_ROUNDING * (2.0f * x_norm + q_err)) * bd.y;
+    /* the rows the warp's own best lower bound keeps (a superset of those
+     * the block's will) on their way into L2 while the block agrees */
+    const float warp_lower = warp_max(out ? -INFINITY : v - bound);
+    for (unsigned left = __ballot_sync(0xffffffffu, !out && v + bound >= warp_lower); left;
+         left &= left - 1) {
+        const char *row = (const char *)w + (size_t)(first + (__ffs(left) - 1) * warps) * n_in * 2;
+        for (int at = lane * 128; at < n_in * 2; at += WARP * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + at));
+    }
+    const float lower = block_max(out ? -INFINITY : v - bound, red);
+    const bool again = !out && v + bound >= lower;
+    /* the block's rows to compute again, dealt over its warps (most
+     * blocks have a few, not all in one warp) */
+    int slot = -1;
+    if (again) slot = atomicAdd(&n_again, 1), again_row[slot] = mine;
+    __syncthreads();
+    for (int c = threadIdx.x / WARP; c < n_again; c += per_block) {
+        float exact = exact_logit<CHUNKS>(w, n_out, n_in, again_row[c], xs);
+        if (lane == 0) again_value[c] = exact;
+    }
+    __syncthreads();
+    if (slot >= 0) v = again_value[slot];
+    chunk_acc a;
+    chunk_acc_init(a);
+    if (has) pick_take(a, v, mine, mk, pk.banned);
+    if (has_ts) pick_take(a, v_ts, mine_ts, mk, pk.banned);
+    chunk_acc_warp(a);
+    wide_pick_finish(a, pk);
+}
+
+static size_t screen_smem(int n_in) { return (size_t)n_in * 4 + (size_t)n_in / 32 * 4 + n_in; }
+
+/* The instance for rows of n_in (a lane's chunks of 8: n_in / 256 rounded
+ * up, so that only those take registers), or NULL. */
+typedef void (*screen_fn)(const void *, const void *, const __half *, const float2 *, int, int,
+                          const float *, const float *, const float *, wide_pick);
+static screen_fn screen_for(int n_in) {
+    switch ((n_in + WARP * 8 - 1) / (WARP * 8)) {
+    case 1: return k_screen_pick<1>;
+    case 2: return k_screen_pick<2>;
+    case 3: return k_screen_pick<3>;
+    case 4: return k_screen_pick<4>;
+    case 5: return k_screen_pick<5>;
+    default: return NULL;
+    }
+}
+
+extern "C" int sh_screen_pick_grid(int device, int n_in, int n_out) {
+    int sms = 0, per_sm = 0;
+    if (n_in % 32 || !screen_for(n_in) ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, screen_for(n_in), WIDE_THREADS,
+                                                      screen_smem(n_in)) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    int grid = sms * per_sm;
+    /* a lane a row: at most 32 rows a warp */
+    if ((long)grid * (WIDE_THREADS / WARP) * WARP < n_out) return 0;
+    return grid > WIDE_PICK_MAX_BLOCKS ? 0 : grid;
+}
+
+extern "C" void sh_k_screen_pick(cudaStream_t s, const sh_gmat *w, const sh_gmat *screen,
+                                 const float *bounds, const float *x, const float *ln_g,
+                                 const float *ln_b, int grid, const sh_pick_mask *mask,
+                                 const unsigned *banned, void *scratch, sh_pick_result *out,
+                                 int *next_io, int next_pos, int pdl) {
+    wide_pick pk = {*mask, banned, scratch, out, next_io, next_pos};
+    launch(pdl, screen_for(w->n_in), grid, WIDE_THREADS, screen_smem(w->n_in), s, (const void *)w->w,
+           (const void *)screen->w, (const __half *)screen->scales, (const float2 *)bounds,
+           w->n_out, w->n_in, x, ln_g, ln_b, pk);
 }
 
 /* ------------------------------------------------------------- beam top-k */

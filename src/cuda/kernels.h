@@ -187,6 +187,20 @@ void sh_k_gemv_wide_pick(cudaStream_t s, const sh_gmat *w, const float *x, float
                          const unsigned *banned, void *scratch, sh_pick_result *out, int *next_io,
                          int next_pos, int pdl);
 
+/* The token embedding's int8 screen (kernels.cu): screen (an int8 sh_gmat
+ * of w's shape, w->n_in a multiple of 32) and bounds (2 n_out floats: a
+ * row's |w - w'| and a bound of |w'|) from the half matrix w.
+ * sh_k_screen_pick: sh_k_gemv_wide_pick's choice to the bit through it,
+ * reading the half rows only where the screen cannot rule them out (and
+ * the timestamp rows); the logits are not stored. grid:
+ * sh_screen_pick_grid's (0: a shape it cannot take). */
+void sh_k_screen_build(cudaStream_t s, const sh_gmat *w, const sh_gmat *screen, float *bounds);
+int sh_screen_pick_grid(int device, int n_in, int n_out);
+void sh_k_screen_pick(cudaStream_t s, const sh_gmat *w, const sh_gmat *screen, const float *bounds,
+                      const float *x, const float *ln_g, const float *ln_b, int grid,
+                      const sh_pick_mask *mask, const unsigned *banned, void *scratch,
+                      sh_pick_result *out, int *next_io, int next_pos, int pdl);
+
 /* The fused decoder step of one or two rows (fused_step.cu; compute
  * capability 9.0+, half or int8 weights, head width 64): embedding, every
  * layer, the final residual into x_out (d floats a row); or, one row given

@@ -10,7 +10,7 @@
 
 #include "model/model.h"
 
-#define SH_GPU_ABI_VERSION 3
+#define SH_GPU_ABI_VERSION 4
 #define SH_GPU_ENTRY "shruti_gpu_backend_v2"
 
 /* How the model computes on the GPU (faster-whisper's compute types). */
@@ -94,6 +94,8 @@ typedef struct {
     /* Steps run ahead of the host after a one-row greedy choice (on the
      * chosen token): those its next forward took, and those it did not. */
     void (*speculated)(const sh_gpu_state *s, long *taken, long *wasted);
+    /* Greedy choices made through the token embedding's int8 screen. */
+    long (*screened)(const sh_gpu_state *s);
 } sh_gpu_api;
 
 typedef const sh_gpu_api *(*sh_gpu_entry_fn)(void);

@@ -56,11 +56,16 @@ static void check_bad_names(void) {
 
 /* The greedy choice made on the GPU (mask, timestamp rule, argmax,
  * log-softmax there) against the CPU's choice from the same logits, for
- * every teacher-forced row under masks that take each branch. */
+ * every teacher-forced row under masks that take each branch. One-row
+ * choices of float16 models go through the logit screen: the same tokens,
+ * their log-probabilities' normalizer from int8 values of the unlikely
+ * tokens (held to 3e-3 here: the mini models' 64-wide rows are the
+ * screen's loosest); everything else to 1e-4. */
 static void check_greedy(sh_run *rt, const float *logits, int n_rows) {
     const shruti_model *m = rt->m;
     int n_vocab = m->hp.n_vocab, ts = m->sp.timestamp_begin, eot = m->sp.eot, same = 0, total = 0;
-    double worst = 0;
+    double worst = 0, worst_one = 0;
+    long screened0 = rt->gpu_api->screened(rt->gpu);
     float *row = malloc((size_t)n_vocab * sizeof *row);
     int32_t ids[51];
     for (int i = 0; i < n_rows; i++) {
@@ -83,9 +88,10 @@ static void check_greedy(sh_run *rt, const float *logits, int n_rows) {
             total++;
             same += tok_gpu == tok_cpu;
             double d = fabs(lp_gpu - lp_cpu);
-            if (d > worst) worst = d;
+            if (d > worst_one) worst_one = d;
         }
     }
+    long screened = rt->gpu_api->screened(rt->gpu) - screened0;
     /* every row at once, each under its own mask (as batched windows) */
     sh_logit_mask all[64] = {{0}};
     int toks[64], n_all = n_rows < 64 ? n_rows : 64;
@@ -125,10 +131,12 @@ static void check_greedy(sh_run *rt, const float *logits, int n_rows) {
     }
     printf("top k on the GPU: %d/%d lists as the CPU's\n", top_same, top_total);
     CHECK(top_same == top_total, "top-k lists differ: %d/%d", top_same, top_total);
-    printf("greedy on the GPU: %d/%d choices as the CPU's, log-probability max diff %.2g\n", same,
-           total, worst);
+    printf("greedy on the GPU: %d/%d choices as the CPU's, log-probability max diff %.2g (one row "
+           "%.2g, %ld screened)\n", same, total, worst, worst_one, screened);
     CHECK(same == total, "greedy choices differ: %d/%d", same, total);
     CHECK(worst < 1e-4, "greedy log-probabilities differ by %g", worst);
+    CHECK(worst_one < (screened ? 3e-3 : 1e-4), "one-row greedy log-probabilities differ by %g",
+          worst_one);
     free(row);
 }
 
@@ -462,12 +470,15 @@ static void check_agreement(const char *what, const char *setup, const agreement
 /* A model of size's shape with random weights (built once into TMPDIR)
  * on the GPU in compute_type, and a random mel window for it; NULL (and a
  * failed check) when either cannot be made. */
-static shruti_model *random_model(const char *size, const char *compute_type, float **mel) {
+static shruti_model *random_model_of(const char *size, int clustered, const char *compute_type,
+                                     float **mel) {
     char path[600], header[64];
     const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/shruti-test-%s-random.bin", tmp ? tmp : "/tmp", size);
+    snprintf(path, sizeof path, "%s/shruti-test-%s-random%s.bin", tmp ? tmp : "/tmp", size,
+             clustered ? "-clustered" : "");
     snprintf(header, sizeof header, "for-tests-ggml-%s.bin", size);
-    if (sh_random_model_build(t_path("model-headers/%s", header), path) < 0) {
+    const char *from = t_path("model-headers/%s", header);
+    if ((clustered ? sh_random_model_build_clustered(from, path) : sh_random_model_build(from, path)) < 0) {
         CHECK(0, "cannot build %s", path);
         return NULL;
     }
@@ -482,6 +493,79 @@ static shruti_model *random_model(const char *size, const char *compute_type, fl
     *mel = malloc(sizeof(float) * (size_t)n_mel);
     for (int i = 0; i < n_mel; i++) (*mel)[i] = sh_rand_normalish() * 10;
     return m;
+}
+
+static shruti_model *random_model(const char *size, const char *compute_type, float **mel) {
+    return random_model_of(size, 0, compute_type, mel);
+}
+
+/* The greedy pick through the token embedding's int8 screen (float16,
+ * kernels.cu's k_screen_pick) on its hardest case: a tiny-shaped model
+ * whose embedding is 5 rows repeated, exactly and a last bit apart
+ * (thousands of rows inside each other's bound, exact ties among them).
+ * Every row of a 32-token prompt under masks that take each branch,
+ * against a state that computes every logit from the half weights
+ * (SHRUTI_LOGIT_SCREEN=0) and against the CPU's choice from the exact
+ * logits: the same tokens (ties to the lower id); the log-probabilities
+ * within 1e-2 (their normalizer takes the int8 values of rows outside the
+ * bound: 5 clusters of ~10000 rows, each cluster's error the same, the
+ * worst case for it); and the screen must have made the choices. */
+static void check_screen(void) {
+    float *mel = NULL;
+    shruti_model *m = random_model_of("tiny", 1, "float16", &mel);
+    if (!m) return;
+    sh_run rt[2];   /* [0] without the screen, [1] with it */
+    setenv("SHRUTI_LOGIT_SCREEN", "0", 1);
+    int r0 = sh_run_init(&rt[0], m, 2);
+    unsetenv("SHRUTI_LOGIT_SCREEN");
+    int r1 = sh_run_init(&rt[1], m, 2);
+    CHECK(r0 == 0 && r1 == 0 && rt[0].gpu && rt[1].gpu, "GPU run states");
+    int n_vocab = shruti_model_n_vocab(m), ts = m->sp.timestamp_begin, eot = m->sp.eot;
+    enum { N = 32 };
+    int tokens[N], same = 0, total = 0;
+    for (int i = 0; i < N; i++) tokens[i] = i < 4 ? (int[]){50258, 50259, 50359, 50364}[i] : (i * 1543) % eot;
+    for (int k = 0; k < 2; k++) {
+        CHECK(sh_encode(&rt[k], mel) == 0, "encode");
+        CHECK(sh_decoder_forward(&rt[k], tokens, 1, N, 0) == 0, "prompt");
+    }
+    float *logits = malloc((size_t)N * n_vocab * sizeof *logits);
+    CHECK(sh_decoder_logits(&rt[0], 0, N, logits) == 0, "logits");
+    int32_t ids[3] = {0, 1, 2};
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        int top = t_argmax(logits + (size_t)i * n_vocab, n_vocab);
+        ids[2] = top;   /* the best suppressed: the next cluster's rows win */
+        sh_logit_mask masks[4] = {
+            {.ts_begin = -1},
+            {.ids = ids, .n_ids = 3, .n_ranges = 1, .ranges = {{top - top % 5, top + 1}}, .ts_begin = -1},
+            {.n_ranges = 1, .ranges = {{m->sp.no_timestamps, m->sp.no_timestamps + 1}}, .ts_begin = ts},
+            {.n_ranges = 1, .ranges = {{0, eot}}, .ts_begin = ts},
+        };
+        for (int k = 0; k < 4; k++) {
+            int tok[2], tok_cpu;
+            double lp[2], lp_cpu;
+            for (int s = 0; s < 2; s++)
+                CHECK(sh_decoder_greedy(&rt[s], i, 1, &masks[k], &tok[s], &lp[s]) == 0, "greedy: %s",
+                      rt[s].note);
+            float *row = malloc((size_t)n_vocab * sizeof *row);
+            memcpy(row, logits + (size_t)i * n_vocab, (size_t)n_vocab * sizeof *row);
+            sh_pick_greedy(&masks[k], row, n_vocab, &tok_cpu, &lp_cpu);
+            free(row);
+            total++;
+            same += tok[0] == tok[1] && tok[1] == tok_cpu;
+            if (fabs(lp[1] - lp[0]) > worst) worst = fabs(lp[1] - lp[0]);
+        }
+    }
+    long screened[2] = {rt[0].gpu_api->screened(rt[0].gpu), rt[1].gpu_api->screened(rt[1].gpu)};
+    printf("logit screen, clustered embedding: %d/%d choices as every logit's, log-probability "
+           "max diff %.2g, %ld / %ld picks screened\n", same, total, worst, screened[0], screened[1]);
+    CHECK(same == total, "the screen's choices differ: %d/%d", same, total);
+    CHECK(worst < 1e-2, "the screen's log-probabilities differ by %g", worst);
+    CHECK(screened[0] == 0 && screened[1] == total, "picks screened %ld / %ld", screened[0],
+          screened[1]);
+    free(logits), free(mel);
+    sh_run_free(&rt[0]), sh_run_free(&rt[1]);
+    shruti_model_free(m);
 }
 
 /* The fused step (fused_step.cu: compute 9.0 and later, heads 64 wide;
@@ -737,8 +821,6 @@ static void check_flash_encoder(int cc_major) {
     shruti_model_free(m);
 }
 
-/* test_cuda [fused]: with "fused", only the fused step's checks (a quick
- * run while working on fused_step.cu). */
 /* Speculation over the kernels (mini, float32: heads 16 wide) and over
  * the fused step where it runs (tiny's shape, float16). */
 static void check_speculation_models(void) {
@@ -758,10 +840,13 @@ static void check_speculation_models(void) {
     free(mel);
 }
 
+/* test_cuda [fused|speculation|screen]: with an argument, only those
+ * checks (a quick run while working on that part). */
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int only_fused = argc > 1 && strcmp(argv[1], "fused") == 0;
     int only_speculation = argc > 1 && strcmp(argv[1], "speculation") == 0;
+    int only_screen = argc > 1 && strcmp(argv[1], "screen") == 0;
     t_require_testdata();
     printf("backends: %s\n", shruti_backends());
     check_bad_names();
@@ -783,6 +868,10 @@ int main(int argc, char **argv) {
         return SKIP_CODE;
     }
     if (only_fused) goto fused;
+    if (only_screen) {
+        check_screen();
+        return t_finish("test_cuda");
+    }
     if (only_speculation) {
         check_speculation_models();
         return t_finish("test_cuda");
@@ -817,5 +906,6 @@ fused:
     check_mma_gemv(devs[0].cc_major, "float16");
     check_mma_gemv(devs[0].cc_major, "int8_float16");
     check_flash_encoder(devs[0].cc_major);
+    check_screen();
     return t_finish("test_cuda");
 }

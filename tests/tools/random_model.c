@@ -44,6 +44,29 @@ static void write_tensor(FILE *f, const char *name, int n_dims, const int *shape
     }
 }
 
+/* A token embedding of a few rows repeated: row t is row t % CLUSTER_ROWS,
+ * exactly or with one weight a half's last bit up or down, so that
+ * thousands of logits lie within any int8 copy's error of each other and
+ * many tie exactly (the logit screen's hardest case). */
+#define CLUSTER_ROWS 5
+static void write_clustered_rows(FILE *f, const char *name, int n_rows, int d) {
+    int shape[2] = {n_rows, d};
+    int32_t header[3] = {2, (int32_t)strlen(name), 1};
+    fwrite(header, 4, 3, f);
+    for (int i = 1; i >= 0; i--) fwrite(&shape[i], 4, 1, f);
+    fwrite(name, 1, strlen(name), f);
+    uint16_t *base = malloc((size_t)CLUSTER_ROWS * d * 2), *row = malloc((size_t)d * 2);
+    for (int i = 0; i < CLUSTER_ROWS * d; i++) base[i] = sh_f32_to_f16(sh_rand_normalish());
+    for (int t = 0; t < n_rows; t++) {
+        memcpy(row, base + (size_t)(t % CLUSTER_ROWS) * d, (size_t)d * 2);
+        int j = (int)((t * 7919L) % d);
+        if (t >= CLUSTER_ROWS && t % 3 == 1) row[j]++;
+        if (t >= CLUSTER_ROWS && t % 3 == 2) row[j]--;
+        fwrite(row, 2, (size_t)d, f);
+    }
+    free(base), free(row);
+}
+
 static void write_block(FILE *f, const char *prefix, int d, int cross) {
     char nm[128];
     int dd[2] = {d, d}, up[2] = {4 * d, d}, down[2] = {d, 4 * d}, v1[1] = {d}, v4[1] = {4 * d};
@@ -68,7 +91,7 @@ static void write_block(FILE *f, const char *prefix, int d, int cross) {
     snprintf(nm, sizeof nm, "%s.mlp_ln.bias", prefix); write_tensor(f, nm, 1, v1, 0, 0);
 }
 
-int sh_random_model_build(const char *header_path, const char *out) {
+static int build(const char *header_path, const char *out, int clustered) {
     struct stat st;
     if (stat(out, &st) == 0) return 0;
     FILE *in = fopen(header_path, "rb");
@@ -104,7 +127,8 @@ int sh_random_model_build(const char *header_path, const char *out) {
     write_tensor(f, "encoder.ln_post.weight", 1, v1, 0, 1);
     write_tensor(f, "encoder.ln_post.bias", 1, v1, 0, 0);
     write_tensor(f, "decoder.positional_embedding", 2, pos_t, 0, NAN);
-    write_tensor(f, "decoder.token_embedding.weight", 2, emb, 1, NAN);
+    if (clustered) write_clustered_rows(f, "decoder.token_embedding.weight", n_vocab, d);
+    else write_tensor(f, "decoder.token_embedding.weight", 2, emb, 1, NAN);
     for (int i = 0; i < n_text_layer; i++) {
         snprintf(prefix, sizeof prefix, "decoder.blocks.%d", i);
         write_block(f, prefix, d, 1);
@@ -113,4 +137,12 @@ int sh_random_model_build(const char *header_path, const char *out) {
     write_tensor(f, "decoder.ln.bias", 1, v1, 0, 0);
     fclose(f);
     return rename(tmp, out);
+}
+
+int sh_random_model_build(const char *header_path, const char *out) {
+    return build(header_path, out, 0);
+}
+
+int sh_random_model_build_clustered(const char *header_path, const char *out) {
+    return build(header_path, out, 1);
 }

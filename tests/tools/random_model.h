@@ -9,4 +9,8 @@ float sh_rand_normalish(void);
  * out is kept (a cache between runs). 0, or -1 when a file fails. */
 int sh_random_model_build(const char *header_path, const char *out);
 
+/* The same with a token embedding of 5 rows repeated, exactly and a last
+ * bit apart (near and exact ties in every logit). */
+int sh_random_model_build_clustered(const char *header_path, const char *out);
+
 #endif
