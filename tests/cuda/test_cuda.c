@@ -840,13 +840,14 @@ static void check_speculation_models(void) {
     free(mel);
 }
 
-/* test_cuda [fused|speculation|screen]: with an argument, only those
+/* test_cuda [fused|speculation|screen|flash]: with an argument, only those
  * checks (a quick run while working on that part). */
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int only_fused = argc > 1 && strcmp(argv[1], "fused") == 0;
     int only_speculation = argc > 1 && strcmp(argv[1], "speculation") == 0;
     int only_screen = argc > 1 && strcmp(argv[1], "screen") == 0;
+    int only_flash = argc > 1 && strcmp(argv[1], "flash") == 0;
     t_require_testdata();
     printf("backends: %s\n", shruti_backends());
     check_bad_names();
@@ -868,8 +869,9 @@ int main(int argc, char **argv) {
         return SKIP_CODE;
     }
     if (only_fused) goto fused;
-    if (only_screen) {
-        check_screen();
+    if (only_screen || only_flash) {
+        if (only_screen) check_screen();
+        else check_flash_encoder(devs[0].cc_major);
         return t_finish("test_cuda");
     }
     if (only_speculation) {
