@@ -637,6 +637,7 @@ struct sh_gpu_state {
     int wide_grid;                  /* the logits' persistent GEMV's blocks (0: k_gemv's) */
     int wide_pick_grid;             /* its blocks with the greedy pick in it (0: the pick apart) */
     int screen_grid;                /* the pick through the int8 screen's blocks (0: none) */
+    int step_direct;                /* the one-row fused step launched directly (one_row_direct) */
     void *wide_pick_scratch;        /* device: that pick's block summaries */
     int dx_raw;                     /* dx is the last step's residual, its final layer
                                        norm left to the logits' GEMV (step_leaves_raw) */
@@ -852,6 +853,9 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     s->wide_pick_grid = s->wide_grid > 0 && !(wide_pick && strcmp(wide_pick, "0") == 0)
                             ? sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state, 1)
                             : 0;
+    /* SHRUTI_CUDA_STEP_DIRECT=0: the one-row fused step through its graph (A/B runs) */
+    const char *direct = getenv("SHRUTI_CUDA_STEP_DIRECT");
+    s->step_direct = !(direct && strcmp(direct, "0") == 0);
     /* SHRUTI_LOGIT_SCREEN=0 here too: a state without it (A/B runs) */
     const char *screen = getenv("SHRUTI_LOGIT_SCREEN");
     s->screen_grid = s->wide_pick_grid > 0 && g->screen.w && !(screen && strcmp(screen, "0") == 0)
@@ -1373,6 +1377,18 @@ static int enqueue_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
     return decoder_layers(s, rows, n_tokens, err);
 }
 
+/* Whether the one-row step is its fused kernel launched directly rather
+ * than its graph of that one kernel, and the logits' kernel after it a
+ * programmatic dependent of it: H200, medium, the gaps between the two
+ * 3.2 -> 1.6 us and 2.1 -> 0.2 us a step (kernel timeline); 60 s 164.1 ->
+ * 162.5 ms. (The step as a dependent of the pick too gained nothing: the
+ * host's event between them.) The graph is still made first: it prepares
+ * the fused plan, and it stays the way for every other row count. */
+static int one_row_direct(const sh_gpu_state *s) {
+    return s->step_direct && s->pdl && s->step[1] && s->fused[0].state > 0 && !s->fused[0].fs.logits &&
+           s->wide_grid > 0;
+}
+
 /* One-token steps replay a captured graph, one per row count (beams,
  * batched windows: over SH_GEMV_MAX_ROWS rows their GEMMs are cuBLAS's,
  * ~25 launches a layer that the graph launches at once): the steps
@@ -1398,6 +1414,10 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
         if (rows > SH_GEMV_MAX_ROWS) s->eager[rows] = 1;
         else if (!fused) return cuda_fail(err, e, "capturing the decoder step");
         else s->fused[rows - 1].state = -1;
+    }
+    if (rows == 1 && one_row_direct(s)) {
+        sh_k_fused_step(s->stream, &s->fused[0].fs);
+        return 0;
     }
     CU(cudaGraphLaunch(s->step[rows], s->stream), "launching the decoder step");
     return 0;
@@ -1487,21 +1507,23 @@ static int logits_pass(sh_gpu_state *s, int row, int n, const pass_pick *pick) {
         sh_k_layer_norm(s->stream, s->dx, 1, d, g->dec_ln_w, g->dec_ln_b, s->dx, 0);
         s->dx_raw = 0;
     }
-    /* not a programmatic dependent: it follows the step's graph */
+    /* a programmatic dependent only of a fused step launched directly
+     * (one_row_direct), not of the step's graph */
     if (n == 1 && s->wide_grid > 0) {
         const float *x = s->dx + (size_t)row * d, *ln_g = s->dx_raw ? g->dec_ln_w : NULL,
                     *ln_b = s->dx_raw ? g->dec_ln_b : NULL;
         if (pick && s->screen_grid > 0) {
             sh_k_screen_pick(s->stream, &g->tok_emb, &g->screen, g->screen_bounds, x, ln_g, ln_b,
                              s->screen_grid, pick->mask, s->pick_banned,
-                             s->wide_pick_scratch, pick->out, pick->next_io, pick->next_pos, 0);
+                             s->wide_pick_scratch, pick->out, pick->next_io, pick->next_pos,
+                             one_row_direct(s));
             s->n_screened++;
             return 1;
         }
         if (pick && s->wide_pick_grid > 0) {
             sh_k_gemv_wide_pick(s->stream, &g->tok_emb, x, s->logits, ln_g, ln_b,
                                 s->wide_pick_grid, pick->mask, s->pick_banned, s->wide_pick_scratch,
-                                pick->out, pick->next_io, pick->next_pos, 0);
+                                pick->out, pick->next_io, pick->next_pos, one_row_direct(s));
             return 1;
         }
         sh_k_gemv_wide(s->stream, &g->tok_emb, x, s->logits, ln_g, ln_b, s->wide_grid, 0);
@@ -1605,7 +1627,11 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
     const sh_pick_result *host = s->host_pick;
     if (next_pos >= 0) {
         CU(cudaEventRecord(s->picked, s->stream), "choosing the next token");
-        CU(cudaGraphLaunch(s->step[1], s->stream), "launching the decoder step");
+        if (one_row_direct(s)) {
+            sh_k_fused_step(s->stream, &s->fused[0].fs);
+        } else {
+            CU(cudaGraphLaunch(s->step[1], s->stream), "launching the decoder step");
+        }
         CU(cudaEventSynchronize(s->picked), "choosing the next token");
         s->spec_live = s->stale = 1;
         s->spec_token = host[0].token, s->spec_pos = next_pos;
