@@ -1677,6 +1677,18 @@ extern "C" void sh_k_screen_build(cudaStream_t s, const sh_gmat *w, const sh_gma
         (float2 *)bounds);
 }
 
+/* f(k, c) for each of a lane's chunks of 8 weights of a row (c = lane * 8
+ * + k * 256) inside n_in: the loop of every screen and exact row below. */
+template <int CHUNKS, typename F>
+static __device__ __forceinline__ void lane_chunks(int n_in, F f) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int k = 0; k < CHUNKS; k++) {
+        int c = lane * 8 + k * WARP * 8;
+        if (c < n_in) f(k, c);
+    }
+}
+
 /* A lane's chunks of a half row (c = lane * 8 + k * 256), loaded, then
  * their products with x summed over the warp in k_gemv_wide's order: row
  * o's exact logit as it makes it. */
@@ -1688,28 +1700,19 @@ struct exact_row {
 template <int CHUNKS>
 static __device__ __forceinline__ void exact_load(const void *w, int n_out, int n_in, int o,
                                                   exact_row<CHUNKS> &r) {
-    const int lane = threadIdx.x % WARP;
-#pragma unroll
-    for (int k = 0; k < CHUNKS; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (o < n_out && c < n_in) load_raw<SH_GW_F16>(w, NULL, n_in, o, c, &r.w[k]);
-    }
+    if (o < n_out)
+        lane_chunks<CHUNKS>(n_in, [&](int k, int c) { load_raw<SH_GW_F16>(w, NULL, n_in, o, c, &r.w[k]); });
 }
 
 template <int CHUNKS>
 static __device__ __forceinline__ float exact_dot(const exact_row<CHUNKS> &r, const float *xs,
                                                   int n_in) {
-    const int lane = threadIdx.x % WARP;
     float acc = 0.0f;
-#pragma unroll
-    for (int k = 0; k < CHUNKS; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (c < n_in) {
-            float wv[8];
-            widen<SH_GW_F16>(&r.w[k], wv);
-            dot8<1>(&acc, wv, xs, 0, c);
-        }
-    }
+    lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
+        float wv[8];
+        widen<SH_GW_F16>(&r.w[k], wv);
+        dot8<1>(&acc, wv, xs, 0, c);
+    });
     return warp_sum(acc);
 }
 
@@ -1754,33 +1757,24 @@ struct screen_row {
 template <int CHUNKS>
 static __device__ __forceinline__ void screen_load(const int8_t *q, const __half *qs, int n_out,
                                                    int n_in, int o, screen_row<CHUNKS> &r) {
-    const int lane = threadIdx.x % WARP;
-#pragma unroll
-    for (int k = 0; k < CHUNKS; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (o < n_out && c < n_in) {
+    if (o < n_out)
+        lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
             r.w[k] = __ldg((const uint2 *)(q + (size_t)o * n_in + c));
             r.s[k] = qs[(size_t)o * (n_in / 32) + c / 32];
-        }
-    }
+        });
 }
 
 /* x'.w' of the row (every lane gets it). */
 template <int CHUNKS>
 static __device__ __forceinline__ float screen_dot(const screen_row<CHUNKS> &r, const int8_t *xq,
                                                    const float *xsc, int n_in) {
-    const int lane = threadIdx.x % WARP;
     float acc = 0.0f;
-#pragma unroll
-    for (int k = 0; k < CHUNKS; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (c < n_in) {
-            uint2 xv = *(const uint2 *)(xq + c);
-            int sum = __dp4a((int)r.w[k].x, (int)xv.x, 0);
-            sum = __dp4a((int)r.w[k].y, (int)xv.y, sum);
-            acc = fmaf((float)sum, __half2float(r.s[k]) * xsc[c / 32], acc);
-        }
-    }
+    lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
+        uint2 xv = *(const uint2 *)(xq + c);
+        int sum = __dp4a((int)r.w[k].x, (int)xv.x, 0);
+        sum = __dp4a((int)r.w[k].y, (int)xv.y, sum);
+        acc = fmaf((float)sum, __half2float(r.s[k]) * xsc[c / 32], acc);
+    });
     return warp_sum(acc);
 }
 
