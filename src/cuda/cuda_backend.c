@@ -1629,6 +1629,7 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
         CU(cudaEventRecord(s->picked, s->stream), "choosing the next token");
         if (one_row_direct(s)) {
             sh_k_fused_step(s->stream, &s->fused[0].fs);
+            CU(cudaGetLastError(), "launching the decoder step");
         } else {
             CU(cudaGraphLaunch(s->step[1], s->stream), "launching the decoder step");
         }
