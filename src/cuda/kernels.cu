@@ -3,8 +3,9 @@
  * for all rows), split-key decoder attention over the caches, layer norm,
  * softmax, GELU epilogues, im2col for the conv stem, embeddings and cache
  * moves; then the choices on the device: the greedy pick and the beams'
- * top-k under the logit masks, and the logits' persistent GEMV with the
- * greedy pick folded in. The encoder's and the prompt's GEMMs are cuBLAS
+ * top-k under the logit masks, the logits' persistent GEMV with the
+ * greedy pick folded in, and that pick through the token embedding's int8
+ * screen (float16 models). The encoder's and the prompt's GEMMs are cuBLAS
  * (cuda_backend.c). */
 #include <cuda_fp16.h>
 #include <limits.h>
