@@ -68,6 +68,13 @@ static int fault_is(const char *what) {
     return f && strncmp(f, what, strlen(what)) == 0;
 }
 
+/* Whether the variable name is set to "0": how every switch of the
+ * backend (SHRUTI_CUDA_FUSED, SHRUTI_LOGIT_SCREEN, ...) is turned off. */
+static int env_off(const char *name) {
+    const char *v = getenv(name);
+    return v && strcmp(v, "0") == 0;
+}
+
 /* ------------------------------------------------------------ the model */
 
 typedef struct {
@@ -354,8 +361,7 @@ static void kinds_for_mode(int mode, int *act_kind, int *dec_kind) {
  * int8 screen (sh_k_screen_pick); SHRUTI_LOGIT_SCREEN=0 turns it off, as
  * the CPU's (read at load: the screen is not made then). */
 static int screen_may_run(int mode, int d) {
-    const char *want = getenv("SHRUTI_LOGIT_SCREEN");
-    return (!want || strcmp(want, "0") != 0) && mode == SH_GPU_FLOAT16 && d % 32 == 0;
+    return !env_off("SHRUTI_LOGIT_SCREEN") && mode == SH_GPU_FLOAT16 && d % 32 == 0;
 }
 
 static uint64_t model_bytes(const shruti_model *m, int mode) {
@@ -385,8 +391,7 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
  * of 64; not turned off by SHRUTI_CUDA_FUSED=0) may run this model: it
  * then reads o and co head by head and fc2 in blocks of columns. */
 static int fused_may_run_on(const sh_hparams *hp, int mode, int cc_major) {
-    const char *want = getenv("SHRUTI_CUDA_FUSED");
-    return (!want || strcmp(want, "0") != 0) && mode != SH_GPU_FLOAT32 &&
+    return !env_off("SHRUTI_CUDA_FUSED") && mode != SH_GPU_FLOAT32 &&
            hp->n_text_state == 64 * hp->n_text_head && cc_major >= 9;
 }
 
@@ -775,8 +780,7 @@ static void state_free(sh_gpu_state *s) {
  * compute 8.0+, half activations, 64-wide heads); SHRUTI_CUDA_FLASH=0 keeps
  * cuBLAS (A/B runs, tests). */
 static int flash_wanted(int cc_major, int act_half, const sh_hparams *hp) {
-    const char *flash = getenv("SHRUTI_CUDA_FLASH");
-    return cc_major >= 8 && !(flash && strcmp(flash, "0") == 0) && act_half &&
+    return cc_major >= 8 && !env_off("SHRUTI_CUDA_FLASH") && act_half &&
            hp->n_audio_state == 64 * hp->n_audio_head;
 }
 
@@ -840,29 +844,24 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
      * puts one-row GEMVs on them too */
     const char *mma = getenv("SHRUTI_CUDA_MMA");
     s->gemv = (s->pdl ? SH_K_PDL : 0) |
-              (cc_major >= 8 && !(mma && strcmp(mma, "0") == 0) ? SH_K_MMA : 0) |
+              (cc_major >= 8 && !env_off("SHRUTI_CUDA_MMA") ? SH_K_MMA : 0) |
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     s->flash = flash_wanted(cc_major, g->act_half, hp);
     /* SHRUTI_CUDA_WIDE_LOGITS=0: the logits through k_gemv (A/B runs) */
-    const char *wide = getenv("SHRUTI_CUDA_WIDE_LOGITS");
-    s->wide_grid = wide && strcmp(wide, "0") == 0
+    s->wide_grid = env_off("SHRUTI_CUDA_WIDE_LOGITS")
                        ? 0
                        : sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state, 0);
     /* SHRUTI_CUDA_WIDE_PICK=0: the greedy pick in kernels of its own (A/B runs) */
-    const char *wide_pick = getenv("SHRUTI_CUDA_WIDE_PICK");
-    s->wide_pick_grid = s->wide_grid > 0 && !(wide_pick && strcmp(wide_pick, "0") == 0)
+    s->wide_pick_grid = s->wide_grid > 0 && !env_off("SHRUTI_CUDA_WIDE_PICK")
                             ? sh_gemv_wide_grid(g->device, g->tok_emb.kind, hp->n_text_state, 1)
                             : 0;
     /* SHRUTI_CUDA_STEP_DIRECT=0: the one-row fused step through its graph (A/B runs) */
-    const char *direct = getenv("SHRUTI_CUDA_STEP_DIRECT");
-    s->step_direct = !(direct && strcmp(direct, "0") == 0);
+    s->step_direct = !env_off("SHRUTI_CUDA_STEP_DIRECT");
     /* SHRUTI_LOGIT_SCREEN=0 here too: a state without it (A/B runs) */
-    const char *screen = getenv("SHRUTI_LOGIT_SCREEN");
-    s->screen_grid = s->wide_pick_grid > 0 && g->screen.w && !(screen && strcmp(screen, "0") == 0)
+    s->screen_grid = s->wide_pick_grid > 0 && g->screen.w && !env_off("SHRUTI_LOGIT_SCREEN")
                          ? sh_screen_pick_grid(g->device, hp->n_text_state, hp->n_vocab)
                          : 0;
-    const char *spec = getenv("SHRUTI_CUDA_SPECULATE");
-    s->speculate = !(spec && strcmp(spec, "0") == 0);
+    s->speculate = !env_off("SHRUTI_CUDA_SPECULATE");
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
@@ -1273,10 +1272,10 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
         /* SHRUTI_CUDA_FUSED=0: never (the kernels' step); else wherever
          * it can run (H200, twelfth session: tiny's greedy step 0.147 ->
          * 0.130 ms, medium's 0.97 -> 0.73 ms since the fifth session) */
-        const char *want = getenv("SHRUTI_CUDA_FUSED");
-        int on = !want || strcmp(want, "0") != 0;
         /* no head-by-head copies: float32, or not Hopper (fused_may_run) */
-        if (!on || hp->n_text_layer > FUSED_MAX_LAYERS || !g->dec[0].o_heads.w) return -1;
+        if (env_off("SHRUTI_CUDA_FUSED") || hp->n_text_layer > FUSED_MAX_LAYERS ||
+            !g->dec[0].o_heads.w)
+            return -1;
         sh_fused_step *f = &p->fs;
         memset(f, 0, sizeof *f);
         f->n_layer = hp->n_text_layer, f->d = hp->n_text_state, f->n_head = hp->n_text_head;
