@@ -1388,6 +1388,18 @@ static int one_row_direct(const sh_gpu_state *s) {
            s->wide_grid > 0;
 }
 
+/* The captured one-token step of rows (step[rows]) enqueued: its graph,
+ * or for one row its fused kernel alone (one_row_direct). */
+static int launch_captured(sh_gpu_state *s, int rows, char *err) {
+    if (rows == 1 && one_row_direct(s)) {
+        sh_k_fused_step(s->stream, &s->fused[0].fs);
+        CU(cudaGetLastError(), "launching the decoder step");
+        return 0;
+    }
+    CU(cudaGraphLaunch(s->step[rows], s->stream), "launching the decoder step");
+    return 0;
+}
+
 /* One-token steps replay a captured graph, one per row count (beams,
  * batched windows: over SH_GEMV_MAX_ROWS rows their GEMMs are cuBLAS's,
  * ~25 launches a layer that the graph launches at once): the steps
@@ -1414,12 +1426,7 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
         else if (!fused) return cuda_fail(err, e, "capturing the decoder step");
         else s->fused[rows - 1].state = -1;
     }
-    if (rows == 1 && one_row_direct(s)) {
-        sh_k_fused_step(s->stream, &s->fused[0].fs);
-        return 0;
-    }
-    CU(cudaGraphLaunch(s->step[rows], s->stream), "launching the decoder step");
-    return 0;
+    return launch_captured(s, rows, err);
 }
 
 /* Whether a step of rows x n_tokens leaves row 0's logits made. */
@@ -1626,12 +1633,7 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
     const sh_pick_result *host = s->host_pick;
     if (next_pos >= 0) {
         CU(cudaEventRecord(s->picked, s->stream), "choosing the next token");
-        if (one_row_direct(s)) {
-            sh_k_fused_step(s->stream, &s->fused[0].fs);
-            CU(cudaGetLastError(), "launching the decoder step");
-        } else {
-            CU(cudaGraphLaunch(s->step[1], s->stream), "launching the decoder step");
-        }
+        if ((r = launch_captured(s, 1, err)) < 0) return r;
         CU(cudaEventSynchronize(s->picked), "choosing the next token");
         s->spec_live = s->stale = 1;
         s->spec_token = host[0].token, s->spec_pos = next_pos;
