@@ -20,8 +20,10 @@ float sh_rand_normalish(void) {
     return ((float)(rng >> 40) / (float)(1 << 24) - 0.5f) * 0.08f;
 }
 
-static void write_tensor(FILE *f, const char *name, int n_dims, const int *shape_outer_first,
-                         int f16, float fill) {
+/* A tensor's ggml header (dims, name length, type, sizes innermost
+ * first, name); its element count. */
+static size_t write_header(FILE *f, const char *name, int n_dims, const int *shape_outer_first,
+                           int f16) {
     int32_t header[3] = {n_dims, (int32_t)strlen(name), f16 ? 1 : 0};
     fwrite(header, 4, 3, f);
     size_t count = 1;
@@ -31,6 +33,12 @@ static void write_tensor(FILE *f, const char *name, int n_dims, const int *shape
         count *= (size_t)ne;
     }
     fwrite(name, 1, strlen(name), f);
+    return count;
+}
+
+static void write_tensor(FILE *f, const char *name, int n_dims, const int *shape_outer_first,
+                         int f16, float fill) {
+    size_t count = write_header(f, name, n_dims, shape_outer_first, f16);
     if (f16) {
         uint16_t *buf = malloc(count * 2);
         for (size_t i = 0; i < count; i++) buf[i] = sh_f32_to_f16(sh_rand_normalish());
@@ -51,10 +59,7 @@ static void write_tensor(FILE *f, const char *name, int n_dims, const int *shape
 #define CLUSTER_ROWS 5
 static void write_clustered_rows(FILE *f, const char *name, int n_rows, int d) {
     int shape[2] = {n_rows, d};
-    int32_t header[3] = {2, (int32_t)strlen(name), 1};
-    fwrite(header, 4, 3, f);
-    for (int i = 1; i >= 0; i--) fwrite(&shape[i], 4, 1, f);
-    fwrite(name, 1, strlen(name), f);
+    write_header(f, name, 2, shape, 1);
     uint16_t *base = malloc((size_t)CLUSTER_ROWS * d * 2), *row = malloc((size_t)d * 2);
     for (int i = 0; i < CLUSTER_ROWS * d; i++) base[i] = sh_f32_to_f16(sh_rand_normalish());
     for (int t = 0; t < n_rows; t++) {
