@@ -1293,7 +1293,7 @@ static __device__ void chunk_acc_warp(chunk_acc &a, int from = WARP / 2) {
 
 /* The chunk's text and timestamp summaries (likeliest token, log-sum-exp)
  * from v (as load_masked_chunk leaves it): this thread's, then its warp's,
- * left in warp_acc[warp] for the block's first thread to merge. */
+ * left in warp_acc[warp] for the block's first warp to merge. */
 static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n_vocab, int ts,
                                        chunk_acc *warp_acc) {
     int t = threadIdx.x;
@@ -1314,14 +1314,6 @@ static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n
     if (t % WARP == 0) warp_acc[t / WARP] = a;
 }
 
-/* The block's summary from its warps' (warp_acc, after a barrier), made
- * by one thread. */
-static __device__ chunk_acc block_summary(const chunk_acc *warp_acc) {
-    chunk_acc c = warp_acc[0];
-    for (int w = 1; w < PICK_THREADS / WARP; w++) chunk_acc_merge(c, warp_acc[w]);
-    return c;
-}
-
 static __device__ pick_acc as_pick_acc(const chunk_acc &c) {
     pick_acc a;
     for (int k = 0; k < 2; k++)
@@ -1329,14 +1321,9 @@ static __device__ pick_acc as_pick_acc(const chunk_acc &c) {
     return a;
 }
 
-/* block_summary as a pick_acc, for the merges of the chunks. */
-static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
-    return as_pick_acc(block_summary(warp_acc));
-}
-
 /* The block's summary from its warps' (warp_acc, after a barrier), merged
  * by warp 0 in a tree (3 steps where one thread took 7): lane 0's. */
-static __device__ chunk_acc block_summary_tree(const chunk_acc *warp_acc) {
+static __device__ chunk_acc block_summary(const chunk_acc *warp_acc) {
     const int lane = threadIdx.x % WARP, n = PICK_THREADS / WARP;
     static_assert(n == 8, "a tree of 8 warps' summaries");
     chunk_acc c;
@@ -1344,6 +1331,11 @@ static __device__ chunk_acc block_summary_tree(const chunk_acc *warp_acc) {
     else chunk_acc_init(c);
     chunk_acc_warp(c, n / 2);
     return c;
+}
+
+/* block_summary as a pick_acc, for the merges of the chunks (warp 0). */
+static __device__ pick_acc merge_warps(const chunk_acc *warp_acc) {
+    return as_pick_acc(block_summary(warp_acc));
 }
 
 /* Block (chunk, row): the mask applied to PICK_CHUNK logits of the row,
@@ -1360,7 +1352,9 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab,
     load_masked_chunk(all_logits, n_vocab, mk, banned, row, c0, v);
     summarise_chunk(v, c0, n_vocab, mk.ts_begin >= 0 ? mk.ts_begin : n_vocab, warp_acc);
     __syncthreads();
-    if (t == 0) partial[(size_t)row * gridDim.x + blockIdx.x] = merge_warps(warp_acc);
+    if (t >= WARP) return;
+    pick_acc a = merge_warps(warp_acc);
+    if (t == 0) partial[(size_t)row * gridDim.x + blockIdx.x] = a;
 }
 
 /* A row's choice from its whole summary: the timestamp rule decided
@@ -1464,12 +1458,17 @@ static __device__ __forceinline__ void take_logit(float &best_v, int &best_i, fl
     }
 }
 
+/* Logit v of token o, which the mask keeps, into the summary a. */
+static __device__ __forceinline__ void pick_take_kept(chunk_acc &a, float v, int o,
+                                                      const sh_pick_mask &mk) {
+    if (v == -INFINITY) return;
+    if (mk.ts_begin >= 0 && o >= mk.ts_begin) take_logit(a.best_v[1], a.best_i[1], a.s[1], v, o);
+    else take_logit(a.best_v[0], a.best_i[0], a.s[0], v, o);
+}
 /* Logit v of token o into the summary a, unless the mask rules it out. */
 static __device__ __forceinline__ void pick_take(chunk_acc &a, float v, int o,
                                                  const sh_pick_mask &mk, const unsigned *banned) {
-    if (v == -INFINITY || suppressed(__ldg(&banned[o / 32]), o, mk)) return;
-    if (mk.ts_begin >= 0 && o >= mk.ts_begin) take_logit(a.best_v[1], a.best_i[1], a.s[1], v, o);
-    else take_logit(a.best_v[0], a.best_i[0], a.s[0], v, o);
+    if (!suppressed(__ldg(&banned[o / 32]), o, mk)) pick_take_kept(a, v, o, mk);
 }
 
 /* A summary another block left in the scratch, read from L2 (this SM's L1
@@ -1503,7 +1502,7 @@ static __device__ void wide_pick_finish(const chunk_acc &a, const wide_pick &pk)
     if (lane == 0) warp_acc[t / WARP] = a;
     __syncthreads();
     if (t < WARP) {
-        chunk_acc c = block_summary_tree(warp_acc);
+        chunk_acc c = block_summary(warp_acc);
         if (t == 0) parts[blockIdx.x] = c, last = count_arrive(count) == gridDim.x - 1;
     }
     __syncthreads();
@@ -1515,7 +1514,7 @@ static __device__ void wide_pick_finish(const chunk_acc &a, const wide_pick &pk)
     if (lane == 0) warp_acc[t / WARP] = m;
     __syncthreads();
     if (t >= WARP) return;
-    chunk_acc c = block_summary_tree(warp_acc);
+    chunk_acc c = block_summary(warp_acc);
     if (t != 0) return;
     *count = 0;   /* for the next pick; the kernel's end orders it */
     pick_choose(as_pick_acc(c), pk.mask.ts_begin, pk.result, pk.next_io, 0, pk.next_pos);
@@ -1869,7 +1868,7 @@ __global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pic
     if (slot >= 0) v = again_value[slot];
     chunk_acc a;
     chunk_acc_init(a);
-    if (has) pick_take(a, v, mine, mk, pk.banned);
+    if (!out) pick_take_kept(a, v, mine, mk);   /* its suppression known: out */
     if (has_ts) pick_take(a, v_ts, mine_ts, mk, pk.banned);
     chunk_acc_warp(a);
     wide_pick_finish(a, pk);
@@ -2034,9 +2033,10 @@ __global__ void k_topk_partial(const float *all_logits, int n_vocab,
         __syncthreads();
         block_top<PICK_PER>(cv, ci, PICK_CHUNK, k, wv, wi, out->v[kind], out->i[kind]);
     }
-    if (t == 0) {
+    if (t < WARP) {
         pick_acc a = merge_warps(warp_acc);
-        for (int kind = 0; kind < 2; kind++) out->m[kind] = a.m[kind], out->s[kind] = a.s[kind];
+        if (t == 0)
+            for (int kind = 0; kind < 2; kind++) out->m[kind] = a.m[kind], out->s[kind] = a.s[kind];
     }
 }
 
