@@ -456,14 +456,20 @@ static void agreement_add(agreement *a, const float *tested, const float *base, 
     a->total += rows;
 }
 
-/* The verdict: logits within tol of their range and the same argmax;
- * identical logits where the path should have run mean it did not. */
+/* The verdict: logits within tol of their range and the same argmax but
+ * for at most 1 row in 100; identical logits where the path should have
+ * run mean it did not. Sums in another order move a logit by ~1e-4 here,
+ * which flips a row's argmax where its two best are that close: among
+ * ~900 rows of 51865 random logits, once in a while (base int8_float16,
+ * two rows: 895 / 896 on an H200 with the weights drawn when the whole
+ * suite built its models in order; the draw depends on which random
+ * models a run finds already in TMPDIR). A real error flips many. */
 static void check_agreement(const char *what, const char *setup, const agreement *a, double tol,
                             int should_run) {
     printf("%s (%s): max diff %.3g of logits up to %.3g, argmax %d/%d\n", what, setup, a->diff,
            a->range, a->same, a->total);
     CHECK(a->diff <= tol * a->range, "%s: logits differ by %g (range %g)", what, a->diff, a->range);
-    CHECK(a->same == a->total, "%s: argmax %d/%d", what, a->same, a->total);
+    CHECK((a->total - a->same) * 100 <= a->total, "%s: argmax %d/%d", what, a->same, a->total);
     if (should_run) CHECK(a->diff > 0, "%s did not run (identical logits)", what);
 }
 
