@@ -122,31 +122,34 @@ static __device__ __forceinline__ void dot8(float *acc, const float *wv, const f
     }
 }
 
-/* A lane's first GEMV_PREFETCH chunks of eight weights of row o (none
- * past n_out), and their products with x[r] added into acc[r]. */
-template <int KIND>
-static __device__ __forceinline__ void load_chunks(const void *w, const __half *scales, int n_out,
-                                                   int n_in, int o, uint4 (*raw)[2]) {
+/* f(k, c) for each of a lane's first CHUNKS chunks of 8 weights of a row
+ * (c = lane * 8 + k * 256) inside n_in. */
+template <int CHUNKS, typename F>
+static __device__ __forceinline__ void lane_chunks(int n_in, F f) {
     const int lane = threadIdx.x % WARP;
 #pragma unroll
-    for (int k = 0; k < GEMV_PREFETCH; k++) {
+    for (int k = 0; k < CHUNKS; k++) {
         int c = lane * 8 + k * WARP * 8;
-        if (o < n_out && c < n_in) load_raw<KIND>(w, scales, n_in, o, c, raw[k]);
+        if (c < n_in) f(k, c);
     }
 }
-template <int KIND, int R>
+
+/* A lane's first CHUNKS chunks of eight weights of row o (none past
+ * n_out), and their products with x[r] added into acc[r]. */
+template <int KIND, int CHUNKS = GEMV_PREFETCH>
+static __device__ __forceinline__ void load_chunks(const void *w, const __half *scales, int n_out,
+                                                   int n_in, int o, uint4 (*raw)[2]) {
+    if (o < n_out)
+        lane_chunks<CHUNKS>(n_in, [&](int k, int c) { load_raw<KIND>(w, scales, n_in, o, c, raw[k]); });
+}
+template <int KIND, int R, int CHUNKS = GEMV_PREFETCH>
 static __device__ __forceinline__ void dot_chunks(float *acc, const uint4 (*raw)[2], const float *x,
                                                   int ld, int n_in) {
-    const int lane = threadIdx.x % WARP;
-#pragma unroll
-    for (int k = 0; k < GEMV_PREFETCH; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (c < n_in) {
-            float wv[8];
-            widen<KIND>(raw[k], wv);
-            dot8<R>(acc, wv, x, ld, c);
-        }
-    }
+    lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
+        float wv[8];
+        widen<KIND>(raw[k], wv);
+        dot8<R>(acc, wv, x, ld, c);
+    });
 }
 
 /* xs[0..n) = the layer norm of row (g, b), or without g the row itself,
@@ -1677,51 +1680,22 @@ extern "C" void sh_k_screen_build(cudaStream_t s, const sh_gmat *w, const sh_gma
         (float2 *)bounds);
 }
 
-/* f(k, c) for each of a lane's chunks of 8 weights of a row (c = lane * 8
- * + k * 256) inside n_in: the loop of every screen and exact row below. */
-template <int CHUNKS, typename F>
-static __device__ __forceinline__ void lane_chunks(int n_in, F f) {
-    const int lane = threadIdx.x % WARP;
-#pragma unroll
-    for (int k = 0; k < CHUNKS; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (c < n_in) f(k, c);
-    }
-}
-
-/* A lane's chunks of a half row (c = lane * 8 + k * 256), loaded, then
- * their products with x summed over the warp in k_gemv_wide's order: row
- * o's exact logit as it makes it. */
+/* A half row's chunks (load_chunks') times x summed over the warp in
+ * k_gemv_wide's order: the row's exact logit as it makes it. */
 template <int CHUNKS>
-struct exact_row {
-    uint4 w[CHUNKS];
-};
-
-template <int CHUNKS>
-static __device__ __forceinline__ void exact_load(const void *w, int n_out, int n_in, int o,
-                                                  exact_row<CHUNKS> &r) {
-    if (o < n_out)
-        lane_chunks<CHUNKS>(n_in, [&](int k, int c) { load_raw<SH_GW_F16>(w, NULL, n_in, o, c, &r.w[k]); });
-}
-
-template <int CHUNKS>
-static __device__ __forceinline__ float exact_dot(const exact_row<CHUNKS> &r, const float *xs,
+static __device__ __forceinline__ float exact_dot(const uint4 (*raw)[2], const float *xs,
                                                   int n_in) {
     float acc = 0.0f;
-    lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
-        float wv[8];
-        widen<SH_GW_F16>(&r.w[k], wv);
-        dot8<1>(&acc, wv, xs, 0, c);
-    });
+    dot_chunks<SH_GW_F16, 1, CHUNKS>(&acc, raw, xs, 0, n_in);
     return warp_sum(acc);
 }
 
 template <int CHUNKS>
 static __device__ __forceinline__ float exact_logit(const void *w, int n_out, int n_in, int o,
                                                     const float *xs) {
-    exact_row<CHUNKS> r;
-    exact_load(w, n_out, n_in, o, r);
-    return exact_dot(r, xs, n_in);
+    uint4 raw[CHUNKS][2];
+    load_chunks<SH_GW_F16, CHUNKS>(w, NULL, n_out, n_in, o, raw);
+    return exact_dot<CHUNKS>(raw, xs, n_in);
 }
 
 /* x (xs, n_in floats) as int8 with a float scale per 32 (xq, xsc), a warp
@@ -1813,8 +1787,8 @@ __global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pic
     const float2 bd = has ? bounds[mine] : make_float2(0.0f, 0.0f);
     const unsigned banned_word = has ? __ldg(&pk.banned[mine / 32]) : 0u;
     /* the warp's first timestamp row too: made before the text rows */
-    exact_row<CHUNKS> ts_row;
-    exact_load(w, n_out, n_in, text + first, ts_row);
+    uint4 ts_row[CHUNKS][2];
+    load_chunks<SH_GW_F16, CHUNKS>(w, NULL, n_out, n_in, text + first, ts_row);
     if (threadIdx.x == 0) n_again = 0;   /* ordered by row_to_shared's barriers */
     PDL_LAUNCH();
     PDL_WAIT();
@@ -1826,8 +1800,8 @@ __global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pic
     float v = -INFINITY, v_ts = -INFINITY;
     int j = 0;
     for (int o = text + first; o < n_out; o += warps, j++) {
-        if (j > 0) exact_load(w, n_out, n_in, o, ts_row);   /* more rows than warps */
-        float acc = exact_dot(ts_row, xs, n_in);
+        if (j > 0) load_chunks<SH_GW_F16, CHUNKS>(w, NULL, n_out, n_in, o, ts_row);   /* more rows than warps */
+        float acc = exact_dot<CHUNKS>(ts_row, xs, n_in);
         if (j == lane) v_ts = acc;
     }
     /* SCREEN_AHEAD rows in flight a warp: its few rows (~16) each wait a
