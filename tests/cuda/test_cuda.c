@@ -535,6 +535,7 @@ static void check_screen(void) {
         CHECK(sh_decoder_forward(&rt[k], tokens, 1, N, 0) == 0, "prompt");
     }
     float *logits = malloc((size_t)N * n_vocab * sizeof *logits);
+    float *row = malloc((size_t)n_vocab * sizeof *row);   /* the CPU's pick's copy */
     CHECK(sh_decoder_logits(&rt[0], 0, N, logits) == 0, "logits");
     int32_t ids[3] = {0, 1, 2};
     double worst = 0;
@@ -553,10 +554,8 @@ static void check_screen(void) {
             for (int s = 0; s < 2; s++)
                 CHECK(sh_decoder_greedy(&rt[s], i, 1, &masks[k], &tok[s], &lp[s]) == 0, "greedy: %s",
                       rt[s].note);
-            float *row = malloc((size_t)n_vocab * sizeof *row);
             memcpy(row, logits + (size_t)i * n_vocab, (size_t)n_vocab * sizeof *row);
             sh_pick_greedy(&masks[k], row, n_vocab, &tok_cpu, &lp_cpu);
-            free(row);
             total++;
             same += tok[0] == tok[1] && tok[1] == tok_cpu;
             if (fabs(lp[1] - lp[0]) > worst) worst = fabs(lp[1] - lp[0]);
@@ -569,7 +568,7 @@ static void check_screen(void) {
     CHECK(worst < 1e-2, "the screen's log-probabilities differ by %g", worst);
     CHECK(screened[0] == 0 && screened[1] == total, "picks screened %ld / %ld", screened[0],
           screened[1]);
-    free(logits), free(mel);
+    free(logits), free(row), free(mel);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     shruti_model_free(m);
 }
