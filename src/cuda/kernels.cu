@@ -16,7 +16,9 @@
 
 #include "cuda/kernels.h"
 #include "cuda/launch.cuh"
+#include "cuda/pick.cuh"
 #include "cuda/ptx.cuh"
+#include "cuda/rows.cuh"
 #include "cuda/warp.cuh"
 
 /* Sum (or max) over a block of at most 1024 threads; every thread gets it. */
@@ -45,43 +47,6 @@ static unsigned blocks_for(long n, int threads) { return (unsigned)((n + threads
 
 /* ------------------------------------------------------------------ GEMV */
 
-/* Raw bits of eight weights of row o at column c (and the int8 scale). */
-template <int KIND>
-static __device__ __forceinline__ void load_raw(const void *w, const __half *scales, int n_in,
-                                                int o, int c, uint4 *raw) {
-    if (KIND == SH_GW_F32) {
-        const uint4 *p = (const uint4 *)((const float *)w + (size_t)o * n_in + c);
-        raw[0] = __ldg(p), raw[1] = __ldg(p + 1);
-    } else if (KIND == SH_GW_F16) {
-        raw[0] = __ldg((const uint4 *)((const __half *)w + (size_t)o * n_in + c));
-    } else {
-        uint2 v = __ldg((const uint2 *)((const int8_t *)w + (size_t)o * n_in + c));
-        raw[0].x = v.x, raw[0].y = v.y;
-        raw[0].z = __half_as_ushort(scales[(size_t)o * (n_in / 32) + c / 32]);
-    }
-}
-
-template <int KIND>
-static __device__ __forceinline__ void widen(const uint4 *raw, float *out) {
-    if (KIND == SH_GW_F32) {
-        const float *f = (const float *)raw;
-#pragma unroll
-        for (int i = 0; i < 8; i++) out[i] = f[i];
-    } else if (KIND == SH_GW_F16) {
-        const __half2 *h = (const __half2 *)raw;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float2 f = __half22float2(h[i]);
-            out[2 * i] = f.x, out[2 * i + 1] = f.y;
-        }
-    } else {
-        const int8_t *q = (const int8_t *)raw;
-        float sc = __half2float(__ushort_as_half((unsigned short)raw[0].z));
-#pragma unroll
-        for (int i = 0; i < 8; i++) out[i] = (float)q[i] * sc;
-    }
-}
-
 template <int KIND>
 static __device__ __forceinline__ void load8(const void *w, const __half *scales, int n_in, int o,
                                              int c, float *out) {
@@ -107,50 +72,6 @@ static __device__ __forceinline__ void load8(const void *w, const __half *scales
     }
 }
 
-#define GEMV_PREFETCH 5   /* 16-byte chunks per lane: rows up to 1280 halves */
-
-/* acc[r] += w[0..8) . x[r][c .. c+8) */
-template <int R>
-static __device__ __forceinline__ void dot8(float *acc, const float *wv, const float *x, int ld,
-                                            int c) {
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        const float4 *xp = (const float4 *)(x + (size_t)r * ld + c);
-        float4 a = xp[0], b = xp[1];
-        acc[r] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x +
-                  wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
-    }
-}
-
-/* f(k, c) for each of a lane's first CHUNKS chunks of 8 weights of a row
- * (c = lane * 8 + k * 256) inside n_in. */
-template <int CHUNKS, typename F>
-static __device__ __forceinline__ void lane_chunks(int n_in, F f) {
-    const int lane = threadIdx.x % WARP;
-#pragma unroll
-    for (int k = 0; k < CHUNKS; k++) {
-        int c = lane * 8 + k * WARP * 8;
-        if (c < n_in) f(k, c);
-    }
-}
-
-/* A lane's first CHUNKS chunks of eight weights of row o (none past
- * n_out), and their products with x[r] added into acc[r]. */
-template <int KIND, int CHUNKS = GEMV_PREFETCH>
-static __device__ __forceinline__ void load_chunks(const void *w, const __half *scales, int n_out,
-                                                   int n_in, int o, uint4 (*raw)[2]) {
-    if (o < n_out)
-        lane_chunks<CHUNKS>(n_in, [&](int k, int c) { load_raw<KIND>(w, scales, n_in, o, c, raw[k]); });
-}
-template <int KIND, int R, int CHUNKS = GEMV_PREFETCH>
-static __device__ __forceinline__ void dot_chunks(float *acc, const uint4 (*raw)[2], const float *x,
-                                                  int ld, int n_in) {
-    lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
-        float wv[8];
-        widen<KIND>(raw[k], wv);
-        dot8<R>(acc, wv, x, ld, c);
-    });
-}
 
 /* xs[0..n) = the layer norm of row (g, b), or without g the row itself,
  * n <= PER * blockDim.x; every load issued before the first use (one
@@ -1156,70 +1077,18 @@ extern "C" void sh_k_probe(cudaStream_t s, int *out, int n) {
 
 /* ---------------------------------------------------------- greedy pick */
 
-/* (value, index) of the larger; ties go to the lower index, as a scan. */
-static __device__ __forceinline__ void arg_merge(float &v, int &i, float v2, int i2) {
-    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
-}
 
-/* log-sum-exp in the running form (max m, sum s of exp(x - m)). */
-static __device__ __forceinline__ void lse_merge(float &m, double &s, float m2, double s2) {
-    if (m2 == -INFINITY) return;
-    if (m == -INFINITY) {
-        m = m2, s = s2;
-    } else if (m2 > m) {
-        s = s * exp((double)m - m2) + s2, m = m2;
-    } else {
-        s += s2 * exp((double)m2 - m);
-    }
-}
 
-struct pick_acc {
-    float best_v[2];   /* likeliest text [0] and timestamp [1] token */
-    int best_i[2];
-    float m[2];        /* log-sum-exp of text and timestamps */
-    double s[2];
-};
 
-static __device__ void pick_acc_merge(pick_acc &a, const pick_acc &b) {
-    for (int k = 0; k < 2; k++) {
-        arg_merge(a.best_v[k], a.best_i[k], b.best_v[k], b.best_i[k]);
-        lse_merge(a.m[k], a.s[k], b.m[k], b.s[k]);
-    }
-}
 
-static __device__ pick_acc pick_acc_shfl(const pick_acc &a, int o) {
-    pick_acc b;
-    for (int k = 0; k < 2; k++) {
-        b.best_v[k] = __shfl_xor_sync(0xffffffffu, a.best_v[k], o);
-        b.best_i[k] = __shfl_xor_sync(0xffffffffu, a.best_i[k], o);
-        b.m[k] = __shfl_xor_sync(0xffffffffu, a.m[k], o);
-        b.s[k] = __shfl_xor_sync(0xffffffffu, a.s[k], o);
-    }
-    return b;
-}
 
 #define PICK_THREADS 256
 #define PICK_PER 8                              /* logits per thread */
 #define PICK_CHUNK (PICK_THREADS * PICK_PER)    /* logits per block */
 #define PICK_MAX_CHUNKS 64                      /* vocabularies up to 131072 */
 
-static __device__ void pick_acc_init(pick_acc &a) {
-    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.m[k] = -INFINITY, a.s[k] = 0.0;
-}
 
-static __device__ void pick_acc_warp(pick_acc &a) {
-    for (int o = WARP / 2; o > 0; o >>= 1) pick_acc_merge(a, pick_acc_shfl(a, o));
-}
 
-/* Whether token i is suppressed: bit i of banned (the suppressed tokens
- * as a bitmap of the vocabulary, which the host rewrites only when they
- * change, before the logits' kernel) or in one of the mask's ranges. */
-static __device__ __forceinline__ bool suppressed(unsigned banned_word, int i,
-                                                  const sh_pick_mask &mk) {
-    bool out = banned_word >> (i % 32) & 1u;
-    for (int r = 0; r < mk.n_ranges; r++) out |= i >= mk.ranges[r][0] && i < mk.ranges[r][1];
-    return out;
-}
 
 /* This block's chunk of a row's logits under its mask, for the greedy
  * pick and the beams' top-k alike: v[k] is logit c0 + k * PICK_THREADS + t,
@@ -1251,48 +1120,9 @@ static __device__ void load_masked_chunk(const float *all_logits, int n_vocab,
     }
 }
 
-/* A chunk's summary while its block makes it: as pick_acc, but the sums
- * of exponentials in float (2048 terms of at most 1 each, relative to the
- * chunk's maximum: float's 1e-7 a term is far inside the 1e-4 the
- * log-probabilities are held to) and the maximum as the log-sum-exp's
- * offset. Double and its slow exp are left to the merge of the chunks. */
-struct chunk_acc {
-    float best_v[2];   /* text [0] and timestamp [1]: the maximum, -inf for none */
-    int best_i[2];
-    float s[2];        /* sum of exp(x - best_v) */
-};
 
-static __device__ __forceinline__ void chunk_acc_merge(chunk_acc &a, const chunk_acc &b) {
-    for (int k = 0; k < 2; k++) {
-        if (b.best_v[k] == -INFINITY) continue;
-        if (a.best_v[k] == -INFINITY) {
-            a.best_v[k] = b.best_v[k], a.best_i[k] = b.best_i[k], a.s[k] = b.s[k];
-        } else if (b.best_v[k] > a.best_v[k] || (b.best_v[k] == a.best_v[k] && b.best_i[k] < a.best_i[k])) {
-            a.s[k] = a.s[k] * expf(a.best_v[k] - b.best_v[k]) + b.s[k];
-            a.best_v[k] = b.best_v[k], a.best_i[k] = b.best_i[k];
-        } else {
-            a.s[k] += b.s[k] * expf(b.best_v[k] - a.best_v[k]);
-        }
-    }
-}
 
-static __device__ void chunk_acc_init(chunk_acc &a) {
-    for (int k = 0; k < 2; k++) a.best_v[k] = -INFINITY, a.best_i[k] = INT_MAX, a.s[k] = 0.0f;
-}
 
-/* The warp's lanes' summaries merged (every lane holds the result); from
- * WARP / 2 / 2^k: those of each run of 2^(5-k) lanes. */
-static __device__ void chunk_acc_warp(chunk_acc &a, int from = WARP / 2) {
-    for (int o = from; o > 0; o >>= 1) {
-        chunk_acc b;
-        for (int k = 0; k < 2; k++) {
-            b.best_v[k] = __shfl_xor_sync(0xffffffffu, a.best_v[k], o);
-            b.best_i[k] = __shfl_xor_sync(0xffffffffu, a.best_i[k], o);
-            b.s[k] = __shfl_xor_sync(0xffffffffu, a.s[k], o);
-        }
-        chunk_acc_merge(a, b);
-    }
-}
 
 /* The chunk's text and timestamp summaries (likeliest token, log-sum-exp)
  * from v (as load_masked_chunk leaves it): this thread's, then its warp's,
@@ -1317,12 +1147,6 @@ static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n
     if (t % WARP == 0) warp_acc[t / WARP] = a;
 }
 
-static __device__ pick_acc as_pick_acc(const chunk_acc &c) {
-    pick_acc a;
-    for (int k = 0; k < 2; k++)
-        a.best_v[k] = c.best_v[k], a.best_i[k] = c.best_i[k], a.m[k] = c.best_v[k], a.s[k] = c.s[k];
-    return a;
-}
 
 /* The block's summary from its warps' (warp_acc, after a barrier), merged
  * by warp 0 in a tree (3 steps where one thread took 7): lane 0's. */
@@ -1360,26 +1184,6 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab,
     if (t == 0) partial[(size_t)row * gridDim.x + blockIdx.x] = a;
 }
 
-/* A row's choice from its whole summary: the timestamp rule decided
- * (timestamps likelier together than any text token: text is out), the
- * greedy token and its log-probability written to result (and the token
- * to next_io, at next_pos, when given). */
-static __device__ void pick_choose(const pick_acc &a, int ts_begin, sh_pick_result *result,
-                                   int *next_io, int row, int next_pos) {
-    bool text_out = ts_begin >= 0 && a.m[1] != -INFINITY &&
-                    log(a.s[1]) + a.m[1] > (double)a.best_v[0];
-    float best_v = a.best_v[0];
-    int best_i = a.best_i[0];
-    float m = a.m[0];
-    double s = a.s[0];
-    if (text_out) best_v = -INFINITY, best_i = INT_MAX, m = -INFINITY, s = 0.0;
-    arg_merge(best_v, best_i, a.best_v[1], a.best_i[1]);
-    lse_merge(m, s, a.m[1], a.s[1]);
-    if (best_i == INT_MAX) best_i = 0;   /* everything masked: as a scan, the first */
-    result->token = best_i;
-    result->logprob = (double)best_v - (log(s) + m);
-    if (next_io) next_io[0] = next_pos, next_io[1 + row] = best_i;
-}
 
 /* A warp per row: the chunks' summaries merged, the timestamp rule decided
  * (timestamps likelier together than any text token: text is out), the
@@ -1446,33 +1250,7 @@ static_assert(WIDE_THREADS == PICK_THREADS, "a block's warps merge as the pick's
 #define WIDE_PICK_MAX_BLOCKS 4096
 #define WIDE_PICK_COUNT_BYTES 256   /* the count of finished blocks, then their summaries */
 
-/* Logit v of token o into one kind's running summary (best value, its
- * token, sum of exp(x - best)); tokens come in increasing o, so ties keep
- * the first. */
-static __device__ __forceinline__ void take_logit(float &best_v, int &best_i, float &s, float v,
-                                                  int o) {
-    if (best_v == -INFINITY) {
-        best_v = v, best_i = o, s = 1.0f;
-    } else if (v > best_v) {
-        s = s * expf(best_v - v) + 1.0f;
-        best_v = v, best_i = o;
-    } else {
-        s += expf(v - best_v);
-    }
-}
 
-/* Logit v of token o, which the mask keeps, into the summary a. */
-static __device__ __forceinline__ void pick_take_kept(chunk_acc &a, float v, int o,
-                                                      const sh_pick_mask &mk) {
-    if (v == -INFINITY) return;
-    if (mk.ts_begin >= 0 && o >= mk.ts_begin) take_logit(a.best_v[1], a.best_i[1], a.s[1], v, o);
-    else take_logit(a.best_v[0], a.best_i[0], a.s[0], v, o);
-}
-/* Logit v of token o into the summary a, unless the mask rules it out. */
-static __device__ __forceinline__ void pick_take(chunk_acc &a, float v, int o,
-                                                 const sh_pick_mask &mk, const unsigned *banned) {
-    if (!suppressed(__ldg(&banned[o / 32]), o, mk)) pick_take_kept(a, v, o, mk);
-}
 
 /* A summary another block left in the scratch, read from L2 (this SM's L1
  * may hold the last step's). */
@@ -1633,9 +1411,6 @@ extern "C" void sh_k_gemv_wide_pick(cudaStream_t s, const sh_gmat *w, const floa
  * rows (each within its bound, their errors averaging out), as the CPU's
  * screen does (cpu/logit_screen.c). */
 
-/* The relative margin for float rounding: a product's sum of n_in <= 1280
- * terms here is ~40 additions deep (2.4e-6 of |w| |x|), far inside. */
-#define SCREEN_ROUNDING 1e-4f
 /* Rows in flight a warp (H200, medium: 2 as fast as 4, whose registers
  * leave two blocks an SM where 2 leaves three) */
 #define SCREEN_AHEAD 2
@@ -1680,77 +1455,11 @@ extern "C" void sh_k_screen_build(cudaStream_t s, const sh_gmat *w, const sh_gma
         (float2 *)bounds);
 }
 
-/* A half row's chunks (load_chunks') times x summed over the warp in
- * k_gemv_wide's order: the row's exact logit as it makes it. */
-template <int CHUNKS>
-static __device__ __forceinline__ float exact_dot(const uint4 (*raw)[2], const float *xs,
-                                                  int n_in) {
-    float acc = 0.0f;
-    dot_chunks<SH_GW_F16, 1, CHUNKS>(&acc, raw, xs, 0, n_in);
-    return warp_sum(acc);
-}
 
-template <int CHUNKS>
-static __device__ __forceinline__ float exact_logit(const void *w, int n_out, int n_in, int o,
-                                                    const float *xs) {
-    uint4 raw[CHUNKS][2];
-    load_chunks<SH_GW_F16, CHUNKS>(w, NULL, n_out, n_in, o, raw);
-    return exact_dot<CHUNKS>(raw, xs, n_in);
-}
 
-/* x (xs, n_in floats) as int8 with a float scale per 32 (xq, xsc), a warp
- * a block of 32 at a time; every thread gets |x| and |x - x'|, rounded up. */
-static __device__ void quantize_x(const float *xs, int n_in, int8_t *xq, float *xsc, float *red,
-                                  float *x_norm, float *q_err) {
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, n_warps = blockDim.x / WARP;
-    float x2 = 0.0f, e2 = 0.0f;
-    for (int b = warp; b < n_in / 32; b += n_warps) {
-        /* any rounding of k is measured in e2 (with s as the dot uses it) */
-        float v = xs[b * 32 + lane], amax = warp_max(fabsf(v)), s = amax / 127.0f;
-        float k = amax > 0.0f ? fminf(fmaxf(rintf(v * (127.0f / amax)), -127.0f), 127.0f) : 0.0f;
-        xq[b * 32 + lane] = (int8_t)k;
-        if (lane == 0) xsc[b] = s;
-        x2 += v * v, e2 += (v - k * s) * (v - k * s);
-    }
-    x2 = warp_sum(x2), e2 = warp_sum(e2);
-    if (lane == 0) red[warp] = x2, red[16 + warp] = e2;
-    __syncthreads();
-    float a = lane < n_warps ? red[lane] : 0.0f, b = lane < n_warps ? red[16 + lane] : 0.0f;
-    *x_norm = sqrtf(warp_sum(a)) * 1.001f, *q_err = sqrtf(warp_sum(b)) * 1.001f;
-}
 
-/* A lane's chunks of an int8 row (8 weights each, c = lane * 8 + k * 256)
- * and their scales, in as few registers as they take (several rows are in
- * flight a warp). */
-template <int CHUNKS>
-struct screen_row {
-    uint2 w[CHUNKS];
-    __half s[CHUNKS];
-};
 
-template <int CHUNKS>
-static __device__ __forceinline__ void screen_load(const int8_t *q, const __half *qs, int n_out,
-                                                   int n_in, int o, screen_row<CHUNKS> &r) {
-    if (o < n_out)
-        lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
-            r.w[k] = __ldg((const uint2 *)(q + (size_t)o * n_in + c));
-            r.s[k] = qs[(size_t)o * (n_in / 32) + c / 32];
-        });
-}
 
-/* x'.w' of the row (every lane gets it). */
-template <int CHUNKS>
-static __device__ __forceinline__ float screen_dot(const screen_row<CHUNKS> &r, const int8_t *xq,
-                                                   const float *xsc, int n_in) {
-    float acc = 0.0f;
-    lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
-        uint2 xv = *(const uint2 *)(xq + c);
-        int sum = __dp4a((int)r.w[k].x, (int)xv.x, 0);
-        sum = __dp4a((int)r.w[k].y, (int)xv.y, sum);
-        acc = fmaf((float)sum, __half2float(r.s[k]) * xsc[c / 32], acc);
-    });
-    return warp_sum(acc);
-}
 
 /* As k_gemv_wide<SH_GW_F16, 1> through the screen (q, qs: w' as an int8
  * matrix; bounds its rows'), for grids of at least a warp per 32 rows: row
@@ -1795,7 +1504,8 @@ __global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pic
     row_to_shared<8>(x, n_in, ln_g, ln_b, xs, red);   /* n_in <= 8 * WIDE_THREADS */
     __syncthreads();
     float x_norm, q_err;
-    quantize_x(xs, n_in, xq, xsc, red, &x_norm, &q_err);
+    quantize_x(xs, n_in, xq, xsc, red, &x_norm, &q_err, (int)(blockDim.x / WARP),
+               [] { __syncthreads(); });
     __syncthreads();
     float v = -INFINITY, v_ts = -INFINITY;
     int j = 0;
