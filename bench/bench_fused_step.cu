@@ -20,7 +20,10 @@
  * of one row, or $BENCH_ROWS (2: two rows, each its own window, as batched
  * windows); on every SM, or $BENCH_GRID blocks (as on a smaller part);
  * without the logits, or with them ($BENCH_LOGITS=1, one row: as tiny's
- * step, the final layer norm and the vocabulary's rows in the kernel).
+ * step, the final layer norm and the vocabulary's rows in the kernel); or
+ * beginning with the greedy pick of the step before through the logit
+ * screen ($BENCH_PICK=1, one row, float16: as medium's and large's greedy
+ * steps; the pick's phases traced too).
  *
  * usage: bench_fused_step [size] (compute capability 9.0 or later; one size,
  *        e.g. "medium", for a profiler) */
@@ -75,6 +78,23 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
         f.logits = (float *)dz((size_t)n_vocab * 4), f.n_vocab = n_vocab;
         f.ln_g = f.ln_b = (const float *)dz(d * 4);
     }
+    /* the step that begins with the greedy pick of the step before, as
+     * medium's and large's (BENCH_PICK=1: the screen's rows random, their
+     * bounds 0, timestamps from 50364) */
+    const char *bp = getenv("BENCH_PICK");
+    const int with_pick = bp && atoi(bp) && rows == 1 && !with_logits && kind == SH_GW_F16;
+    if (with_pick) {
+        f.n_vocab = n_vocab;
+        sh_step_pick &pk = f.pick;
+        pk.q = dr((size_t)n_vocab * d, 2);
+        pk.qs = (const uint16_t *)dr((size_t)n_vocab * d / 32, 0, 0.0f, 0.001f);
+        pk.bounds = (const float *)dz((size_t)n_vocab * 8);
+        pk.ln_g = (const float *)dr(d, 1, 1.0f, 0.2f), pk.ln_b = (const float *)dr(d, 1);
+        pk.banned = (const unsigned *)dz(n_vocab / 8 + 4);
+        pk.mask.ts_begin = 50364;
+        pk.result = (sh_pick_result *)dz(sizeof(sh_pick_result));
+        pk.next_pos = pos;
+    }
     f.cache_stride = (long)448 * d, f.cross_stride = (long)L * 1500 * d;
     if (sh_fused_plan(0, &f) < 0) {
         printf("%s: the fused step cannot run on this device\n", name);
@@ -105,7 +125,7 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     }
     sh_fused_layer *dl = (sh_fused_layer *)dz(L * sizeof(sh_fused_layer));
     cudaMemcpy(dl, ls.data(), L * sizeof(sh_fused_layer), cudaMemcpyHostToDevice);
-    size_t vocab_rows = with_logits ? n_vocab + 1 : 1;   /* int8: the padding row */
+    size_t vocab_rows = with_logits || with_pick ? n_vocab + 1 : 1;   /* int8: the padding row */
     f.layers = dl; f.tok_emb = dr(vocab_rows * d, kind == SH_GW_I8 ? 2 : 0);
     f.tok_scales = (const uint16_t *)dr(vocab_rows * d / 32, 0, 0.0f, 0.001f);
     f.pos_emb = (const float *)dr(448 * d, 1);
@@ -115,7 +135,8 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     f.ll = (unsigned long long *)dz(words + 256); cudaMemset((char *)f.ll + words, 1, 256);
     f.epoch = (unsigned *)((char *)f.ll + words);
     f.x_out = (float *)dz(rows * d * 4);
-    unsigned long long *tr = (unsigned long long *)dz(L * 24 * 8);
+    if (with_pick) f.pick.x = f.x_out;
+    unsigned long long *tr = (unsigned long long *)dz((L + 1) * 24 * 8);
     cudaStream_t s; cudaStreamCreate(&s);
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     for (int i = 0; i < 5; i++) sh_k_fused_step(s, &f);
@@ -129,10 +150,10 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
         float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms * 1000 / 20);
     }
     std::sort(t.begin(), t.end());
-    printf("%s%s%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, rows > 1 ? ", 2 rows" : "", with_logits ? ", logits" : "", f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
+    printf("%s%s%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, rows > 1 ? ", 2 rows" : "", with_logits ? ", logits" : with_pick ? ", pick first" : "", f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
     f.trace = tr;
     sh_k_fused_step(s, &f); cudaStreamSynchronize(s);
-    std::vector<unsigned long long> h(L * 24);
+    std::vector<unsigned long long> h((L + 1) * 24);
     cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost);
     // order of stamps within a layer
     int order[] = {0, 1, 22, 2, 4, 8, 13, 14, 23, 3, 5, 18, 19, 20, 21, 6, 7, 9, 15, 16, 10, 11, 17, 12};
@@ -146,6 +167,12 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
     double tot = 0;
     for (int k = 0; k < NK; k++) { printf(" %s %.0f,", lab[k], acc[k] / n); tot += acc[k] / n; }
     printf(" total %.0f\n", tot);
+    if (with_pick) {   /* the pick's phases, stamped as a layer after the last */
+        const char *pl[] = {"x+ln+quantize", "ts rows", "screen rows", "again", "summary", "poll", "merge"};
+        printf("  pick (ns):");
+        for (int k = 0; k < 7; k++) printf(" %s %.0f,", pl[k], (double)(h[L * 24 + k + 1] - h[L * 24 + k]));
+        printf(" to layer 0 %.0f\n", (double)(h[0] - h[L * 24 + 7]));
+    }
 }
 
 int main(int argc, char **argv) {

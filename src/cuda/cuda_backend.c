@@ -659,6 +659,10 @@ struct sh_gpu_state {
     int last_rows, last_tokens;     /* the last forward's shape; its input stays in host_io */
     long n_speculated, n_wasted;    /* speculated steps the host took, and did not */
     long n_screened;                /* greedy picks through the int8 screen */
+    /* a one-row greedy pick with a speculated step after it made as that
+     * step's beginning (greedy_in_step; SHRUTI_CUDA_PICK_IN_STEP=0: not) */
+    int pick_in_step;
+    long n_step_picks;
 };
 
 /* The suppressed tokens' bitmap: words for a vocabulary of n. */
@@ -862,6 +866,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
                          ? sh_screen_pick_grid(g->device, hp->n_text_state, hp->n_vocab)
                          : 0;
     s->speculate = !env_off("SHRUTI_CUDA_SPECULATE");
+    s->pick_in_step = !env_off("SHRUTI_CUDA_PICK_IN_STEP");
     size_t rows = hp->n_text_ctx > MAX_BEAMS ? hp->n_text_ctx : MAX_BEAMS;
     s->max_rows = (int)rows;
     int r = 0;
@@ -1614,6 +1619,50 @@ static int speculation_pos(const sh_gpu_state *s, int row0, int n_rows) {
     return next;
 }
 
+/* Whether the one-row pick of row0 can be the beginning of the step
+ * speculated after it (sh_step_pick): the screen's pick, the fused step
+ * launched directly, a lane of its warps a vocabulary row. */
+static int step_may_pick(const sh_gpu_state *s, int row0) {
+    return s->pick_in_step && s->screen_grid > 0 && one_row_direct(s) && (!s->dx_raw || row0 == 0) &&
+           sh_fused_can_pick(&s->fused[0].fs, s->g->m->hp.n_vocab);
+}
+
+/* greedy's one-row choice made by the speculated step itself, at its
+ * start: one kernel for the pick and the step after it, where the pick's
+ * own kernel, its launch and its last block's merge stood between the
+ * steps (H200, medium: ~499 -> ~485 us a greedy step). The choice lands in
+ * mapped host memory while the step runs on: the host polls it, and the
+ * step's end (or its failure) ends the wait too. */
+static int greedy_in_step(sh_gpu_state *s, int row0, int next_pos, int *token, double *logprob,
+                          char *err) {
+    const sh_gpu_model *g = s->g;
+    const int d = g->m->hp.n_text_state;
+    sh_fused_step f = s->fused[0].fs;
+    f.n_vocab = g->m->hp.n_vocab;
+    f.pick = (sh_step_pick){.q = g->screen.w, .qs = g->screen.scales, .bounds = g->screen_bounds,
+                            .x = s->dx + (size_t)row0 * d,
+                            .ln_g = s->dx_raw ? g->dec_ln_w : NULL,
+                            .ln_b = s->dx_raw ? g->dec_ln_b : NULL, .banned = s->pick_banned,
+                            .mask = s->host_masks[0], .result = s->pick, .next_io = s->io,
+                            .next_pos = next_pos};
+    volatile sh_pick_result *host = s->host_pick;
+    host->token = -1;
+    sh_k_fused_step(s->stream, &f);
+    CU(cudaGetLastError(), "launching the decoder step");
+    CU(cudaEventRecord(s->picked, s->stream), "choosing the next token");
+    while (host->token < 0) {
+        cudaError_t e = cudaEventQuery(s->picked);
+        if (e == cudaSuccess && host->token < 0)
+            return fail(err, SHRUTI_ERR_DEVICE, "the decoder step made no choice");
+        if (e != cudaSuccess && e != cudaErrorNotReady) CU(e, "choosing the next token");
+    }
+    *token = host->token, *logprob = host->logprob;
+    s->spec_live = s->stale = 1;
+    s->spec_token = *token, s->spec_pos = next_pos;
+    s->n_screened++, s->n_step_picks++;
+    return 0;
+}
+
 /* Greedy choices on the device: logits of the rows, the masks, argmax and
  * log-softmax there; 16 bytes a row come back instead of the logits. */
 static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *masks,
@@ -1622,6 +1671,8 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
     if (r == 0) r = send_masks(s, row0, n_rows, masks, err);
     if (r < 0) return r;
     int next_pos = speculation_pos(s, row0, n_rows);
+    if (next_pos >= 0 && step_may_pick(s, row0))
+        return greedy_in_step(s, row0, next_pos, tokens, logprobs, err);
     for (int r0 = 0; r0 < n_rows; r0 += SH_GEMV_MAX_ROWS) {
         int n = n_rows - r0 < SH_GEMV_MAX_ROWS ? n_rows - r0 : SH_GEMV_MAX_ROWS;
         pass_pick pick = {s->host_masks + r0, s->pick + r0, next_pos >= 0 ? s->io : NULL, next_pos};
@@ -1710,6 +1761,8 @@ static void speculated(const sh_gpu_state *s, long *taken, long *wasted) {
 }
 
 static long screened(const sh_gpu_state *s) { return s->n_screened; }
+
+static long step_picks(const sh_gpu_state *s) { return s->n_step_picks; }
 
 /* ------------------------------------------------------ devices, probe */
 
@@ -1802,6 +1855,7 @@ static const sh_gpu_api api = {
     .broadcast = broadcast,
     .speculated = speculated,
     .screened = screened,
+    .step_picks = step_picks,
 };
 
 __attribute__((visibility("default"))) const sh_gpu_api *shruti_gpu_backend_v2(void) { return &api; }

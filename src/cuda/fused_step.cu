@@ -32,8 +32,9 @@
  * block one column block's rows, my_fc2_rows). Given a logits buffer (the
  * backend: tiny), the final layer norm and the logits too, the token
  * embedding's rows streamed through the ring in parts; else they and the
- * pick stay separate kernels. All blocks must be resident: launched
- * cooperatively.
+ * pick stay separate kernels, or (f.pick, float16: medium, large) the step
+ * after a greedy choice begins with it (pick_first). All blocks must be
+ * resident: launched cooperatively.
  * Two rows (ROWS, fifteenth session) share every weight slice; each has
  * its own token, caches, window, words, sums and vectors, and its own
  * half of each head's blocks (medium: 857 us a step of two rows, where
@@ -68,6 +69,7 @@
 #include <math.h>
 
 #include "cuda/kernels.h"
+#include "cuda/pick.cuh"
 #include "cuda/ptx.cuh"
 #include "cuda/warp.cuh"
 
@@ -598,6 +600,17 @@ struct work {
     void *uni;      /* attention keys and values (of the block's row) */
     u64 *cross_ready;           /* the cross-attention's keys have come (cross_issue) */
     volatile int *cross_go;     /* layers whose cross keys may come: their room is free */
+    struct pick_report *report; /* the pick's hand-over to the fetching warp */
+};
+
+/* What the compute warps tell the fetching warp of a step that begins
+ * with the pick: when the screen's rows are read (go: the ring may fill,
+ * the memory was theirs till then), and block 0's choice (ready), which
+ * that warp writes out to the host, so that the host's slow write and its
+ * fence stay off the step's chain. */
+struct pick_report {
+    volatile int go, ready;
+    chunk_acc acc;   /* the whole summary: the log-probability is made from it there */
 };
 
 /* A head's blocks a row: f.splits / ROWS (ROWS a constant: no division
@@ -719,6 +732,26 @@ static __device__ void cross_issue(int &crossed, const sh_fused_step &f, const w
     }
 }
 
+/* Block 0's fetching warp writes the pick's choice out once the compute
+ * warps have it (pick_report): the log-probability, then the token the
+ * host polls, then next_io. True once written. */
+static __device__ bool pick_report_out(const sh_fused_step &f, const work &W) {
+    if (!__shfl_sync(0xffffffffu, W.report->ready, 0)) return false;
+    if (threadIdx.x % WARP == 0) {
+        volatile sh_pick_result *r = f.pick.result;
+        int token;
+        double logprob;
+        pick_decide(as_pick_acc(W.report->acc), f.pick.mask.ts_begin, &token, &logprob);
+        r->logprob = logprob;
+        __threadfence_system();
+        r->token = token;
+        if (f.pick.next_io) f.pick.next_io[0] = f.pick.next_pos, f.pick.next_io[1] = token;
+        __threadfence_system();
+    }
+    __syncwarp();
+    return true;
+}
+
 template <int KIND, int RS, int ROWS>
 static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1,
                                     const work &W, const head_part &P) {
@@ -731,6 +764,15 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
      * out of L2, they leave the layers' there for the next step (H200, 60 s
      * of audio: tiny 37.2 / 38.3 -> 34.9 / 34.2 ms, its int8 40.4 -> 37.5) */
     const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
+    /* a step that begins with the pick: the memory is the screen's rows'
+     * till they are read; block 0 then writes the choice out */
+    const bool pick = KIND == SH_GW_F16 && ROWS == 1 && f.pick.q;
+    bool reported = !pick || blockIdx.x != 0;
+    for (; pick && !__shfl_sync(0xffffffffu, W.report->go, 0); spins++) {
+        if (spins > (1u << 26)) __trap();
+        __nanosleep(32);
+    }
+    spins = 0;
     for (int j = 0; j < R.total; j++) {
         slice sl = slice_at<KIND, RS, ROWS>(f, j, v0, v1);
         const u64 pol = j < n_layer_slices ? layers : vocab;
@@ -760,6 +802,7 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
             if (j - c < FS_SLOTS - (sl.pair != 0) && end - tail <= R.size) break;
             if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
             cross_issue(crossed, f, W, P);
+            if (!reported) reported = pick_report_out(f, W);
             __nanosleep(32);
         }
         int slot = j % FS_SLOTS;
@@ -775,11 +818,13 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
         }
         __syncwarp();
         cross_issue(crossed, f, W, P);
+        if (!reported) reported = pick_report_out(f, W);
     }
-    /* every slice placed: the last layers' cross keys */
-    for (spins = 0; crossed < f.n_layer; spins++) {
+    /* every slice placed: the last layers' cross keys (and the choice) */
+    for (spins = 0; crossed < f.n_layer || !reported; spins++) {
         if (spins > (1u << 26)) __trap();
         cross_issue(crossed, f, W, P);
+        if (!reported) reported = pick_report_out(f, W);
         __nanosleep(64);
     }
 }
@@ -1194,9 +1239,229 @@ static __host__ __device__ size_t parts_offset(const sh_fused_step &f) {
 static __host__ __device__ size_t cross_offset(const sh_fused_step &f) {
     return (parts_offset(f) + 2 * sizeof(head_part) + 7) / 8 * 8;   /* cross_ready, cross_go */
 }
+static __host__ __device__ size_t report_offset(const sh_fused_step &f) {
+    return cross_offset(f) + 16;
+}
 static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
-    size_t at = cross_offset(f) + 16;
+    size_t at = report_offset(f) + sizeof(pick_report);
     return (at + 127) / 128 * 128;
+}
+
+/* ------------------------------------------- the pick of the step before */
+
+/* A step of one row can begin with the greedy pick of the step before
+ * (f.pick: float16, the logit screen), as kernels.cu's k_screen_pick makes
+ * it, over this grid's warps instead of a kernel of its own, which cost
+ * its launch, its ramp and its last block's merge between two steps. Each
+ * block sums up its warps' rows (text rows a lane each, timestamp rows
+ * exactly; the rows the screen's bound cannot rule out computed again from
+ * the half rows) and hands its summary on as words; every block merges all
+ * of them in one order, so every block steps the same token. The fetching
+ * warp waits with the ring till the rows are read (the memory is theirs),
+ * then writes block 0's choice out to the host off the step's chain.
+ * H200, medium: the pick in the step ~26 us (bench_fused_step), where the
+ * pick's kernel and the gaps around it took ~32; a greedy step 0.499 ->
+ * 0.488 ms. */
+#define PICK_CHUNKS 5   /* a lane's chunks of a row: rows up to 1280 wide (large) */
+#define PICK_AHEAD 2    /* screen rows in flight a warp */
+#define PICK_WORDS 6    /* a block's summary: chunk_acc's six values */
+#define PICK_MAX_GRID FS_THREADS   /* a compute thread a block's summary (pick_merge) */
+
+/* The pick's room in shared memory: W.uni, free until the first layer's
+ * keys are copied into it. */
+struct pick_room {
+    int n_again;
+    int again_row[FS_THREADS];   /* a block's rows to compute again (a lane a row) */
+    float again_value[FS_THREADS];
+};
+
+/* The blocks' summaries, after the sums in f.ll. */
+static __device__ u64 *pick_words(const sh_fused_step &f) {
+    return f.ll + (size_t)f.n_layer * (words_per_layer(f.d, f.n_head, f.splits, f.rows) +
+                                       2 * SUM_WORDS(f.d, f.rows));
+}
+
+/* (value, index) of the larger over the warp, ties to the lower index:
+ * every lane gets the same. */
+static __device__ __forceinline__ void warp_argmax(float &v, int &i) {
+    for (int o = WARP / 2; o > 0; o >>= 1)
+        arg_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+}
+
+/* The block's summary of what each compute thread holds of each kind
+ * (text 0, timestamps 1): a best value b (-inf: none), its token i and
+ * the sum s of exp(x - b) of its logits. The maxima first, then each
+ * thread's sum rescaled to them and added: one exponential a thread where
+ * merging running summaries took one a merge (H200, medium: ~1.2 us a
+ * warp's five). Every thread gets the same bits; two barriers, and red
+ * (96 floats) free again only after the next. */
+static __device__ chunk_acc block_summarise(const float (&b)[2], const int (&i)[2],
+                                            const float (&s)[2], float *red) {
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = FS_THREADS / WARP;
+    chunk_acc c;
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+        float v = b[k];
+        int at = i[k];
+        warp_argmax(v, at);
+        if (lane == 0) red[32 * k + warp] = v, red[32 * k + 16 + warp] = __int_as_float(at);
+    }
+    SYNC();
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+        c.best_v[k] = -INFINITY, c.best_i[k] = INT_MAX;
+        for (int w = 0; w < nw; w++)
+            arg_merge(c.best_v[k], c.best_i[k], red[32 * k + w], __float_as_int(red[32 * k + 16 + w]));
+    }
+    float e[2];
+#pragma unroll
+    for (int k = 0; k < 2; k++) e[k] = b[k] == -INFINITY ? 0.0f : s[k] * expf(b[k] - c.best_v[k]);
+    block_sums<2>(e, red + 64);
+    c.s[0] = e[0], c.s[1] = e[1];
+    return c;
+}
+
+/* Every block's summary (its words in W.sc after the poll: best values,
+ * tokens, sums) merged in one order, so that every block gets the same
+ * bits; the token, and block 0's summary to its fetching warp (the
+ * log-probability and the host's copy are made there). */
+template <bool TRACED>
+static __device__ int pick_merge(const sh_fused_step &f, const work &W, pick_room *room,
+                                 unsigned epoch) {
+    const int tid = threadIdx.x, G = gridDim.x;
+    ll_poll<2>(pick_words(f), PICK_WORDS * G, epoch, W.sc);
+    SYNC();
+    TRACE(f, f.n_layer, 6);
+    float b[2] = {-INFINITY, -INFINITY}, s[2] = {0.0f, 0.0f};
+    int i[2] = {INT_MAX, INT_MAX};
+    if (tid < G)
+        for (int k = 0; k < 2; k++) {
+            const float *w = W.sc + PICK_WORDS * tid;
+            b[k] = w[k], i[k] = __float_as_int(w[2 + k]), s[k] = w[4 + k];
+        }
+    chunk_acc c = block_summarise(b, i, s, W.red);
+    const int token = pick_token(as_pick_acc(c), f.pick.mask.ts_begin);
+    if (blockIdx.x == 0 && tid == 0) {
+        W.report->acc = c;
+        __threadfence_block();
+        W.report->ready = 1;
+    }
+    TRACE(f, f.n_layer, 7);
+    return token;
+}
+
+/* The pick's input, x (this thread's elements of f.pick.x, loaded
+ * first: the screen's rows queue behind them), through its final layer
+ * norm when given, into W.xs; then quantized per 32 (xq, xsc: the rest of
+ * xs). */
+static __device__ void pick_input(const sh_fused_step &f, const work &W, const float (&x)[3],
+                                  const ln_params &ln, int8_t *xq, float *xsc, float *x_norm,
+                                  float *q_err) {
+    const int d = f.d;
+    float *to = f.pick.ln_g ? W.x : W.xs;
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int i = threadIdx.x + k * FS_THREADS;
+        if (i < d) to[i] = x[k];
+    }
+    SYNC();
+    if (f.pick.ln_g) layer_norm<1>(W.x, d, ln, W.xs, W.red);
+    quantize_x(W.xs, d, xq, xsc, W.red, x_norm, q_err, FS_THREADS / WARP, [] { SYNC(); });
+    SYNC();
+}
+
+/* The pick (f.pick) over this grid: k_screen_pick's rows, a lane a text
+ * row (first + lane * warps of the warp's), its summary handed on. */
+template <bool TRACED>
+static __device__ int pick_first(const sh_fused_step &f, const work &W, unsigned epoch) {
+    TRACE(f, f.n_layer, 0);
+    const sh_step_pick &pk = f.pick;
+    const sh_pick_mask &mk = pk.mask;
+    const int d = f.d, n_out = f.n_vocab, tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
+    const int nw = FS_THREADS / WARP, warps = gridDim.x * nw, first = blockIdx.x * nw + warp;
+    const int text = mk.ts_begin >= 0 && mk.ts_begin < n_out ? mk.ts_begin : n_out;
+    const int8_t *q = (const int8_t *)pk.q;
+    const __half *qs = (const __half *)pk.qs;
+    pick_room *room = (pick_room *)W.uni;
+    int8_t *xq = (int8_t *)(W.xs + 2 * d);
+    float *xsc = W.xs + 3 * d;
+    /* x first, then every load that does not need it */
+    float x[3];
+#pragma unroll
+    for (int k = 0; k < 3; k++) x[k] = tid + k * FS_THREADS < d ? pk.x[tid + k * FS_THREADS] : 0.0f;
+    ln_params ln = {};
+    if (pk.ln_g) ln = ln_fetch(pk.ln_g, pk.ln_b, d);
+    const int mine = first + lane * warps, mine_ts = text + mine;
+    const bool has = mine < text, has_ts = mine_ts < n_out;
+    const float2 bd = has ? ((const float2 *)pk.bounds)[mine] : make_float2(0.0f, 0.0f);
+    const unsigned banned_word = has ? __ldg(&pk.banned[mine / 32]) : 0u;
+    const unsigned banned_ts = has_ts ? __ldg(&pk.banned[mine_ts / 32]) : 0u;
+    uint4 ts_row[PICK_CHUNKS][2];
+    load_chunks<SH_GW_F16, PICK_CHUNKS>(f.tok_emb, NULL, n_out, d, text + first, ts_row);
+    if (tid == 0) room->n_again = 0;   /* ordered by pick_input's barriers */
+    float x_norm, q_err;
+    pick_input(f, W, x, ln, xq, xsc, &x_norm, &q_err);
+    TRACE(f, f.n_layer, 1);
+    screen_row<PICK_CHUNKS> rows[PICK_AHEAD];
+#pragma unroll
+    for (int i = 0; i < PICK_AHEAD; i++) screen_load(q, qs, text, d, first + i * warps, rows[i]);
+    const float *xs = W.xs;
+    float v = -INFINITY, v_ts = -INFINITY;
+    int j = 0;
+    for (int o = text + first; o < n_out; o += warps, j++) {
+        if (j > 0) load_chunks<SH_GW_F16, PICK_CHUNKS>(f.tok_emb, NULL, n_out, d, o, ts_row);
+        float acc = exact_dot<PICK_CHUNKS>(ts_row, xs, d);
+        if (j == lane) v_ts = acc;
+    }
+    TRACE(f, f.n_layer, 2);
+    for (int j0 = 0; first + j0 * warps < text; j0 += PICK_AHEAD) {
+#pragma unroll
+        for (int i = 0; i < PICK_AHEAD; i++) {
+            const int o = first + (j0 + i) * warps;
+            if (o >= text) break;
+            float acc = screen_dot(rows[i], xq, xsc, d);
+            screen_load(q, qs, text, d, o + PICK_AHEAD * warps, rows[i]);
+            if (j0 + i == lane) v = acc;
+        }
+    }
+    TRACE(f, f.n_layer, 3);
+    /* the rows the block's best lower bound keeps, computed again */
+    const bool out = !has || suppressed(banned_word, mine, mk);
+    const float bound = x_norm * bd.x + (q_err + SCREEN_ROUNDING * (2.0f * x_norm + q_err)) * bd.y;
+    const float warp_lower = warp_max(out ? -INFINITY : v - bound);
+    for (unsigned left = __ballot_sync(0xffffffffu, !out && v + bound >= warp_lower); left;
+         left &= left - 1) {
+        const char *row = (const char *)f.tok_emb + (size_t)(first + (__ffs(left) - 1) * warps) * d * 2;
+        for (int at = lane * 128; at < d * 2; at += WARP * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + at));
+    }
+    if (lane == 0) W.red[WARP + warp] = warp_lower;
+    SYNC();
+    if (tid == 0) W.report->go = 1;   /* the rows are read: the ring may fill */
+    const float lower = max15(W.red + WARP);
+    const bool again = !out && v + bound >= lower;
+    int slot = -1;
+    if (again) slot = atomicAdd(&room->n_again, 1), room->again_row[slot] = mine;
+    SYNC();
+    for (int c = warp; c < room->n_again; c += nw) {
+        float exact = exact_logit<PICK_CHUNKS>(f.tok_emb, n_out, d, room->again_row[c], xs);
+        if (lane == 0) room->again_value[c] = exact;
+    }
+    SYNC();
+    TRACE(f, f.n_layer, 4);
+    if (slot >= 0) v = room->again_value[slot];
+    /* the block's summary, handed on: lane k of warp 0 word k */
+    const bool ts_in = has_ts && !suppressed(banned_ts, mine_ts, mk) && v_ts != -INFINITY;
+    const float b[2] = {out ? -INFINITY : v, ts_in ? v_ts : -INFINITY}, one[2] = {1.0f, 1.0f};
+    const int at[2] = {mine, mine_ts};
+    chunk_acc c = block_summarise(b, at, one, W.red);
+    if (tid < PICK_WORDS) {
+        const float words[PICK_WORDS] = {c.best_v[0], c.best_v[1], __int_as_float(c.best_i[0]),
+                                         __int_as_float(c.best_i[1]), c.s[0], c.s[1]};
+        ll_store(pick_words(f) + PICK_WORDS * blockIdx.x + tid, epoch, words[tid]);
+    }
+    TRACE(f, f.n_layer, 5);
+    return pick_merge<TRACED>(f, W, room, epoch);
 }
 
 /* RS: rows dealt in units of 1 << RS (sh_fused_step.row_shift), a
@@ -1226,14 +1491,17 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     const int n_parts = logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
     R.total = f.n_layer * LAYER_SLICES + n_parts;
     const unsigned epoch = *f.epoch;
-    const int pos = *f.pos0;
+    const bool pick = KIND == SH_GW_F16 && ROWS == 1 && f.pick.q;
+    const int pos = pick ? f.pick.next_pos : *f.pos0;
     head_part *parts = (head_part *)(smem + parts_offset(f));   /* self-, cross-attention */
     W.cross_ready = (u64 *)(smem + cross_offset(f));
     W.cross_go = (volatile int *)(W.cross_ready + 1);
+    W.report = (pick_report *)(smem + report_offset(f));
     if (tid == 0) {
         for (int s = 0; s < FS_SLOTS; s++) mbar_init(&R.mbar[s]);
         mbar_init(W.cross_ready, WARP);   /* the fetching warp's lanes (cross_issue) */
         *W.cross_go = 0;
+        W.report->go = W.report->ready = 0;
         *R.consumed = 0;
         parts[0] = head_part_of<ROWS>(f, pos + 1);
     }
@@ -1251,9 +1519,10 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         for (long i = (long)blockIdx.x * FS_THREADS + tid; i < n; i += (long)gridDim.x * FS_THREADS)
             next[i] = 0;
     }
+    const int picked = pick ? pick_first<TRACED>(f, W, epoch) : 0;
     /* the embedding, every block all of it, row by row */
     for (int q = 0; q < ROWS; q++) {
-        const int token = f.token[q];
+        const int token = pick ? picked : f.token[q];
         for (int i = tid; i < d; i += FS_THREADS) {
             size_t at = (size_t)token * d + i;
             float e = KIND == SH_GW_F16 ? __half2float(((const __half *)f.tok_emb)[at])
@@ -1375,7 +1644,18 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
 /* ------------------------------------------------------------ the host */
 
 extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits, int rows) {
-    return (long)n_layer * (words_per_layer(d, n_head, splits, rows) + 2 * SUM_WORDS(d, rows));
+    return (long)n_layer * (words_per_layer(d, n_head, splits, rows) + 2 * SUM_WORDS(d, rows)) +
+           PICK_WORDS * PICK_MAX_GRID;
+}
+
+extern "C" int sh_fused_can_pick(const sh_fused_step *f, int n_vocab) {
+    long warps = (long)f->grid * (FS_THREADS / WARP);
+    /* a lane a text row and a timestamp row; the summaries in sc; the
+     * room in uni; rows of at most PICK_CHUNKS chunks */
+    return f->rows == 1 && f->kind == SH_GW_F16 && !f->logits && f->grid <= PICK_MAX_GRID &&
+           warps * WARP >= n_vocab && f->sc_floats >= PICK_WORDS * f->grid &&
+           f->uni_bytes >= (int)sizeof(pick_room) && f->d <= PICK_CHUNKS * WARP * 8 &&
+           f->d % 32 == 0;
 }
 
 /* The kernel for the rows, with the trace's stamps or without. */

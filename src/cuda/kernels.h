@@ -226,6 +226,25 @@ typedef struct {
     const void *cross_k, *cross_v;    /* this layer's window 0, half (n_audio, d) */
 } sh_fused_layer;
 
+/* The greedy pick a fused step of one row can begin with (float16 with
+ * the logit screen): the choice from the step before's row x, as
+ * sh_k_screen_pick makes it, which the step then runs on (the pick and the
+ * step one kernel). Block 0 writes the choice to result (the
+ * log-probability, then the token: the host polls the token, -1 until
+ * then) and to next_io as the pick's kernel does. */
+typedef struct {
+    const void *q;                    /* NULL: no pick; else the screen's int8 rows (n_vocab, d) */
+    const uint16_t *qs;               /* their half scales, one per 32 */
+    const float *bounds;              /* two floats a row (sh_k_screen_build) */
+    const float *x;                   /* the row chosen from (d floats) */
+    const float *ln_g, *ln_b;         /* its final layer norm, or NULL: x is normed */
+    const unsigned *banned;           /* the suppressed tokens' bitmap */
+    sh_pick_mask mask;
+    sh_pick_result *result;
+    int *next_io;
+    int next_pos;                     /* the step's position */
+} sh_step_pick;
+
 typedef struct {
     int n_layer, d, n_head, n_ctx, n_audio;
     int kind;                         /* the weights: SH_GW_F16, or SH_GW_I8 (d % 128 == 0) */
@@ -242,6 +261,7 @@ typedef struct {
     float *logits;
     const float *ln_g, *ln_b;
     int n_vocab;
+    sh_step_pick pick;                /* pick.q NULL, or the step begins with that pick */
     unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench: a
                                          second build of the kernel, stamps and all) */
     int grid;   /* blocks: 0 for one an SM; fewer plans as on a part with that many SMs */
@@ -264,6 +284,9 @@ typedef struct {
 int sh_fused_plan(int device, sh_fused_step *f);
 long sh_fused_ll_words(int n_layer, int d, int n_head, int splits, int rows);
 void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f);
+/* Whether planned step f (one row) can begin with the greedy pick of a
+ * vocabulary of n_vocab (a lane of its warps a text row). */
+int sh_fused_can_pick(const sh_fused_step *f, int n_vocab);
 
 /* The probe: out[i] = i * 3 + 1 for i < n. */
 void sh_k_probe(cudaStream_t s, int *out, int n);

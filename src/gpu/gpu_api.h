@@ -96,6 +96,8 @@ typedef struct {
     void (*speculated)(const sh_gpu_state *s, long *taken, long *wasted);
     /* Greedy choices made through the token embedding's int8 screen. */
     long (*screened)(const sh_gpu_state *s);
+    /* Of those, the ones made at the start of the step run ahead after them. */
+    long (*step_picks)(const sh_gpu_state *s);
 } sh_gpu_api;
 
 typedef const sh_gpu_api *(*sh_gpu_entry_fn)(void);
