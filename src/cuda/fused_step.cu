@@ -1263,7 +1263,7 @@ static __host__ __device__ size_t ring_offset(const sh_fused_step &f) {
  * pick's kernel and the gaps around it took ~32; a greedy step 0.499 ->
  * 0.488 ms. */
 #define PICK_CHUNKS 5   /* a lane's chunks of a row: rows up to 1280 wide (large) */
-#define PICK_AHEAD 2    /* screen rows in flight a warp */
+#define PICK_AHEAD 3    /* screen rows in flight a warp (H200, medium 60 s: 2 157.5, 3 157.2 ms) */
 #define PICK_WORDS 6    /* a block's summary: chunk_acc's six values */
 #define PICK_MAX_GRID FS_THREADS   /* a compute thread a block's summary (pick_merge) */
 
