@@ -1406,35 +1406,16 @@ static __device__ int pick_first(const sh_fused_step &f, const work &W, unsigned
 #pragma unroll
     for (int i = 0; i < PICK_AHEAD; i++) screen_load(q, qs, text, d, first + i * warps, rows[i]);
     const float *xs = W.xs;
-    float v = -INFINITY, v_ts = -INFINITY;
-    int j = 0;
-    for (int o = text + first; o < n_out; o += warps, j++) {
-        if (j > 0) load_chunks<SH_GW_F16, PICK_CHUNKS>(f.tok_emb, NULL, n_out, d, o, ts_row);
-        float acc = exact_dot<PICK_CHUNKS>(ts_row, xs, d);
-        if (j == lane) v_ts = acc;
-    }
+    const float v_ts = screen_ts_rows<PICK_CHUNKS>(f.tok_emb, n_out, d, text, first, warps, ts_row, xs);
     TRACE(f, f.n_layer, 2);
-    for (int j0 = 0; first + j0 * warps < text; j0 += PICK_AHEAD) {
-#pragma unroll
-        for (int i = 0; i < PICK_AHEAD; i++) {
-            const int o = first + (j0 + i) * warps;
-            if (o >= text) break;
-            float acc = screen_dot(rows[i], xq, xsc, d);
-            screen_load(q, qs, text, d, o + PICK_AHEAD * warps, rows[i]);
-            if (j0 + i == lane) v = acc;
-        }
-    }
+    float v = screen_text_rows(q, qs, text, d, first, warps, rows, xq, xsc);
     TRACE(f, f.n_layer, 3);
     /* the rows the block's best lower bound keeps, computed again */
     const bool out = !has || suppressed(banned_word, mine, mk);
-    const float bound = x_norm * bd.x + (q_err + SCREEN_ROUNDING * (2.0f * x_norm + q_err)) * bd.y;
+    const float bound = screen_bound(x_norm, q_err, bd);
     const float warp_lower = warp_max(out ? -INFINITY : v - bound);
-    for (unsigned left = __ballot_sync(0xffffffffu, !out && v + bound >= warp_lower); left;
-         left &= left - 1) {
-        const char *row = (const char *)f.tok_emb + (size_t)(first + (__ffs(left) - 1) * warps) * d * 2;
-        for (int at = lane * 128; at < d * 2; at += WARP * 128)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + at));
-    }
+    screen_prefetch_rows(f.tok_emb, d, first, warps,
+                         __ballot_sync(0xffffffffu, !out && v + bound >= warp_lower));
     if (lane == 0) W.red[WARP + warp] = warp_lower;
     SYNC();
     if (tid == 0) W.report->go = 1;   /* the rows are read: the ring may fill */

@@ -1488,8 +1488,9 @@ __global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pic
     const sh_pick_mask &mk = pk.mask;
     const int text = mk.ts_begin >= 0 && mk.ts_begin < n_out ? mk.ts_begin : n_out;
     screen_row<CHUNKS> rows[SCREEN_AHEAD];
+    const int8_t *q8 = (const int8_t *)q;
 #pragma unroll
-    for (int i = 0; i < SCREEN_AHEAD; i++) screen_load((const int8_t *)q, qs, text, n_in, first + i * warps, rows[i]);
+    for (int i = 0; i < SCREEN_AHEAD; i++) screen_load(q8, qs, text, n_in, first + i * warps, rows[i]);
     /* this lane's rows and what it needs of them, before the wait */
     const int mine = first + lane * warps, mine_ts = text + mine;
     const bool has = mine < text, has_ts = mine_ts < n_out;
@@ -1507,36 +1508,15 @@ __global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pic
     quantize_x(xs, n_in, xq, xsc, red, &x_norm, &q_err, (int)(blockDim.x / WARP),
                [] { __syncthreads(); });
     __syncthreads();
-    float v = -INFINITY, v_ts = -INFINITY;
-    int j = 0;
-    for (int o = text + first; o < n_out; o += warps, j++) {
-        if (j > 0) load_chunks<SH_GW_F16, CHUNKS>(w, NULL, n_out, n_in, o, ts_row);   /* more rows than warps */
-        float acc = exact_dot<CHUNKS>(ts_row, xs, n_in);
-        if (j == lane) v_ts = acc;
-    }
-    /* SCREEN_AHEAD rows in flight a warp: its few rows (~16) each wait a
-     * whole memory latency otherwise */
-    for (int j0 = 0; first + j0 * warps < text; j0 += SCREEN_AHEAD) {
-#pragma unroll
-        for (int i = 0; i < SCREEN_AHEAD; i++) {
-            const int o = first + (j0 + i) * warps;
-            if (o >= text) break;
-            float acc = screen_dot(rows[i], xq, xsc, n_in);
-            screen_load((const int8_t *)q, qs, text, n_in, o + SCREEN_AHEAD * warps, rows[i]);
-            if (j0 + i == lane) v = acc;
-        }
-    }
+    const float v_ts = screen_ts_rows<CHUNKS>(w, n_out, n_in, text, first, warps, ts_row, xs);
+    float v = screen_text_rows(q8, qs, text, n_in, first, warps, rows, xq, xsc);
     const bool out = !has || suppressed(banned_word, mine, mk);
-    const float bound = x_norm * bd.x + (q_err + SCREEN_ROUNDING * (2.0f * x_norm + q_err)) * bd.y;
+    const float bound = screen_bound(x_norm, q_err, bd);
     /* the rows the warp's own best lower bound keeps (a superset of those
      * the block's will) on their way into L2 while the block agrees */
     const float warp_lower = warp_max(out ? -INFINITY : v - bound);
-    for (unsigned left = __ballot_sync(0xffffffffu, !out && v + bound >= warp_lower); left;
-         left &= left - 1) {
-        const char *row = (const char *)w + (size_t)(first + (__ffs(left) - 1) * warps) * n_in * 2;
-        for (int at = lane * 128; at < n_in * 2; at += WARP * 128)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + at));
-    }
+    screen_prefetch_rows(w, n_in, first, warps,
+                         __ballot_sync(0xffffffffu, !out && v + bound >= warp_lower));
     const float lower = block_max(out ? -INFINITY : v - bound, red);
     const bool again = !out && v + bound >= lower;
     /* the block's rows to compute again, dealt over its warps (most

@@ -256,6 +256,66 @@ static __device__ __forceinline__ float exact_logit(const void *w, int n_out, in
     return exact_dot<CHUNKS>(raw, xs, n_in);
 }
 
+/* The warp's timestamp rows' exact logits: rows text + first + j * warps
+ * below n_out, row j's in lane j (ts_row holds the first's chunks, loaded
+ * early; a grid with more such rows than warps loads the others here). */
+template <int CHUNKS>
+static __device__ float screen_ts_rows(const void *w, int n_out, int n_in, int text, int first,
+                                       int warps, uint4 (*ts_row)[2], const float *xs) {
+    const int lane = threadIdx.x % WARP;
+    float v_ts = -INFINITY;
+    int j = 0;
+    for (int o = text + first; o < n_out; o += warps, j++) {
+        if (j > 0) load_chunks<SH_GW_F16, CHUNKS>(w, NULL, n_out, n_in, o, ts_row);
+        float acc = exact_dot<CHUNKS>(ts_row, xs, n_in);
+        if (j == lane) v_ts = acc;
+    }
+    return v_ts;
+}
+
+/* The warp's text rows' screened logits x'.w': rows first + j * warps
+ * below text, row j's in lane j. AHEAD rows in flight (rows holds the
+ * first AHEAD, loaded early): the warp's few rows (~16-27) would each
+ * wait a whole memory latency otherwise. */
+template <int CHUNKS, int AHEAD>
+static __device__ float screen_text_rows(const int8_t *q, const __half *qs, int text, int n_in,
+                                         int first, int warps, screen_row<CHUNKS> (&rows)[AHEAD],
+                                         const int8_t *xq, const float *xsc) {
+    const int lane = threadIdx.x % WARP;
+    float v = -INFINITY;
+    for (int j0 = 0; first + j0 * warps < text; j0 += AHEAD) {
+#pragma unroll
+        for (int i = 0; i < AHEAD; i++) {
+            const int o = first + (j0 + i) * warps;
+            if (o >= text) break;
+            float acc = screen_dot(rows[i], xq, xsc, n_in);
+            screen_load(q, qs, text, n_in, o + AHEAD * warps, rows[i]);
+            if (j0 + i == lane) v = acc;
+        }
+    }
+    return v;
+}
+
+/* How far a row's screened logit may be from its exact one: |x| |w - w'|
+ * + |x - x'| |w'| and the rounding margin (bd: the row's bounds as
+ * k_screen_build made them; x_norm, q_err: quantize_x's). */
+static __device__ __forceinline__ float screen_bound(float x_norm, float q_err, float2 bd) {
+    return x_norm * bd.x + (q_err + SCREEN_ROUNDING * (2.0f * x_norm + q_err)) * bd.y;
+}
+
+/* The half rows of the lanes in keep (rows first + lane * warps) on their
+ * way into L2: their exact logits come next, after the block agrees on
+ * its lower bound. */
+static __device__ void screen_prefetch_rows(const void *w, int n_in, int first, int warps,
+                                            unsigned keep) {
+    const int lane = threadIdx.x % WARP;
+    for (; keep; keep &= keep - 1) {
+        const char *row = (const char *)w + (size_t)(first + (__ffs(keep) - 1) * warps) * n_in * 2;
+        for (int at = lane * 128; at < n_in * 2; at += WARP * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + at));
+    }
+}
+
 /* x (xs, n_in floats) as int8 with a float scale per 32 (xq, xsc), each
  * of n_warps warps a block of 32 at a time; every thread gets |x| and
  * |x - x'|, rounded up. sync: a barrier of those warps. */
