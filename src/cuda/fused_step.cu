@@ -1326,8 +1326,7 @@ static __device__ chunk_acc block_summarise(const float (&b)[2], const int (&i)[
  * bits; the token, and block 0's summary to its fetching warp (the
  * log-probability and the host's copy are made there). */
 template <bool TRACED>
-static __device__ int pick_merge(const sh_fused_step &f, const work &W, pick_room *room,
-                                 unsigned epoch) {
+static __device__ int pick_merge(const sh_fused_step &f, const work &W, unsigned epoch) {
     const int tid = threadIdx.x, G = gridDim.x;
     ll_poll<2>(pick_words(f), PICK_WORDS * G, epoch, W.sc);
     SYNC();
@@ -1431,7 +1430,7 @@ static __device__ int pick_first(const sh_fused_step &f, const work &W, unsigned
     SYNC();
     TRACE(f, f.n_layer, 4);
     if (slot >= 0) v = room->again_value[slot];
-    /* the block's summary, handed on: lane k of warp 0 word k */
+    /* the block's summary, handed on: thread k word k */
     const bool ts_in = has_ts && !suppressed(banned_ts, mine_ts, mk) && v_ts != -INFINITY;
     const float b[2] = {out ? -INFINITY : v, ts_in ? v_ts : -INFINITY}, one[2] = {1.0f, 1.0f};
     const int at[2] = {mine, mine_ts};
@@ -1442,7 +1441,7 @@ static __device__ int pick_first(const sh_fused_step &f, const work &W, unsigned
         ll_store(pick_words(f) + PICK_WORDS * blockIdx.x + tid, epoch, words[tid]);
     }
     TRACE(f, f.n_layer, 5);
-    return pick_merge<TRACED>(f, W, room, epoch);
+    return pick_merge<TRACED>(f, W, epoch);
 }
 
 /* RS: rows dealt in units of 1 << RS (sh_fused_step.row_shift), a
