@@ -573,6 +573,67 @@ static void check_screen(void) {
     shruti_model_free(m);
 }
 
+/* The pick made by the step after it (fused_step.cu's pick_first) on the
+ * screen's hardest case, as check_screen's but in base's shape (the
+ * smallest whose one-row step leaves the logits to the pick): an
+ * embedding of 5 rows repeated, exactly and a last bit apart, so that
+ * thousands of rows tie within their bounds across every block. 120
+ * greedy steps fed back, the masks taking each branch in turn, against a
+ * state whose choices the pick's kernel makes (SHRUTI_CUDA_PICK_IN_STEP=0;
+ * check_screen holds it to every logit's): the same tokens, ties to the
+ * lower id; log-probabilities within 1e-2 (check_screen's bound: the
+ * normalizer takes int8 values of rows outside the bound); and the
+ * choices made in the step. */
+static void check_step_pick_ties(void) {
+    float *mel = NULL;
+    shruti_model *m = random_model_of("base", 1, "float16", &mel);
+    if (!m) return;
+    sh_run rt[2];
+    for (int k = 0; k < 2; k++) {
+        setenv("SHRUTI_CUDA_PICK_IN_STEP", k ? "1" : "0", 1);
+        CHECK(sh_run_init(&rt[k], m, 2) == 0 && rt[k].gpu, "GPU run state: %s", rt[k].note);
+    }
+    unsetenv("SHRUTI_CUDA_PICK_IN_STEP");
+    int ts = m->sp.timestamp_begin, eot = m->sp.eot, no_ts = m->sp.no_timestamps;
+    int32_t ids[3] = {0, 1, 2};
+    sh_logit_mask masks[4] = {
+        {.ts_begin = -1},
+        {.ids = ids, .n_ids = 3, .n_ranges = 1, .ranges = {{100, 5000}}, .ts_begin = -1},
+        {.n_ranges = 1, .ranges = {{no_ts, no_ts + 1}}, .ts_begin = ts},
+        {.n_ranges = 1, .ranges = {{0, eot}}, .ts_begin = ts},
+    };
+    int prompt[4] = {50258, 50259, 50359, 50364}, tok[2] = {0, 0}, same = 0, total = 0;
+    double lp[2], worst = 0;
+    for (int k = 0; k < 2 && rt[0].gpu && rt[1].gpu; k++) {
+        CHECK(sh_encode(&rt[k], mel) == 0, "encode");
+        CHECK(sh_decoder_forward(&rt[k], prompt, 1, 4, 0) == 0, "prompt");
+        CHECK(sh_decoder_greedy(&rt[k], 3, 1, &masks[0], &tok[k], &lp[k]) == 0, "greedy");
+    }
+    for (int pos = 4; pos < 124 && rt[0].gpu && rt[1].gpu; pos++) {
+        int next = tok[0];
+        for (int k = 0; k < 2; k++) {
+            CHECK(sh_decoder_forward(&rt[k], &next, 1, 1, pos) == 0, "step at %d", pos);
+            CHECK(sh_decoder_greedy(&rt[k], 0, 1, &masks[pos % 4], &tok[k], &lp[k]) == 0,
+                  "greedy: %s", rt[k].note);
+        }
+        total++;
+        same += tok[0] == tok[1];
+        if (fabs(lp[1] - lp[0]) > worst) worst = fabs(lp[1] - lp[0]);
+    }
+    long made[2] = {rt[0].gpu ? rt[0].gpu_api->step_picks(rt[0].gpu) : 0,
+                    rt[1].gpu ? rt[1].gpu_api->step_picks(rt[1].gpu) : 0};
+    printf("pick in the step, clustered embedding (base shape): %d/%d choices as the pick "
+           "kernel's, log-probability max diff %.2g, %ld / %ld made in the step\n", same, total,
+           worst, made[0], made[1]);
+    CHECK(same == total, "the step's choices differ: %d/%d", same, total);
+    CHECK(worst < 1e-2, "the step's log-probabilities differ by %g", worst);
+    CHECK(made[0] == 0 && made[1] >= total - 1, "choices made in the step: %ld / %ld", made[0],
+          made[1]);
+    free(mel);
+    sh_run_free(&rt[0]), sh_run_free(&rt[1]);
+    shruti_model_free(m);
+}
+
 /* The fused step (fused_step.cu: compute 9.0 and later, heads 64 wide;
  * the mini models' heads are 16 wide, so a model of a real size's shape
  * with random weights: tiny for float16, base and tiny for int8_float16,
@@ -898,7 +959,7 @@ int main(int argc, char **argv) {
     }
     if (only_fused) goto fused;
     if (only_screen || only_flash) {
-        if (only_screen) check_screen();
+        if (only_screen) check_screen(), check_step_pick_ties();
         else check_flash_encoder(devs[0].cc_major);
         return t_finish("test_cuda");
     }
@@ -937,5 +998,6 @@ fused:
     check_mma_gemv(devs[0].cc_major, "int8_float16");
     check_flash_encoder(devs[0].cc_major);
     check_screen();
+    check_step_pick_ties();
     return t_finish("test_cuda");
 }
