@@ -1294,10 +1294,10 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
          * 359.6 / 361.2 (a block's ~800 KB and more of rows stream slower
          * through its ring than the GEMV kernel reads them), base even. */
         if (hp->n_text_state < 512 && rows == 1) {
-            f->logits = s->logits, f->n_vocab = hp->n_vocab;
+            f->logits = s->logits;
             f->ln_g = g->dec_ln_w, f->ln_b = g->dec_ln_b;
         }
-        f->n_ctx = hp->n_text_ctx, f->n_audio = hp->n_audio_ctx;
+        f->n_ctx = hp->n_text_ctx, f->n_audio = hp->n_audio_ctx, f->n_vocab = hp->n_vocab;
         /* SHRUTI_CUDA_FUSED_GRID: fewer blocks than SMs (tests: the slice
          * sizes of a smaller part) */
         const char *grid = getenv("SHRUTI_CUDA_FUSED_GRID");
@@ -1619,12 +1619,19 @@ static int speculation_pos(const sh_gpu_state *s, int row0, int n_rows) {
     return next;
 }
 
+/* A step of token at pos now runs ahead of the host, over the last
+ * forward's outputs (see greedy). */
+static void spec_begun(sh_gpu_state *s, int token, int pos) {
+    s->spec_live = s->stale = 1;
+    s->spec_token = token, s->spec_pos = pos;
+}
+
 /* Whether the one-row pick of row0 can be the beginning of the step
  * speculated after it (sh_step_pick): the screen's pick, the fused step
  * launched directly, a lane of its warps a vocabulary row. */
 static int step_may_pick(const sh_gpu_state *s, int row0) {
     return s->pick_in_step && s->screen_grid > 0 && one_row_direct(s) && (!s->dx_raw || row0 == 0) &&
-           sh_fused_can_pick(&s->fused[0].fs, s->g->m->hp.n_vocab);
+           sh_fused_can_pick(&s->fused[0].fs);
 }
 
 /* greedy's one-row choice made by the speculated step itself, at its
@@ -1638,7 +1645,6 @@ static int greedy_in_step(sh_gpu_state *s, int row0, int next_pos, int *token, d
     const sh_gpu_model *g = s->g;
     const int d = g->m->hp.n_text_state;
     sh_fused_step f = s->fused[0].fs;
-    f.n_vocab = g->m->hp.n_vocab;
     f.pick = (sh_step_pick){.q = g->screen.w, .qs = g->screen.scales, .bounds = g->screen_bounds,
                             .x = s->dx + (size_t)row0 * d,
                             .ln_g = s->dx_raw ? g->dec_ln_w : NULL,
@@ -1657,8 +1663,7 @@ static int greedy_in_step(sh_gpu_state *s, int row0, int next_pos, int *token, d
         if (e != cudaSuccess && e != cudaErrorNotReady) CU(e, "choosing the next token");
     }
     *token = host->token, *logprob = host->logprob;
-    s->spec_live = s->stale = 1;
-    s->spec_token = *token, s->spec_pos = next_pos;
+    spec_begun(s, *token, next_pos);
     s->n_screened++, s->n_step_picks++;
     return 0;
 }
@@ -1686,8 +1691,7 @@ static int greedy(sh_gpu_state *s, int row0, int n_rows, const sh_logit_mask *ma
         CU(cudaEventRecord(s->picked, s->stream), "choosing the next token");
         if ((r = launch_captured(s, 1, err)) < 0) return r;
         CU(cudaEventSynchronize(s->picked), "choosing the next token");
-        s->spec_live = s->stale = 1;
-        s->spec_token = host[0].token, s->spec_pos = next_pos;
+        spec_begun(s, host[0].token, next_pos);
     } else {
         CU(cudaStreamSynchronize(s->stream), "choosing the next tokens");
     }

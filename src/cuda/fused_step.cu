@@ -1628,12 +1628,12 @@ extern "C" long sh_fused_ll_words(int n_layer, int d, int n_head, int splits, in
            PICK_WORDS * PICK_MAX_GRID;
 }
 
-extern "C" int sh_fused_can_pick(const sh_fused_step *f, int n_vocab) {
+extern "C" int sh_fused_can_pick(const sh_fused_step *f) {
     long warps = (long)f->grid * (FS_THREADS / WARP);
     /* a lane a text row and a timestamp row; the summaries in sc; the
      * room in uni; rows of at most PICK_CHUNKS chunks */
     return f->rows == 1 && f->kind == SH_GW_F16 && !f->logits && f->grid <= PICK_MAX_GRID &&
-           warps * WARP >= n_vocab && f->sc_floats >= PICK_WORDS * f->grid &&
+           warps * WARP >= f->n_vocab && f->sc_floats >= PICK_WORDS * f->grid &&
            f->uni_bytes >= (int)sizeof(pick_room) && f->d <= PICK_CHUNKS * WARP * 8 &&
            f->d % 32 == 0;
 }

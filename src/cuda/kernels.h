@@ -260,7 +260,7 @@ typedef struct {
      * the logits (n_vocab floats) from tok_emb */
     float *logits;
     const float *ln_g, *ln_b;
-    int n_vocab;
+    int n_vocab;                      /* the logits' or the pick's vocabulary */
     sh_step_pick pick;                /* pick.q NULL, or the step begins with that pick */
     unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench: a
                                          second build of the kernel, stamps and all) */
@@ -284,9 +284,9 @@ typedef struct {
 int sh_fused_plan(int device, sh_fused_step *f);
 long sh_fused_ll_words(int n_layer, int d, int n_head, int splits, int rows);
 void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f);
-/* Whether planned step f (one row) can begin with the greedy pick of a
- * vocabulary of n_vocab (a lane of its warps a text row). */
-int sh_fused_can_pick(const sh_fused_step *f, int n_vocab);
+/* Whether planned step f (one row) can begin with the greedy pick of its
+ * vocabulary, f->n_vocab (a lane of its warps a text row). */
+int sh_fused_can_pick(const sh_fused_step *f);
 
 /* The probe: out[i] = i * 3 + 1 for i < n. */
 void sh_k_probe(cudaStream_t s, int *out, int n);
