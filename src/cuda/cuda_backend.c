@@ -92,8 +92,9 @@ typedef struct {
     sh_gmat fc2_blocks, o_heads, co_heads, cq_g, cq_go_heads;
     float *cq_e, *cq_g1, *cq_c;
     /* half copies of the biases cuBLASLt adds into half outputs (the
-     * encoder's qkv, the cross values; half activations only), or NULL */
-    uint16_t *qkv_b_h, *cv_b_h;
+     * encoder's qkv and fc1, the cross values; half activations only), or
+     * NULL */
+    uint16_t *qkv_b_h, *fc1_b_h, *cv_b_h;
 } gblock;
 
 struct sh_gpu_model {
@@ -109,6 +110,11 @@ struct sh_gpu_model {
     sh_gmat screen;
     float *screen_bounds;
     float *dec_pos, *dec_ln_w, *dec_ln_b;
+    /* half activations: every decoder layer's cross key weights, then
+     * every layer's value weights, d x d apart (dec[l].ck and cv point
+     * into it), and the values' half biases d apart: one batched GEMM
+     * each a window (gather_cross_weights); else NULL */
+    uint16_t *cross_w, *cross_b_h;
     void **allocs;                     /* every device allocation, for model_free */
     int n_allocs, cap_allocs;
 };
@@ -123,6 +129,16 @@ static int dev_alloc(sh_gpu_model *g, size_t bytes, void **out, char *err) {
     CU(cudaMalloc(out, bytes ? bytes : 16), "allocating model weights on the GPU");
     g->allocs[g->n_allocs++] = *out;
     return 0;
+}
+
+/* Frees one of dev_alloc's allocations before model_free. */
+static void dev_free(sh_gpu_model *g, void *p) {
+    for (int i = 0; i < g->n_allocs; i++)
+        if (g->allocs[i] == p) {
+            cudaFree(p);
+            g->allocs[i] = g->allocs[--g->n_allocs];
+            return;
+        }
 }
 
 static int upload_floats(sh_gpu_model *g, const float *src, size_t n, float **out, char *err) {
@@ -346,7 +362,10 @@ static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, 
     UP(upload_floats(g, b->fc1_b, 4 * d, &out->fc1_b, err));
     UP(upload_one(g, b->fc2_w, d, 4 * d, kind, &out->fc2, err));
     UP(upload_floats(g, b->fc2_b, d, &out->fc2_b, err));
-    if (act_kind == SH_GW_F16 && !decoder) UP(half_copy(g, out->qkv_b, 3 * (size_t)d, &out->qkv_b_h, err));
+    if (act_kind == SH_GW_F16 && !decoder) {
+        UP(half_copy(g, out->qkv_b, 3 * (size_t)d, &out->qkv_b_h, err));
+        UP(half_copy(g, out->fc1_b, 4 * (size_t)d, &out->fc1_b_h, err));
+    }
     if (act_kind == SH_GW_F16 && decoder) UP(half_copy(g, out->cv_b, d, &out->cv_b_h, err));
 #undef UP
     return 0;
@@ -490,6 +509,31 @@ static int make_screen(sh_gpu_model *g, char *err) {
     return 0;
 }
 
+/* The decoder's cross key and value weights (half) moved into one
+ * buffer, layer after layer (cross_w), and the values' half biases into
+ * another, so that a window's 2 x n_layer GEMMs over the encoder output
+ * run as two batched ones (cross_kv). */
+static int gather_cross_weights(sh_gpu_model *g, char *err) {
+    const sh_hparams *hp = &g->m->hp;
+    int L = hp->n_text_layer, d = hp->n_text_state, r;
+    size_t mat = (size_t)d * d * 2;
+    if (!g->act_half || g->dec[0].ck.kind != SH_GW_F16 || !g->dec[0].cv_b_h) return 0;
+    if ((r = dev_alloc(g, 2 * L * mat, (void **)&g->cross_w, err)) < 0 ||
+        (r = dev_alloc(g, (size_t)L * d * 2, (void **)&g->cross_b_h, err)) < 0)
+        return r;
+    for (int l = 0; l < L; l++) {
+        gblock *b = &g->dec[l];
+        char *kw = (char *)g->cross_w + l * mat, *vw = (char *)g->cross_w + (L + l) * mat;
+        CU(cudaMemcpy(kw, b->ck.w, mat, cudaMemcpyDeviceToDevice), "moving the cross weights");
+        CU(cudaMemcpy(vw, b->cv.w, mat, cudaMemcpyDeviceToDevice), "moving the cross weights");
+        CU(cudaMemcpy(g->cross_b_h + (size_t)l * d, b->cv_b_h, (size_t)d * 2, cudaMemcpyDeviceToDevice),
+           "moving the cross biases");
+        dev_free(g, b->ck.w), dev_free(g, b->cv.w);
+        b->ck.w = kw, b->cv.w = vw;
+    }
+    return 0;
+}
+
 static void model_free(sh_gpu_model *g) {
     if (!g) return;
     cudaSetDevice(g->device);
@@ -547,6 +591,7 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
         UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, &g->dec[l], err));
     UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
+    UP(gather_cross_weights(g, err));
     if (fused_may_run(g)) UP(upload_fused_copies(g, err));
     if (screen_may_run(mode, dt)) UP(make_screen(g, err));
 #undef UP
@@ -566,6 +611,9 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
  * the bias pass as before). */
 typedef struct {
     int m, n, k, half_out, accumulate, bias;   /* the shape it is for */
+    /* batch > 1: batch GEMMs, w, x, y and the bias that many strides on */
+    int batch;
+    long long w_stride, x_stride, y_stride, bias_stride;
     int ok;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
@@ -946,24 +994,42 @@ static int linear_act(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows
                 act_type(s), w->n_in, 0, beta, y, CUDA_R_32F, w->n_out, 0, 1, err);
 }
 
-/* The plan for an (m x k) x (k x n) GEMM of half operands into a half or
- * float y, NULL where cuBLASLt offers none. */
-static lt_plan *lt_plan_for(sh_gpu_state *s, int m, int n, int k, int half_out, int accumulate,
-                            int bias) {
-    for (int i = 0; i < s->n_lt_plans; i++) {
-        lt_plan *p = &s->lt_plans[i];
-        if (p->m == m && p->n == n && p->k == k && p->half_out == half_out &&
-            p->accumulate == accumulate && p->bias == bias)
-            return p->ok ? p : NULL;
-    }
+/* Whether two plans are for the same GEMM. */
+static int lt_same(const lt_plan *a, const lt_plan *b) {
+    return a->m == b->m && a->n == b->n && a->k == b->k && a->half_out == b->half_out &&
+           a->accumulate == b->accumulate && a->bias == b->bias && a->batch == b->batch &&
+           a->w_stride == b->w_stride && a->x_stride == b->x_stride && a->y_stride == b->y_stride &&
+           a->bias_stride == b->bias_stride;
+}
+
+/* A layout of a column-major rows x cols matrix of type t, batched as
+ * want says with stride between its matrices. */
+static int lt_layout(cublasLtMatrixLayout_t *out, cudaDataType t, int rows, int cols,
+                     const lt_plan *want, long long stride) {
+    if (cublasLtMatrixLayoutCreate(out, t, rows, cols, rows) != CUBLAS_STATUS_SUCCESS) return 0;
+    if (want->batch <= 1) return 1;
+    int32_t count = want->batch;
+    return cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                            sizeof count) == CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                            &stride, sizeof stride) == CUBLAS_STATUS_SUCCESS;
+}
+
+/* The plan for want's (m x k) x (k x n) GEMM(s) of half operands into a
+ * half or float y, NULL where cuBLASLt offers none. */
+static lt_plan *lt_plan_for(sh_gpu_state *s, const lt_plan *want) {
+    for (int i = 0; i < s->n_lt_plans; i++)
+        if (lt_same(&s->lt_plans[i], want)) return s->lt_plans[i].ok ? &s->lt_plans[i] : NULL;
     if (s->n_lt_plans == MAX_LT_PLANS) return NULL;
     lt_plan *p = &s->lt_plans[s->n_lt_plans++];
-    *p = (lt_plan){.m = m, .n = n, .k = k, .half_out = half_out, .accumulate = accumulate, .bias = bias};
+    *p = *want;
+    p->ok = 0, p->desc = NULL, p->a = p->b = p->d = NULL;
+    int m = want->m, n = want->n, k = want->k;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cublasLtEpilogue_t epi = want->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     /* the bias of the output's type: cuBLASLt offers no epilogue adding a
      * float bias into a half output */
-    cudaDataType out_type = half_out ? CUDA_R_16F : CUDA_R_32F, bias_type = out_type;
+    cudaDataType out_type = want->half_out ? CUDA_R_16F : CUDA_R_32F, bias_type = out_type;
     uint64_t ws = BLAS_WORKSPACE;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t found;
@@ -973,11 +1039,14 @@ static lt_plan *lt_plan_for(sh_gpu_state *s, int m, int n, int k, int half_out, 
                cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
                cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
                cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == 0 &&
-               (!bias || cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                        &bias_type, sizeof bias_type) == 0) &&
-               cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16F, k, m, k) == 0 &&
-               cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16F, k, n, k) == 0 &&
-               cublasLtMatrixLayoutCreate(&p->d, out_type, m, n, m) == 0 &&
+               (!want->bias || cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                              &bias_type, sizeof bias_type) == 0) &&
+               (!want->bias || want->batch <= 1 ||
+                cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE,
+                                               &p->bias_stride, sizeof p->bias_stride) == 0) &&
+               lt_layout(&p->a, CUDA_R_16F, k, m, want, want->w_stride) &&
+               lt_layout(&p->b, CUDA_R_16F, k, n, want, want->x_stride) &&
+               lt_layout(&p->d, out_type, m, n, want, want->y_stride) &&
                cublasLtMatmulPreferenceCreate(&pref) == 0 &&
                cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                     sizeof ws) == 0 &&
@@ -990,6 +1059,18 @@ static lt_plan *lt_plan_for(sh_gpu_state *s, int m, int n, int k, int half_out, 
     return made ? p : NULL;
 }
 
+/* Runs plan p: y = x w^T + bias (+ y), -1 where cuBLASLt refuses. */
+static int lt_run(sh_gpu_state *s, lt_plan *p, const void *w, const void *x, void *y,
+                  const void *bias) {
+    float alpha = 1.0f, beta = p->accumulate ? 1.0f : 0.0f;
+    if (bias && cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                               sizeof bias) != CUBLAS_STATUS_SUCCESS)
+        return -1;
+    cublasStatus_t st = cublasLtMatmul(s->lt, p->desc, &alpha, w, p->a, x, p->b, &beta, y, p->d, y,
+                                       p->d, &p->algo, s->blas_ws, BLAS_WORKSPACE, s->stream);
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+}
+
 /* y (rows, n_out) = x (rows, n_in) @ w^T + bias, + y when accumulating, y
  * half or float; half weights and x, the bias in cuBLASLt's epilogue. -1,
  * with nothing enqueued, where that cannot run: the caller takes the
@@ -997,23 +1078,20 @@ static lt_plan *lt_plan_for(sh_gpu_state *s, int m, int n, int k, int half_out, 
 static int lt_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *y,
                      int half_out, const void *bias, int accumulate) {
     if (!s->lt || w->kind != SH_GW_F16) return -1;
-    lt_plan *p = lt_plan_for(s, w->n_out, rows, w->n_in, half_out, accumulate, bias != NULL);
-    if (!p) return -1;
-    float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    if (bias && cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                               sizeof bias) != CUBLAS_STATUS_SUCCESS)
-        return -1;
-    cublasStatus_t st = cublasLtMatmul(s->lt, p->desc, &alpha, w->w, p->a, x, p->b, &beta, y, p->d,
-                                       y, p->d, &p->algo, s->blas_ws, BLAS_WORKSPACE, s->stream);
-    return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+    lt_plan want = {.m = w->n_out, .n = rows, .k = w->n_in, .half_out = half_out,
+                    .accumulate = accumulate, .bias = bias != NULL, .batch = 1};
+    lt_plan *p = lt_plan_for(s, &want);
+    return p ? lt_run(s, p, w->w, x, y, bias) : -1;
 }
 
 /* The encoder's linear layers: y = x w^T + bias into activations of the
  * run's type (out_act: half, or float in float32), or added to the float
  * residual; cuBLASLt with the bias in its epilogue where it can (half
  * activations only; into half activations bias_h, the bias in half), else
- * cuBLAS and a bias pass. gelu: the GEMM's float output through GELU to
- * out_act in one pass. */
+ * cuBLAS and a bias pass. gelu: GELU after the bias, on the half output
+ * in place where cuBLASLt adds bias_h (H200, medium encoder: the float
+ * output and its GELU pass were 24 + 11 us a layer), else on the float
+ * output on its way to out_act. */
 static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows, void *out_act,
                       float *residual, const float *bias, const uint16_t *bias_h, int gelu,
                       char *err) {
@@ -1024,8 +1102,10 @@ static int enc_linear(sh_gpu_state *s, const sh_gmat *w, const void *x, int rows
         if (bias) sh_k_add_bias(s->stream, residual, bias, rows, w->n_out);
         return 0;
     }
-    if (!gelu && (!bias || bias_h) && lt_linear(s, w, x, rows, out_act, 1, bias_h, 0) == 0)
+    if ((!bias || bias_h) && lt_linear(s, w, x, rows, out_act, 1, bias_h, 0) == 0) {
+        if (gelu) sh_k_gelu_half(s->stream, out_act, (long)rows * w->n_out);
         return 0;
+    }
     if (gelu && lt_linear(s, w, x, rows, s->y, 0, bias, 0) == 0) {
         sh_k_bias_act(s->stream, s->y, NULL, rows, w->n_out, 1, out_act, s->g->act_half);
         return 0;
@@ -1100,8 +1180,34 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
     }
     if ((r = enc_linear(s, &b->o, s->o, n, NULL, s->x, b->o_b, NULL, 0, err)) < 0) return r;
     sh_k_layer_norm(s->stream, s->x, n, d, b->mlp_ln_w, b->mlp_ln_b, s->h, ah);
-    if ((r = enc_linear(s, &b->fc1, s->h, n, s->big, NULL, b->fc1_b, NULL, 1, err)) < 0) return r;
+    if ((r = enc_linear(s, &b->fc1, s->h, n, s->big, NULL, b->fc1_b, b->fc1_b_h, 1, err)) < 0) return r;
     if ((r = enc_linear(s, &b->fc2, s->big, n, NULL, s->x, b->fc2_b, NULL, 0, err)) < 0) return r;
+    return 0;
+}
+
+/* Every decoder layer's cross keys (into ck) and values (cv, with their
+ * bias) from the encoder output h, as two batched GEMMs over the gathered
+ * weights (gather_cross_weights): H200, medium, 48 GEMMs of ~7.5 us and
+ * their gaps were ~0.43 ms a window. -1 where that cannot run (the
+ * caller runs them one by one). */
+static int cross_kv(sh_gpu_state *s, void *ck, void *cv) {
+    const sh_gpu_model *g = s->g;
+    const sh_hparams *hp = &g->m->hp;
+    int d = hp->n_text_state, n = hp->n_audio_ctx;
+    if (!g->cross_w || !s->lt || env_off("SHRUTI_CUDA_CROSS_BATCH")) return -1;
+    lt_plan want = {.m = d, .n = n, .k = hp->n_audio_state, .half_out = 1, .batch = hp->n_text_layer,
+                    .w_stride = (long long)d * hp->n_audio_state, .x_stride = 0,
+                    .y_stride = (long long)n * d};
+    lt_plan *keys = lt_plan_for(s, &want);
+    want.bias = 1, want.bias_stride = d;
+    lt_plan *values = lt_plan_for(s, &want);
+    if (!keys || !values) return -1;
+    const uint16_t *vw = g->cross_w + (size_t)hp->n_text_layer * d * hp->n_audio_state;
+    /* a refusal of the values after the keys ran: the caller makes both
+     * again one by one (the same keys) */
+    if (lt_run(s, keys, g->cross_w, s->h, ck, NULL) < 0 ||
+        lt_run(s, values, vw, s->h, cv, g->cross_b_h) < 0)
+        return -1;
     return 0;
 }
 
@@ -1129,11 +1235,12 @@ static int encode_window(sh_gpu_state *s, const float *mel, int slot, char *err)
     size_t layer = (size_t)n * hp->n_text_state * a;
     char *ck = (char *)s->cross_k + (size_t)slot * hp->n_text_layer * layer;
     char *cv = (char *)s->cross_v + (size_t)slot * hp->n_text_layer * layer;
-    for (int l = 0; l < hp->n_text_layer; l++) {
-        const gblock *b = &g->dec[l];
-        if ((r = enc_linear(s, &b->ck, s->h, n, ck + l * layer, NULL, NULL, NULL, 0, err)) < 0) return r;
-        if ((r = enc_linear(s, &b->cv, s->h, n, cv + l * layer, NULL, b->cv_b, b->cv_b_h, 0, err)) < 0) return r;
-    }
+    if (cross_kv(s, ck, cv) < 0)
+        for (int l = 0; l < hp->n_text_layer; l++) {
+            const gblock *b = &g->dec[l];
+            if ((r = enc_linear(s, &b->ck, s->h, n, ck + l * layer, NULL, NULL, NULL, 0, err)) < 0) return r;
+            if ((r = enc_linear(s, &b->cv, s->h, n, cv + l * layer, NULL, b->cv_b, b->cv_b_h, 0, err)) < 0) return r;
+        }
     CU(cudaGetLastError(), "running the encoder");
     /* errors of the encoder's kernels belong to this call */
     CU(cudaStreamSynchronize(s->stream), "running the encoder");

@@ -720,6 +720,33 @@ extern "C" void sh_k_bias_act(cudaStream_t s, const float *y, const float *b, in
         k_bias_act<<<blocks_for(total, 256), 256, 0, s>>>(y, b, n, total, do_gelu, out, act_half);
 }
 
+/* y = gelu(y), half, in place: 8 halves a thread where the buffer is 16-byte
+ * aligned and n a multiple of 8, else one. */
+__global__ void k_gelu_half8(__half *y, long n8) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n8) return;
+    uint4 raw = ((uint4 *)y)[i];
+    __half2 *h = (__half2 *)&raw;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __half22float2(h[k]);
+        h[k] = __floats2half2_rn(gelu(f.x), gelu(f.y));
+    }
+    ((uint4 *)y)[i] = raw;
+}
+
+__global__ void k_gelu_half(__half *y, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2half(gelu(__half2float(y[i])));
+}
+
+extern "C" void sh_k_gelu_half(cudaStream_t s, uint16_t *y, long n) {
+    if (n % 8 == 0 && (uintptr_t)y % 16 == 0)
+        k_gelu_half8<<<blocks_for(n / 8, 256), 256, 0, s>>>((__half *)y, n / 8);
+    else
+        k_gelu_half<<<blocks_for(n, 256), 256, 0, s>>>((__half *)y, n);
+}
+
 /* A warp a row, the row in registers (n a multiple of 128, at most
  * LN_MAX_QUADS x 128): the row read once instead of three times and no
  * block barriers; the same two passes (mean, then squared deviations). */

@@ -90,6 +90,8 @@ void sh_k_add_bias(cudaStream_t s, float *y, const float *b, int rows, int n);
 /* out act (rows, n) = f(y + b), f = gelu when gelu is set; b may be NULL. */
 void sh_k_bias_act(cudaStream_t s, const float *y, const float *b, int rows, int n, int gelu,
                    void *out, int act_half);
+/* y (n halves) = gelu(y), in place. */
+void sh_k_gelu_half(cudaStream_t s, uint16_t *y, long n);
 /* out (rows, n) = layer_norm(x) * g + b; out is act (act_half) or float. */
 void sh_k_layer_norm(cudaStream_t s, const float *x, int rows, int n, const float *g,
                      const float *b, void *out, int act_half);
