@@ -823,13 +823,13 @@ static void check_speculation(shruti_model *m, const float *mel, const char *wha
 }
 
 /* The tensor-core GEMV (half or int8 weights, x as hi + lo halves)
- * against the float GEMV: a tiny-shaped model with random weights, two run
+ * against the float GEMV: a model of size's shape with random weights, two run
  * states side by side (SHRUTI_CUDA_MMA=0 and =all, read when a state is
  * made), 1 to 8 rows a step (beams of one window), a 4-token prompt (its
  * rows too), every row's logits compared. */
-static void check_mma_gemv(int cc_major, const char *compute_type) {
+static void check_mma_gemv(int cc_major, const char *size, const char *compute_type) {
     float *mel;
-    shruti_model *m = random_model("tiny", compute_type, &mel);
+    shruti_model *m = random_model(size, compute_type, &mel);
     if (!m) return;
     int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * 8 * n_vocab), malloc(sizeof(float) * 8 * n_vocab)};
@@ -861,7 +861,7 @@ static void check_mma_gemv(int cc_major, const char *compute_type) {
         }
     }
     char setup[96];
-    snprintf(setup, sizeof setup, "%s, tiny shape, random weights, 1-8 rows", compute_type);
+    snprintf(setup, sizeof setup, "%s, %s shape, random weights, 1-8 rows", compute_type, size);
     check_agreement("tensor-core GEMV vs float GEMV", setup, &agree, 1e-3, cc_major >= 8);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
@@ -1010,8 +1010,11 @@ fused:
     check_fused_step(devs[0].cc_major, "base", "int8_float16", 0, 2, 1);
     check_fused_step(devs[0].cc_major, "tiny", "int8_float16", 0, 2, 2);
     if (only_fused) return t_finish("test_cuda");
-    check_mma_gemv(devs[0].cc_major, "float16");
-    check_mma_gemv(devs[0].cc_major, "int8_float16");
+    check_mma_gemv(devs[0].cc_major, "tiny", "float16");
+    check_mma_gemv(devs[0].cc_major, "tiny", "int8_float16");
+    /* base's fc2 (2048 inputs) takes the GEMV's 16-warp form */
+    check_mma_gemv(devs[0].cc_major, "base", "float16");
+    check_mma_gemv(devs[0].cc_major, "base", "int8_float16");
     check_encoder_switches(devs[0].cc_major);
     check_screen();
     check_step_pick_ties();
