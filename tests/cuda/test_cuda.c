@@ -881,7 +881,9 @@ static void check_mma_gemv(int cc_major, const char *size, const char *compute_t
  *   reordered sum.
  * - SHRUTI_CUDA_CROSS_BATCH: the cross keys and values as two batched
  *   GEMMs against one GEMM a layer (other kernels, other summation
- *   orders: a half ulp of a key here and there). */
+ *   orders: a half ulp of a key here and there).
+ * - SHRUTI_CUDA_ENCODER_GRAPH: the encoder replayed from its captured
+ *   graph against its kernels launched one by one (identical). */
 static void check_encoder_switch(const char *env, const char *what, double tol, int must_differ) {
     float *mel;
     shruti_model *m = random_model("tiny", "float16", &mel);
@@ -919,6 +921,9 @@ static void check_encoder_switches(int cc_major) {
      * required to differ) */
     check_encoder_switch("SHRUTI_CUDA_CROSS_BATCH", "cross keys and values batched vs a GEMM a layer",
                          1e-2, 0);
+    /* the same kernels replayed from a graph: the same bits */
+    check_encoder_switch("SHRUTI_CUDA_ENCODER_GRAPH", "encoder as a graph vs launched one by one",
+                         0.0, 0);
 }
 
 /* Speculation over the kernels (mini, float32: heads 16 wide) and over
