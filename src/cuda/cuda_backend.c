@@ -113,7 +113,7 @@ struct sh_gpu_model {
     /* half activations: every decoder layer's cross key weights, then
      * every layer's value weights, d x d apart (dec[l].ck and cv point
      * into it), and the values' half biases d apart: one batched GEMM
-     * each a window (gather_cross_weights); else NULL */
+     * each a window (cross_kv); else NULL */
     uint16_t *cross_w, *cross_b_h;
     void **allocs;                     /* every device allocation, for model_free */
     int n_allocs, cap_allocs;
@@ -129,16 +129,6 @@ static int dev_alloc(sh_gpu_model *g, size_t bytes, void **out, char *err) {
     CU(cudaMalloc(out, bytes ? bytes : 16), "allocating model weights on the GPU");
     g->allocs[g->n_allocs++] = *out;
     return 0;
-}
-
-/* Frees one of dev_alloc's allocations before model_free. */
-static void dev_free(sh_gpu_model *g, void *p) {
-    for (int i = 0; i < g->n_allocs; i++)
-        if (g->allocs[i] == p) {
-            cudaFree(p);
-            g->allocs[i] = g->allocs[--g->n_allocs];
-            return;
-        }
 }
 
 static int upload_floats(sh_gpu_model *g, const float *src, size_t n, float **out, char *err) {
@@ -237,8 +227,8 @@ static void *pack_rows(void *arg) {
  * Parts already in the device's format are copied as they are; the rest
  * are converted on all cores (the load time of a large model is mostly
  * this conversion). */
-static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows, int n_parts,
-                      int n_in, int kind, sh_gmat *out, char *err) {
+static int upload_mat_into(sh_gpu_model *g, const sh_mat *parts, const int *part_rows, int n_parts,
+                           int n_in, int kind, void *into, sh_gmat *out, char *err) {
     int n_out = 0, direct = kind != SH_GW_I8;
     for (int p = 0; p < n_parts; p++) {
         n_out += part_rows[p];
@@ -248,7 +238,10 @@ static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows
     size_t wbytes = kind == SH_GW_I8 ? (size_t)n_out * n_in : gmat_bytes(kind, n_out, n_in);
     size_t sbytes = (size_t)n_out * (n_in / 32) * 2;
     size_t pad = padding_rows(kind, (size_t)n_out), pad_w = pad * n_in, pad_s = pad_w / 16;
-    int r = gmat_alloc(g, out, pad, err);
+    int r = 0;
+    if (into && (kind == SH_GW_I8 || pad)) return fail(err, SHRUTI_ERR_INVALID_ARG, "no room for these weights");
+    if (into) out->w = into;
+    else r = gmat_alloc(g, out, pad, err);
     if (r == 0 && pad_w &&
         (cudaMemset((char *)out->w + wbytes, 0, pad_w) != cudaSuccess ||
          cudaMemset((char *)out->scales + sbytes, 0, pad_s) != cudaSuccess))
@@ -299,6 +292,11 @@ static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows
     return 0;
 }
 
+static int upload_mat(sh_gpu_model *g, const sh_mat *parts, const int *part_rows, int n_parts,
+                      int n_in, int kind, sh_gmat *out, char *err) {
+    return upload_mat_into(g, parts, part_rows, n_parts, n_in, kind, NULL, out, err);
+}
+
 static int upload_one(sh_gpu_model *g, sh_mat w, int n_out, int n_in, int kind, sh_gmat *out,
                       char *err) {
     return upload_mat(g, &w, &n_out, 1, n_in, kind, out, err);
@@ -323,16 +321,27 @@ static int upload_qkv_bias(sh_gpu_model *g, const float *qb, const float *vb, in
 }
 
 /* A half copy of n device floats (a bias for cuBLASLt's epilogue). */
-static int half_copy(sh_gpu_model *g, const float *src, size_t n, uint16_t **out, char *err) {
-    int r = dev_alloc(g, n * sizeof(uint16_t), (void **)out, err);
+/* src (device, float) as half into *out: into, else an allocation. */
+static int half_copy(sh_gpu_model *g, const float *src, size_t n, uint16_t *into, uint16_t **out,
+                     char *err) {
+    int r = into ? 0 : dev_alloc(g, n * sizeof(uint16_t), (void **)&into, err);
     if (r < 0) return r;
+    *out = into;
     sh_k_f32_to_half(0, src, *out, (long)n);
     CU(cudaStreamSynchronize(0), "copying a bias to half");
     return 0;
 }
 
+/* Where a decoder layer's cross key and value weights and the values'
+ * half bias go in the model's cross_w and cross_b_h. */
+typedef struct {
+    uint16_t *k, *v, *b;
+} cross_room;
+
+/* A block's weights uploaded; a decoder block's cross keys and values
+ * into room where there is one, else allocations of their own. */
 static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, int kind,
-                        int act_kind, gblock *out, char *err) {
+                        int act_kind, const cross_room *room, gblock *out, char *err) {
     int r;
     const sh_mat qkv[3] = {b->q_w, b->k_w, b->v_w};
     const int rows3[3] = {d, d, d};
@@ -350,8 +359,8 @@ static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, 
         UP(upload_one(g, b->cq_w, d, d, kind, &out->cq, err));
         UP(upload_floats(g, b->cq_b, d, &out->cq_b, err));
         /* cross keys/values are GEMMs over the whole window: GEMM kind */
-        UP(upload_one(g, b->ck_w, d, d, act_kind, &out->ck, err));
-        UP(upload_one(g, b->cv_w, d, d, act_kind, &out->cv, err));
+        UP(upload_mat_into(g, &b->ck_w, &d, 1, d, act_kind, room ? room->k : NULL, &out->ck, err));
+        UP(upload_mat_into(g, &b->cv_w, &d, 1, d, act_kind, room ? room->v : NULL, &out->cv, err));
         UP(upload_floats(g, b->cv_b, d, &out->cv_b, err));
         UP(upload_one(g, b->co_w, d, d, kind, &out->co, err));
         UP(upload_floats(g, b->co_b, d, &out->co_b, err));
@@ -363,10 +372,11 @@ static int upload_block(sh_gpu_model *g, const sh_block *b, int d, int decoder, 
     UP(upload_one(g, b->fc2_w, d, 4 * d, kind, &out->fc2, err));
     UP(upload_floats(g, b->fc2_b, d, &out->fc2_b, err));
     if (act_kind == SH_GW_F16 && !decoder) {
-        UP(half_copy(g, out->qkv_b, 3 * (size_t)d, &out->qkv_b_h, err));
-        UP(half_copy(g, out->fc1_b, 4 * (size_t)d, &out->fc1_b_h, err));
+        UP(half_copy(g, out->qkv_b, 3 * (size_t)d, NULL, &out->qkv_b_h, err));
+        UP(half_copy(g, out->fc1_b, 4 * (size_t)d, NULL, &out->fc1_b_h, err));
     }
-    if (act_kind == SH_GW_F16 && decoder) UP(half_copy(g, out->cv_b, d, &out->cv_b_h, err));
+    if (act_kind == SH_GW_F16 && decoder)
+        UP(half_copy(g, out->cv_b, d, room ? room->b : NULL, &out->cv_b_h, err));
 #undef UP
     return 0;
 }
@@ -509,31 +519,6 @@ static int make_screen(sh_gpu_model *g, char *err) {
     return 0;
 }
 
-/* The decoder's cross key and value weights (half) moved into one
- * buffer, layer after layer (cross_w), and the values' half biases into
- * another, so that a window's 2 x n_layer GEMMs over the encoder output
- * run as two batched ones (cross_kv). */
-static int gather_cross_weights(sh_gpu_model *g, char *err) {
-    const sh_hparams *hp = &g->m->hp;
-    int L = hp->n_text_layer, d = hp->n_text_state, r;
-    size_t mat = (size_t)d * d * 2;
-    if (!g->act_half || g->dec[0].ck.kind != SH_GW_F16 || !g->dec[0].cv_b_h) return 0;
-    if ((r = dev_alloc(g, 2 * L * mat, (void **)&g->cross_w, err)) < 0 ||
-        (r = dev_alloc(g, (size_t)L * d * 2, (void **)&g->cross_b_h, err)) < 0)
-        return r;
-    for (int l = 0; l < L; l++) {
-        gblock *b = &g->dec[l];
-        char *kw = (char *)g->cross_w + l * mat, *vw = (char *)g->cross_w + (L + l) * mat;
-        CU(cudaMemcpy(kw, b->ck.w, mat, cudaMemcpyDeviceToDevice), "moving the cross weights");
-        CU(cudaMemcpy(vw, b->cv.w, mat, cudaMemcpyDeviceToDevice), "moving the cross weights");
-        CU(cudaMemcpy(g->cross_b_h + (size_t)l * d, b->cv_b_h, (size_t)d * 2, cudaMemcpyDeviceToDevice),
-           "moving the cross biases");
-        dev_free(g, b->ck.w), dev_free(g, b->cv.w);
-        b->ck.w = kw, b->cv.w = vw;
-    }
-    return 0;
-}
-
 static void model_free(sh_gpu_model *g) {
     if (!g) return;
     cudaSetDevice(g->device);
@@ -582,16 +567,26 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
     UP(upload_floats(g, w->conv2_b, da, &g->conv2_b, err));
     UP(upload_floats(g, w->enc_pos, (size_t)hp->n_audio_ctx * da, &g->enc_pos, err));
     for (int l = 0; l < hp->n_audio_layer; l++)
-        UP(upload_block(g, &w->enc[l], da, 0, ak, ak, &g->enc[l], err));
+        UP(upload_block(g, &w->enc[l], da, 0, ak, ak, NULL, &g->enc[l], err));
     UP(upload_floats(g, w->enc_ln_w, da, &g->enc_ln_w, err));
     UP(upload_floats(g, w->enc_ln_b, da, &g->enc_ln_b, err));
     UP(upload_one(g, w->tok_emb, hp->n_vocab, dt, dk, &g->tok_emb, err));
     UP(upload_floats(g, w->dec_pos, (size_t)hp->n_text_ctx * dt, &g->dec_pos, err));
-    for (int l = 0; l < hp->n_text_layer; l++)
-        UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, &g->dec[l], err));
+    /* half activations: the cross keys' and values' weights of every
+     * layer in one buffer, for the batched GEMMs of cross_kv */
+    size_t mat = (size_t)dt * da, L = (size_t)hp->n_text_layer;
+    if (ak == SH_GW_F16) {
+        UP(dev_alloc(g, 2 * L * mat * 2, (void **)&g->cross_w, err));
+        UP(dev_alloc(g, L * dt * 2, (void **)&g->cross_b_h, err));
+    }
+    for (int l = 0; l < hp->n_text_layer; l++) {
+        cross_room room = {0};
+        if (g->cross_w)
+            room = (cross_room){g->cross_w + l * mat, g->cross_w + (L + l) * mat, g->cross_b_h + l * dt};
+        UP(upload_block(g, &w->dec[l], dt, 1, dk, ak, g->cross_w ? &room : NULL, &g->dec[l], err));
+    }
     UP(upload_floats(g, w->dec_ln_w, dt, &g->dec_ln_w, err));
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
-    UP(gather_cross_weights(g, err));
     if (fused_may_run(g)) UP(upload_fused_copies(g, err));
     if (screen_may_run(mode, dt)) UP(make_screen(g, err));
 #undef UP
@@ -1203,8 +1198,8 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
 }
 
 /* Every decoder layer's cross keys (into ck) and values (cv, with their
- * bias) from the encoder output h, as two batched GEMMs over the gathered
- * weights (gather_cross_weights): H200, medium, 48 GEMMs of ~7.5 us and
+ * bias) from the encoder output h, as two batched GEMMs over the weights
+ * uploaded layer after layer into cross_w: H200, medium, 48 GEMMs of ~7.5 us and
  * their gaps were ~0.43 ms a window. -1 where that cannot run (the
  * caller runs them one by one). */
 static int cross_kv(sh_gpu_state *s, void *ck, void *cv) {
