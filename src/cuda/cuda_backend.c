@@ -1253,32 +1253,33 @@ static int encoder_pass(sh_gpu_state *s, int slot, char *err) {
     return 0;
 }
 
+/* Captures slot's encoder pass into enc_graph[slot]; where anything in
+ * the capture fails, enc_eager instead (the kernels one by one from then
+ * on, which report a failure of their own). */
+static void encoder_capture(sh_gpu_state *s, int slot, char *err) {
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+        int r = encoder_pass(s, slot, err);
+        e = cudaStreamEndCapture(s->stream, &graph);
+        if (e == cudaSuccess && r < 0) e = cudaErrorUnknown;
+    }
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&s->enc_graph[slot], graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        s->enc_graph[slot] = NULL;
+        s->enc_eager = 1;
+    }
+    cudaGetLastError();
+}
+
 /* The encoder pass of slot as its graph, captured at first use (H200,
  * medium: ~250 kernels a window, ~1.9 us apart when launched one by one
  * under the kernel timeline; a window 4.03 / 4.05 -> 3.71 / 3.68 ms,
  * large 6.47 / 6.37 -> 6.03 / 6.16, tiny 0.53 -> 0.43 / 0.45); else
  * launched one by one. */
 static int encoder_launch(sh_gpu_state *s, int slot, char *err) {
-    if (!s->enc_eager && !s->enc_graph[slot]) {
-        cudaGraph_t graph;
-        CU(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "capturing the encoder");
-        int r = encoder_pass(s, slot, err);
-        cudaError_t e = cudaStreamEndCapture(s->stream, &graph);
-        if (r < 0) {
-            if (e == cudaSuccess) cudaGraphDestroy(graph);
-            cudaGetLastError();
-            return r;
-        }
-        if (e == cudaSuccess) {
-            e = cudaGraphInstantiate(&s->enc_graph[slot], graph, 0);
-            cudaGraphDestroy(graph);
-        }
-        if (e != cudaSuccess) {   /* not capturable here: one by one from now on */
-            s->enc_graph[slot] = NULL;
-            s->enc_eager = 1;
-            cudaGetLastError();
-        }
-    }
+    if (!s->enc_eager && !s->enc_graph[slot]) encoder_capture(s, slot, err);
     if (s->enc_graph[slot]) {
         CU(cudaGraphLaunch(s->enc_graph[slot], s->stream), "launching the encoder");
         return 0;
