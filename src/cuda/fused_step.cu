@@ -768,6 +768,12 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
      * till they are read; block 0 then writes the choice out */
     const bool pick = KIND == SH_GW_F16 && ROWS == 1 && f.pick.q;
     bool reported = !pick || blockIdx.x != 0;
+    /* between and after the copies: the cross keys' copies due, and the
+     * choice for the host once the screen has made it */
+    auto tend = [&]() {
+        cross_issue(crossed, f, W, P);
+        if (!reported) reported = pick_report_out(f, W);
+    };
     for (; pick && !__shfl_sync(0xffffffffu, W.report->go, 0); spins++) {
         if (spins > (1u << 26)) __trap();
         __nanosleep(32);
@@ -801,8 +807,7 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
             }
             if (j - c < FS_SLOTS - (sl.pair != 0) && end - tail <= R.size) break;
             if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
-            cross_issue(crossed, f, W, P);
-            if (!reported) reported = pick_report_out(f, W);
+            tend();
             __nanosleep(32);
         }
         int slot = j % FS_SLOTS;
@@ -817,14 +822,12 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
                           &R.mbar[slot], pol);
         }
         __syncwarp();
-        cross_issue(crossed, f, W, P);
-        if (!reported) reported = pick_report_out(f, W);
+        tend();
     }
     /* every slice placed: the last layers' cross keys (and the choice) */
     for (spins = 0; crossed < f.n_layer || !reported; spins++) {
         if (spins > (1u << 26)) __trap();
-        cross_issue(crossed, f, W, P);
-        if (!reported) reported = pick_report_out(f, W);
+        tend();
         __nanosleep(64);
     }
 }
@@ -1378,7 +1381,7 @@ static __device__ int pick_first(const sh_fused_step &f, const work &W, unsigned
     const sh_pick_mask &mk = pk.mask;
     const int d = f.d, n_out = f.n_vocab, tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
     const int nw = FS_THREADS / WARP, warps = gridDim.x * nw, first = blockIdx.x * nw + warp;
-    const int text = mk.ts_begin >= 0 && mk.ts_begin < n_out ? mk.ts_begin : n_out;
+    const int text = text_rows_end(mk, n_out);
     const int8_t *q = (const int8_t *)pk.q;
     const __half *qs = (const __half *)pk.qs;
     pick_room *room = (pick_room *)W.uni;

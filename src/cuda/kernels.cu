@@ -1524,7 +1524,7 @@ __global__ void __launch_bounds__(WIDE_THREADS, CHUNKS < 5 ? 3 : 2) k_screen_pic
     const int lane = threadIdx.x % WARP, per_block = WIDE_THREADS / WARP;
     const int warps = gridDim.x * per_block, first = blockIdx.x * per_block + threadIdx.x / WARP;
     const sh_pick_mask &mk = pk.mask;
-    const int text = mk.ts_begin >= 0 && mk.ts_begin < n_out ? mk.ts_begin : n_out;
+    const int text = text_rows_end(mk, n_out);
     screen_row<CHUNKS> rows[SCREEN_AHEAD];
     const int8_t *q8 = (const int8_t *)q;
 #pragma unroll

@@ -66,6 +66,12 @@ static __device__ void pick_acc_warp(pick_acc &a) {
     for (int o = WARP / 2; o > 0; o >>= 1) pick_acc_merge(a, pick_acc_shfl(a, o));
 }
 
+/* Where the text rows end under mask mk: its first timestamp row, or
+ * n_out where it has none. */
+static __device__ __forceinline__ int text_rows_end(const sh_pick_mask &mk, int n_out) {
+    return mk.ts_begin >= 0 && mk.ts_begin < n_out ? mk.ts_begin : n_out;
+}
+
 /* Whether token i is suppressed: bit i of banned (the suppressed tokens
  * as a bitmap of the vocabulary, which the host rewrites only when they
  * change, before the logits' kernel) or in one of the mask's ranges. */
