@@ -320,8 +320,8 @@ static int upload_qkv_bias(sh_gpu_model *g, const float *qb, const float *vb, in
     return r;
 }
 
-/* A half copy of n device floats (a bias for cuBLASLt's epilogue). */
-/* src (device, float) as half into *out: into, else an allocation. */
+/* A half copy of n device floats (a bias for cuBLASLt's epilogue) into
+ * *out: into, else an allocation of its own. */
 static int half_copy(sh_gpu_model *g, const float *src, size_t n, uint16_t *into, uint16_t **out,
                      char *err) {
     int r = into ? 0 : dev_alloc(g, n * sizeof(uint16_t), (void **)&into, err);
@@ -675,6 +675,7 @@ struct sh_gpu_state {
      * SHRUTI_CUDA_ENCODER_GRAPH=0) */
     cudaGraphExec_t enc_graph[MAX_BEAMS];
     int enc_eager;
+    int cross_batch;                /* the cross keys as batched GEMMs (cross_kv) */
     void *blas_ws;                  /* cuBLAS's workspace: none is allocated inside a capture */
     cublasLtHandle_t lt;            /* the encoder's GEMMs with their bias (half activations) */
     lt_plan lt_plans[MAX_LT_PLANS];
@@ -730,24 +731,21 @@ static void spec_drop(sh_gpu_state *s) {
     s->spec_live = 0;
 }
 
-/* The encoder's graphs, which hold the windows' cross keys' addresses. */
-static void drop_encoder_graphs(sh_gpu_state *s) {
+/* n graphs destroyed and their places cleared (the stream synchronized
+ * first: a speculated step may be running one). */
+static void destroy_graphs(sh_gpu_state *s, cudaGraphExec_t *graphs, int n) {
     cudaStreamSynchronize(s->stream);
-    for (int i = 0; i < MAX_BEAMS; i++)
-        if (s->enc_graph[i]) {
-            cudaGraphExecDestroy(s->enc_graph[i]);
-            s->enc_graph[i] = NULL;
+    for (int i = 0; i < n; i++)
+        if (graphs[i]) {
+            cudaGraphExecDestroy(graphs[i]);
+            graphs[i] = NULL;
         }
 }
 
-static void drop_graphs(sh_gpu_state *s) {
-    cudaStreamSynchronize(s->stream);   /* a speculated step may be running one */
-    for (int i = 0; i <= MAX_BEAMS; i++)
-        if (s->step[i]) {
-            cudaGraphExecDestroy(s->step[i]);
-            s->step[i] = NULL;
-        }
-}
+static void drop_graphs(sh_gpu_state *s) { destroy_graphs(s, s->step, MAX_BEAMS + 1); }
+
+/* The encoder's graphs, which hold the windows' cross keys' addresses. */
+static void drop_encoder_graphs(sh_gpu_state *s) { destroy_graphs(s, s->enc_graph, MAX_BEAMS); }
 
 /* The run state's device buffers with their sizes: one list to allocate,
  * free and estimate them (the self-attention caches and extra windows
@@ -921,6 +919,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
     /* SHRUTI_CUDA_STEP_DIRECT=0: the one-row fused step through its graph (A/B runs) */
     s->step_direct = !env_off("SHRUTI_CUDA_STEP_DIRECT");
     s->enc_eager = env_off("SHRUTI_CUDA_ENCODER_GRAPH");
+    s->cross_batch = !env_off("SHRUTI_CUDA_CROSS_BATCH");
     /* SHRUTI_LOGIT_SCREEN=0 here too: a state without it (A/B runs) */
     s->screen_grid = s->wide_pick_grid > 0 && g->screen.w && !env_off("SHRUTI_LOGIT_SCREEN")
                          ? sh_screen_pick_grid(g->device, hp->n_text_state, hp->n_vocab)
@@ -1199,14 +1198,14 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
 
 /* Every decoder layer's cross keys (into ck) and values (cv, with their
  * bias) from the encoder output h, as two batched GEMMs over the weights
- * uploaded layer after layer into cross_w: H200, medium, 48 GEMMs of ~7.5 us and
- * their gaps were ~0.43 ms a window. -1 where that cannot run (the
- * caller runs them one by one). */
+ * uploaded layer after layer into cross_w (H200, medium: 48 GEMMs of
+ * ~7.5 us and their gaps were ~0.43 ms a window). -1 where that cannot
+ * run (the caller runs them one by one). */
 static int cross_kv(sh_gpu_state *s, void *ck, void *cv) {
     const sh_gpu_model *g = s->g;
     const sh_hparams *hp = &g->m->hp;
     int d = hp->n_text_state, n = hp->n_audio_ctx;
-    if (!g->cross_w || !s->lt || env_off("SHRUTI_CUDA_CROSS_BATCH")) return -1;
+    if (!g->cross_w || !s->lt || !s->cross_batch) return -1;
     lt_plan want = {.m = d, .n = n, .k = hp->n_audio_state, .half_out = 1, .batch = hp->n_text_layer,
                     .w_stride = (long long)d * hp->n_audio_state, .x_stride = 0,
                     .y_stride = (long long)n * d};

@@ -752,6 +752,13 @@ static __device__ bool pick_report_out(const sh_fused_step &f, const work &W) {
     return true;
 }
 
+/* Whether this step begins with the greedy pick of the step before
+ * (float16, one row, f.pick given: pick_first). */
+template <int KIND, int ROWS>
+static __device__ __forceinline__ bool begins_with_pick(const sh_fused_step &f) {
+    return KIND == SH_GW_F16 && ROWS == 1 && f.pick.q;
+}
+
 template <int KIND, int RS, int ROWS>
 static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1,
                                     const work &W, const head_part &P) {
@@ -766,7 +773,7 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
     const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
     /* a step that begins with the pick: the memory is the screen's rows'
      * till they are read; block 0 then writes the choice out */
-    const bool pick = KIND == SH_GW_F16 && ROWS == 1 && f.pick.q;
+    const bool pick = begins_with_pick<KIND, ROWS>(f);
     bool reported = !pick || blockIdx.x != 0;
     /* between and after the copies: the cross keys' copies due, and the
      * choice for the host once the screen has made it */
@@ -1474,7 +1481,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     const int n_parts = logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
     R.total = f.n_layer * LAYER_SLICES + n_parts;
     const unsigned epoch = *f.epoch;
-    const bool pick = KIND == SH_GW_F16 && ROWS == 1 && f.pick.q;
+    const bool pick = begins_with_pick<KIND, ROWS>(f);
     const int pos = pick ? f.pick.next_pos : *f.pos0;
     head_part *parts = (head_part *)(smem + parts_offset(f));   /* self-, cross-attention */
     W.cross_ready = (u64 *)(smem + cross_offset(f));

@@ -72,7 +72,6 @@ static __device__ __forceinline__ void load8(const void *w, const __half *scales
     }
 }
 
-
 /* xs[0..n) = the layer norm of row (g, b), or without g the row itself,
  * n <= PER * blockDim.x; every load issued before the first use (one
  * latency). The caller syncs the block before reading xs. */
@@ -442,18 +441,20 @@ static void gemv_rows(cudaStream_t s, const sh_gmat *w, const float *x, int ldx,
     if ((flags & SH_K_MMA) && (rows > 1 || (flags & SH_K_MMA_ONE)) && mma_fits(w, rows, LN)) {
         size_t shm = mma_shared_bytes(w, rows, LN);
         const int K = KIND == SH_GW_F32 ? SH_GW_F16 : KIND;
+        auto run = [&](auto warps) {
+            constexpr int W = decltype(warps)::value;
+            launch(pdl, k_gemv_mma<K, LN, W>, blocks_for(w->n_out, 16), W * WARP, shm, s, w->w,
+                   (const __half *)w->scales, w->n_out, w->n_in, x, ldx, rows, y, ldy, bias,
+                   epilogue, ln_g, ln_b, kv);
+        };
         /* long rows (fc2's) over twice the warps: half the rounds of
          * loads after the wait (H200, 5-beam step: medium 1.366 -> 1.294
-         * ms, large 2.40 -> 2.27, base 0.294 -> 0.280) */
-        const int LONG = LN ? MMA_WARPS : 2 * MMA_WARPS;   /* LN: never taken */
-        if (KIND != SH_GW_F32 && !LN && w->n_in >= MMA_LONG)
-            launch(pdl, k_gemv_mma<K, LN, LONG>, blocks_for(w->n_out, 16),
-                   2 * MMA_WARPS * WARP, shm, s, w->w, (const __half *)w->scales, w->n_out,
-                   w->n_in, x, ldx, rows, y, ldy, bias, epilogue, ln_g, ln_b, kv);
-        else if (KIND != SH_GW_F32)
-            launch(pdl, k_gemv_mma<K, LN, MMA_WARPS>, blocks_for(w->n_out, 16), MMA_WARPS * WARP, shm,
-                   s, w->w, (const __half *)w->scales, w->n_out, w->n_in, x, ldx, rows, y, ldy,
-                   bias, epilogue, ln_g, ln_b, kv);
+         * ms, large 2.40 -> 2.27, base 0.294 -> 0.280); with LN never */
+        if (KIND == SH_GW_F32) return;
+        if (!LN && w->n_in >= MMA_LONG)
+            run(std::integral_constant<int, LN ? MMA_WARPS : 2 * MMA_WARPS>());
+        else
+            run(std::integral_constant<int, MMA_WARPS>());
         return;
     }
     const int threads = 128, per_block = threads / WARP;
@@ -1115,18 +1116,10 @@ extern "C" void sh_k_probe(cudaStream_t s, int *out, int n) {
 
 /* ---------------------------------------------------------- greedy pick */
 
-
-
-
-
-
 #define PICK_THREADS 256
 #define PICK_PER 8                              /* logits per thread */
 #define PICK_CHUNK (PICK_THREADS * PICK_PER)    /* logits per block */
 #define PICK_MAX_CHUNKS 64                      /* vocabularies up to 131072 */
-
-
-
 
 /* This block's chunk of a row's logits under its mask, for the greedy
  * pick and the beams' top-k alike: v[k] is logit c0 + k * PICK_THREADS + t,
@@ -1158,10 +1151,6 @@ static __device__ void load_masked_chunk(const float *all_logits, int n_vocab,
     }
 }
 
-
-
-
-
 /* The chunk's text and timestamp summaries (likeliest token, log-sum-exp)
  * from v (as load_masked_chunk leaves it): this thread's, then its warp's,
  * left in warp_acc[warp] for the block's first warp to merge. */
@@ -1184,7 +1173,6 @@ static __device__ void summarise_chunk(const float (&v)[PICK_PER], int c0, int n
     chunk_acc_warp(a);
     if (t % WARP == 0) warp_acc[t / WARP] = a;
 }
-
 
 /* The block's summary from its warps' (warp_acc, after a barrier), merged
  * by warp 0 in a tree (3 steps where one thread took 7): lane 0's. */
@@ -1221,7 +1209,6 @@ __global__ void k_pick_partial(const float *all_logits, int n_vocab,
     pick_acc a = merge_warps(warp_acc);
     if (t == 0) partial[(size_t)row * gridDim.x + blockIdx.x] = a;
 }
-
 
 /* A warp per row: the chunks' summaries merged, the timestamp rule decided
  * (timestamps likelier together than any text token: text is out), the
@@ -1287,8 +1274,6 @@ typedef struct {
 static_assert(WIDE_THREADS == PICK_THREADS, "a block's warps merge as the pick's");
 #define WIDE_PICK_MAX_BLOCKS 4096
 #define WIDE_PICK_COUNT_BYTES 256   /* the count of finished blocks, then their summaries */
-
-
 
 /* A summary another block left in the scratch, read from L2 (this SM's L1
  * may hold the last step's). */
@@ -1492,12 +1477,6 @@ extern "C" void sh_k_screen_build(cudaStream_t s, const sh_gmat *w, const sh_gma
         (const __half *)w->w, w->n_out, w->n_in, (int8_t *)screen->w, (__half *)screen->scales,
         (float2 *)bounds);
 }
-
-
-
-
-
-
 
 /* As k_gemv_wide<SH_GW_F16, 1> through the screen (q, qs: w' as an int8
  * matrix; bounds its rows'), for grids of at least a warp per 32 rows: row

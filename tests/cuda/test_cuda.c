@@ -884,10 +884,8 @@ static void check_mma_gemv(int cc_major, const char *size, const char *compute_t
  *   orders: a half ulp of a key here and there).
  * - SHRUTI_CUDA_ENCODER_GRAPH: the encoder replayed from its captured
  *   graph against its kernels launched one by one (identical). */
-static void check_encoder_switch(const char *env, const char *what, double tol, int must_differ) {
-    float *mel;
-    shruti_model *m = random_model("tiny", "float16", &mel);
-    if (!m) return;
+static void check_encoder_switch(shruti_model *m, const float *mel, const char *env,
+                                 const char *what, double tol, int must_differ) {
     int n_vocab = shruti_model_n_vocab(m);
     float *logits[2] = {malloc(sizeof(float) * 4 * n_vocab), malloc(sizeof(float) * 4 * n_vocab)};
     sh_run rt[2];
@@ -910,20 +908,24 @@ static void check_encoder_switch(const char *env, const char *what, double tol, 
     }
     check_agreement(what, "tiny shape, random weights, float16", &agree, tol, must_differ);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
-    free(mel), free(logits[0]), free(logits[1]);
-    shruti_model_free(m);
+    free(logits[0]), free(logits[1]);
 }
 
 static void check_encoder_switches(int cc_major) {
-    check_encoder_switch("SHRUTI_CUDA_FLASH", "encoder attention in one kernel vs cuBLAS", 1e-2,
-                         cc_major >= 8);
+    float *mel;
+    shruti_model *m = random_model("tiny", "float16", &mel);
+    if (!m) return;
+    check_encoder_switch(m, mel, "SHRUTI_CUDA_FLASH", "encoder attention in one kernel vs cuBLAS",
+                         1e-2, cc_major >= 8);
     /* (the same kernels and sums may well give the same bits: not
      * required to differ) */
-    check_encoder_switch("SHRUTI_CUDA_CROSS_BATCH", "cross keys and values batched vs a GEMM a layer",
-                         1e-2, 0);
+    check_encoder_switch(m, mel, "SHRUTI_CUDA_CROSS_BATCH",
+                         "cross keys and values batched vs a GEMM a layer", 1e-2, 0);
     /* the same kernels replayed from a graph: the same bits */
-    check_encoder_switch("SHRUTI_CUDA_ENCODER_GRAPH", "encoder as a graph vs launched one by one",
-                         0.0, 0);
+    check_encoder_switch(m, mel, "SHRUTI_CUDA_ENCODER_GRAPH",
+                         "encoder as a graph vs launched one by one", 0.0, 0);
+    free(mel);
+    shruti_model_free(m);
 }
 
 /* Speculation over the kernels (mini, float32: heads 16 wide) and over
