@@ -23,7 +23,8 @@
  * step, the final layer norm and the vocabulary's rows in the kernel); or
  * beginning with the greedy pick of the step before through the logit
  * screen ($BENCH_PICK=1, one row, float16: as medium's and large's greedy
- * steps; the pick's phases traced too).
+ * steps; the pick's phases traced too). $BENCH_MMA=0 / 1 turns fc1's and
+ * fc2's tensor-core GEMV off / on where the rule would not (sh_fused_mma_ffn).
  *
  * usage: bench_fused_step [size] (compute capability 9.0 or later; one size,
  *        e.g. "medium", for a profiler) */
@@ -96,6 +97,11 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
         pk.next_pos = pos;
     }
     f.cache_stride = (long)448 * d, f.cross_stride = (long)L * 1500 * d;
+    /* fc1 and fc2 on the tensor cores where the backend would swizzle them */
+    int sms = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    const char *mm = getenv("BENCH_MMA");   /* 0 / 1: force it off / on (as SHRUTI_CUDA_FFN_MMA) */
+    f.mma_ffn = kind == SH_GW_F16 && sh_fused_mma_ffn(d, f.grid ? f.grid : sms, mm ? atoi(mm) : -1);
     if (sh_fused_plan(0, &f) < 0) {
         printf("%s: the fused step cannot run on this device\n", name);
         return;
@@ -150,7 +156,7 @@ static void run(const char *name, int d, int H, int L, int kind, int pos, int ro
         float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms * 1000 / 20);
     }
     std::sort(t.begin(), t.end());
-    printf("%s%s%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, rows > 1 ? ", 2 rows" : "", with_logits ? ", logits" : with_pick ? ", pick first" : "", f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
+    printf("%s%s%s%s: grid %d splits %d ring %u KB smem %zu KB: step %.1f us (median of 7)\n", name, rows > 1 ? ", 2 rows" : "", with_logits ? ", logits" : with_pick ? ", pick first" : "", f.mma_ffn ? ", fc1/fc2 mma" : "", f.grid, f.splits, f.ring_bytes >> 10, f.smem >> 10, t[3]);
     f.trace = tr;
     sh_k_fused_step(s, &f); cudaStreamSynchronize(s);
     std::vector<unsigned long long> h((L + 1) * 24);

@@ -90,6 +90,7 @@ typedef struct {
     /* the fused step's fc2 in blocks of columns, o and co head by head,
      * the cross query's fold (sh_fused_layer), or none */
     sh_gmat fc2_blocks, o_heads, co_heads, cq_g, cq_go_heads;
+    sh_gmat fc1_swz;    /* half fc1 swizzled (SH_SWIZZLE), or none */
     float *cq_e, *cq_g1, *cq_c;
     /* half copies of the biases cuBLASLt adds into half outputs (the
      * encoder's qkv and fc1, the cross values; half activations only), or
@@ -393,6 +394,15 @@ static int screen_may_run(int mode, int d) {
     return !env_off("SHRUTI_LOGIT_SCREEN") && mode == SH_GPU_FLOAT16 && d % 32 == 0;
 }
 
+/* Whether the fused step's fc1 and fc2 copies are swizzled (SH_SWIZZLE)
+ * for its tensor-core GEMV (sh_fused_mma_ffn; half ones on sms blocks):
+ * SHRUTI_CUDA_FFN_MMA=0 never, 1 wherever a block's rows fit it (tests),
+ * unset where a block has 31 or 32 of fc1's rows (H200: medium) */
+static int fused_swizzle(int kind, int d, int sms) {
+    const char *v = getenv("SHRUTI_CUDA_FFN_MMA");
+    return kind == SH_GW_F16 && sh_fused_mma_ffn(d, sms, v ? atoi(v) != 0 : -1);
+}
+
 static uint64_t model_bytes(const shruti_model *m, int mode) {
     const sh_hparams *hp = &m->hp;
     int ak, dk;
@@ -409,6 +419,8 @@ static uint64_t model_bytes(const shruti_model *m, int mode) {
         dec += (uint64_t)hp->n_text_layer *
                (2 * gmat_bytes(dk, dt, dt) + gmat_bytes(dk, 4 * dt, dt) +
                 2 * gmat_bytes(SH_GW_F16, dt, dt) + 3 * dt * 4);
+    if (dk == SH_GW_F16)   /* and at most half fc1 again, swizzled */
+        dec += (uint64_t)hp->n_text_layer * gmat_bytes(dk, 4 * dt, dt);
     if (screen_may_run(mode, (int)dt))   /* the token embedding's int8 screen */
         dec += gmat_bytes(SH_GW_I8, hp->n_vocab, dt) + (uint64_t)hp->n_vocab * 8;
     uint64_t vec = ((uint64_t)hp->n_audio_ctx * da + (uint64_t)hp->n_text_ctx * dt) * 4 +
@@ -434,14 +446,15 @@ static int fused_may_run(const sh_gpu_model *g) {
 /* A matrix's copy in blocks of `width` columns (sh_k_col_blocks), for the
  * fused step: a head's block multiplies that head's output by o's columns
  * of it alone (width 64), and fc2's blocks one of SH_FC2_BLOCKS parts of
- * the hidden vector (width 4d / SH_FC2_BLOCKS = d). */
-static int upload_col_blocks(sh_gpu_model *g, const sh_gmat *w, int width, sh_gmat *out,
-                             char *err) {
+ * the hidden vector (width 4d / SH_FC2_BLOCKS = d); half fc1 and fc2
+ * swizzled (fused_swizzle). */
+static int upload_col_blocks(sh_gpu_model *g, const sh_gmat *w, int width, int swizzle,
+                             sh_gmat *out, char *err) {
     *out = *w;
     out->n_out = w->n_out * (w->n_in / width), out->n_in = width;
     int r = gmat_alloc(g, out, 0, err);
     if (r < 0) return r;
-    sh_k_col_blocks(0, w, width, out);
+    sh_k_col_blocks(0, w, width, swizzle, out);
     CU(cudaStreamSynchronize(0), "copying a matrix in blocks of columns");
     return 0;
 }
@@ -475,7 +488,7 @@ static int fold_cross_query(sh_gpu_model *g, gblock *b, int d, cublasHandle_t bl
     /* G o in half (into cq's room, read already), then head by head */
     sh_gmat go_half = {.w = cq, .kind = SH_GW_F16, .n_out = d, .n_in = d};
     sh_k_f32_to_half(0, go, cq, (long)d * d);
-    sh_k_col_blocks(0, &go_half, 64, &b->cq_go_heads);
+    sh_k_col_blocks(0, &go_half, 64, 0, &b->cq_go_heads);
     CU(cudaStreamSynchronize(0), "folding the cross query");
     return 0;
 }
@@ -484,7 +497,9 @@ static int fold_cross_query(sh_gpu_model *g, gblock *b, int d, cublasHandle_t bl
  * head by head, fc2 in blocks of columns, the cross query's fold. */
 static int upload_fused_copies(sh_gpu_model *g, char *err) {
     const sh_hparams *hp = &g->m->hp;
-    int d = hp->n_text_state, r = 0;
+    int d = hp->n_text_state, r = 0, sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, g->device) != cudaSuccess)
+        sms = 0, cudaGetLastError();   /* then unswizzled: the float loop reads them */
     cublasHandle_t blas = NULL;
     void *tmp = NULL;
     cublasStatus_t st = cublasCreate(&blas);
@@ -496,10 +511,12 @@ static int upload_fused_copies(sh_gpu_model *g, char *err) {
     }
     for (int l = 0; l < hp->n_text_layer && r == 0; l++) {
         gblock *b = &g->dec[l];
-        r = upload_col_blocks(g, &b->o, 64, &b->o_heads, err);
-        if (r == 0) r = upload_col_blocks(g, &b->co, 64, &b->co_heads, err);
+        const int swz = fused_swizzle(b->fc1.kind, d, sms);
+        r = upload_col_blocks(g, &b->o, 64, 0, &b->o_heads, err);
+        if (r == 0) r = upload_col_blocks(g, &b->co, 64, 0, &b->co_heads, err);
         if (r == 0)
-            r = upload_col_blocks(g, &b->fc2, b->fc2.n_in / SH_FC2_BLOCKS, &b->fc2_blocks, err);
+            r = upload_col_blocks(g, &b->fc2, b->fc2.n_in / SH_FC2_BLOCKS, swz, &b->fc2_blocks, err);
+        if (r == 0 && swz) r = upload_col_blocks(g, &b->fc1, b->fc1.n_in, 1, &b->fc1_swz, err);
         if (r == 0) r = fold_cross_query(g, b, d, blas, tmp, err);
     }
     cudaFree(tmp);
@@ -1455,6 +1472,7 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
          * medium 232.0 / 232.7 -> 232.9 / 234.8 and large 358.4 / 358.0 ->
          * 359.6 / 361.2 (a block's ~800 KB and more of rows stream slower
          * through its ring than the GEMV kernel reads them), base even. */
+        f->mma_ffn = g->dec[0].fc1_swz.w != NULL;
         if (hp->n_text_state < 512 && rows == 1) {
             f->logits = s->logits;
             f->ln_g = g->dec_ln_w, f->ln_b = g->dec_ln_b;
@@ -1501,7 +1519,8 @@ static int fused_prepare(sh_gpu_state *s, int rows) {
         table[l] = (sh_fused_layer){
             .ln1_g = b->attn_ln_w, .ln1_b = b->attn_ln_b, .qkv_b = b->qkv_b, .o_b = b->o_b,
             .co_b = b->co_b, .ln3_g = b->mlp_ln_w, .ln3_b = b->mlp_ln_b, .fc1_b = b->fc1_b,
-            .fc2_b = b->fc2_b, .qkv = b->qkv, .fc1 = b->fc1, .fc2_blocks = b->fc2_blocks,
+            .fc2_b = b->fc2_b, .qkv = b->qkv, .fc1 = b->fc1_swz.w ? b->fc1_swz : b->fc1,
+            .fc2_blocks = b->fc2_blocks,
             .o_heads = b->o_heads, .co_heads = b->co_heads, .cq_g = b->cq_g,
             .cq_go_heads = b->cq_go_heads, .cq_e = b->cq_e, .cq_g1 = b->cq_g1, .cq_c = b->cq_c,
             .self_k = (char *)s->self_k + l * layer, .self_v = (char *)s->self_v + l * layer,

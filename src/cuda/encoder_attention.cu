@@ -26,21 +26,6 @@
 #define EA_STRIDE 72  /* halves a row of a tile in shared memory: ldmatrix without bank conflicts */
 #define EA_TILE (EA_K * EA_STRIDE)   /* halves of a key or value tile */
 
-/* Four 8 x 8 half matrices from shared memory (one row address a lane),
- * transposed or not, into the fragment layout of mma.m16n8k16. */
-static __device__ __forceinline__ void ea_ldmatrix(unsigned *r, const __half *p, bool trans) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    if (trans)
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
-    else
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
-#else   /* never launched below 8.0 (sh_k_encoder_attention) */
-    r[0] = r[1] = r[2] = r[3] = 0;
-#endif
-}
-
 static __device__ __forceinline__ unsigned ea_pack(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);
     return *(unsigned *)&h;
@@ -146,7 +131,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_encoder_attention(const __half *
                  * (keys lo, dims hi), (keys hi, dims lo), (keys hi, dims hi) */
                 int m = lane / 8, key = np * 16 + (lane % 8) + (m >> 1) * 8, dim = kk * 16 + (m & 1) * 8;
                 unsigned b[4];
-                ea_ldmatrix(b, kt + key * EA_STRIDE + dim, false);
+                ldmatrix4(b, kt + key * EA_STRIDE + dim, false);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     ea_mma(s[mt][2 * np], qa[mt][kk], b[0], b[1]);
@@ -212,7 +197,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_encoder_attention(const __half *
                  * dims lo), (keys hi, dims lo), (keys lo, dims hi), (keys hi, dims hi) */
                 int m = lane / 8, key = ks16 * 16 + (lane % 8) + (m & 1) * 8, dim = dp * 16 + (m >> 1) * 8;
                 unsigned b[4];
-                ea_ldmatrix(b, vt + key * EA_STRIDE + dim, true);
+                ldmatrix4(b, vt + key * EA_STRIDE + dim, true);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     ea_mma(o[mt][2 * dp], pa[mt][ks16], b[0], b[1]);

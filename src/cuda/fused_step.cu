@@ -558,6 +558,94 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const 
     }
 }
 
+/* The same on the tensor cores, for half fc1 and fc2 (their copies
+ * swizzled: SH_SWIZZLE, row r0 of the slices being the matrix's row r0)
+ * of at most 32 rows a block (f.mma_ffn: sh_fused_mma_ffn): each warp
+ * takes both 16-row tiles over its own 16-column steps (warp, warp + 15,
+ * ...), the weights as A (ldmatrix: the swizzle puts a tile's eight rows
+ * of one column in eight different banks, where rows of 2 KB would share
+ * four) and x as B, whose column 2q is x's row q as its nearest halves and
+ * 2q + 1 what those leave (about the float GEMV's 22 bits of x, as
+ * k_gemv_mma); the warps' sums meet in red (15 x ROWS x 32 floats) after a
+ * barrier and are added in warp order, one thread an output (its bias
+ * from mma_bias). Where a block has 31 or 32 rows (medium on 123-132 SMs)
+ * the float loop's pairs on 15 warps take two rounds: H200, medium, fc1's
+ * phase 1.68 -> 1.31 us, fc2's 1.65 -> 1.35 us a layer. */
+#define MMA_STEPS 6   /* a warp's steps: d <= 1440 (sh_fused_plan) */
+#define MMA_ROWS 32   /* a block's rows at most: two tiles (red: 15 x ROWS x 32 floats) */
+static __device__ __forceinline__ unsigned split_half2(float2 v, bool rest) {
+    __half2 h = __floats2half2_rn(v.x, v.y);
+    if (rest) {
+        float2 f = __half22float2(h);
+        h = __floats2half2_rn(v.x - f.x, v.y - f.y);
+    }
+    return *(const unsigned *)&h;
+}
+template <int ROWS>
+static __device__ __forceinline__ void mma_gemv(const unsigned char *Wa, const unsigned char *Wb,
+                                                int r0, int rm, int r1, int n_in, const float *x,
+                                                int xstride, float bias, const epilogue &e,
+                                                float *red) {
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, nw = FS_THREADS / WARP;
+    const int steps = n_in >> 4, row_bytes = n_in * 2, half = lane >> 4, rows = r1 - r0;
+    const bool two = rows > 16;
+    /* B: x's column g (this lane's: g = lane / 4) at rows 2 (lane % 4) + 0, 1, 8, 9 */
+    const int g = lane >> 2;
+    const bool feeds = g < 2 * ROWS;
+    const float *xq = x + (feeds ? g >> 1 : 0) * xstride + 2 * (lane & 3);
+    /* this lane's ldmatrix row of each tile (rows 0-7, 8-15, 0-7, 8-15 at
+     * columns 0, 0, 8, 8 for lanes 0-7, ..., 24-31; past the rows the last
+     * one, whose outputs go nowhere) and its swizzle */
+    unsigned at[2], key[2];
+#pragma unroll
+    for (int t = 0; t < 2; t++) {
+        int i = t * 16 + (lane & 7) + (lane & 8);
+        int r = r0 + (i < rows ? i : rows - 1);
+        at[t] = smem_u32(r < rm ? Wa + (r - r0) * row_bytes : Wb + (r - rm) * row_bytes);
+        key[t] = r & 7;
+    }
+    float c[2][4] = {};
+#pragma unroll
+    for (int s = 0; s < MMA_STEPS; s++) {
+        const int k = warp + s * nw;
+        if (k >= steps) break;
+        unsigned b0 = 0u, b1 = 0u, a[4];
+        if (feeds) {
+            float2 v0 = *(const float2 *)(xq + k * 16), v1 = *(const float2 *)(xq + k * 16 + 8);
+            b0 = split_half2(v0, g & 1), b1 = split_half2(v1, g & 1);
+        }
+        ldmatrix4(a, at[0] + (SH_SWIZZLE(key[0], 2 * k + half) << 4), false);
+        mma16816(c[0], a, b0, b1);
+        if (two) {
+            ldmatrix4(a, at[1] + (SH_SWIZZLE(key[1], 2 * k + half) << 4), false);
+            mma16816(c[1], a, b0, b1);
+        }
+    }
+    /* C's rows g and g + 8 at columns 2 (lane % 4) and + 1: x's row lane % 4 */
+    if ((lane & 3) < ROWS) {
+        float *mine = red + (warp * ROWS + (lane & 3)) * MMA_ROWS + g;
+        mine[0] = c[0][0] + c[0][1], mine[8] = c[0][2] + c[0][3];
+        if (two) mine[16] = c[1][0] + c[1][1], mine[24] = c[1][2] + c[1][3];
+    }
+    SYNC();
+    const int q = threadIdx.x / MMA_ROWS, r = threadIdx.x % MMA_ROWS;
+    if (q < ROWS && r < rows) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < FS_THREADS / WARP; w++) sum += red[(w * ROWS + q) * MMA_ROWS + r];
+        finish(e, q, r0 + r, sum + bias);
+    }
+}
+
+/* The bias of the output this thread finishes in mma_gemv's phase of
+ * matrix m, loaded before the wait. */
+static __device__ float mma_bias(const float *bias, int m, int n_out, int shift) {
+    int r0, r1;
+    rows_of(m, n_out, shift, &r0, &r1);
+    const int r = r0 + threadIdx.x % MMA_ROWS;
+    return threadIdx.x < SH_FUSED_MAX_ROWS * MMA_ROWS && r < r1 ? bias[r] : 0.0f;
+}
+
 /* Rows r0..r1 of weight slice `used` times xs (ROWS inputs xstride
  * floats apart), then the slice's room released to the fetching warp. */
 template <int KIND, int ROWS>
@@ -572,11 +660,11 @@ static __device__ __forceinline__ void gemv_slice(ring &R, int &used, int r0, in
 
 /* A GEMV phase: this block's rows of matrix m of n_out rows (rows_of),
  * from one slice, or (halves: fc1, fc2) from two (LAYER_SLICES). */
-template <int KIND, int ROWS>
+template <int KIND, int ROWS, bool MMA = false>
 static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int m, int n_out, int shift,
                                                   int n_in, const float *xs, int xstride,
                                                   float bias, const epilogue &e,
-                                                  bool halves = false) {
+                                                  bool halves = false, float *red = NULL) {
     int r0, r1;
     rows_of(m, n_out, shift, &r0, &r1);
     if (!halves) {
@@ -584,7 +672,11 @@ static __device__ __forceinline__ void gemv_phase(ring &R, int &used, int m, int
         return;
     }
     const unsigned char *Wa = ring_slice(R, used), *Wb = ring_slice(R, used + 1);
-    gemv_rows<KIND, ROWS>(Wa, Wb, r0, half_row(r0, r1, shift), r1, n_in, xs, xstride, bias, e);
+    const int rm = half_row(r0, r1, shift);
+    if (MMA)   /* fc1 and fc2, swizzled (f.mma_ffn) */
+        mma_gemv<ROWS>(Wa, Wb, r0, rm, r1, n_in, xs, xstride, bias, e, red);
+    else
+        gemv_rows<KIND, ROWS>(Wa, Wb, r0, rm, r1, n_in, xs, xstride, bias, e);
     SYNC();
     used += 2;
     ring_release(R, used);
@@ -1457,7 +1549,7 @@ static __device__ int pick_first(const sh_fused_step &f, const work &W, unsigned
 /* RS: rows dealt in units of 1 << RS (sh_fused_step.row_shift), a
  * constant so that each instance keeps its own code (a run-time shift cost
  * medium int8 2.5% a step). */
-template <int KIND, int RS, int ROWS, bool TRACED>
+template <int KIND, int RS, int ROWS, bool TRACED, bool MMA>
 __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int d = f.d, tid = threadIdx.x, rs = RS;
@@ -1572,7 +1664,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 7);
         /* hid = gelu(W ln(x2) + b) */
         ln = ln_fetch(L->ln3_g, L->ln3_b, d);
-        bias = bias_fetch(L->fc1_b, 4 * d, rs);
+        bias = MMA ? mma_bias(L->fc1_b, M_FC1, 4 * d, rs) : bias_fetch(L->fc1_b, 4 * d, rs);
         sums_wait<ROWS>(Sm.x2, f.n_head, vec_fetch(L->co_b, d), d, W.x);
         SYNC();
         TRACE(f, l, 9);
@@ -1580,7 +1672,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         TRACE(f, l, 15);
         if (TRACED && f.trace) { ring_slice(R, used); ring_slice(R, used + 1); TRACE(f, l, 16); }
         e = (epilogue){EP_GELU, Wd.hid, epoch, NULL, NULL, NULL, 0, d, 4 * d};
-        gemv_phase<KIND, ROWS>(R, used, M_FC1, 4 * d, rs, d, W.xs, 4 * d, bias, e, true);
+        gemv_phase<KIND, ROWS, MMA>(R, used, M_FC1, 4 * d, rs, d, W.xs, 4 * d, bias, e, true, W.sc);
         TRACE(f, l, 10);
         /* x3 = x2 + b + W hid: this block's rows of one of fc2's column
          * blocks (my_fc2_rows) times that block's quarter of hid, added
@@ -1595,7 +1687,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         if (TRACED && f.trace) { ring_slice(R, used); ring_slice(R, used + 1); TRACE(f, l, 17); }
         e = (epilogue){EP_SUM};
         e.d = d, e.sums = Sm.x3, e.sum_row0 = quarter;
-        gemv_phase<KIND, ROWS>(R, used, M_FC2, 4 * d, rs, d, W.xs + quarter, 4 * d, 0.0f, e, true);
+        gemv_phase<KIND, ROWS, MMA>(R, used, M_FC2, 4 * d, rs, d, W.xs + quarter, 4 * d, 0.0f, e,
+                                    true, W.sc);
         TRACE(f, l, 12);
         fc2_b = L->fc2_b;
     }
@@ -1649,17 +1742,33 @@ extern "C" int sh_fused_can_pick(const sh_fused_step *f) {
 }
 
 /* The kernel for the rows, with the trace's stamps or without. */
-template <int KIND, int RS>
+template <int KIND, int RS, bool MMA = false>
 static void (*rows_kernel(int rows, int traced))(sh_fused_step) {
-    if (rows == 2) return traced ? k_fused_step<KIND, RS, 2, true> : k_fused_step<KIND, RS, 2, false>;
-    return traced ? k_fused_step<KIND, RS, 1, true> : k_fused_step<KIND, RS, 1, false>;
+    if (rows == 2)
+        return traced ? k_fused_step<KIND, RS, 2, true, MMA> : k_fused_step<KIND, RS, 2, false, MMA>;
+    return traced ? k_fused_step<KIND, RS, 1, true, MMA> : k_fused_step<KIND, RS, 1, false, MMA>;
 }
 
-/* The kernel for the weights' kind, row unit and rows. */
+/* The kernel for the weights' kind, row unit and rows, and whether fc1
+ * and fc2 take the tensor cores (its own build: with both GEMVs in one
+ * kernel the float one's step took 462 -> 469 us, medium on the H200). */
 static void (*step_kernel(const sh_fused_step *f, int traced))(sh_fused_step) {
     if (f->kind == SH_GW_I8 && f->row_shift) return rows_kernel<SH_GW_I8, 1>(f->rows, traced);
     if (f->kind == SH_GW_I8) return rows_kernel<SH_GW_I8, 0>(f->rows, traced);
+    if (f->mma_ffn) return rows_kernel<SH_GW_F16, 0, true>(f->rows, traced);
     return rows_kernel<SH_GW_F16, 0>(f->rows, traced);
+}
+
+/* Whether every block's rows of fc1 and fc2 fit mma_gemv on a grid of
+ * sms blocks (my_rows, my_fc2_rows). */
+static bool mma_rows_fit(int d, int sms) {
+    int run = sms / SH_FC2_BLOCKS;
+    return (4 * d + sms - 1) / sms <= MMA_ROWS && run > 0 && (d + run - 1) / run <= MMA_ROWS;
+}
+
+extern "C" int sh_fused_mma_ffn(int d, int sms, int force) {
+    if (force == 0 || sms < SH_FC2_BLOCKS || !mma_rows_fit(d, sms)) return 0;
+    return force > 0 || 4 * d > 2 * (FS_THREADS / WARP) * sms;
 }
 
 extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
@@ -1698,6 +1807,11 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
     if (ranges > per) ranges = per;
     f->sc_floats = f->max_keys + (FS_THREADS / WARP) * FS_HD;
     if (f->sc_floats < ranges * FS_PART) f->sc_floats = (ranges * FS_PART + 31) / 32 * 32;
+    /* the tensor-core GEMV (mma_gemv): 32 rows of fc1 and fc2 a block at
+     * most, and its warp sums */
+    if (f->mma_ffn && !mma_rows_fit(f->d, sms)) return -1;
+    if (f->mma_ffn && f->sc_floats < (FS_THREADS / WARP) * f->rows * MMA_ROWS)
+        f->sc_floats = (FS_THREADS / WARP) * f->rows * MMA_ROWS;
     /* the logits' weights (the token embedding) in parts of about 64 KB:
      * a block's ~400 rows are 300 KB (tiny) to 1 MB (large), more than
      * the ring; parts stream through it like the layers' slices */

@@ -538,13 +538,15 @@ extern "C" void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out) {
  * esize bytes; int8 scales alike, width / 32 a row a block). A thread a
  * 16-byte piece of a row. */
 __global__ void k_col_blocks(const unsigned char *src, const uint16_t *scales, int n_out, int n_in,
-                             int width, int esize, unsigned char *dst, uint16_t *dst_scales) {
+                             int width, int esize, int swizzle, unsigned char *dst,
+                             uint16_t *dst_scales) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     int pieces = width * esize / 16, blocks = n_in / width;
     if (i >= (long)n_out * blocks * pieces) return;
     int p = (int)(i % pieces), b = (int)(i / pieces % blocks), j = (int)(i / pieces / blocks);
     const uint4 *from = (const uint4 *)(src + ((size_t)j * n_in + (size_t)b * width) * esize) + p;
-    ((uint4 *)(dst + ((size_t)b * n_out + j) * width * esize))[p] = *from;
+    size_t row = (size_t)b * n_out + j;
+    ((uint4 *)(dst + row * width * esize))[swizzle ? SH_SWIZZLE(row, p) : p] = *from;
     if (scales && p == 0) {
         int g = width / 32;
         const uint16_t *s = scales + (size_t)j * (n_in / 32) + (size_t)b * g;
@@ -553,11 +555,12 @@ __global__ void k_col_blocks(const unsigned char *src, const uint16_t *scales, i
     }
 }
 
-extern "C" void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_gmat *out) {
+extern "C" void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, int swizzle,
+                                sh_gmat *out) {
     int esize = w->kind == SH_GW_I8 ? 1 : 2;
     long n = (long)w->n_out * (w->n_in / width) * (width * esize / 16);
     k_col_blocks<<<blocks_for(n, 256), 256, 0, s>>>((const unsigned char *)w->w, w->scales,
-                                                     w->n_out, w->n_in, width, esize,
+                                                     w->n_out, w->n_in, width, esize, swizzle,
                                                      (unsigned char *)out->w, out->scales);
 }
 

@@ -16,6 +16,12 @@ extern "C" {
 
 enum { SH_GW_F32 = 0, SH_GW_F16 = 1, SH_GW_I8 = 2 };
 
+/* The fused step's half fc1 and fc2 copies (sh_fused_layer's fc1 and
+ * fc2_blocks) are swizzled: row r's 16-byte piece p is stored at piece
+ * p ^ (r % 8), so that any eight consecutive rows' pieces of one column
+ * fall in different shared-memory banks, for ldmatrix (fused_step.cu). */
+#define SH_SWIZZLE(r, p) ((p) ^ ((r) & 7))
+
 /* A weight matrix on the device: (n_out, n_in) row-major; int8 weights
  * carry one half scale per 32 (n_out, n_in / 32). */
 typedef struct {
@@ -61,8 +67,9 @@ void sh_k_to_half(cudaStream_t s, const sh_gmat *w, uint16_t *out);
 /* out: w's columns in blocks of `width` (a multiple of 64 dividing
  * n_in), for the fused step: row b * n_out + j holds w's row j, columns
  * b * width .. (b + 1) * width - 1 (half or int8, with its width / 32
- * scales); out->w and out->scales allocated. */
-void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, sh_gmat *out);
+ * scales), its 16-byte pieces swizzled (SH_SWIZZLE) if swizzle; out->w
+ * and out->scales allocated. */
+void sh_k_col_blocks(cudaStream_t s, const sh_gmat *w, int width, int swizzle, sh_gmat *out);
 void sh_k_f32_to_half(cudaStream_t s, const float *x, uint16_t *out, long n);
 /* y (n_out) = w x for one row x, w half or int8 (the logits), through
  * the layer norm (ln_g, ln_b) when ln_g is given: a persistent grid of
@@ -214,9 +221,10 @@ void sh_k_screen_pick(cudaStream_t s, const sh_gmat *w, const sh_gmat *screen, c
 typedef struct {
     const float *ln1_g, *ln1_b, *qkv_b, *o_b, *co_b;
     const float *ln3_g, *ln3_b, *fc1_b, *fc2_b;
-    sh_gmat qkv, fc1;
-    /* fc2's columns in SH_FC2_BLOCKS blocks of d, (SH_FC2_BLOCKS d, d);
-     * o and cross o head by head, (n_head d, 64) (sh_k_col_blocks) */
+    sh_gmat qkv, fc1;   /* fc1: half, a swizzled copy (SH_SWIZZLE) */
+    /* fc2's columns in SH_FC2_BLOCKS blocks of d, (SH_FC2_BLOCKS d, d),
+     * half ones swizzled; o and cross o head by head, (n_head d, 64)
+     * (sh_k_col_blocks) */
     sh_gmat fc2_blocks, o_heads, co_heads;
     /* the cross query folded into the self-attention's sums (made at load,
      * sh_k_fold_cross_query): G = cq diag(ln2_g), (d, d); G o head by
@@ -278,12 +286,19 @@ typedef struct {
     unsigned ring_bytes;
     size_t smem;
     int row_shift;                    /* a block's rows in units of 1 << row_shift */
+    int mma_ffn;                      /* fc1 and fc2 swizzled (SH_SWIZZLE), on the tensor cores */
 } sh_fused_step;
 
 /* Fills in f's launch shape from its sizes; -1 where the device or the
  * model cannot run it (then the step stays separate kernels). */
 #define SH_FUSED_MAX_ROWS 2
 int sh_fused_plan(int device, sh_fused_step *f);
+/* Whether a model of width d takes fc1 and fc2 on the tensor cores in the
+ * fused step on sms blocks (their copies then swizzled, f->mma_ffn): where
+ * a block has 31 or 32 of fc1's rows (the float loop's pairs on 15 warps
+ * would take two rounds), or with force 1 wherever its rows fit (tests);
+ * force 0 never, -1 that rule. */
+int sh_fused_mma_ffn(int d, int sms, int force);
 long sh_fused_ll_words(int n_layer, int d, int n_head, int splits, int rows);
 void sh_k_fused_step(cudaStream_t s, const sh_fused_step *f);
 /* Whether planned step f (one row) can begin with the greedy pick of its

@@ -1,7 +1,7 @@
 /* ptx.cuh - the PTX the kernels (kernels.cu), the fused decoder step
  * (fused_step.cu) and the encoder's attention (encoder_attention.cu) share:
- * shared-memory addresses, 16-byte asynchronous copies into shared memory
- * and the half tensor-core product. The copies and the product exist from
+ * shared-memory addresses, 16-byte asynchronous copies into shared memory,
+ * ldmatrix and the half tensor-core product. The copies and the product exist from
  * compute capability 8.0; below it they are empty, for kernels that are
  * never launched there. */
 #ifndef SHRUTI_CUDA_PTX_CUH
@@ -41,7 +41,21 @@ static __device__ __forceinline__ void mma16816(float *c, unsigned a0, unsigned 
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+/* Four 8 x 8 half matrices from shared memory (one row address a lane:
+ * lanes 8 i .. 8 i + 7 give matrix i's rows), transposed or not, into
+ * r[i] in the fragment layout of mma.m16n8k16. */
+static __device__ __forceinline__ void ldmatrix4(unsigned *r, unsigned at, bool trans) {
+    if (trans)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at));
+}
 #else
+static __device__ __forceinline__ void ldmatrix4(unsigned *r, unsigned, bool) {
+    r[0] = r[1] = r[2] = r[3] = 0;
+}
 static __device__ __forceinline__ void cp_async16(void *, const void *) {}
 static __device__ __forceinline__ void cp_async_arrive_noinc(unsigned long long *) {}
 static __device__ __forceinline__ void cp_async_commit() {}
@@ -50,6 +64,11 @@ static __device__ __forceinline__ void cp_async_wait() {}
 static __device__ __forceinline__ void mma16816(float *, unsigned, unsigned, unsigned, unsigned,
                                                 unsigned, unsigned) {}
 #endif
+
+/* The same from a pointer into shared memory. */
+static __device__ __forceinline__ void ldmatrix4(unsigned *r, const void *p, bool trans) {
+    ldmatrix4(r, smem_u32(p), trans);
+}
 
 /* The same with a's four registers in an array. */
 static __device__ __forceinline__ void mma16816(float *c, const unsigned *a, unsigned b0,

@@ -1016,6 +1016,17 @@ fused:
     check_fused_step(devs[0].cc_major, "tiny", "float16", 0, 2, 2);
     check_fused_step(devs[0].cc_major, "base", "int8_float16", 0, 2, 1);
     check_fused_step(devs[0].cc_major, "tiny", "int8_float16", 0, 2, 2);
+    /* fc1 and fc2 on the tensor cores (their copies swizzled, as medium's
+     * on 123-132 SMs: sh_fused_mma_ffn), forced for tiny's and base's
+     * rows: one row, two (batched windows; two beams), and tiny on 48
+     * blocks (32 rows a block: both of mma_gemv's tiles) */
+    setenv("SHRUTI_CUDA_FFN_MMA", "1", 1);
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 0, 1, 1);
+    check_fused_step(devs[0].cc_major, "base", "float16", 0, 1, 1);
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 48, 1, 1);
+    check_fused_step(devs[0].cc_major, "tiny", "float16", 0, 2, 2);
+    check_fused_step(devs[0].cc_major, "base", "float16", 0, 2, 1);
+    unsetenv("SHRUTI_CUDA_FFN_MMA");
     if (only_fused) return t_finish("test_cuda");
     check_mma_gemv(devs[0].cc_major, "tiny", "float16");
     check_mma_gemv(devs[0].cc_major, "tiny", "int8_float16");
