@@ -581,9 +581,13 @@ static void check_screen(void) {
  * greedy steps fed back, the masks taking each branch in turn, against a
  * state whose choices the pick's kernel makes (SHRUTI_CUDA_PICK_IN_STEP=0;
  * check_screen holds it to every logit's): the same tokens, ties to the
- * lower id; log-probabilities within 1e-2 (check_screen's bound: the
- * normalizer takes int8 values of rows outside the bound); and the
- * choices made in the step. */
+ * lower id, but for rows whose logits tie within float rounding (the two
+ * picks' layer norms sum in different orders: a choice may differ where
+ * both tokens' log-probabilities agree within 1e-5, as one of 120 did with
+ * the weights of a run on a fresh machine: the test's random models depend
+ * on the order they are built in); log-probabilities within 1e-2
+ * (check_screen's bound: the normalizer takes int8 values of rows outside
+ * the bound); and the choices made in the step. */
 static void check_step_pick_ties(void) {
     float *mel = NULL;
     shruti_model *m = random_model_of("base", 1, "float16", &mel);
@@ -602,7 +606,7 @@ static void check_step_pick_ties(void) {
         {.n_ranges = 1, .ranges = {{no_ts, no_ts + 1}}, .ts_begin = ts},
         {.n_ranges = 1, .ranges = {{0, eot}}, .ts_begin = ts},
     };
-    int prompt[4] = {50258, 50259, 50359, 50364}, tok[2] = {0, 0}, same = 0, total = 0;
+    int prompt[4] = {50258, 50259, 50359, 50364}, tok[2] = {0, 0}, same = 0, ties = 0, total = 0;
     double lp[2], worst = 0;
     for (int k = 0; k < 2 && rt[0].gpu && rt[1].gpu; k++) {
         CHECK(sh_encode(&rt[k], mel) == 0, "encode");
@@ -618,14 +622,16 @@ static void check_step_pick_ties(void) {
         }
         total++;
         same += tok[0] == tok[1];
+        ties += tok[0] != tok[1] && fabs(lp[1] - lp[0]) < 1e-5;
         if (fabs(lp[1] - lp[0]) > worst) worst = fabs(lp[1] - lp[0]);
     }
     long made[2] = {rt[0].gpu ? rt[0].gpu_api->step_picks(rt[0].gpu) : 0,
                     rt[1].gpu ? rt[1].gpu_api->step_picks(rt[1].gpu) : 0};
     printf("pick in the step, clustered embedding (base shape): %d/%d choices as the pick "
-           "kernel's, log-probability max diff %.2g, %ld / %ld made in the step\n", same, total,
-           worst, made[0], made[1]);
-    CHECK(same == total, "the step's choices differ: %d/%d", same, total);
+           "kernel's (%d others tied within float rounding), log-probability max diff %.2g, "
+           "%ld / %ld made in the step\n", same, total, ties, worst, made[0], made[1]);
+    CHECK(same + ties == total && ties * 20 <= total, "the step's choices differ: %d/%d (%d ties)",
+          same, total, ties);
     CHECK(worst < 1e-2, "the step's log-probabilities differ by %g", worst);
     /* every choice of the loop (the prompt's is before the one-row step's
      * graph, with nothing run ahead of it) */
