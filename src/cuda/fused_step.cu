@@ -29,7 +29,9 @@
  * cross query from sums); cross-attention with cross o's head columns
  * (x2 from sums; its keys copied by the fetching warp meanwhile:
  * ring_produce); fc1 (layer norm inside, GELU); fc2 (x3 from sums: each
- * block one column block's rows, my_fc2_rows). Given a logits buffer (the
+ * block one column block's rows, my_fc2_rows); fc1 and fc2 on the tensor
+ * cores where a block has 31-32 of their rows (mma_gemv, a build of its
+ * own: MMA). Given a logits buffer (the
  * backend: tiny), the final layer norm and the logits too, the token
  * embedding's rows streamed through the ring in parts; else they and the
  * pick stay separate kernels, or (f.pick, float16: medium, large) the step
