@@ -497,6 +497,9 @@ static shruti_model *random_model_of(const char *size, int clustered, const char
     if (!m) return NULL;
     int n_mel = shruti_model_n_mels(m) * 3000;
     *mel = malloc(sizeof(float) * (size_t)n_mel);
+    char seed[96];   /* the mel from the model's name alone, as its weights */
+    snprintf(seed, sizeof seed, "%s mel", header);
+    sh_rand_seed(seed);
     for (int i = 0; i < n_mel; i++) (*mel)[i] = sh_rand_normalish() * 10;
     return m;
 }
