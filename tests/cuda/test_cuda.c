@@ -586,9 +586,8 @@ static void check_screen(void) {
  * check_screen holds it to every logit's): the same tokens, ties to the
  * lower id, but for rows whose logits tie within float rounding (the two
  * picks' layer norms sum in different orders: a choice may differ where
- * both tokens' log-probabilities agree within 1e-5, as one of 120 did with
- * the weights of a run on a fresh machine: the test's random models depend
- * on the order they are built in); log-probabilities within 1e-2
+ * both tokens' log-probabilities agree within 1e-5, as one of 120 does
+ * with these weights); log-probabilities within 1e-2
  * (check_screen's bound: the normalizer takes int8 values of rows outside
  * the bound); and the choices made in the step. */
 static void check_step_pick_ties(void) {
