@@ -509,9 +509,9 @@ static int upload_fused_copies(sh_gpu_model *g, char *err) {
         cublasDestroy(blas);
         return fail(err, SHRUTI_ERR_NOMEM, "out of GPU memory folding the cross query");
     }
+    const int swz = fused_swizzle(g->dec[0].fc1.kind, d, sms);   /* every layer alike */
     for (int l = 0; l < hp->n_text_layer && r == 0; l++) {
         gblock *b = &g->dec[l];
-        const int swz = fused_swizzle(b->fc1.kind, d, sms);
         r = upload_col_blocks(g, &b->o, 64, 0, &b->o_heads, err);
         if (r == 0) r = upload_col_blocks(g, &b->co, 64, 0, &b->co_heads, err);
         if (r == 0)

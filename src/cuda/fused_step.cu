@@ -577,10 +577,7 @@ static __device__ __forceinline__ void gemv_rows(const unsigned char *Wa, const 
 #define MMA_ROWS 32   /* a block's rows at most: two tiles (red: 15 x ROWS x 32 floats) */
 static __device__ __forceinline__ unsigned split_half2(float2 v, bool rest) {
     __half2 h = __floats2half2_rn(v.x, v.y);
-    if (rest) {
-        float2 f = __half22float2(h);
-        h = __floats2half2_rn(v.x - f.x, v.y - f.y);
-    }
+    if (rest) h = half2_rest(v, h);
     return *(const unsigned *)&h;
 }
 template <int ROWS>
@@ -1769,7 +1766,7 @@ static bool mma_rows_fit(int d, int sms) {
 }
 
 extern "C" int sh_fused_mma_ffn(int d, int sms, int force) {
-    if (force == 0 || sms < SH_FC2_BLOCKS || !mma_rows_fit(d, sms)) return 0;
+    if (force == 0 || !mma_rows_fit(d, sms)) return 0;
     return force > 0 || 4 * d > 2 * (FS_THREADS / WARP) * sms;
 }
 

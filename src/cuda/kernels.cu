@@ -231,8 +231,7 @@ static __device__ __forceinline__ void split_hi_lo(const float *v, uint4 *hi, ui
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         __half2 a = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
-        float2 back = __half22float2(a);
-        __half2 b = __floats2half2_rn(v[2 * i] - back.x, v[2 * i + 1] - back.y);
+        __half2 b = half2_rest(make_float2(v[2 * i], v[2 * i + 1]), a);
         h[i] = *(unsigned *)&a, l[i] = *(unsigned *)&b;
     }
 }

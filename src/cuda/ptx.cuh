@@ -7,6 +7,8 @@
 #ifndef SHRUTI_CUDA_PTX_CUH
 #define SHRUTI_CUDA_PTX_CUH
 
+#include <cuda_fp16.h>
+
 /* A shared-memory pointer as the 32-bit address PTX wants. */
 static __device__ __forceinline__ unsigned smem_u32(const void *p) {
     return (unsigned)__cvta_generic_to_shared(p);
@@ -64,6 +66,14 @@ static __device__ __forceinline__ void cp_async_wait() {}
 static __device__ __forceinline__ void mma16816(float *, unsigned, unsigned, unsigned, unsigned,
                                                 unsigned, unsigned) {}
 #endif
+
+/* What the halves h (v rounded) leave of the floats v: with h, about 22
+ * bits of v for the half tensor-core products (k_gemv_mma, the fused
+ * step's mma_gemv). */
+static __device__ __forceinline__ __half2 half2_rest(float2 v, __half2 h) {
+    float2 back = __half22float2(h);
+    return __floats2half2_rn(v.x - back.x, v.y - back.y);
+}
 
 /* The same from a pointer into shared memory. */
 static __device__ __forceinline__ void ldmatrix4(unsigned *r, const void *p, bool trans) {
