@@ -227,16 +227,6 @@ static __device__ __forceinline__ void bulk_copy(void *dst, const void *src, uns
                  " [%0], [%1], %2, [%3], %4;"
                  ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(m)), "l"(policy) : "memory");
 }
-static __device__ __forceinline__ u64 policy_evict_first() {
-    u64 p;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-    return p;
-}
-static __device__ __forceinline__ u64 policy_evict_normal() {
-    u64 p;
-    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
-    return p;
-}
 static __device__ __forceinline__ bool mbar_try(u64 *m, unsigned parity) {
     unsigned done;
     asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
@@ -255,8 +245,6 @@ static __device__ __forceinline__ void fence_mbar_init() {
 static __device__ __forceinline__ void mbar_init(u64 *, unsigned = 1) {}
 static __device__ __forceinline__ void mbar_expect(u64 *, unsigned) {}
 static __device__ __forceinline__ void bulk_copy(void *, const void *, unsigned, u64 *, u64) {}
-static __device__ __forceinline__ u64 policy_evict_first() { return 0; }
-static __device__ __forceinline__ u64 policy_evict_normal() { return 0; }
 static __device__ __forceinline__ void mbar_wait(u64 *, unsigned) {}
 static __device__ __forceinline__ void fence_mbar_init() {}
 #endif
@@ -783,7 +771,9 @@ static __device__ head_part head_part_of(const sh_fused_step &f, int n_keys) {
  * of its row, whose caches are stride halves on from row 0's (kmem, vmem;
  * f.cache_stride, or f.cross_stride: 0 when the rows share a window).
  * The newest key of a self-attention (fresh) is not in memory yet and is
- * left out. */
+ * left out. STREAM (the cross keys, 147 MB a medium step): evicted from L2
+ * first, leaving it to the self-attention's caches. */
+template <bool STREAM>
 static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const head_part &P,
                                        const void *kmem, const void *vmem, long stride, int n_keys,
                                        int fresh, int t0, int nt) {
@@ -792,12 +782,18 @@ static __device__ void attention_fetch(const sh_fused_step &f, const work &W, co
     int stored = fresh && p1 == n_keys ? p1 - 1 : p1;
     __half *ks = (__half *)W.uni, *vs = ks + (size_t)f.max_keys * FS_HD;
     const __half *kr = (const __half *)kmem + q * stride, *vr = (const __half *)vmem + q * stride;
+    const u64 policy = l2_evict_first();
     /* 8 chunks of 16 bytes a key row of the head */
     for (int i = t0; i < (stored - p0) * 8; i += nt) {
         int p = p0 + i / 8, c = (i % 8) * 8;
         size_t at = (size_t)p * f.d + h * FS_HD + c;
-        cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kr + at);
-        cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vr + at);
+        if (STREAM) {
+            cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kr + at, policy);
+            cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vr + at, policy);
+        } else {
+            cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kr + at);
+            cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vr + at);
+        }
     }
 }
 
@@ -817,8 +813,8 @@ static __device__ void cross_issue(int &crossed, const sh_fused_step &f, const w
     int go = __shfl_sync(0xffffffffu, *W.cross_go, 0);
     for (; crossed < go; crossed++) {
         const sh_fused_layer *L = &f.layers[crossed];
-        attention_fetch(f, W, P, L->cross_k, L->cross_v, f.cross_stride, f.n_audio, 0,
-                        threadIdx.x % WARP, WARP);
+        attention_fetch<true>(f, W, P, L->cross_k, L->cross_v, f.cross_stride, f.n_audio, 0,
+                              threadIdx.x % WARP, WARP);
         cp_async_arrive_noinc(W.cross_ready);
     }
 }
@@ -853,15 +849,17 @@ static __device__ __forceinline__ bool begins_with_pick(const sh_fused_step &f) 
 template <int KIND, int RS, int ROWS>
 static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1,
                                     const work &W, const head_part &P) {
-    const int n_layer_slices = f.n_layer * LAYER_SLICES, lane = threadIdx.x % WARP;
+    const int lane = threadIdx.x % WARP;
     int crossed = 0;
     unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
     int seen = 0;
-    /* the token embedding's parts (the logits' weights, past the layers'
-     * slices) are read once a step and outweigh the layers' weights: first
-     * out of L2, they leave the layers' there for the next step (H200, 60 s
-     * of audio: tiny 37.2 / 38.3 -> 34.9 / 34.2 ms, its int8 40.4 -> 37.5) */
-    const u64 layers = policy_evict_normal(), vocab = policy_evict_first();
+    /* every slice is read once a step: first out of L2, so that what the
+     * step reads again stays there (l2_evict_first; the token embedding's
+     * parts had been so since the thirteenth session, tiny 60 s 37.2 / 38.3
+     * -> 34.9 / 34.2 ms; the layers' too, twenty-sixth session: medium
+     * 461 -> 445 us a step with the cross keys' copies and the screen's
+     * rows, either alone no faster) */
+    const u64 policy = l2_evict_first();
     /* a step that begins with the pick: the memory is the screen's rows'
      * till they are read; block 0 then writes the choice out */
     const bool pick = begins_with_pick<KIND, ROWS>(f);
@@ -879,7 +877,6 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
     spins = 0;
     for (int j = 0; j < R.total; j++) {
         slice sl = slice_at<KIND, RS, ROWS>(f, j, v0, v1);
-        const u64 pol = j < n_layer_slices ? layers : vocab;
         unsigned start, total = sl.bytes + sl.scale_bytes;
         /* where bytes go from at: there, or the next lap's start if they
          * would cross the ring's end */
@@ -914,10 +911,10 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
         if (lane == 0) {
             R.offs[slot] = start % R.size;
             mbar_expect(&R.mbar[slot], total);   /* none: arrived at once */
-            if (sl.bytes) bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot], pol);
+            if (sl.bytes) bulk_copy(R.base + start % R.size, sl.src, sl.bytes, &R.mbar[slot], policy);
             if (sl.scale_bytes)
                 bulk_copy(R.base + start % R.size + sl.bytes, sl.scales, sl.scale_bytes,
-                          &R.mbar[slot], pol);
+                          &R.mbar[slot], policy);
         }
         __syncwarp();
         tend();
@@ -1620,8 +1617,8 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         layer_words Wd = words_of(f, l);
         /* qkv = W ln(x) + b; k, v also into the cache at pos */
         TRACE(f, l, 0);
-        attention_fetch(f, W, parts[0], L->self_k, L->self_v, f.cache_stride, pos + 1, 1, tid,
-                        FS_THREADS);
+        attention_fetch<false>(f, W, parts[0], L->self_k, L->self_v, f.cache_stride, pos + 1, 1,
+                               tid, FS_THREADS);
         ln_params ln = ln_fetch(L->ln1_g, L->ln1_b, d);
         float bias = bias_fetch(L->qkv_b, 3 * d, rs);
         if (l > 0)

@@ -1347,14 +1347,14 @@ __global__ void __launch_bounds__(WIDE_THREADS) k_gemv_wide(const void *w, const
     const int warps = gridDim.x * per_block;
     int o = blockIdx.x * per_block + threadIdx.x / WARP;
     uint4 cur[GEMV_PREFETCH][2], nxt[GEMV_PREFETCH][2];
-    load_chunks<KIND>(w, scales, n_out, n_in, o, cur);
+    load_chunks<KIND, GEMV_PREFETCH, true>(w, scales, n_out, n_in, o, cur);
     PDL_LAUNCH();
     PDL_WAIT();
     row_to_shared<8>(x, n_in, ln_g, ln_b, xs, red);   /* n_in <= 8 * WIDE_THREADS */
     __syncthreads();
     const int first = o;
     for (; o < n_out; o += warps) {
-        load_chunks<KIND>(w, scales, n_out, n_in, o + warps, nxt);
+        load_chunks<KIND, GEMV_PREFETCH, true>(w, scales, n_out, n_in, o + warps, nxt);
         float acc = 0.0f;
         dot_chunks<KIND, 1>(&acc, cur, xs, 0, n_in);
         acc = warp_sum(acc);

@@ -1,9 +1,10 @@
 /* ptx.cuh - the PTX the kernels (kernels.cu), the fused decoder step
  * (fused_step.cu) and the encoder's attention (encoder_attention.cu) share:
  * shared-memory addresses, 16-byte asynchronous copies into shared memory,
- * ldmatrix and the half tensor-core product. The copies and the product exist from
- * compute capability 8.0; below it they are empty, for kernels that are
- * never launched there. */
+ * loads under an L2 eviction policy, ldmatrix and the half tensor-core
+ * product. The copies and the product exist from compute capability 8.0;
+ * below it they are empty, for kernels that are never launched there, and
+ * the loads plain. */
 #ifndef SHRUTI_CUDA_PTX_CUH
 #define SHRUTI_CUDA_PTX_CUH
 
@@ -18,6 +19,36 @@ static __device__ __forceinline__ unsigned smem_u32(const void *p) {
 /* 16 bytes from global into shared memory, asynchronously (cp.async). */
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+}
+/* An L2 policy for data read once in a pass that is larger than L2 (a
+ * step's weights, the cross keys, the token embedding's rows): evicted
+ * first, so that what a step reads again (the self-attention caches, the
+ * hand-over words and sums, biases, norms) stays in L2 across steps
+ * (twenty-sixth session: medium step 461 -> 445 us). Not volatile: the
+ * compiler may make it once for a loop. */
+static __device__ __forceinline__ unsigned long long l2_evict_first() {
+    unsigned long long p;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+/* cp_async16 under an L2 policy. */
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src,
+                                                  unsigned long long policy) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;"
+                 ::"r"(smem_u32(dst)), "l"(src), "l"(policy) : "memory");
+}
+/* 8 and 16 read-only bytes under an L2 policy. */
+static __device__ __forceinline__ uint2 ldg_hint(const uint2 *p, unsigned long long policy) {
+    uint2 v;
+    asm volatile("ld.global.nc.L2::cache_hint.v2.u32 {%0,%1}, [%2], %3;"
+                 : "=r"(v.x), "=r"(v.y) : "l"(p), "l"(policy));
+    return v;
+}
+static __device__ __forceinline__ uint4 ldg_hint(const uint4 *p, unsigned long long policy) {
+    uint4 v;
+    asm volatile("ld.global.nc.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(policy));
+    return v;
 }
 /* An arrival on the mbarrier once every copy this thread issued so far
  * has landed (the barrier's count includes it: noinc). */
@@ -55,6 +86,10 @@ static __device__ __forceinline__ void ldmatrix4(unsigned *r, unsigned at, bool 
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at));
 }
 #else
+static __device__ __forceinline__ unsigned long long l2_evict_first() { return 0; }
+static __device__ __forceinline__ void cp_async16(void *, const void *, unsigned long long) {}
+static __device__ __forceinline__ uint2 ldg_hint(const uint2 *p, unsigned long long) { return __ldg(p); }
+static __device__ __forceinline__ uint4 ldg_hint(const uint4 *p, unsigned long long) { return __ldg(p); }
 static __device__ __forceinline__ void ldmatrix4(unsigned *r, unsigned, bool) {
     r[0] = r[1] = r[2] = r[3] = 0;
 }

@@ -9,19 +9,27 @@
 #include <cuda_fp16.h>
 
 #include "cuda/kernels.h"
+#include "cuda/ptx.cuh"
 #include "cuda/warp.cuh"
 
+/* 16 or 8 bytes of weights, evicted from L2 first where STREAM (a matrix
+ * read once a step and larger than L2: the logits'). */
+template <bool STREAM, typename T>
+static __device__ __forceinline__ T load_weights(const T *p) {
+    return STREAM ? ldg_hint(p, l2_evict_first()) : __ldg(p);
+}
+
 /* Raw bits of eight weights of row o at column c (and the int8 scale). */
-template <int KIND>
+template <int KIND, bool STREAM = false>
 static __device__ __forceinline__ void load_raw(const void *w, const __half *scales, int n_in,
                                                 int o, int c, uint4 *raw) {
     if (KIND == SH_GW_F32) {
         const uint4 *p = (const uint4 *)((const float *)w + (size_t)o * n_in + c);
-        raw[0] = __ldg(p), raw[1] = __ldg(p + 1);
+        raw[0] = load_weights<STREAM>(p), raw[1] = load_weights<STREAM>(p + 1);
     } else if (KIND == SH_GW_F16) {
-        raw[0] = __ldg((const uint4 *)((const __half *)w + (size_t)o * n_in + c));
+        raw[0] = load_weights<STREAM>((const uint4 *)((const __half *)w + (size_t)o * n_in + c));
     } else {
-        uint2 v = __ldg((const uint2 *)((const int8_t *)w + (size_t)o * n_in + c));
+        uint2 v = load_weights<STREAM>((const uint2 *)((const int8_t *)w + (size_t)o * n_in + c));
         raw[0].x = v.x, raw[0].y = v.y;
         raw[0].z = __half_as_ushort(scales[(size_t)o * (n_in / 32) + c / 32]);
     }
@@ -77,11 +85,13 @@ static __device__ __forceinline__ void lane_chunks(int n_in, F f) {
 
 /* A lane's first CHUNKS chunks of eight weights of row o (none past
  * n_out), and their products with x[r] added into acc[r]. */
-template <int KIND, int CHUNKS = GEMV_PREFETCH>
+template <int KIND, int CHUNKS = GEMV_PREFETCH, bool STREAM = false>
 static __device__ __forceinline__ void load_chunks(const void *w, const __half *scales, int n_out,
                                                    int n_in, int o, uint4 (*raw)[2]) {
     if (o < n_out)
-        lane_chunks<CHUNKS>(n_in, [&](int k, int c) { load_raw<KIND>(w, scales, n_in, o, c, raw[k]); });
+        lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
+            load_raw<KIND, STREAM>(w, scales, n_in, o, c, raw[k]);
+        });
 }
 template <int KIND, int R, int CHUNKS = GEMV_PREFETCH>
 static __device__ __forceinline__ void dot_chunks(float *acc, const uint4 (*raw)[2], const float *x,
