@@ -772,7 +772,7 @@ static __device__ head_part head_part_of(const sh_fused_step &f, int n_keys) {
  * f.cache_stride, or f.cross_stride: 0 when the rows share a window).
  * The newest key of a self-attention (fresh) is not in memory yet and is
  * left out. STREAM (the cross keys, 147 MB a medium step): evicted from L2
- * first, leaving it to the self-attention's caches. */
+ * first where f.stream_l2, leaving it to the self-attention's caches. */
 template <bool STREAM>
 static __device__ void attention_fetch(const sh_fused_step &f, const work &W, const head_part &P,
                                        const void *kmem, const void *vmem, long stride, int n_keys,
@@ -787,7 +787,7 @@ static __device__ void attention_fetch(const sh_fused_step &f, const work &W, co
     for (int i = t0; i < (stored - p0) * 8; i += nt) {
         int p = p0 + i / 8, c = (i % 8) * 8;
         size_t at = (size_t)p * f.d + h * FS_HD + c;
-        if (STREAM) {
+        if (STREAM && f.stream_l2) {
             cp_async16(ks + (size_t)(p - p0) * FS_HD + c, kr + at, policy);
             cp_async16(vs + (size_t)(p - p0) * FS_HD + c, vr + at, policy);
         } else {
@@ -849,17 +849,19 @@ static __device__ __forceinline__ bool begins_with_pick(const sh_fused_step &f) 
 template <int KIND, int RS, int ROWS>
 static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v0, int v1,
                                     const work &W, const head_part &P) {
-    const int lane = threadIdx.x % WARP;
+    const int n_layer_slices = f.n_layer * LAYER_SLICES, lane = threadIdx.x % WARP;
     int crossed = 0;
     unsigned head = 0, tail = 0, ends[FS_SLOTS], spins = 0;
     int seen = 0;
     /* every slice is read once a step: first out of L2, so that what the
-     * step reads again stays there (l2_evict_first; the token embedding's
-     * parts had been so since the thirteenth session, tiny 60 s 37.2 / 38.3
-     * -> 34.9 / 34.2 ms; the layers' too, twenty-sixth session: medium
-     * 461 -> 445 us a step with the cross keys' copies and the screen's
-     * rows, either alone no faster) */
-    const u64 policy = l2_evict_first();
+     * step reads again stays there (l2_evict_first). The token embedding's
+     * parts since the thirteenth session (tiny 60 s 37.2 / 38.3 -> 34.9 /
+     * 34.2 ms); the layers' where f.stream_l2 (twenty-sixth session:
+     * medium 461 -> 445 us a step with the cross keys' copies and the
+     * screen's rows, either alone no faster; tiny, whose layers fit L2,
+     * keeps them there) */
+    const u64 layers = f.stream_l2 ? l2_evict_first() : l2_evict_normal(),
+              vocab = l2_evict_first();
     /* a step that begins with the pick: the memory is the screen's rows'
      * till they are read; block 0 then writes the choice out */
     const bool pick = begins_with_pick<KIND, ROWS>(f);
@@ -877,6 +879,7 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
     spins = 0;
     for (int j = 0; j < R.total; j++) {
         slice sl = slice_at<KIND, RS, ROWS>(f, j, v0, v1);
+        const u64 policy = j < n_layer_slices ? layers : vocab;
         unsigned start, total = sl.bytes + sl.scale_bytes;
         /* where bytes go from at: there, or the next lap's start if they
          * would cross the ring's end */
@@ -1790,6 +1793,13 @@ extern "C" int sh_fused_plan(int device, sh_fused_step *f) {
      * wait counts (see the epoch's increment) */
     if ((f->d >> f->row_shift) < (sms + SH_FC2_BLOCKS - 1) / SH_FC2_BLOCKS) return -1;
     f->grid = sms;
+    /* the layers' weights (15 d x d a layer, int8 ones with their scales;
+     * G and G o half) and the rows' cross keys, against half of L2 */
+    int l2 = 0;
+    cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device);
+    double weight_bytes = f->kind == SH_GW_F16 ? 30.0 : 13.0 * 1.0625 + 4.0;
+    double layer_bytes = weight_bytes * f->d * f->d + 4.0 * f->n_audio * f->d * f->rows;
+    f->stream_l2 = layer_bytes * f->n_layer > 0.5 * l2;
     f->splits = sms / f->n_head;
     int per = f->splits / f->rows;   /* a head's blocks a row */
     if (per < 1) return -1;

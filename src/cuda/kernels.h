@@ -287,6 +287,7 @@ typedef struct {
     size_t smem;
     int row_shift;                    /* a block's rows in units of 1 << row_shift */
     int mma_ffn;                      /* fc1 and fc2 swizzled (SH_SWIZZLE), on the tensor cores */
+    int stream_l2;                    /* the layers' slices and cross keys evicted from L2 first */
 } sh_fused_step;
 
 /* Fills in f's launch shape from its sizes; -1 where the device or the

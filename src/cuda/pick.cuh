@@ -225,7 +225,7 @@ static __device__ __forceinline__ void screen_load(const int8_t *q, const __half
                                                    int n_in, int o, screen_row<CHUNKS> &r) {
     if (o < n_out)
         lane_chunks<CHUNKS>(n_in, [&](int k, int c) {
-            r.w[k] = __ldg((const uint2 *)(q + (size_t)o * n_in + c));
+            r.w[k] = load_weights<true>((const uint2 *)(q + (size_t)o * n_in + c));
             r.s[k] = qs[(size_t)o * (n_in / 32) + c / 32];
         });
 }

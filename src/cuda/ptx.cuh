@@ -31,6 +31,12 @@ static __device__ __forceinline__ unsigned long long l2_evict_first() {
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
     return p;
 }
+/* The default policy, as a value for the same hinted copies. */
+static __device__ __forceinline__ unsigned long long l2_evict_normal() {
+    unsigned long long p;
+    asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
 /* cp_async16 under an L2 policy. */
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src,
                                                   unsigned long long policy) {
@@ -87,6 +93,7 @@ static __device__ __forceinline__ void ldmatrix4(unsigned *r, unsigned at, bool 
 }
 #else
 static __device__ __forceinline__ unsigned long long l2_evict_first() { return 0; }
+static __device__ __forceinline__ unsigned long long l2_evict_normal() { return 0; }
 static __device__ __forceinline__ void cp_async16(void *, const void *, unsigned long long) {}
 static __device__ __forceinline__ uint2 ldg_hint(const uint2 *p, unsigned long long) { return __ldg(p); }
 static __device__ __forceinline__ uint4 ldg_hint(const uint4 *p, unsigned long long) { return __ldg(p); }

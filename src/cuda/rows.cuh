@@ -12,8 +12,8 @@
 #include "cuda/ptx.cuh"
 #include "cuda/warp.cuh"
 
-/* 16 or 8 bytes of weights, evicted from L2 first where STREAM (a matrix
- * read once a step and larger than L2: the logits'). */
+/* 16 or 8 bytes of weights, evicted from L2 first where STREAM (matrices
+ * read once a step, together larger than L2: see l2_evict_first). */
 template <bool STREAM, typename T>
 static __device__ __forceinline__ T load_weights(const T *p) {
     return STREAM ? ldg_hint(p, l2_evict_first()) : __ldg(p);
