@@ -10,6 +10,8 @@
  *     own fetches the next slices into a ring of shared memory with bulk
  *     copies (TMA) as far ahead as the ring holds, so weights stream while
  *     the chain waits, and no compute thread ever waits to issue a copy;
+ *     they and the cross keys are read evict-first (stream_l2), so that
+ *     L2 keeps what the chain reads again from step to step;
  *   - phases hand vectors on as 64-bit words (epoch << 32 | float bits)
  *     that readers poll until the epoch is this step's: no grid barrier,
  *     one memory round trip per phase (the "LL" scheme of NCCL's
