@@ -690,7 +690,7 @@ struct work {
  * that warp writes out to the host, so that the host's slow write and its
  * fence stay off the step's chain. */
 struct pick_report {
-    volatile int go, ready;
+    volatile int go, ready, stopped;   /* stopped: the choice ended the step (f.pick.stops) */
     chunk_acc acc;   /* the whole summary: the log-probability is made from it there */
 };
 
@@ -874,12 +874,26 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
         cross_issue(crossed, f, W, P);
         if (!reported) reported = pick_report_out(f, W);
     };
+    /* a step that stopped at its choice: the choice out, then every copy
+     * issued lands before the block leaves (the ring is its shared memory) */
+    auto stopped = [&]() { return pick && __shfl_sync(0xffffffffu, W.report->stopped, 0); };
+    auto drain = [&](int issued) {
+        while (!reported) reported = pick_report_out(f, W);
+        if (lane == 0)
+            for (int k = *R.consumed; k < issued; k++)
+                mbar_wait(&R.mbar[k % FS_SLOTS], (k / FS_SLOTS) & 1);
+        __syncwarp();
+    };
     for (; pick && !__shfl_sync(0xffffffffu, W.report->go, 0); spins++) {
         if (spins > (1u << 26)) __trap();
         __nanosleep(32);
     }
     spins = 0;
     for (int j = 0; j < R.total; j++) {
+        if (stopped()) {
+            drain(j);
+            return;
+        }
         slice sl = slice_at<KIND, RS, ROWS>(f, j, v0, v1);
         const u64 policy = j < n_layer_slices ? layers : vocab;
         unsigned start, total = sl.bytes + sl.scale_bytes;
@@ -906,6 +920,10 @@ static __device__ void ring_produce(const ring &R, const sh_fused_step &f, int v
                 tail = start;
             }
             if (j - c < FS_SLOTS - (sl.pair != 0) && end - tail <= R.size) break;
+            if (stopped()) {
+                drain(j);
+                return;
+            }
             if (++spins > (1u << 26)) __trap();   /* seconds: a lost consumer */
             tend();
             __nanosleep(32);
@@ -1584,7 +1602,7 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
         for (int s = 0; s < FS_SLOTS; s++) mbar_init(&R.mbar[s]);
         mbar_init(W.cross_ready, WARP);   /* the fetching warp's lanes (cross_issue) */
         *W.cross_go = 0;
-        W.report->go = W.report->ready = 0;
+        W.report->go = W.report->ready = W.report->stopped = 0;
         *R.consumed = 0;
         parts[0] = head_part_of<ROWS>(f, pos + 1);
     }
@@ -1603,6 +1621,14 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
             next[i] = 0;
     }
     const int picked = pick ? pick_first<TRACED>(f, W, epoch) : 0;
+    if (pick && f.pick.stops && picked == f.pick.stop_token) {
+        /* the end of text: decoding stops at this choice, so the step on
+         * it would be work for nothing (a window's last, ~0.45 ms medium);
+         * every block has read the epoch (block 0 has all their words) */
+        if (tid == 0) W.report->stopped = 1;
+        if (blockIdx.x == 0 && tid == 0) *f.epoch = epoch + 1;
+        return;
+    }
     /* the embedding, every block all of it, row by row */
     for (int q = 0; q < ROWS; q++) {
         const int token = pick ? picked : f.token[q];

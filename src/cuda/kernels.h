@@ -253,6 +253,8 @@ typedef struct {
     sh_pick_result *result;
     int *next_io;
     int next_pos;                     /* the step's position */
+    int stops, stop_token;            /* stops: a choice of stop_token (the end of text, where
+                                         decoding stops) ends the step, its layers not run */
 } sh_step_pick;
 
 typedef struct {

@@ -825,6 +825,30 @@ static void check_speculation(shruti_model *m, const float *mel, const char *wha
                made[0], env);
         CHECK(made[0] == 0 && made[1] == taken + wasted + 1, "%s: %ld / %ld choices in the step",
               what, made[0], made[1]);
+        /* the end of text (forced by the mask): the step that chose it
+         * stops there, so nothing runs ahead on it; that token's step then
+         * runs as any other, the same logits as the state whose pick's
+         * kernel ran it ahead */
+        spec_forward(&p, p.tok[0], 5);   /* takes the step ahead of the last choice */
+        const int eot = m->sp.eot;
+        p.mk = (sh_logit_mask){.n_ranges = 2, .ts_begin = -1,
+                               .ranges = {{0, eot}, {eot + 1, p.n_vocab}}};
+        spec_greedy(&p, 0);
+        CHECK(p.tok[0] == eot && p.tok[1] == eot, "%s: the end of text not chosen: %d, %d", what,
+              p.tok[0], p.tok[1]);
+        spec_forward(&p, eot, 6);
+        for (int k = 0; k < 2; k++) CHECK(sh_decoder_logits(&p.rt[k], 0, 1, logits[k]) == 0, "logits");
+        CHECK(memcmp(logits[0], logits[1], sizeof(float) * p.n_vocab) == 0,
+              "%s: the logits of the end of text's step differ", what);
+        long end[2][2];
+        for (int k = 0; k < 2; k++) p.rt[k].gpu_api->speculated(p.rt[k].gpu, &end[k][0], &end[k][1]);
+        printf("%s: after the end of text, steps run ahead taken %ld -> %ld (pick's kernel %ld -> "
+               "%ld)\n", what, got[1][0], end[1][0], got[0][0], end[0][0]);
+        /* (got's wasted counted the step then ahead, since taken) */
+        CHECK(end[1][0] == got[1][0] + 1 && end[1][1] == got[1][1] - 1 &&
+                  end[0][0] == got[0][0] + 2 && end[0][1] == got[0][1] - 1,
+              "%s: steps run ahead after the end of text: %ld / %ld and %ld / %ld", what,
+              end[1][0], end[1][1], end[0][0], end[0][1]);
     }
     free(logits[0]), free(logits[1]);
     sh_run_free(&p.rt[0]), sh_run_free(&p.rt[1]);
