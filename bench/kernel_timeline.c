@@ -4,7 +4,8 @@
  * its count and mean time, and per pair of kernels that follow each other
  * on a stream the mean gap between the first one's end and the second
  * one's start (negative: the second started early, as programmatic
- * dependent launches let it). That is where a decoder step's time goes
+ * dependent launches let it). Copies count as runs too, named by their
+ * direction ("[copy host to device]"). That is where a decoder step's time goes
  * between its kernels: launches, graph boundaries, the host.
  *
  * KERNEL_TIMELINE_OUT=FILE also writes every kernel as a line: start and
@@ -64,6 +65,21 @@ static void record(const CUpti_ActivityKernel10 *k) {
     g.runs[g.n++] = (kernel_run){k->start, k->end, k->streamId, name_index(k->name)};
 }
 
+/* A copy as a run of its own, named by its direction: what the host sends
+ * between kernels shows in the gaps. */
+static void record_copy(const CUpti_ActivityMemcpy6 *c) {
+    static const char *names[] = {"[copy ?]", "[copy host to device]", "[copy device to host]",
+                                  "[copy host to host]", "[copy device to device]"};
+    int kind = c->copyKind == CUPTI_ACTIVITY_MEMCPY_KIND_HTOD   ? 1
+               : c->copyKind == CUPTI_ACTIVITY_MEMCPY_KIND_DTOH ? 2
+               : c->copyKind == CUPTI_ACTIVITY_MEMCPY_KIND_HTOH ? 3
+               : c->copyKind == CUPTI_ACTIVITY_MEMCPY_KIND_DTOD ? 4
+                                                                 : 0;
+    CUpti_ActivityKernel10 k = {.start = c->start, .end = c->end, .streamId = c->streamId,
+                                .name = names[kind]};
+    record(&k);
+}
+
 static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records) {
     *buffer = aligned_alloc(8, BUFFER_BYTES);
     *size = *buffer ? BUFFER_BYTES : 0;
@@ -77,6 +93,7 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
     pthread_mutex_lock(&g.lock);
     while (cuptiActivityGetNextRecord(buffer, valid, &a) == CUPTI_SUCCESS)
         if (a->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) record((const CUpti_ActivityKernel10 *)a);
+        else if (a->kind == CUPTI_ACTIVITY_KIND_MEMCPY) record_copy((const CUpti_ActivityMemcpy6 *)a);
     pthread_mutex_unlock(&g.lock);
     free(buffer);
 }
@@ -164,7 +181,8 @@ static void summarise(void) {
 
 __attribute__((constructor)) static void timeline_start(void) {
     g.on = cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed) == CUPTI_SUCCESS &&
-           cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) == CUPTI_SUCCESS;
+           cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) == CUPTI_SUCCESS &&
+           cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY) == CUPTI_SUCCESS;
     if (!g.on) fprintf(stderr, "kernel timeline: CUPTI would not record kernels\n");
 }
 
@@ -190,6 +208,7 @@ __attribute__((destructor)) static void timeline_end(void) {
      * preload reaches too) says nothing and leaves the file alone */
     if (!g.on || flush_records() == 0) return;
     cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
     pthread_mutex_lock(&g.lock);
     const char *out = getenv("KERNEL_TIMELINE_OUT");
     if (out && *out) write_runs(out);
