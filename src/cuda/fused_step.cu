@@ -1591,8 +1591,12 @@ __global__ void __launch_bounds__(FS_BLOCK, 1) k_fused_step(sh_fused_step f) {
     if (logits) my_rows(RS ? (f.n_vocab + 1) & ~1 : f.n_vocab, RS, &v0, &v1);
     const int n_parts = logits ? (v1 - v0 + f.part_rows - 1) / f.part_rows : 0;
     R.total = f.n_layer * LAYER_SLICES + n_parts;
-    const unsigned epoch = *f.epoch;
     const bool pick = begins_with_pick<KIND, ROWS>(f);
+    /* decoding stops at this token: no layer to run (a window's last step
+     * behind the pick's kernel, ~0.5 ms medium int8), and nothing written,
+     * so the epoch and the sums stay the next launch's */
+    if (ROWS == 1 && !pick && f.stops && *f.token == f.stop_token) return;
+    const unsigned epoch = *f.epoch;
     const int pos = pick ? f.pick.next_pos : *f.pos0;
     head_part *parts = (head_part *)(smem + parts_offset(f));   /* self-, cross-attention */
     W.cross_ready = (u64 *)(smem + cross_offset(f));

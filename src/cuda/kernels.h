@@ -274,6 +274,10 @@ typedef struct {
     const float *ln_g, *ln_b;
     int n_vocab;                      /* the logits' or the pick's vocabulary */
     sh_step_pick pick;                /* pick.q NULL, or the step begins with that pick */
+    /* stops: a one-row step without the pick whose token is stop_token
+     * (a pick kernel's choice of the end of text, this step speculated
+     * behind it) runs nothing and changes nothing, as if not launched */
+    int stops, stop_token;
     unsigned long long *trace;        /* NULL, or 24 stamps a layer (block 0; bench: a
                                          second build of the kernel, stamps and all) */
     int grid;   /* blocks: 0 for one an SM; fewer plans as on a part with that many SMs */
