@@ -700,6 +700,8 @@ struct sh_gpu_state {
     long n_forward, fail_at;        /* fault injection */
     int pdl;                        /* programmatic dependent launches (cc >= 9.0) */
     int gemv;                       /* the GEMV's SH_K_* flags */
+    int att;                        /* the cross-attention's (SH_K_PDL, SH_K_ATT_ROWS) */
+    int att_wave;                   /* its blocks a wave (sh_attention_wave) */
     int flash;                      /* the encoder's attention in one kernel (cc >= 8.0, half) */
     /* the fused step (fused_step.cu) of one row and of two, each planned
      * when first captured */
@@ -925,6 +927,13 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
               (cc_major >= 8 && !env_off("SHRUTI_CUDA_MMA") ? SH_K_MMA : 0) |
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     s->flash = flash_wanted(cc_major, g->act_half, hp);
+    /* rows that share a window scored together in the cross-attention
+     * beyond a wave (H200, medium's 5-beam step 1.29 -> 1.24 ms);
+     * SHRUTI_CUDA_ATT_ROWS=0: never, =1: whatever the grid (tests) */
+    const char *att_rows = getenv("SHRUTI_CUDA_ATT_ROWS");
+    s->att = (s->pdl ? SH_K_PDL : 0) | (env_off("SHRUTI_CUDA_ATT_ROWS") ? 0 : SH_K_ATT_ROWS);
+    s->att_wave = att_rows && strcmp(att_rows, "1") == 0 ? 0
+                                                         : sh_attention_wave(g->device, g->act_half);
     /* SHRUTI_CUDA_WIDE_LOGITS=0: the logits through k_gemv (A/B runs) */
     s->wide_grid = env_off("SHRUTI_CUDA_WIDE_LOGITS")
                        ? 0
@@ -1408,7 +1417,7 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
             sh_k_kv_store(s->stream, s->dqkv, rows, n_tokens, d, pos0, ctx, kc, vc, ah);
         }
         sh_k_attention(s->stream, s->dqkv, 3 * d, kc, vc, d, heads, rows, 1, n_tokens, pos0, ctx,
-                       (long)ctx * d, ah, s->partial, s->counters, s->da, s->pdl);
+                       (long)ctx * d, ah, s->partial, s->counters, s->da, s->pdl ? SH_K_PDL : 0, 0);
         if ((r = dec_linear(s, &b->o, s->da, rows, s->dx, b->o_b, SH_GEMV_ACCUM, err)) < 0) return r;
         /* x = x + cross_attn(ln(x), encoder output) */
         if (fused) {
@@ -1422,7 +1431,7 @@ static int decoder_layers(sh_gpu_state *s, int rows, int n_tokens, char *err) {
         sh_k_attention(s->stream, s->dq, d, (char *)s->cross_k + l * cross,
                        (char *)s->cross_v + l * cross, d, heads, rows, 0, n_tokens, pos0,
                        hp->n_audio_ctx, s->bound ? (long)hp->n_text_layer * hp->n_audio_ctx * d : 0,
-                       ah, s->partial, s->counters, s->da, s->pdl);
+                       ah, s->partial, s->counters, s->da, s->att, s->att_wave);
         if ((r = dec_linear(s, &b->co, s->da, rows, s->dx, b->co_b, SH_GEMV_ACCUM, err)) < 0)
             return r;
         /* x = x + mlp(ln(x)) */

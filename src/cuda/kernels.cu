@@ -895,14 +895,14 @@ extern "C" void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_
 #define ATT_CHUNK 128
 #define MAX_SPLITS 16   /* keys up to 2048 */
 
-/* The last block of a (row, head) to finish merges the splits: counters
- * (zero, and left zero) count the finished blocks. */
+/* The last block of a (row, head) to finish merges the splits, for its
+ * nq rows from r0: counter (zero, and left zero) counts the finished
+ * blocks. */
 template <int HD>
-static __device__ void combine_if_last(const float *partial, int n_split, int *counters,
-                                       float *result, int d, int r, int h) {
+static __device__ void combine_if_last(const float *partial, int n_split, int *counter,
+                                       float *result, int d, int r0, int nq, int h) {
     __shared__ int last;
     int t = threadIdx.x, part = HD + 2;
-    int *counter = counters + (size_t)r * gridDim.y + h;
     __syncthreads();
     if (t == 0) {
         __threadfence();   /* this block's partial before its count */
@@ -911,8 +911,8 @@ static __device__ void combine_if_last(const float *partial, int n_split, int *c
     __syncthreads();
     if (!last) return;
     __threadfence();
-    const float *pp = partial + ((size_t)r * gridDim.y + h) * n_split * part;
-    if (t < HD) {
+    for (int i = 0; i < nq && t < HD; i++) {
+        const float *pp = partial + ((size_t)(r0 + i) * gridDim.y + h) * n_split * part;
         /* all the splits' numbers loaded before any is used */
         float ms[MAX_SPLITS], ls[MAX_SPLITS], as[MAX_SPLITS], m = -INFINITY, l = 0.0f, a = 0.0f;
 #pragma unroll
@@ -930,7 +930,7 @@ static __device__ void combine_if_last(const float *partial, int n_split, int *c
             l += w * ls[s];
             a += w * as[s];
         }
-        result[(size_t)r * d + h * HD + t] = a / l;
+        result[(size_t)(r0 + i) * d + h * HD + t] = a / l;
     }
     if (t == 0) *counter = 0;
 }
@@ -965,7 +965,8 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
         PDL_WAIT();
         if (t == 0) out[HD] = -INFINITY, out[HD + 1] = 0.0f;
         if (t < HD) out[t] = 0.0f;
-        combine_if_last<HD>(partial, n_split, counters, result, d, r, h);
+        combine_if_last<HD>(partial, n_split, counters + (size_t)r * gridDim.y + h, result, d, r,
+                            1, h);
         return;
     }
     int n_here = min(ATT_CHUNK, n_keys - j0);
@@ -1029,7 +1030,137 @@ __global__ void k_attention_split(const float *q, int ldq, const void *k, const 
         out[t] = sum;
     }
     if (t == 0) out[HD] = m, out[HD + 1] = l;
-    combine_if_last<HD>(partial, n_split, counters, result, d, r, h);
+    combine_if_last<HD>(partial, n_split, counters + (size_t)r * gridDim.y + h, result, d, r, 1,
+                        h);
+}
+
+#define ATT_ROWS 2   /* rows of one window that k_attention_rows scores at once */
+
+/* Cross-attention of rows that all read one window (a prompt's tokens, a
+ * beam search's beams): block (split, head, group of up to ATT_ROWS rows)
+ * loads its ATT_CHUNK keys and values once for all its rows, where
+ * k_attention_split's blocks load them once a row (medium's 4-token
+ * prompt: 768 blocks, two waves on 132 SMs, every key read 4 times).
+ * Thread t scores key t against each row's query; the rows' maxima and
+ * sums share their barriers. */
+template <int HD, int HALF>
+__global__ void k_attention_rows(const float *q, int ldq, const void *k, const void *v, int d,
+                                 int rows, int n_kv, float *partial, int n_split, int *counters,
+                                 float *result) {
+    typedef typename std::conditional<HALF, __half, float>::type T;
+    const int PER16 = 16 / sizeof(T), WORDS = HD / PER16, WARPS = ATT_CHUNK / WARP;
+    __shared__ float qs[ATT_ROWS][HD];
+    __shared__ float p[ATT_ROWS][ATT_CHUNK];
+    __shared__ float acc[ATT_ROWS][ATT_CHUNK];
+    __shared__ float red_max[ATT_ROWS][WARPS], red_sum[ATT_ROWS][WARPS];
+    __shared__ uint4 vs[ATT_CHUNK * WORDS];
+    const int split = blockIdx.x, h = blockIdx.y, r0 = blockIdx.z * ATT_ROWS, t = threadIdx.x;
+    const int nq = min(ATT_ROWS, rows - r0), part = HD + 2, lane = t % WARP, warp = t / WARP;
+    PDL_LAUNCH();
+    const int j0 = split * ATT_CHUNK, n_here = min(ATT_CHUNK, n_kv - j0), j = j0 + t;
+    /* the window's keys and values (the encoder's) before the wait; every
+     * word loaded before any is used */
+    const T *vb = (const T *)v + (size_t)j0 * d + h * HD;
+    uint4 vw[WORDS], kw[WORDS];
+#pragma unroll
+    for (int c = 0; c < WORDS; c++) {
+        int w = t + c * ATT_CHUNK;
+        if (w < n_here * WORDS)
+            vw[c] = *(const uint4 *)(vb + (size_t)(w / WORDS) * d + (w % WORDS) * PER16);
+    }
+    if (j < n_kv) {
+        const uint4 *kp = (const uint4 *)((const T *)k + (size_t)j * d + h * HD);
+#pragma unroll
+        for (int c = 0; c < WORDS; c++) kw[c] = kp[c];
+    }
+    PDL_WAIT();   /* the queries are the previous kernel's */
+    for (int x = t; x < ATT_ROWS * HD; x += ATT_CHUNK)
+        qs[x / HD][x % HD] = x / HD < nq ? q[(size_t)(r0 + x / HD) * ldq + h * HD + x % HD] *
+                                               rsqrtf((float)HD)
+                                         : 0.0f;
+#pragma unroll
+    for (int c = 0; c < WORDS; c++) {
+        int w = t + c * ATT_CHUNK;
+        if (w < n_here * WORDS) vs[w] = vw[c];
+    }
+    __syncthreads();
+    float sc[ATT_ROWS];
+#pragma unroll
+    for (int i = 0; i < ATT_ROWS; i++) sc[i] = 0.0f;
+    if (j < n_kv) {
+#pragma unroll
+        for (int c = 0; c < WORDS; c++) {
+            const T *e = (const T *)&kw[c];
+#pragma unroll
+            for (int x = 0; x < PER16; x++) {
+                float kx = (float)e[x];
+#pragma unroll
+                for (int i = 0; i < ATT_ROWS; i++) sc[i] += kx * qs[i][c * PER16 + x];
+            }
+        }
+    }
+    /* each row's max, then its exponentials' sum, over the block */
+    float m[ATT_ROWS], l[ATT_ROWS];
+#pragma unroll
+    for (int i = 0; i < ATT_ROWS; i++) {
+        float top = warp_max(j < n_kv ? sc[i] : -INFINITY);
+        if (lane == 0) red_max[i][warp] = top;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < ATT_ROWS; i++) {
+        m[i] = red_max[i][0];
+#pragma unroll
+        for (int w = 1; w < WARPS; w++) m[i] = fmaxf(m[i], red_max[i][w]);
+        float e = j < n_kv ? __expf(sc[i] - m[i]) : 0.0f;
+        p[i][t] = e;
+        e = warp_sum(e);
+        if (lane == 0) red_sum[i][warp] = e;
+    }
+    __syncthreads();   /* also publishes p */
+#pragma unroll
+    for (int i = 0; i < ATT_ROWS; i++) {
+        l[i] = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) l[i] += red_sum[i][w];
+    }
+    /* weighted values: thread (group, dim) sums every n_groups-th key,
+     * each value read once for all the rows */
+    const int n_groups = ATT_CHUNK / HD, dim = t % HD, group = t / HD;
+    const T *vsh = (const T *)vs;
+    float a[ATT_ROWS] = {};
+#pragma unroll 2
+    for (int jj = group; jj < n_here; jj += n_groups) {
+        float vv = (float)vsh[jj * HD + dim];
+#pragma unroll
+        for (int i = 0; i < ATT_ROWS; i++) a[i] += p[i][jj] * vv;
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_ROWS; i++) acc[i][t] = a[i];
+    __syncthreads();
+    for (int i = 0; i < nq; i++) {
+        float *out = partial + (((size_t)(r0 + i) * gridDim.y + h) * n_split + split) * part;
+        if (t < HD) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int g = 0; g < n_groups; g++) sum += acc[i][g * HD + t];
+            out[t] = sum;
+        }
+        if (t == 0) out[HD] = m[i], out[HD + 1] = l[i];
+    }
+    combine_if_last<HD>(partial, n_split, counters + (size_t)r0 * gridDim.y + h, result, d, r0,
+                        nq, h);
+}
+
+extern "C" int sh_attention_wave(int device, int act_half) {
+    int sms = 0, per = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (act_half)
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_attention_split<64, 1>, ATT_CHUNK, 0);
+    else
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k_attention_split<64, 0>, ATT_CHUNK, 0);
+    cudaGetLastError();
+    return sms > 0 && per > 0 ? sms * per : INT_MAX;   /* unknown: row by row always */
 }
 
 extern "C" long sh_attention_partial_floats(int rows, int n_head, int hd, int max_keys) {
@@ -1040,13 +1171,26 @@ extern "C" long sh_attention_partial_floats(int rows, int n_head, int hd, int ma
 extern "C" void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k,
                                const void *v, int d, int n_head, int rows, int causal,
                                int n_tokens, const int *pos0, int n_kv, long beam_stride,
-                               int act_half, float *partial, int *counters, float *out, int pdl) {
+                               int act_half, float *partial, int *counters, float *out, int flags,
+                               int wave) {
     int n_split = (n_kv + ATT_CHUNK - 1) / ATT_CHUNK;   /* n_kv: the most keys any row has */
-    int hd = d / n_head;
-    dim3 grid(n_split, n_head, rows);
+    int hd = d / n_head, pdl = flags & SH_K_PDL;
+    /* rows of one window in blocks of ATT_ROWS where a block a row would
+     * take more than one wave (medium's 4-token prompt: 768 blocks, 528 a
+     * wave on an H200); within one wave the grouping only lengthens each
+     * block (tiny's 5 beams: 360 blocks, a step 0.19 -> 0.20 ms) */
+    int shared = (flags & SH_K_ATT_ROWS) && !causal && beam_stride == 0 && rows > 1 &&
+                 (long)n_split * n_head * rows > wave;
+    dim3 grid(n_split, n_head, shared ? (rows + ATT_ROWS - 1) / ATT_ROWS : rows);
 #define SH_ATT_CASE(HD)                                                                        \
     case HD:                                                                                   \
-        if (act_half)                                                                          \
+        if (shared && act_half)                                                                \
+            launch(pdl, k_attention_rows<HD, 1>, grid, ATT_CHUNK, 0, s, q, ldq, k, v, d, rows,  \
+                   n_kv, partial, n_split, counters, out);                                     \
+        else if (shared)                                                                       \
+            launch(pdl, k_attention_rows<HD, 0>, grid, ATT_CHUNK, 0, s, q, ldq, k, v, d, rows,  \
+                   n_kv, partial, n_split, counters, out);                                     \
+        else if (act_half)                                                                     \
             launch(pdl, k_attention_split<HD, 1>, grid, ATT_CHUNK, 0, s, q, ldq, k, v, d,      \
                    causal, n_tokens, pos0, n_kv, beam_stride, partial, n_split, counters, out); \
         else                                                                                   \

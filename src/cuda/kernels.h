@@ -48,7 +48,7 @@ typedef struct {
  * kernel's tail); SH_K_MMA half or int8 weights on the tensor cores (compute
  * capability 8.0 and later) for 2 rows and more, SH_K_MMA_ONE for one row
  * too. */
-enum { SH_K_PDL = 1, SH_K_MMA = 2, SH_K_MMA_ONE = 4 };
+enum { SH_K_PDL = 1, SH_K_MMA = 2, SH_K_MMA_ONE = 4, SH_K_ATT_ROWS = 8 };
 
 /* y (rows, n_out; row stride ldy) from x (rows, n_in; stride ldx) for
  * rows <= SH_GEMV_MAX_ROWS, each weight read once for all rows. */
@@ -128,11 +128,17 @@ void sh_k_kv_store(cudaStream_t s, const float *qkv, int rows, int n_tokens, int
  * causal: n_keys(r) = *pos0 + r % n_tokens + 1; else n_keys = n_kv. Row r
  * reads the keys of beam (or window) r / n_tokens, beam_stride elements
  * apart (0: shared by every row). partial: scratch of sh_attention_partial_floats;
- * counters: rows x n_head ints, zero before and after. */
+ * counters: rows x n_head ints, zero before and after. flags: SH_K_PDL;
+ * SH_K_ATT_ROWS lets rows that share one window (not causal, beam_stride
+ * 0) be scored together, each key read once for several, where a block a
+ * row would take more than wave blocks (sh_attention_wave). */
 void sh_k_attention(cudaStream_t s, const float *q, int ldq, const void *k, const void *v,
                     int d, int n_head, int rows, int causal, int n_tokens, const int *pos0,
                     int n_kv, long beam_stride, int act_half, float *partial, int *counters,
-                    float *out, int pdl);
+                    float *out, int flags, int wave);
+/* The blocks of sh_k_attention's row-by-row kernel the device runs at once
+ * (64-wide heads, half or float keys). */
+int sh_attention_wave(int device, int act_half);
 long sh_attention_partial_floats(int rows, int n_head, int hd, int max_keys);
 
 /* caches (n_layer, n_cache_beams, n_ctx, d): beam b < n_beams takes beam

@@ -862,12 +862,19 @@ static void check_speculation(shruti_model *m, const float *mel, const char *wha
     sh_run_free(&p.rt[0]), sh_run_free(&p.rt[1]);
 }
 
-/* The tensor-core GEMV (half or int8 weights, x as hi + lo halves)
- * against the float GEMV: a model of size's shape with random weights, two run
- * states side by side (SHRUTI_CUDA_MMA=0 and =all, read when a state is
- * made), 1 to 8 rows a step (beams of one window), a 4-token prompt (its
- * rows too), every row's logits compared. */
-static void check_mma_gemv(int cc_major, const char *size, const char *compute_type) {
+/* A decoder path for several rows against the one it replaces: a model of
+ * size's shape with random weights, two run states side by side (env at
+ * off and on, read when a state is made), 1 to 8 rows a step (beams of one
+ * window), a 4-token prompt (its rows too), every row's logits compared
+ * within tol of their range.
+ * - SHRUTI_CUDA_MMA: the tensor-core GEMV (half or int8 weights, x as
+ *   hi + lo halves), =all, against the float GEMV, =0.
+ * - SHRUTI_CUDA_ATT_ROWS: the cross-attention of rows that share the
+ *   window in blocks of two (k_attention_rows), =1 whatever the grid,
+ *   against a block a row, =0 (the same sums in another order). */
+static void check_rows_switch(int cc_major, const char *size, const char *compute_type,
+                              const char *env, const char *off, const char *on, const char *what,
+                              double tol) {
     float *mel;
     shruti_model *m = random_model(size, compute_type, &mel);
     if (!m) return;
@@ -875,11 +882,11 @@ static void check_mma_gemv(int cc_major, const char *size, const char *compute_t
     float *logits[2] = {malloc(sizeof(float) * 8 * n_vocab), malloc(sizeof(float) * 8 * n_vocab)};
     sh_run rt[2];
     for (int k = 0; k < 2; k++) {
-        setenv("SHRUTI_CUDA_MMA", k ? "all" : "0", 1);
+        setenv(env, k ? on : off, 1);
         CHECK(sh_run_init(&rt[k], m, 8) == 0 && rt[k].gpu, "GPU run state: %s", rt[k].note);
         CHECK(sh_encode(&rt[k], mel) == 0, "encode");
     }
-    unsetenv("SHRUTI_CUDA_MMA");
+    unsetenv(env);
     const int prompt[4] = {50258, 50259, 50359, 50364}, widths[] = {1, 2, 3, 5, 8};
     agreement agree = {0};
     for (int wi = 0; wi < 5; wi++) {
@@ -902,7 +909,7 @@ static void check_mma_gemv(int cc_major, const char *size, const char *compute_t
     }
     char setup[96];
     snprintf(setup, sizeof setup, "%s, %s shape, random weights, 1-8 rows", compute_type, size);
-    check_agreement("tensor-core GEMV vs float GEMV", setup, &agree, 1e-3, cc_major >= 8);
+    check_agreement(what, setup, &agree, tol, cc_major >= 8);
     sh_run_free(&rt[0]), sh_run_free(&rt[1]);
     free(mel), free(logits[0]), free(logits[1]);
     shruti_model_free(m);
@@ -1008,6 +1015,7 @@ int main(int argc, char **argv) {
     int only_speculation = argc > 1 && strcmp(argv[1], "speculation") == 0;
     int only_screen = argc > 1 && strcmp(argv[1], "screen") == 0;
     int only_flash = argc > 1 && strcmp(argv[1], "flash") == 0;
+    int only_rows = argc > 1 && strcmp(argv[1], "rows") == 0;
     t_require_testdata();
     printf("backends: %s\n", shruti_backends());
     check_bad_names();
@@ -1029,6 +1037,7 @@ int main(int argc, char **argv) {
         return SKIP_CODE;
     }
     if (only_fused) goto fused;
+    if (only_rows) goto rows;
     if (only_screen || only_flash) {
         if (only_screen) check_screen(), check_step_pick_ties();
         else check_encoder_switches(devs[0].cc_major);
@@ -1076,11 +1085,20 @@ fused:
     check_fused_step(devs[0].cc_major, "base", "float16", 0, 2, 1);
     unsetenv("SHRUTI_CUDA_FFN_MMA");
     if (only_fused) return t_finish("test_cuda");
-    check_mma_gemv(devs[0].cc_major, "tiny", "float16");
-    check_mma_gemv(devs[0].cc_major, "tiny", "int8_float16");
+rows:;
+    const char *mma = "tensor-core GEMV vs float GEMV";
+    check_rows_switch(devs[0].cc_major, "tiny", "float16", "SHRUTI_CUDA_MMA", "0", "all", mma, 1e-3);
+    check_rows_switch(devs[0].cc_major, "tiny", "int8_float16", "SHRUTI_CUDA_MMA", "0", "all", mma,
+                      1e-3);
     /* base's fc2 (2048 inputs) takes the GEMV's 16-warp form */
-    check_mma_gemv(devs[0].cc_major, "base", "float16");
-    check_mma_gemv(devs[0].cc_major, "base", "int8_float16");
+    check_rows_switch(devs[0].cc_major, "base", "float16", "SHRUTI_CUDA_MMA", "0", "all", mma, 1e-3);
+    check_rows_switch(devs[0].cc_major, "base", "int8_float16", "SHRUTI_CUDA_MMA", "0", "all", mma,
+                      1e-3);
+    check_rows_switch(devs[0].cc_major, "base", "float16", "SHRUTI_CUDA_ATT_ROWS", "0", "1",
+                      "cross-attention rows together vs one by one", 1e-3);
+    check_rows_switch(devs[0].cc_major, "tiny", "int8_float16", "SHRUTI_CUDA_ATT_ROWS", "0", "1",
+                      "cross-attention rows together vs one by one", 1e-3);
+    if (only_rows) return t_finish("test_cuda");
     check_encoder_switches(devs[0].cc_major);
     check_screen();
     check_step_pick_ties();
