@@ -1001,8 +1001,9 @@ static void check_speculation_models(void) {
     free(mel);
     /* base's shape: the step begins with the pick of the step before */
     m = random_model("base", "float16", &mel);
-    if (m) check_speculation(m, mel, "pick in the step, base shape float16", "SHRUTI_CUDA_PICK_IN_STEP",
-                             1);
+    if (m)
+        check_speculation(m, mel, "pick in the step, base shape float16",
+                          "SHRUTI_CUDA_PICK_IN_STEP", 1);
     shruti_model_free(m);
     free(mel);
 }
