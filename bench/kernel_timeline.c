@@ -52,7 +52,8 @@ static int name_index(const char *name) {
     return g.n_names++;
 }
 
-static void record(const CUpti_ActivityKernel10 *k) {
+/* A run of a kernel or a copy, by its name. */
+static void record(uint64_t start, uint64_t end, uint32_t stream, const char *name) {
     if (g.n == g.cap) {
         size_t cap = g.cap ? 2 * g.cap : 65536;
         kernel_run *more = realloc(g.runs, cap * sizeof *more);
@@ -62,7 +63,7 @@ static void record(const CUpti_ActivityKernel10 *k) {
         }
         g.runs = more, g.cap = cap;
     }
-    g.runs[g.n++] = (kernel_run){k->start, k->end, k->streamId, name_index(k->name)};
+    g.runs[g.n++] = (kernel_run){start, end, stream, name_index(name)};
 }
 
 /* A copy as a run of its own, named by its direction: what the host sends
@@ -75,9 +76,7 @@ static void record_copy(const CUpti_ActivityMemcpy6 *c) {
                : c->copyKind == CUPTI_ACTIVITY_MEMCPY_KIND_HTOH ? 3
                : c->copyKind == CUPTI_ACTIVITY_MEMCPY_KIND_DTOD ? 4
                                                                  : 0;
-    CUpti_ActivityKernel10 k = {.start = c->start, .end = c->end, .streamId = c->streamId,
-                                .name = names[kind]};
-    record(&k);
+    record(c->start, c->end, c->streamId, names[kind]);
 }
 
 static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records) {
@@ -92,8 +91,12 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
     CUpti_Activity *a = NULL;
     pthread_mutex_lock(&g.lock);
     while (cuptiActivityGetNextRecord(buffer, valid, &a) == CUPTI_SUCCESS)
-        if (a->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) record((const CUpti_ActivityKernel10 *)a);
-        else if (a->kind == CUPTI_ACTIVITY_KIND_MEMCPY) record_copy((const CUpti_ActivityMemcpy6 *)a);
+        if (a->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
+            const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)a;
+            record(k->start, k->end, k->streamId, k->name);
+        } else if (a->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+            record_copy((const CUpti_ActivityMemcpy6 *)a);
+        }
     pthread_mutex_unlock(&g.lock);
     free(buffer);
 }
