@@ -703,6 +703,7 @@ struct sh_gpu_state {
     int att;                        /* the cross-attention's (SH_K_PDL, SH_K_ATT_ROWS) */
     int att_wave;                   /* its blocks a wave (sh_attention_wave) */
     int flash;                      /* the encoder's attention in one kernel (cc >= 8.0, half) */
+    int flash_groups;               /* its warpgroup-MMA form's warpgroups a block (0: mma.sync) */
     /* the fused step (fused_step.cu) of one row and of two, each planned
      * when first captured */
     fused_plan fused[SH_FUSED_MAX_ROWS];   /* by rows - 1 */
@@ -927,6 +928,11 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
               (cc_major >= 8 && !env_off("SHRUTI_CUDA_MMA") ? SH_K_MMA : 0) |
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     s->flash = flash_wanted(cc_major, g->act_half, hp);
+    /* SHRUTI_CUDA_ENCODER_WGMMA=0: the mma.sync form on compute 9.0 too (A/B runs, tests) */
+    s->flash_groups = s->flash && !env_off("SHRUTI_CUDA_ENCODER_WGMMA")
+                          ? sh_encoder_attention_groups(g->device, hp->n_audio_ctx,
+                                                        hp->n_audio_state, hp->n_audio_head)
+                          : 0;
     /* rows that share a window scored together in the cross-attention
      * beyond a wave (H200, medium's 5-beam step 1.29 -> 1.24 ms);
      * SHRUTI_CUDA_ATT_ROWS=0: never, =1: whatever the grid (tests) */
@@ -1200,7 +1206,7 @@ static int encoder_block(sh_gpu_state *s, const gblock *b, char *err) {
     /* half activations, 64-wide heads: the whole attention in one kernel
      * (the scores never leave the SM); else through cuBLAS and a softmax */
     if (s->flash) {
-        if (sh_k_encoder_attention(s->stream, s->big, n, d, heads, s->o) < 0)
+        if (sh_k_encoder_attention(s->stream, s->big, n, d, heads, s->o, s->flash_groups) < 0)
             return fail(err, SHRUTI_ERR_DEVICE, "encoder attention: bad shape");
     } else {
         /* scores(h) = q_h k_h^T / sqrt(hd), all heads in one batched GEMM */

@@ -107,10 +107,14 @@ void sh_k_softmax_rows(cudaStream_t s, const float *x, int rows, int n, void *ou
 
 /* The encoder's self-attention of every head in one kernel on the tensor
  * cores (encoder_attention.cu; compute 8.0 and later): qkv (n, 3d) half,
- * q, k, v side by side, heads of 64; out (n, d) half. -1 (nothing
+ * q, k, v side by side, heads of 64; out (n, d) half; groups: 0, or
+ * sh_encoder_attention_groups' answer (warpgroup MMAs). -1 (nothing
  * launched) for other head widths. */
 int sh_k_encoder_attention(cudaStream_t s, const uint16_t *qkv, int n, int d, int n_head,
-                           uint16_t *out);
+                           uint16_t *out, int groups);
+/* Warpgroups a block of the warpgroup-MMA form for that shape on device
+ * (compute 9.0, a build with sm_90a code), 0 where it cannot run. */
+int sh_encoder_attention_groups(int device, int n, int d, int n_head);
 
 /* Decoder embedding: x[r] = tok_emb[tokens[r]] + pos_emb[*pos0 + r % n_tokens]. */
 void sh_k_embed(cudaStream_t s, const sh_gmat *tok_emb, const float *pos_emb, const int *tokens,

@@ -930,7 +930,10 @@ static void check_rows_switch(int cc_major, const char *size, const char *comput
  *   GEMMs against one GEMM a layer (other kernels, other summation
  *   orders: a half ulp of a key here and there).
  * - SHRUTI_CUDA_ENCODER_GRAPH: the encoder replayed from its captured
- *   graph against its kernels launched one by one (identical). */
+ *   graph against its kernels launched one by one (identical).
+ * - SHRUTI_CUDA_ENCODER_WGMMA: that attention on warpgroup MMAs (compute
+ *   9.0) against its mma.sync form: the same products and softmax in the
+ *   same order (the same bits on the H200; a reordered sum allowed). */
 static void check_encoder_switch(shruti_model *m, const float *mel, const char *env,
                                  const char *what, double tol, int must_differ) {
     int n_vocab = shruti_model_n_vocab(m);
@@ -968,6 +971,8 @@ static void check_encoder_switches(int cc_major) {
      * required to differ) */
     check_encoder_switch(m, mel, "SHRUTI_CUDA_CROSS_BATCH",
                          "cross keys and values batched vs a GEMM a layer", 1e-2, 0);
+    check_encoder_switch(m, mel, "SHRUTI_CUDA_ENCODER_WGMMA",
+                         "encoder attention on warpgroup MMAs vs mma.sync", 1e-4, 0);
     /* the same kernels replayed from a graph: the same bits */
     check_encoder_switch(m, mel, "SHRUTI_CUDA_ENCODER_GRAPH",
                          "encoder as a graph vs launched one by one", 0.0, 0);
