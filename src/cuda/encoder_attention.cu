@@ -22,7 +22,9 @@
  * queries and keys straight from shared memory (no ldmatrix, no register
  * copies of the tiles), and the probabilities from registers against the
  * value tile. H200, one layer: medium 47.3 -> 35.9 us, large 50.7 -> 42.0,
- * tiny 32.3 -> 29.0 (the same bits). */
+ * tiny 32.3 -> 29.0 (the same bits). Tried: the next tile's scores in
+ * flight during this tile's softmax (three tile pairs): slower, medium
+ * 36.7 -> 38.5 us. */
 #include <cuda_fp16.h>
 #include <math.h>
 
@@ -469,13 +471,15 @@ extern "C" int sh_encoder_attention_groups(int device, int n, int d, int n_head)
     if (cudaMemcpy(&built, on, sizeof built, cudaMemcpyDeviceToHost) != cudaSuccess) built = 0;
     cudaFree(on);
     if (!built) return 0;
-    /* the fewest 64-query units on the busiest SM, ties to larger blocks
-     * (fewer copies of each key tile): H200, medium 3 (128 blocks, one an
-     * SM), large 4, tiny 2 */
+    /* the fewest 64-query units on the busiest SM; among those, blocks of
+     * 3, 2, 4, 1 warpgroups in that order (H200, one layer: medium 3
+     * (one block an SM) 35.9 us against 1 37.0; large 2 42.0 against 4
+     * 43.2-45.8 and 1 46.4; tiny 2 29.0 against 1 29.2) */
+    static const int order[4] = {3, 2, 4, 1};
     int best = 0;
     long best_units = 0;
-    for (int wgs = 1; wgs <= 4; wgs++) {
-        int per_sm = 0;
+    for (int k = 0; k < 4; k++) {
+        int wgs = order[k], per_sm = 0;
         cudaFuncSetAttribute(wg_kernel(wgs), cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)wg_smem_bytes(wgs));
         if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, wg_kernel(wgs), wgs * 128,
@@ -486,7 +490,7 @@ extern "C" int sh_encoder_attention_groups(int device, int n, int d, int n_head)
         long waves = (blocks + (long)sms * per_sm - 1) / ((long)sms * per_sm);
         long busiest = waves > 1 ? (long)per_sm : (blocks + sms - 1) / sms;
         long units = waves * busiest * wgs;
-        if (!best || units <= best_units) best = wgs, best_units = units;
+        if (!best || units < best_units) best = wgs, best_units = units;
     }
     cudaGetLastError();   /* a refused attribute or launch is not the run's error */
     return best;
