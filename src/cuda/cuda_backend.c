@@ -116,6 +116,10 @@ struct sh_gpu_model {
      * into it), and the values' half biases d apart: one batched GEMM
      * each a window (cross_kv); else NULL */
     uint16_t *cross_w, *cross_b_h;
+    /* half activations on compute 9.0 with sm_90a code: the warpgroups a
+     * block of the encoder attention's warpgroup-MMA form (found once, at
+     * upload: its probe launches a kernel), else 0 */
+    int flash_groups;
     void **allocs;                     /* every device allocation, for model_free */
     int n_allocs, cap_allocs;
 };
@@ -606,6 +610,8 @@ static int model_upload(const shruti_model *m, int device, int mode, sh_gpu_row_
     UP(upload_floats(g, w->dec_ln_b, dt, &g->dec_ln_b, err));
     if (fused_may_run(g)) UP(upload_fused_copies(g, err));
     if (screen_may_run(mode, dt)) UP(make_screen(g, err));
+    if (r == 0 && g->act_half)
+        g->flash_groups = sh_encoder_attention_groups(device, hp->n_audio_ctx, da, hp->n_audio_head);
 #undef UP
     if (r < 0) {
         model_free(g);
@@ -929,10 +935,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
               (mma && strcmp(mma, "all") == 0 ? SH_K_MMA_ONE : 0);
     s->flash = flash_wanted(cc_major, g->act_half, hp);
     /* SHRUTI_CUDA_ENCODER_WGMMA=0: the mma.sync form on compute 9.0 too (A/B runs, tests) */
-    s->flash_groups = s->flash && !env_off("SHRUTI_CUDA_ENCODER_WGMMA")
-                          ? sh_encoder_attention_groups(g->device, hp->n_audio_ctx,
-                                                        hp->n_audio_state, hp->n_audio_head)
-                          : 0;
+    s->flash_groups = s->flash && !env_off("SHRUTI_CUDA_ENCODER_WGMMA") ? g->flash_groups : 0;
     /* rows that share a window scored together in the cross-attention
      * beyond a wave (H200, medium's 5-beam step 1.29 -> 1.24 ms);
      * SHRUTI_CUDA_ATT_ROWS=0: never, =1: whatever the grid (tests) */
