@@ -21,11 +21,12 @@
  * With --screen-ab (float16): on the CPU greedy and 5-beam steps with the
  * logit screen off and on, alternating in one process; on the GPU greedy
  * steps and 60 s so. With --speculate-ab (GPU): greedy steps and 60 s
- * with the speculated step off and on.
+ * with the speculated step off and on. With --ab VAR (GPU): the same with
+ * any switch VAR at 0 and unset (a window's prompt timed too).
  *
  * usage: bench_model [--device cpu|cuda] [--threads N] [--runs N] [--tokens N]
  *                    [--compute-type T] [--host-pick] [--throughput] [--screen-ab]
- *                    [--speculate-ab]
+ *                    [--speculate-ab] [--ab VAR]
  *                    [size ...]
  *        (sizes: tiny base small medium large; default tiny base small) */
 #include <math.h>
@@ -216,11 +217,26 @@ static double minute_ms(sh_run *rt, const float *mel, const sh_logit_mask *mk) {
     return (sh_now_s() - t0) * 1000.0;
 }
 
+/* A window's 4-token prompt and the pick after it, ms (median of 9:
+ * the encoder's window already in place). */
+static double prompt_ms(sh_run *rt, const sh_logit_mask *mk) {
+    int prompt[4] = {50258, 50259, 50359, 50364}, best;
+    double lp, t[9];
+    for (int r = 0; r < 9; r++) {
+        double t0 = sh_now_s();
+        sh_decoder_reserve(rt, 1);
+        sh_decoder_forward(rt, prompt, 1, 4, 0);
+        pick(rt, 3, mk, &best, &lp);
+        t[r] = (sh_now_s() - t0) * 1000.0;
+    }
+    return bench_median(t, 9);
+}
+
 /* A GPU feature off and on (GPU): a second run state made with the
  * variable env at 0 (--speculate-ab: SHRUTI_CUDA_SPECULATE, no step run
  * ahead of the host; --screen-ab: SHRUTI_LOGIT_SCREEN, every logit of a
- * greedy pick from the half weights), greedy steps and 60 s of audio
- * alternating between the two run by run. */
+ * greedy pick from the half weights; --ab VAR: any other), the prompt,
+ * greedy steps and 60 s of audio alternating between the two run by run. */
 static void gpu_ab(sh_run *rt, const shruti_model *m, int threads, int runs, int tokens,
                    const float *mel, const sh_logit_mask *mk, const char *size, const char *env,
                    const char *what) {
@@ -234,15 +250,17 @@ static void gpu_ab(sh_run *rt, const shruti_model *m, int threads, int runs, int
         return;
     }
     sh_run *states[2] = {&off, rt};
-    double g[2][64], minute[2][64];
+    double g[2][64], minute[2][64], pr[2][64];
     for (int on = 0; on < 2; on++) minute_ms(states[on], mel, mk);   /* warm-up */
     for (int r = 0; r < runs; r++)
         for (int on = 0; on < 2; on++) {
             g[on][r] = greedy_ms_per_token(states[on], tokens, mk);
             minute[on][r] = minute_ms(states[on], mel, mk);
+            pr[on][r] = prompt_ms(states[on], mk);
         }
-    printf("  %s %s off / on, alternating: greedy %.3f / %.3f ms, 60 s %.1f / %.1f ms\n", size,
-           what, bench_median(g[0], runs), bench_median(g[1], runs), bench_median(minute[0], runs),
+    printf("  %s %s off / on, alternating: prompt %.3f / %.3f ms, greedy %.3f / %.3f ms, "
+           "60 s %.1f / %.1f ms\n", size, what, bench_median(pr[0], runs), bench_median(pr[1], runs),
+           bench_median(g[0], runs), bench_median(g[1], runs), bench_median(minute[0], runs),
            bench_median(minute[1], runs));
     sh_run_free(&off);
 }
@@ -251,6 +269,7 @@ int main(int argc, char **argv) {
     int threads = 2, runs = 5, tokens = 64;
     const char *compute_type = "auto", *device = "cpu";
     int do_throughput = 0, do_screen_ab = 0, do_speculate_ab = 0;
+    const char *ab_var = NULL;
     const char *sizes[16];
     int n_sizes = 0;
     for (int i = 1; i < argc; i++) {
@@ -263,6 +282,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--throughput") == 0) do_throughput = 1;
         else if (strcmp(argv[i], "--screen-ab") == 0) do_screen_ab = 1;
         else if (strcmp(argv[i], "--speculate-ab") == 0) do_speculate_ab = 1;
+        else if (strcmp(argv[i], "--ab") == 0 && i + 1 < argc) ab_var = argv[++i];
         else if (n_sizes < 16) sizes[n_sizes++] = argv[i];
     }
     if (n_sizes == 0) {
@@ -337,6 +357,7 @@ int main(int argc, char **argv) {
         if (do_speculate_ab && rt.gpu)
             gpu_ab(&rt, m, threads, runs, tokens, mel, &mk, sizes[s], "SHRUTI_CUDA_SPECULATE",
                    "speculated steps");
+        if (ab_var && rt.gpu) gpu_ab(&rt, m, threads, runs, tokens, mel, &mk, sizes[s], ab_var, ab_var);
         if (do_throughput) {
             const int batches[] = {1, 2, 8, 32};
             for (int b = 0; b < 4; b++)

@@ -693,6 +693,11 @@ struct sh_gpu_state {
     sh_pick_result *host_pick;      /* the same, the host's view */
     cudaGraphExec_t step[MAX_BEAMS + 1];   /* one-token steps by rows */
     signed char eager[MAX_BEAMS + 1];   /* rows whose step could not be captured */
+    /* a window's prompt (one sequence of 2..SH_GEMV_MAX_ROWS tokens) by its
+     * length, captured at first use (run_prompt_graph); prompt_eager: not
+     * (it could not be, or SHRUTI_CUDA_PROMPT_GRAPH=0) */
+    cudaGraphExec_t prompt[SH_GEMV_MAX_ROWS + 1];
+    signed char prompt_eager[SH_GEMV_MAX_ROWS + 1];
     /* the encoder of a window into each slot's cross keys, captured at
      * first use; enc_eager: not captured (it could not be, or
      * SHRUTI_CUDA_ENCODER_GRAPH=0) */
@@ -768,7 +773,10 @@ static void destroy_graphs(sh_gpu_state *s, cudaGraphExec_t *graphs, int n) {
         }
 }
 
-static void drop_graphs(sh_gpu_state *s) { destroy_graphs(s, s->step, MAX_BEAMS + 1); }
+static void drop_graphs(sh_gpu_state *s) {
+    destroy_graphs(s, s->step, MAX_BEAMS + 1);
+    destroy_graphs(s, s->prompt, SH_GEMV_MAX_ROWS + 1);
+}
 
 /* The encoder's graphs, which hold the windows' cross keys' addresses. */
 static void drop_encoder_graphs(sh_gpu_state *s) { destroy_graphs(s, s->enc_graph, MAX_BEAMS); }
@@ -953,6 +961,7 @@ static int state_new(sh_gpu_model *g, sh_gpu_state **out, char *err) {
                             : 0;
     /* SHRUTI_CUDA_STEP_DIRECT=0: the one-row fused step through its graph (A/B runs) */
     s->step_direct = !env_off("SHRUTI_CUDA_STEP_DIRECT");
+    if (env_off("SHRUTI_CUDA_PROMPT_GRAPH")) memset(s->prompt_eager, 1, sizeof s->prompt_eager);
     s->enc_eager = env_off("SHRUTI_CUDA_ENCODER_GRAPH");
     s->cross_batch = !env_off("SHRUTI_CUDA_CROSS_BATCH");
     /* SHRUTI_LOGIT_SCREEN=0 here too: a state without it (A/B runs) */
@@ -1648,6 +1657,32 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
     return launch_captured(s, rows, err);
 }
 
+/* A window's prompt of n_tokens (one sequence: the start of transcript
+ * and its language and task tokens, 2..SH_GEMV_MAX_ROWS) replays a graph
+ * captured at its first use, as one-token steps do; launched one by one,
+ * its ~8 kernels a layer had cost the host's launch time each. A prompt
+ * that cannot be captured runs launch by launch from then on. */
+static int run_prompt_graph(sh_gpu_state *s, int n_tokens, char *err) {
+    cudaGraphExec_t *exec = &s->prompt[n_tokens];
+    if (!*exec && !s->prompt_eager[n_tokens]) {
+        cudaGraph_t graph = NULL;
+        CU(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "capturing a graph");
+        int r = enqueue_step(s, n_tokens, n_tokens, err);
+        cudaError_t e = cudaStreamEndCapture(s->stream, &graph);
+        if (r == 0 && e == cudaSuccess) e = cudaGraphInstantiate(exec, graph, 0);
+        if (graph) cudaGraphDestroy(graph);
+        if (r < 0) return r;
+        if (e != cudaSuccess) {
+            *exec = NULL;
+            cudaGetLastError();
+            s->prompt_eager[n_tokens] = 1;
+        }
+    }
+    if (!*exec) return enqueue_step(s, n_tokens, n_tokens, err);
+    CU(cudaGraphLaunch(*exec, s->stream), "launching the prompt");
+    return 0;
+}
+
 /* Whether a step of rows x n_tokens leaves row 0's logits made. */
 static int step_fuses_logits(const sh_gpu_state *s, int rows, int n_tokens) {
     return rows == 1 && n_tokens == 1 && s->fused[0].state > 0 && s->fused[0].fs.logits;
@@ -1659,7 +1694,8 @@ static int launch_step(sh_gpu_state *s, int rows, int n_tokens, char *err) {
                        cudaMemcpyHostToDevice, s->stream), "copying tokens");
     s->logits_fused = s->dx_raw = 0;
     int r = n_tokens == 1 && rows <= MAX_BEAMS ? run_step_graph(s, rows, err)
-                                              : enqueue_step(s, rows, n_tokens, err);
+            : rows == n_tokens && rows <= SH_GEMV_MAX_ROWS ? run_prompt_graph(s, n_tokens, err)
+                                                           : enqueue_step(s, rows, n_tokens, err);
     if (r < 0) return r;
     s->logits_fused = step_fuses_logits(s, rows, n_tokens);
     s->dx_raw = step_leaves_raw(s, rows, n_tokens);

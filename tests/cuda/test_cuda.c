@@ -961,6 +961,44 @@ static void check_encoder_switch(shruti_model *m, const float *mel, const char *
     free(logits[0]), free(logits[1]);
 }
 
+/* A window's prompt replayed from its graph (SHRUTI_CUDA_PROMPT_GRAPH)
+ * against the same prompt launched kernel by kernel: the same bits for
+ * every row of prompts of 4 and 3 tokens, over three windows (the graph
+ * captured at the first, replayed on the next windows' cross keys), and
+ * the one-token step after each. */
+static void check_prompt_graph(shruti_model *m, const float *mel) {
+    int n_vocab = shruti_model_n_vocab(m), n_mel = shruti_model_n_mels(m) * 3000;
+    float *logits[2] = {malloc(sizeof(float) * 4 * n_vocab), malloc(sizeof(float) * 4 * n_vocab)};
+    float *window = malloc(sizeof(float) * (size_t)n_mel);
+    sh_run rt[2];
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) setenv("SHRUTI_CUDA_PROMPT_GRAPH", "0", 1);
+        CHECK(sh_run_init(&rt[k], m, 8) == 0 && rt[k].gpu, "GPU run state: %s", rt[k].note);
+        unsetenv("SHRUTI_CUDA_PROMPT_GRAPH");
+    }
+    const int prompt[4] = {50258, 50259, 50359, 50364};
+    agreement agree = {0};
+    for (int w = 0; w < 6; w++) {
+        int n = w % 2 ? 3 : 4, tok = 400 + 37 * w;
+        for (int i = 0; i < n_mel; i++) window[i] = mel[(i + 997 * (w / 2)) % n_mel];
+        for (int k = 0; k < 2; k++) {
+            CHECK(sh_encode(&rt[k], window) == 0 && sh_decoder_reserve(&rt[k], 1) == 0, "encode");
+            CHECK(sh_decoder_forward(&rt[k], prompt, 1, n, 0) == 0, "prompt");
+            CHECK(sh_decoder_logits(&rt[k], 0, n, logits[k]) == 0, "logits");
+        }
+        agreement_add(&agree, logits[1], logits[0], n, n_vocab);
+        for (int k = 0; k < 2; k++) {
+            CHECK(sh_decoder_forward(&rt[k], &tok, 1, 1, n) == 0, "step");
+            CHECK(sh_decoder_logits(&rt[k], 0, 1, logits[k]) == 0, "logits");
+        }
+        agreement_add(&agree, logits[1], logits[0], 1, n_vocab);
+    }
+    check_agreement("prompt as a graph vs launched one by one", "tiny shape, random weights, float16",
+                    &agree, 0.0, 0);
+    sh_run_free(&rt[0]), sh_run_free(&rt[1]);
+    free(logits[0]), free(logits[1]), free(window);
+}
+
 static void check_encoder_switches(int cc_major) {
     float *mel;
     shruti_model *m = random_model("tiny", "float16", &mel);
@@ -976,6 +1014,7 @@ static void check_encoder_switches(int cc_major) {
     /* the same kernels replayed from a graph: the same bits */
     check_encoder_switch(m, mel, "SHRUTI_CUDA_ENCODER_GRAPH",
                          "encoder as a graph vs launched one by one", 0.0, 0);
+    check_prompt_graph(m, mel);
     free(mel);
     shruti_model_free(m);
 }
