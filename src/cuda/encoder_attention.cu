@@ -486,10 +486,11 @@ extern "C" int sh_encoder_attention_groups(int device, int n, int d, int n_head)
     cudaFree(on);
     if (!built) return 0;
     /* the fewest 64-query units on the busiest SM; among those, blocks of
-     * 3, 2, 4, 1 warpgroups in that order (H200, one layer: medium 3
-     * (one block an SM) 35.9 us against 1 37.0; large 2 42.0 against 4
-     * 43.2-45.8 and 1 46.4; tiny 2 29.0 against 1 29.2) */
-    static const int order[4] = {3, 2, 4, 1};
+     * 1, 3, 2, 4 warpgroups in that order (H200, one layer, since the
+     * loads were unrolled: medium 1 32.1 us against 3 32.9, large 1 39.9
+     * against 2 40.4 and 4 40.3, tiny 1 25.0 against 2 25.5; with the loads
+     * as a loop 3, 2, 4, 1 had been the order: medium 3 35.9 against 1 37.0) */
+    static const int order[4] = {1, 3, 2, 4};
     int best = 0;
     long best_units = 0;
     for (int k = 0; k < 4; k++) {
