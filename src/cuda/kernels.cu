@@ -737,6 +737,9 @@ extern "C" void sh_k_bias_act(cudaStream_t s, const float *y, const float *b, in
 
 /* y = gelu(y), half, in place: 8 halves a thread where the buffer is 16-byte
  * aligned and n a multiple of 8, else one. */
+/* GELU in place on 8 halves a thread (four loads a thread, all in flight
+ * before the first is used, timed the same: H200, medium's encoder 3.15 /
+ * 3.35 / 3.16 -> 3.14 / 3.19 / 3.14 ms a window). */
 __global__ void k_gelu_half8(__half *y, long n8) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n8) return;
@@ -764,38 +767,47 @@ extern "C" void sh_k_gelu_half(cudaStream_t s, uint16_t *y, long n) {
 
 /* A warp a row, the row in registers (n a multiple of 128, at most
  * LN_MAX_QUADS x 128): the row read once instead of three times and no
- * block barriers; the same two passes (mean, then squared deviations). */
+ * block barriers; the same two passes (mean, then squared deviations).
+ * Q: n / 128 known at compile time (every Whisper width), the gains and
+ * biases then loaded with the row rather than after the two reductions
+ * (a second round trip to L2 on each row's path); 0: any n, loaded late. */
 #define LN_MAX_QUADS 16
 #define LN_WARPS 4
 #define LN_WARP_ROWS 256   /* rows from which the warp kernel is used */
+template <int Q>
 __global__ void k_layer_norm_warp(const float *x, int rows, int n, const float *g, const float *b,
                                   void *out, int act_half) {
-    int row = blockIdx.x * LN_WARPS + threadIdx.x / WARP, lane = threadIdx.x % WARP, q = n / 128;
+    constexpr int QM = Q ? Q : LN_MAX_QUADS;
+    int row = blockIdx.x * LN_WARPS + threadIdx.x / WARP, lane = threadIdx.x % WARP, q = Q ? Q : n / 128;
     if (row >= rows) return;
     const float4 *xr = (const float4 *)(x + (size_t)row * n);
-    float4 v[LN_MAX_QUADS];
+    const float4 *g4 = (const float4 *)g, *b4 = (const float4 *)b;
+    float4 v[QM], gg[QM], bb[QM];
     float s = 0.0f;
 #pragma unroll
-    for (int k = 0; k < LN_MAX_QUADS; k++)
+    for (int k = 0; k < QM; k++)
         if (k < q) {
             v[k] = xr[k * WARP + lane];
-            s += v[k].x + v[k].y + v[k].z + v[k].w;
+            if (Q) gg[k] = g4[k * WARP + lane], bb[k] = b4[k * WARP + lane];
         }
+#pragma unroll
+    for (int k = 0; k < QM; k++)
+        if (k < q) s += v[k].x + v[k].y + v[k].z + v[k].w;
     float mean = warp_sum(s) / n, var = 0.0f;
 #pragma unroll
-    for (int k = 0; k < LN_MAX_QUADS; k++)
+    for (int k = 0; k < QM; k++)
         if (k < q) {
             float a = v[k].x - mean, bq = v[k].y - mean, c = v[k].z - mean, d = v[k].w - mean;
             var += a * a + bq * bq + c * c + d * d;
         }
     float inv = rsqrtf(warp_sum(var) / n + 1e-5f);
 #pragma unroll
-    for (int k = 0; k < LN_MAX_QUADS; k++)
+    for (int k = 0; k < QM; k++)
         if (k < q) {
             int c4 = k * WARP + lane;
-            float4 gg = ((const float4 *)g)[c4], bb = ((const float4 *)b)[c4];
-            float4 o = make_float4((v[k].x - mean) * inv * gg.x + bb.x, (v[k].y - mean) * inv * gg.y + bb.y,
-                                   (v[k].z - mean) * inv * gg.z + bb.z, (v[k].w - mean) * inv * gg.w + bb.w);
+            float4 gk = Q ? gg[k] : g4[c4], bk = Q ? bb[k] : b4[c4];
+            float4 o = make_float4((v[k].x - mean) * inv * gk.x + bk.x, (v[k].y - mean) * inv * gk.y + bk.y,
+                                   (v[k].z - mean) * inv * gk.z + bk.z, (v[k].w - mean) * inv * gk.w + bk.w);
             store4(out, (size_t)row * n + (size_t)c4 * 4, o, act_half);
         }
 }
@@ -818,14 +830,26 @@ __global__ void k_layer_norm(const float *x, int n, const float *g, const float 
         store_act(out, (size_t)blockIdx.x * n + i, (row[i] - mean) * inv * g[i] + b[i], act_half);
 }
 
+typedef void (*layer_norm_fn)(const float *, int, int, const float *, const float *, void *, int);
+static layer_norm_fn layer_norm_warp_kernel(int quads) {
+    switch (quads) {
+    case 3: return k_layer_norm_warp<3>;     /* tiny */
+    case 4: return k_layer_norm_warp<4>;     /* base */
+    case 6: return k_layer_norm_warp<6>;     /* small */
+    case 8: return k_layer_norm_warp<8>;     /* medium */
+    case 10: return k_layer_norm_warp<10>;   /* large */
+    default: return k_layer_norm_warp<0>;
+    }
+}
+
 extern "C" void sh_k_layer_norm(cudaStream_t s, const float *x, int rows, int n, const float *g,
                                 const float *b, void *out, int act_half) {
     /* the decoder's few rows keep the block a row: there the row's
      * latency counts, not the bandwidth (tiny's minute 47.4 -> 48.3 ms
      * with the warp kernel for its final norm) */
     if (rows >= LN_WARP_ROWS && n % 128 == 0 && n <= LN_MAX_QUADS * 128 && quads_ok(1, n, x, g, b, out))
-        k_layer_norm_warp<<<(rows + LN_WARPS - 1) / LN_WARPS, LN_WARPS * WARP, 0, s>>>(x, rows, n, g, b,
-                                                                                   out, act_half);
+        layer_norm_warp_kernel(n / 128)<<<(rows + LN_WARPS - 1) / LN_WARPS, LN_WARPS * WARP, 0, s>>>(
+            x, rows, n, g, b, out, act_half);
     else
         k_layer_norm<<<rows, 256, 0, s>>>(x, n, g, b, out, act_half);
 }
