@@ -72,6 +72,12 @@ static __device__ __forceinline__ void load8(const void *w, const __half *scales
     }
 }
 
+/* Two words on their way into L1 (a layer norm's gain and bias, read
+ * after the norm's reductions), no registers held. */
+static __device__ __forceinline__ void prefetch_l1_pair(const float *a, const float *b) {
+    asm volatile("prefetch.global.L1 [%0];\n\tprefetch.global.L1 [%1];" ::"l"(a), "l"(b));
+}
+
 /* xs[0..n) = the layer norm of row (g, b), or without g the row itself,
  * n <= PER * blockDim.x; every load issued before the first use (one
  * latency). The caller syncs the block before reading xs. */
@@ -85,8 +91,7 @@ static __device__ __forceinline__ void row_to_shared(const float *row, int n, co
         v[k] = i < n ? row[i] : 0.0f;
         /* the norm's weights on their way with the row (into L1, no
          * registers held): one latency before the products, not two */
-        if (g && i < n)
-            asm volatile("prefetch.global.L1 [%0];\n\tprefetch.global.L1 [%1];" ::"l"(g + i), "l"(b + i));
+        if (g && i < n) prefetch_l1_pair(g + i, b + i);
     }
     if (g) {
 #pragma unroll
@@ -372,6 +377,10 @@ __global__ void __launch_bounds__(WARPS *WARP, WARPS == MMA_WARPS ? 2 : 1)
     /* thread (row, n) < 128 finishes output o0 + row of input row n */
     int eo = o0 + threadIdx.x / 8, e_n = threadIdx.x % 8;
     gemv_out out = gemv_out_at(threadIdx.x < 128 && eo < n_out && e_n < rows, eo, e_n, bias, kv);
+    /* LN: its gains and biases (weights) on their way before the wait,
+     * as row_to_shared's */
+    if (LN)
+        for (int i = threadIdx.x; i < n_in; i += WARPS * WARP) prefetch_l1_pair(ln_g + i, ln_b + i);
     gemv_out_wait(out, y, ldy, epilogue);
     /* LN: the normalised rows as (rows, stride) hi halves, then lo */
     __half *xh = (__half *)mma_smem, *xl = xh + (size_t)rows * stride;
