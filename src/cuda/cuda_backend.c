@@ -1659,8 +1659,9 @@ static int run_step_graph(sh_gpu_state *s, int rows, char *err) {
 
 /* A window's prompt of n_tokens (one sequence: the start of transcript
  * and its language and task tokens, 2..SH_GEMV_MAX_ROWS) replays a graph
- * captured at its first use, as one-token steps do; launched one by one,
- * its ~8 kernels a layer had cost the host's launch time each. A prompt
+ * captured at its first use, as one-token steps do: launched one by one,
+ * its ~8 kernels a layer had cost the host's launch time each (H200,
+ * medium, the prompt and the step after it 1.604 -> 1.542 ms). A prompt
  * that cannot be captured runs launch by launch from then on. */
 static int run_prompt_graph(sh_gpu_state *s, int n_tokens, char *err) {
     cudaGraphExec_t *exec = &s->prompt[n_tokens];
