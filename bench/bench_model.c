@@ -90,13 +90,13 @@ static double peak_rss_mb(void) {
     return ru.ru_maxrss / 1024.0;
 }
 
-/* ms per decoder step for n_rows rows, over n_tokens steps after a
- * 4-token prompt */
 /* The prompt's work done before a timed loop begins (on the GPU it is
  * only enqueued, its graph in one launch: its ~1 ms had fallen into the
  * first timed steps). */
 static void settle(sh_run *rt, float *scratch) { sh_decoder_logits(rt, 0, 1, scratch); }
 
+/* ms per decoder step for n_rows rows, over n_tokens steps after a
+ * 4-token prompt */
 static double decoder_ms_per_token(sh_run *rt, int n_rows, int n_tokens, float *logits) {
     int prompt[4] = {50258, 50259, 50359, 50364};
     sh_decoder_reserve(rt, n_rows);

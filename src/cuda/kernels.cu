@@ -745,10 +745,9 @@ extern "C" void sh_k_bias_act(cudaStream_t s, const float *y, const float *b, in
 }
 
 /* y = gelu(y), half, in place: 8 halves a thread where the buffer is 16-byte
- * aligned and n a multiple of 8, else one. */
-/* GELU in place on 8 halves a thread (four loads a thread, all in flight
- * before the first is used, timed the same: H200, medium's encoder 3.15 /
- * 3.35 / 3.16 -> 3.14 / 3.19 / 3.14 ms a window). */
+ * aligned and n a multiple of 8, else one. (Four loads a thread, all in
+ * flight before the first is used, timed the same: H200, medium's encoder
+ * 3.15 / 3.35 / 3.16 -> 3.14 / 3.19 / 3.14 ms a window.) */
 __global__ void k_gelu_half8(__half *y, long n8) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n8) return;
